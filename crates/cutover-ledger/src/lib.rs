@@ -1,1 +1,416 @@
-//! cutover-ledger
+//! The ledger: every release, its state, its reason and its timeline, in SQLite.
+//!
+//! It answers "which version is live, since when, and what was before" and decides the
+//! rollback target. Releases are never deleted, only superseded.
+//!
+//! Architecture invariant: a state change and the event that explains it are written in one
+//! transaction, before the change takes effect in the world (the engine calls the ledger first).
+
+mod model;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sha2::{Digest, Sha256};
+
+pub use model::{Event, NewRelease, Release, ReleaseKind, ReleaseState, Snapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("ledger: release {0} does not exist")]
+    NoSuchRelease(i64),
+    #[error("ledger: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, LedgerError>;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    env TEXT NOT NULL,
+    version TEXT NOT NULL,
+    artifact TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    snapshot TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    restored_from INTEGER,
+    requested_by TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT,
+    passed_monitor INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    live_at TEXT,
+    monitor_until TEXT,
+    ended_at TEXT
+);
+CREATE INDEX IF NOT EXISTS releases_env ON releases (env, id);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    release_id INTEGER NOT NULL REFERENCES releases (id),
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_release ON events (release_id, id);
+"#;
+
+const RELEASE_COLUMNS: &str = "id, app, env, version, artifact, digest, snapshot, kind, restored_from, \
+     requested_by, state, reason, passed_monitor, created_at, started_at, live_at, monitor_until, ended_at";
+
+pub struct Ledger {
+    conn: Connection,
+}
+
+impl Ledger {
+    /// Opens (and creates or migrates) the ledger at `path`.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        let ledger = Ledger { conn };
+        ledger.salt()?;
+        Ok(ledger)
+    }
+
+    /// The per-ledger random salt for hashing secret values.
+    pub fn salt(&self) -> Result<String> {
+        let existing: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(salt) = existing {
+            return Ok(salt);
+        }
+        let salt = hex::encode(rand::random::<[u8; 16]>());
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('salt', ?1)",
+            [&salt],
+        )?;
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
+                r.get(0)
+            })
+            .map_err(Into::into)
+    }
+
+    /// Salted hashes of secret values: a change of value is visible, the value is not.
+    pub fn hash_secrets(
+        &self,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let salt = self.salt()?;
+        Ok(secrets
+            .iter()
+            .map(|(name, value)| {
+                let mut h = Sha256::new();
+                h.update(salt.as_bytes());
+                h.update([0]);
+                h.update(name.as_bytes());
+                h.update([0]);
+                h.update(value.as_bytes());
+                (
+                    name.clone(),
+                    format!("sha256:{}", &hex::encode(h.finalize())[..16]),
+                )
+            })
+            .collect())
+    }
+
+    /// Records a new release in state `pending`.
+    pub fn create_release(&mut self, new: &NewRelease) -> Result<Release> {
+        let now = now();
+        let snapshot = serde_json::to_string(&new.snapshot)
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO releases (app, env, version, artifact, digest, snapshot, kind, restored_from, \
+             requested_by, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
+            params![
+                new.app,
+                new.env,
+                new.version,
+                new.artifact,
+                new.digest,
+                snapshot,
+                new.kind.as_str(),
+                new.restored_from,
+                new.requested_by,
+                now
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        let message = match (new.kind, new.restored_from) {
+            (ReleaseKind::Rollback, Some(from)) => {
+                format!(
+                    "rollback to release {from} ({}) requested by {}",
+                    new.version, new.requested_by
+                )
+            }
+            _ => format!(
+                "deploy of {} requested by {}",
+                new.artifact, new.requested_by
+            ),
+        };
+        insert_event(&tx, id, "pending", &message)?;
+        tx.commit()?;
+        self.get(id)
+    }
+
+    /// Moves a release to `state`, stamping the matching time column and writing an event.
+    pub fn transition(
+        &mut self,
+        id: i64,
+        state: ReleaseState,
+        reason: Option<&str>,
+        message: &str,
+    ) -> Result<()> {
+        let now = now();
+        let tx = self.conn.transaction()?;
+        let column = match state {
+            ReleaseState::Starting => Some("started_at"),
+            ReleaseState::Live => Some("live_at"),
+            ReleaseState::Superseded | ReleaseState::Failed | ReleaseState::RolledBack => {
+                Some("ended_at")
+            }
+            _ => None,
+        };
+        let changed = match column {
+            Some(col) => tx.execute(
+                &format!(
+                    "UPDATE releases SET state = ?1, reason = COALESCE(?2, reason), {col} = ?3 WHERE id = ?4"
+                ),
+                params![state.as_str(), reason, now, id],
+            )?,
+            None => tx.execute(
+                "UPDATE releases SET state = ?1, reason = COALESCE(?2, reason) WHERE id = ?3",
+                params![state.as_str(), reason, id],
+            )?,
+        };
+        if changed == 0 {
+            return Err(LedgerError::NoSuchRelease(id));
+        }
+        if state == ReleaseState::Live {
+            tx.execute("UPDATE releases SET ended_at = NULL WHERE id = ?1", [id])?;
+        }
+        insert_event(&tx, id, state.as_str(), message)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sets the end of the monitor window of a live release.
+    pub fn set_monitor_until(&mut self, id: i64, until: Option<DateTime<Utc>>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE releases SET monitor_until = ?1 WHERE id = ?2",
+            params![until.map(fmt_time), id],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a release as having passed its monitor window: it is now known-good.
+    pub fn mark_passed_monitor(&mut self, id: i64, message: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("UPDATE releases SET passed_monitor = 1 WHERE id = ?1", [id])?;
+        insert_event(&tx, id, "known-good", message)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn add_event(&mut self, id: i64, kind: &str, message: &str) -> Result<()> {
+        insert_event(&self.conn, id, kind, message)
+    }
+
+    pub fn get(&self, id: i64) -> Result<Release> {
+        self.find(id)?.ok_or(LedgerError::NoSuchRelease(id))
+    }
+
+    pub fn find(&self, id: i64) -> Result<Option<Release>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE id = ?1"),
+                [id],
+                row_to_release,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    /// Releases of an environment, newest first.
+    pub fn history(&self, env: &str, limit: usize) -> Result<Vec<Release>> {
+        self.query_releases(
+            &format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE env = ?1 ORDER BY id DESC LIMIT ?2"
+            ),
+            params![env, limit as i64],
+        )
+    }
+
+    /// Every environment that has at least one release.
+    pub fn environments(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT env FROM releases ORDER BY env")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    /// The release serving the environment, if any.
+    pub fn live(&self, env: &str) -> Result<Option<Release>> {
+        Ok(self
+            .query_releases(
+                &format!(
+                    "SELECT {RELEASE_COLUMNS} FROM releases WHERE env = ?1 AND state = 'live' ORDER BY id DESC LIMIT 1"
+                ),
+                params![env],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    /// Releases that became live, passed their monitor window and were never rolled back
+    /// from, newest first.
+    pub fn known_good(&self, env: &str) -> Result<Vec<Release>> {
+        self.query_releases(
+            &format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE env = ?1 AND passed_monitor = 1 \
+                 AND state IN ('live', 'superseded') ORDER BY id DESC"
+            ),
+            params![env],
+        )
+    }
+
+    /// The rollback target: the most recent known-good other than the live release, and older
+    /// than what the live release restored (so a second rollback walks further back instead
+    /// of bouncing between two versions).
+    pub fn rollback_target(&self, env: &str) -> Result<Option<Release>> {
+        let live = self.live(env)?;
+        let origin = live.as_ref().map(|l| l.restored_from.unwrap_or(l.id));
+        Ok(self
+            .known_good(env)?
+            .into_iter()
+            .find(|r| Some(r.id) != live.as_ref().map(|l| l.id) && origin.is_none_or(|o| r.id < o)))
+    }
+
+    /// Releases left in a transient state (what a crashed server was doing).
+    pub fn in_flight(&self) -> Result<Vec<Release>> {
+        self.query_releases(
+            &format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE state IN ('pending', 'starting', 'verifying') ORDER BY id"
+            ),
+            [],
+        )
+    }
+
+    /// Live releases whose monitor window has not closed.
+    pub fn monitoring(&self) -> Result<Vec<Release>> {
+        self.query_releases(
+            &format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE state = 'live' AND passed_monitor = 0 ORDER BY id"
+            ),
+            [],
+        )
+    }
+
+    pub fn events(&self, id: i64) -> Result<Vec<Event>> {
+        let mut stmt =
+            self.conn.prepare("SELECT id, release_id, at, kind, message FROM events WHERE release_id = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, release, at, kind, message) = row?;
+            Ok(Event {
+                id,
+                release,
+                at: parse_time(&at)?,
+                kind,
+                message,
+            })
+        })
+        .collect()
+    }
+
+    fn query_releases(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Release>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(params, row_to_release)?;
+        rows.map(|r| r?).collect()
+    }
+}
+
+fn insert_event(conn: &Connection, id: i64, kind: &str, message: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO events (release_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+        params![id, now(), kind, message],
+    )?;
+    Ok(())
+}
+
+fn row_to_release(r: &Row<'_>) -> rusqlite::Result<Result<Release>> {
+    let snapshot: String = r.get(6)?;
+    let kind: String = r.get(7)?;
+    let state: String = r.get(10)?;
+    let times: [Option<String>; 5] = [r.get(13)?, r.get(14)?, r.get(15)?, r.get(16)?, r.get(17)?];
+    let build = || -> Result<Release> {
+        let opt = |s: &Option<String>| s.as_deref().map(parse_time).transpose();
+        Ok(Release {
+            id: r.get(0)?,
+            app: r.get(1)?,
+            env: r.get(2)?,
+            version: r.get(3)?,
+            artifact: r.get(4)?,
+            digest: r.get(5)?,
+            snapshot: serde_json::from_str(&snapshot)
+                .map_err(|e| LedgerError::Corrupt(e.to_string()))?,
+            kind: ReleaseKind::parse(&kind)
+                .ok_or_else(|| LedgerError::Corrupt(format!("kind {kind}")))?,
+            restored_from: r.get(8)?,
+            requested_by: r.get(9)?,
+            state: ReleaseState::parse(&state)
+                .ok_or_else(|| LedgerError::Corrupt(format!("state {state}")))?,
+            reason: r.get(11)?,
+            passed_monitor: r.get::<_, i64>(12)? != 0,
+            created_at: parse_time(times[0].as_deref().unwrap_or_default())?,
+            started_at: opt(&times[1])?,
+            live_at: opt(&times[2])?,
+            monitor_until: opt(&times[3])?,
+            ended_at: opt(&times[4])?,
+        })
+    };
+    Ok(build())
+}
+
+fn now() -> String {
+    fmt_time(Utc::now())
+}
+
+fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| LedgerError::Corrupt(format!("time {s:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where a release is in the deploy state machine (DESIGN.md):
+/// `pending → (awaiting-approval) → starting → verifying → live → superseded`,
+/// or one of the two other ends, `failed` and `rolled-back`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReleaseState {
+    Pending,
+    AwaitingApproval,
+    Starting,
+    Verifying,
+    Live,
+    Superseded,
+    Failed,
+    RolledBack,
+}
+
+impl ReleaseState {
+    pub const ALL: [ReleaseState; 8] = [
+        ReleaseState::Pending,
+        ReleaseState::AwaitingApproval,
+        ReleaseState::Starting,
+        ReleaseState::Verifying,
+        ReleaseState::Live,
+        ReleaseState::Superseded,
+        ReleaseState::Failed,
+        ReleaseState::RolledBack,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseState::Pending => "pending",
+            ReleaseState::AwaitingApproval => "awaiting-approval",
+            ReleaseState::Starting => "starting",
+            ReleaseState::Verifying => "verifying",
+            ReleaseState::Live => "live",
+            ReleaseState::Superseded => "superseded",
+            ReleaseState::Failed => "failed",
+            ReleaseState::RolledBack => "rolled-back",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReleaseState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the release is still on its way (a crashed server must resolve these).
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ReleaseState::Pending | ReleaseState::Starting | ReleaseState::Verifying
+        )
+    }
+}
+
+impl std::fmt::Display for ReleaseState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReleaseKind {
+    Deploy,
+    Rollback,
+}
+
+impl ReleaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseKind::Deploy => "deploy",
+            ReleaseKind::Rollback => "rollback",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ReleaseKind> {
+        match s {
+            "deploy" => Some(ReleaseKind::Deploy),
+            "rollback" => Some(ReleaseKind::Rollback),
+            _ => None,
+        }
+    }
+}
+
+/// The configuration a release runs: `cutover.toml` as committed in its version, the
+/// release's one-off `--env` overrides, and the names of its secrets with a salted hash of
+/// their values (never the values).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub config_text: String,
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    pub artifact: String,
+    pub digest: String,
+    pub snapshot: Snapshot,
+    pub kind: ReleaseKind,
+    pub restored_from: Option<i64>,
+    pub requested_by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Release {
+    pub id: i64,
+    pub app: String,
+    pub env: String,
+    pub version: String,
+    pub artifact: String,
+    pub digest: String,
+    pub snapshot: Snapshot,
+    pub kind: ReleaseKind,
+    pub restored_from: Option<i64>,
+    pub requested_by: String,
+    pub state: ReleaseState,
+    pub reason: Option<String>,
+    pub passed_monitor: bool,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub live_at: Option<DateTime<Utc>>,
+    pub monitor_until: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Release {
+    /// The first 12 characters of the version, as people say it.
+    pub fn short_version(&self) -> &str {
+        &self.version[..self.version.len().min(12)]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub release: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub message: String,
+}

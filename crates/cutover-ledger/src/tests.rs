@@ -1,0 +1,168 @@
+use super::*;
+
+fn ledger() -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger.db")).unwrap();
+    (dir, ledger)
+}
+
+fn deploy(ledger: &mut Ledger, version: &str) -> Release {
+    ledger
+        .create_release(&NewRelease {
+            app: "app".into(),
+            env: "staging".into(),
+            version: version.into(),
+            artifact: format!("app:{version}"),
+            digest: format!("sha256:{version}"),
+            snapshot: Snapshot::default(),
+            kind: ReleaseKind::Deploy,
+            restored_from: None,
+            requested_by: "tester".into(),
+        })
+        .unwrap()
+}
+
+/// Takes a release all the way to live, superseding the current live one.
+fn go_live(ledger: &mut Ledger, id: i64, pass_monitor: bool) {
+    if let Some(live) = ledger.live("staging").unwrap() {
+        ledger
+            .transition(live.id, ReleaseState::Superseded, None, "superseded")
+            .unwrap();
+    }
+    ledger
+        .transition(id, ReleaseState::Starting, None, "starting")
+        .unwrap();
+    ledger
+        .transition(id, ReleaseState::Verifying, None, "verifying")
+        .unwrap();
+    ledger
+        .transition(id, ReleaseState::Live, None, "live")
+        .unwrap();
+    if pass_monitor {
+        ledger.mark_passed_monitor(id, "passed").unwrap();
+    }
+}
+
+#[test]
+fn a_release_records_its_timeline_in_order() {
+    let (_d, mut l) = ledger();
+    let r = deploy(&mut l, "aaa");
+    go_live(&mut l, r.id, true);
+    let kinds: Vec<_> = l
+        .events(r.id)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["pending", "starting", "verifying", "live", "known-good"]
+    );
+    let r = l.get(r.id).unwrap();
+    assert_eq!(r.state, ReleaseState::Live);
+    assert!(r.started_at.is_some() && r.live_at.is_some() && r.ended_at.is_none());
+}
+
+#[test]
+fn no_rollback_target_without_a_second_known_good() {
+    let (_d, mut l) = ledger();
+    let a = deploy(&mut l, "aaa");
+    go_live(&mut l, a.id, true);
+    assert!(l.rollback_target("staging").unwrap().is_none());
+}
+
+#[test]
+fn rollback_target_is_the_previous_known_good_even_inside_the_monitor_window() {
+    let (_d, mut l) = ledger();
+    let a = deploy(&mut l, "aaa");
+    go_live(&mut l, a.id, true);
+    let b = deploy(&mut l, "bbb");
+    go_live(&mut l, b.id, false);
+    assert_eq!(l.rollback_target("staging").unwrap().unwrap().id, a.id);
+}
+
+#[test]
+fn a_second_rollback_walks_further_back_instead_of_bouncing() {
+    let (_d, mut l) = ledger();
+    let ids: Vec<i64> = ["aaa", "bbb", "ccc"]
+        .iter()
+        .map(|v| {
+            let r = deploy(&mut l, v);
+            go_live(&mut l, r.id, true);
+            r.id
+        })
+        .collect();
+    // First rollback: from ccc to bbb, recorded as a new release restoring bbb.
+    let target = l.rollback_target("staging").unwrap().unwrap();
+    assert_eq!(target.id, ids[1]);
+    let rb = l
+        .create_release(&NewRelease {
+            kind: ReleaseKind::Rollback,
+            restored_from: Some(target.id),
+            ..new_from(&target)
+        })
+        .unwrap();
+    l.transition(
+        ids[2],
+        ReleaseState::RolledBack,
+        Some("rolled back by tester"),
+        "left",
+    )
+    .unwrap();
+    l.transition(rb.id, ReleaseState::Starting, None, "s")
+        .unwrap();
+    l.transition(rb.id, ReleaseState::Live, None, "l").unwrap();
+    // Second rollback: not back to ccc (rolled back) nor bbb (what is live), but aaa.
+    assert_eq!(l.rollback_target("staging").unwrap().unwrap().id, ids[0]);
+}
+
+fn new_from(r: &Release) -> NewRelease {
+    NewRelease {
+        app: r.app.clone(),
+        env: r.env.clone(),
+        version: r.version.clone(),
+        artifact: r.artifact.clone(),
+        digest: r.digest.clone(),
+        snapshot: r.snapshot.clone(),
+        kind: r.kind,
+        restored_from: r.restored_from,
+        requested_by: "tester".into(),
+    }
+}
+
+#[test]
+fn secret_hashes_are_salted_and_never_contain_the_value() {
+    let (_d, l) = ledger();
+    let mut s = BTreeMap::new();
+    s.insert("API_TOKEN".to_string(), "hunter2".to_string());
+    let h = l.hash_secrets(&s).unwrap();
+    assert!(!h["API_TOKEN"].contains("hunter2"));
+    let (_d2, other) = ledger();
+    assert_ne!(
+        h,
+        other.hash_secrets(&s).unwrap(),
+        "salt differs per ledger"
+    );
+    assert_eq!(h, l.hash_secrets(&s).unwrap(), "stable within one ledger");
+}
+
+#[test]
+fn in_flight_lists_transient_releases_only() {
+    let (_d, mut l) = ledger();
+    let a = deploy(&mut l, "aaa");
+    go_live(&mut l, a.id, true);
+    let b = deploy(&mut l, "bbb");
+    l.transition(b.id, ReleaseState::Starting, None, "s")
+        .unwrap();
+    let ids: Vec<_> = l.in_flight().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, [b.id]);
+}
+
+#[test]
+fn a_transition_of_an_unknown_release_is_an_error() {
+    let (_d, mut l) = ledger();
+    assert!(matches!(
+        l.transition(42, ReleaseState::Live, None, "x"),
+        Err(LedgerError::NoSuchRelease(42))
+    ));
+}
