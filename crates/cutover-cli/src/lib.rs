@@ -1,7 +1,16 @@
 //! The `cutover` command line: argument parsing, the client side of the server's API, and the
 //! dispatch to the binary's other roles (server, edge proxy, instance supervisor).
+//!
+//! Exit codes (stable, DESIGN.md): 0 done · 1 refused, nothing changed · 2 usage error ·
+//! 3 a new instance failed and the rollback target serves · 4 restoring failed too.
 
+mod client;
+mod commands;
+mod context;
+mod output;
 mod roles;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -9,15 +18,46 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "cutover",
     version,
-    about = "Merged isn't running: build once, deploy, health-check, cut over, roll back by itself."
+    about = "Merged isn't running: build once, deploy, health-check, cut over, roll back by itself.",
+    long_about = "cutover takes a commit to a running, health-checked service the same way every time, \
+and takes it back by itself when the new version is wrong.\n\n\
+Start with `cutover init` in your repository, then `cutover deploy staging`. \
+`cutover demo` walks the whole loop on a sample app.",
+    after_help = "Exit codes: 0 done · 1 refused, nothing changed · 2 usage error · \
+3 the new version failed and the previous one serves · 4 restoring failed too"
 )]
 struct Cli {
+    /// The state dir (default: `.cutover/` beside cutover.toml).
+    #[arg(long, global = true, env = "CUTOVER_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write a commented cutover.toml for the repository you stand in.
+    Init(commands::init::InitArgs),
+    /// Build a commit once into an artifact named <app>:<full sha>.
+    Build(commands::build::BuildArgs),
+    /// Build (if needed), deploy, health-check and cut over an environment.
+    Deploy(commands::deploy::DeployArgs),
+    /// Go back to the previous known-good release (or the one given with --to).
+    Rollback(commands::deploy::RollbackArgs),
+    /// What is live in each environment, since when, and which instances serve it.
+    Status(commands::read::StatusArgs),
+    /// Every release of an environment, newest first.
+    History(commands::read::HistoryArgs),
+    /// One release's timeline, event by event.
+    Show(commands::read::ShowArgs),
+    /// The output of an environment's instances.
+    Logs(commands::read::LogsArgs),
+    /// Run the course lab (Parts A–D) end to end on a sample app, narrated.
+    Demo(commands::demo::DemoArgs),
+    /// Run the control plane in the foreground (the CLI starts one in the background when needed).
+    Server(roles::ServerArgs),
+    /// Stop the server, the edge proxies and every instance of this state dir.
+    Down,
     /// Internal: run one instance under a supervisor (started by the server).
     #[command(hide = true)]
     Supervise(roles::SuperviseArgs),
@@ -35,8 +75,42 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    let state_dir = cli.state_dir.as_deref();
     match cli.command {
         Command::Supervise(args) => roles::supervise(args),
         Command::Proxy(args) => roles::proxy(args),
+        Command::Server(args) => roles::server(args, state_dir),
+        Command::Init(args) => commands::init::run(args),
+        Command::Build(args) => commands::build::run(args, state_dir),
+        command => block_on(async move {
+            match command {
+                Command::Deploy(args) => commands::deploy::deploy(args, state_dir).await,
+                Command::Rollback(args) => commands::deploy::rollback(args, state_dir).await,
+                Command::Status(args) => commands::read::status(args, state_dir).await,
+                Command::History(args) => commands::read::history(args, state_dir).await,
+                Command::Show(args) => commands::read::show(args, state_dir).await,
+                Command::Logs(args) => commands::read::logs(args, state_dir).await,
+                Command::Down => commands::read::down(state_dir).await,
+                Command::Demo(args) => commands::demo::run(args).await,
+                _ => Ok(2),
+            }
+        }),
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<i32>>) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(code) => code,
+        Err(e) => output::report_error(&e),
     }
 }

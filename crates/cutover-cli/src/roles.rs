@@ -56,3 +56,35 @@ pub fn proxy(args: ProxyArgs) -> i32 {
         }
     }
 }
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Detach from the caller (print the pid and return at once).
+    #[arg(long, hide = true)]
+    pub detach: bool,
+}
+
+/// `cutover server`: the control plane, in the foreground unless `--detach`.
+pub fn server(args: ServerArgs, state_dir: Option<&std::path::Path>) -> i32 {
+    let state = match state_dir {
+        Some(dir) => cutover_server::StateDir::new(dir),
+        None => match crate::context::Context::discover(None) {
+            Ok(ctx) => ctx.state,
+            Err(e) => return crate::output::report_error(&e),
+        },
+    };
+    let state =
+        cutover_server::StateDir::new(std::path::absolute(&state.path).unwrap_or(state.path));
+    if args.detach {
+        if let Err(e) = state.create() {
+            eprintln!("error: cannot create {}: {e}", state.path.display());
+            return 1;
+        }
+        if let Err(e) = cutover_daemon::detach(Some(&state.log_file())) {
+            eprintln!("error: could not detach the server: {e}");
+            return 1;
+        }
+        cutover_daemon::close_stdin();
+    }
+    cutover_server::run(state)
+}

@@ -261,8 +261,19 @@ pub fn current_user() -> String {
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| {
-            // SAFETY: getuid cannot fail.
-            format!("uid-{}", unsafe { libc::getuid() })
+            // SAFETY: getuid cannot fail; getpwuid returns NULL or a pointer to a static entry
+            // whose name we copy at once.
+            unsafe {
+                let uid = libc::getuid();
+                let entry = libc::getpwuid(uid);
+                if entry.is_null() || (*entry).pw_name.is_null() {
+                    format!("uid-{uid}")
+                } else {
+                    std::ffi::CStr::from_ptr((*entry).pw_name)
+                        .to_string_lossy()
+                        .into_owned()
+                }
+            }
         })
 }
 

@@ -1,1 +1,231 @@
-//! cutover-engine
+//! The engine: the release state machine (DESIGN.md) and its strategies, as plain logic over
+//! traits. It does not know whether an instance is a process or a container (`Runtime`), how
+//! traffic is switched (`Edge`) or how health is asked (`Prober`).
+//!
+//! Deploy, rollback, automatic rollback and crash recovery share one path: bring a release's
+//! instances up ([`Engine::bring_up`]), verify them, then cut the environment over to them.
+//!
+//! Architecture invariants:
+//! - Every state change is written to the ledger before it takes effect.
+//! - Once an environment has had a live release, some healthy instance serves it at every
+//!   moment of a blue-green deploy, a failed deploy and a rollback: traffic is switched only
+//!   to instances that passed their health check, and old instances stop only after the
+//!   switch and a drain.
+
+mod monitor;
+mod outcome;
+pub mod ports;
+mod reconcile;
+mod release;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cutover_artifact::ArtifactStore;
+use cutover_ledger::Ledger;
+use cutover_runtime::{InstanceInfo, Runtime};
+use tokio::sync::{mpsc, watch};
+
+pub use outcome::{Outcome, Progress};
+pub use ports::{Edge, HttpProber, Prober, ProxyEdge};
+
+/// Where the engine keeps its files.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub state_dir: PathBuf,
+    /// The repository the state dir belongs to (secret files and commands resolve from here
+    /// when the server must resolve them itself).
+    pub repo_root: PathBuf,
+}
+
+/// A request to make an artifact live in an environment.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    pub env: String,
+    pub app: String,
+    pub version: String,
+    /// One-off `--env NAME=VALUE` overrides.
+    pub overrides: BTreeMap<String, String>,
+    /// Secret values resolved by the caller, by name. Kept in memory only.
+    pub secrets: BTreeMap<String, String>,
+    pub requested_by: String,
+    /// Wait for a busy environment instead of refusing at once.
+    pub queue: bool,
+}
+
+/// A request to go back to a known-good release.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    pub env: String,
+    /// A release id or a version (sha prefix); `None` = the rollback target.
+    pub to: Option<String>,
+    pub secrets: BTreeMap<String, String>,
+    pub requested_by: String,
+    pub queue: bool,
+}
+
+pub type ProgressTx = mpsc::UnboundedSender<Progress>;
+
+/// The control plane's brain. Cheap to clone; clones share everything.
+pub struct Engine<R, E, P> {
+    inner: Arc<Inner<R, E, P>>,
+}
+
+impl<R, E, P> Clone for Engine<R, E, P> {
+    fn clone(&self) -> Self {
+        Engine {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<R, E, P> {
+    options: EngineOptions,
+    ledger: Mutex<Ledger>,
+    store: ArtifactStore,
+    runtime: R,
+    edge: E,
+    prober: P,
+    /// One deploy per environment at a time.
+    env_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Which release holds each environment's lock, to name it in a refusal.
+    holders: Mutex<HashMap<String, String>>,
+    /// The open monitor window of each environment.
+    monitors: Mutex<HashMap<String, MonitorSlot>>,
+    /// Secret values of releases this server started, for restarts and restores.
+    secrets: Mutex<HashMap<i64, BTreeMap<String, String>>>,
+}
+
+/// An open monitor window: the release watched, the warm standby kept for a fast way back,
+/// and how to stop the watch.
+struct MonitorSlot {
+    release: i64,
+    standby: Option<Standby>,
+    cancel: watch::Sender<bool>,
+    done: watch::Receiver<Option<Outcome>>,
+}
+
+/// The previous release's instances, kept running through the monitor window.
+#[derive(Debug, Clone)]
+struct Standby {
+    release: i64,
+    instances: Vec<InstanceInfo>,
+}
+
+impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
+    pub fn new(
+        options: EngineOptions,
+        ledger: Ledger,
+        runtime: R,
+        edge: E,
+        prober: P,
+    ) -> anyhow::Result<Self> {
+        let store = ArtifactStore::open(&options.state_dir.join("artifacts"))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                options,
+                ledger: Mutex::new(ledger),
+                store,
+                runtime,
+                edge,
+                prober,
+                env_locks: Mutex::default(),
+                holders: Mutex::default(),
+                monitors: Mutex::default(),
+                secrets: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Runs `f` with the ledger. Ledger calls are short; never hold it across an await.
+    pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        let mut guard = self.inner.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
+    pub fn edge(&self) -> &E {
+        &self.inner.edge
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    /// Waits until the monitor window of `release` closes; returns how it ended.
+    pub async fn wait_monitor(&self, release: i64) -> Outcome {
+        let done = {
+            let monitors = self
+                .inner
+                .monitors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            monitors
+                .values()
+                .find(|m| m.release == release)
+                .map(|m| m.done.clone())
+        };
+        if let Some(mut done) = done {
+            loop {
+                if let Some(outcome) = done.borrow().clone() {
+                    return outcome;
+                }
+                if done.changed().await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.settled_outcome(release)
+    }
+
+    /// The end of the monitor window of a release, read from the ledger.
+    fn settled_outcome(&self, release: i64) -> Outcome {
+        match self.with_ledger(|l| l.get(release)) {
+            Ok(r) if r.state == cutover_ledger::ReleaseState::RolledBack => {
+                Outcome::failed_restored(
+                    Some(release),
+                    r.reason.unwrap_or_else(|| "rolled back".into()),
+                    Vec::new(),
+                )
+            }
+            Ok(r) if r.state == cutover_ledger::ReleaseState::Failed => {
+                Outcome::refused(r.reason.unwrap_or_else(|| "failed".into()), None)
+                    .with_release(release)
+            }
+            Ok(r) => Outcome::done(
+                release,
+                format!("release {release} ({}) is {}", r.short_version(), r.state),
+            ),
+            Err(e) => Outcome::refused(e.to_string(), None),
+        }
+    }
+
+    /// Stops every instance and proxy this engine knows of (for `cutover down`).
+    pub async fn shut_down_everything(&self) {
+        let cancels: Vec<_> = {
+            let mut monitors = self
+                .inner
+                .monitors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            monitors.drain().map(|(_, m)| m.cancel).collect()
+        };
+        for c in cancels {
+            let _ = c.send(true);
+        }
+        if let Ok(instances) = self.inner.runtime.list().await {
+            self.stop_instances(&instances).await;
+        }
+        let envs = self.with_ledger(|l| l.environments()).unwrap_or_default();
+        for env in envs {
+            self.inner.edge.stop(&env).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -22,8 +22,29 @@ pub struct HttpCheck {
 
 /// Why a probe failed, in words for a person.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ProbeFailure(pub String);
+#[error("{message}")]
+pub struct ProbeFailure {
+    pub message: String,
+    /// The instance answered (with a wrong status or body): it is up and says it is unwell,
+    /// as opposed to not listening yet or not answering in time.
+    pub answered: bool,
+}
+
+impl ProbeFailure {
+    fn silent(message: String) -> ProbeFailure {
+        ProbeFailure {
+            message,
+            answered: false,
+        }
+    }
+
+    fn answered(message: String) -> ProbeFailure {
+        ProbeFailure {
+            message,
+            answered: true,
+        }
+    }
+}
 
 const MAX_RESPONSE: usize = 64 * 1024;
 
@@ -31,7 +52,7 @@ const MAX_RESPONSE: usize = 64 * 1024;
 pub async fn probe(addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFailure> {
     match tokio::time::timeout(check.timeout, probe_inner(addr, check)).await {
         Ok(result) => result,
-        Err(_) => Err(ProbeFailure(format!(
+        Err(_) => Err(ProbeFailure::silent(format!(
             "GET {} timed out after {} ms",
             check.path,
             check.timeout.as_millis()
@@ -40,9 +61,9 @@ pub async fn probe(addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFailu
 }
 
 async fn probe_inner(addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFailure> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| ProbeFailure(format!("GET {}: cannot connect to {addr}: {e}", check.path)))?;
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| {
+        ProbeFailure::silent(format!("GET {}: cannot connect to {addr}: {e}", check.path))
+    })?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cutover-health\r\nConnection: close\r\n\r\n",
         check.path
@@ -50,7 +71,7 @@ async fn probe_inner(addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFai
     stream
         .write_all(request.as_bytes())
         .await
-        .map_err(|e| ProbeFailure(format!("GET {}: {e}", check.path)))?;
+        .map_err(|e| ProbeFailure::silent(format!("GET {}: {e}", check.path)))?;
     let mut response = Vec::new();
     let mut buf = [0u8; 8192];
     loop {
@@ -63,7 +84,7 @@ async fn probe_inner(addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFai
                 }
             }
             Err(e) if response.is_empty() => {
-                return Err(ProbeFailure(format!("GET {}: {e}", check.path)));
+                return Err(ProbeFailure::silent(format!("GET {}: {e}", check.path)));
             }
             Err(_) => break,
         }
@@ -80,7 +101,7 @@ pub fn judge(response: &[u8], check: &HttpCheck) -> Result<(), ProbeFailure> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| {
-            ProbeFailure(format!(
+            ProbeFailure::answered(format!(
                 "GET {}: not an HTTP response ({:?})",
                 check.path,
                 status_line.chars().take(60).collect::<String>()
@@ -92,7 +113,7 @@ pub fn judge(response: &[u8], check: &HttpCheck) -> Result<(), ProbeFailure> {
     };
     if !status_ok {
         let want = check.status.map_or("2xx".to_string(), |s| s.to_string());
-        return Err(ProbeFailure(format!(
+        return Err(ProbeFailure::answered(format!(
             "GET {} → {status} (expected {want})",
             check.path
         )));
@@ -103,7 +124,7 @@ pub fn judge(response: &[u8], check: &HttpCheck) -> Result<(), ProbeFailure> {
             .map(|(_, b)| b)
             .unwrap_or_default();
         if !body.contains(needle.as_str()) {
-            return Err(ProbeFailure(format!(
+            return Err(ProbeFailure::answered(format!(
                 "GET {} → {status} but the body does not contain {needle:?}",
                 check.path
             )));
@@ -151,13 +172,21 @@ mod tests {
         let addr =
             serve_once("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").await;
         let err = probe(addr, &check()).await.unwrap_err();
-        assert!(err.0.contains("500") && err.0.contains("2xx"), "{err}");
+        assert!(
+            err.message.contains("500") && err.message.contains("2xx"),
+            "{err}"
+        );
+        assert!(err.answered);
     }
 
     #[tokio::test]
     async fn a_404_fails() {
         let addr = serve_once("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
-        assert!(probe(addr, &check()).await.unwrap_err().0.contains("404"));
+        assert!(probe(addr, &check())
+            .await
+            .unwrap_err()
+            .message
+            .contains("404"));
     }
 
     #[tokio::test]

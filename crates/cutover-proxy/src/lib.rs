@@ -1,6 +1,38 @@
 //! cutover-proxy: the edge proxy (data plane). See docs/ARCHITECTURE.md.
+//!
+//! One process per environment. It listens on the environment's address and forwards every
+//! request to the upstreams (instances) its route table names at that moment; the table sits
+//! behind one `ArcSwap`, so a cutover is one atomic swap. The control plane drives it over a
+//! unix socket ([`ProxyClient`]); the proxy keeps its routes on disk and serves on when the
+//! control plane is gone.
+
+mod admin;
+mod client;
+mod forward;
+mod routes;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::{mpsc, watch};
+
+pub use client::{running_pid, spawn, ProxyClient};
+pub use routes::RoutesFile;
+
+use crate::admin::{describe, Admin};
+use crate::forward::Forwarder;
+use crate::routes::Routes;
+
+/// How long a shutdown waits for in-flight requests before it closes their connections.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// Everything one environment's proxy process needs to know.
 #[derive(Debug, Clone)]
@@ -29,7 +61,247 @@ impl ProxyOptions {
     }
 }
 
-/// Runs the proxy until it is told to shut down. Builds its own tokio runtime.
-pub fn run(_options: ProxyOptions) -> Result<(), std::io::Error> {
-    todo!()
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    pub env: String,
+    /// The address the proxy listens on (the real port when it was started with port 0).
+    pub listen: SocketAddr,
+    pub pid: u32,
+    /// Increments with every `set`; survives restarts.
+    pub generation: u64,
+    pub upstreams: Vec<SocketAddr>,
+    /// Requests in flight per upstream: the routed ones, and any other one still busy.
+    pub inflight: BTreeMap<SocketAddr, u64>,
+}
+
+/// The result of a drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// No request was in flight to the drained upstreams any more.
+    pub drained: bool,
+    /// Requests still in flight when the drain gave up (0 when drained).
+    pub remaining: u64,
+}
+
+/// Errors of the proxy process and of its clients.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("listen address {0} is already in use")]
+    AddressInUse(SocketAddr),
+    #[error("could not listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("another edge proxy for {env} already answers on {}", socket.display())]
+    AlreadyRunning { env: String, socket: PathBuf },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("edge proxy for {env} is not running (admin socket {}: {source})", socket.display())]
+    NotRunning {
+        env: String,
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("edge proxy for {env} did not answer `{op}` within {} s", after.as_secs_f64())]
+    Timeout {
+        env: String,
+        op: String,
+        after: Duration,
+    },
+    #[error("edge proxy for {env} refused the request: {message}")]
+    Refused { env: String, message: String },
+    #[error("edge proxy for {env} sent a reply that makes no sense: {detail}")]
+    BadReply { env: String, detail: String },
+    #[error("edge proxy for {env} did not start: {detail}")]
+    StartFailed { env: String, detail: String },
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProxyError {
+    let context = context.into();
+    move |source| ProxyError::Io { context, source }
+}
+
+/// Runs the proxy until it is told to shut down (admin `shutdown`, SIGTERM or SIGINT). Builds
+/// its own tokio runtime.
+pub fn run(options: ProxyOptions) -> Result<(), ProxyError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(format!("proxy-{}", options.env))
+        .build()
+        .map_err(io_error("could not start the async runtime"))?;
+    let result = runtime.block_on(serve(options));
+    // Drops what is left (idle admin connections, stuck requests past the grace period).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(options: ProxyOptions) -> Result<(), ProxyError> {
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AddrInUse => ProxyError::AddressInUse(options.listen),
+                _ => ProxyError::Listen {
+                    addr: options.listen,
+                    source,
+                },
+            })?;
+    let listen = listener
+        .local_addr()
+        .map_err(io_error("could not read the listen address"))?;
+    if std::os::unix::net::UnixStream::connect(&options.admin_socket).is_ok() {
+        return Err(ProxyError::AlreadyRunning {
+            env: options.env.clone(),
+            socket: options.admin_socket.clone(),
+        });
+    }
+    let initial = RoutesFile::load(&options.routes_file).map_err(io_error(format!(
+        "could not read the routes {}",
+        options.routes_file.display()
+    )))?;
+
+    let pid = std::process::id();
+    cutover_daemon::write_atomic(&options.pid_file, format!("{pid}\n").as_bytes()).map_err(
+        io_error(format!(
+            "could not write the pid file {}",
+            options.pid_file.display()
+        )),
+    )?;
+    let admin_listener = cutover_daemon::prepare_socket_dir(&options.admin_socket)
+        .and_then(|()| UnixListener::bind(&options.admin_socket))
+        .map_err(io_error(format!(
+            "could not open the admin socket {}",
+            options.admin_socket.display()
+        )));
+    let admin_listener = match admin_listener {
+        Ok(listener) => listener,
+        Err(e) => {
+            remove_pid_file(&options.pid_file, pid);
+            return Err(e);
+        }
+    };
+
+    let routes = Arc::new(Routes::new(&initial));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let admin = Arc::new(Admin {
+        env: options.env.clone(),
+        listen,
+        routes_file: options.routes_file.clone(),
+        routes: routes.clone(),
+        set_lock: tokio::sync::Mutex::new(()),
+        shutdown: shutdown_tx.clone(),
+    });
+    let admin_task = tokio::spawn(admin.serve(admin_listener));
+    tokio::spawn(stop_on_signals(options.env.clone(), shutdown_tx));
+    eprintln!(
+        "edge proxy for {} (pid {pid}) listening on {listen}, generation {} routes to {}",
+        options.env,
+        initial.generation,
+        describe(&initial.upstreams)
+    );
+
+    let forwarder = Arc::new(Forwarder::new(options.env.clone(), routes));
+    accept_until_shutdown(listener, forwarder, shutdown_rx).await;
+
+    admin_task.abort();
+    let _ = std::fs::remove_file(&options.admin_socket);
+    remove_pid_file(&options.pid_file, pid);
+    eprintln!("edge proxy for {} stopped", options.env);
+    Ok(())
+}
+
+/// Serves client connections until shutdown, then lets them finish for up to [`GRACE`].
+async fn accept_until_shutdown(
+    listener: TcpListener,
+    forwarder: Arc<Forwarder>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Every connection task holds a sender; `recv` returns `None` once all of them are done.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    loop {
+        tokio::select! {
+            () = stopping(&mut shutdown) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(connection(
+                        stream,
+                        peer,
+                        forwarder.clone(),
+                        shutdown.clone(),
+                        alive_tx.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: wait a little rather than spin.
+                    eprintln!("edge proxy: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    drop(alive_tx);
+    let _ = tokio::time::timeout(GRACE, alive_rx.recv()).await;
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    forwarder: Arc<Forwarder>,
+    mut shutdown: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |request| {
+        let forwarder = forwarder.clone();
+        async move { forwarder.handle(request, peer).await }
+    });
+    let conn = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = stopping(&mut shutdown) => {
+            // Finishes the request in progress, then closes; idle connections close at once.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn stop_on_signals(env: String, shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("edge proxy for {env}: cannot handle signals: {e}");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => eprintln!("edge proxy for {env}: shutting down (SIGTERM)"),
+        _ = int.recv() => eprintln!("edge proxy for {env}: shutting down (SIGINT)"),
+    }
+    shutdown.send_replace(true);
+}
+
+/// Resolves once shutdown has been asked for.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn remove_pid_file(path: &Path, pid: u32) {
+    if cutover_daemon::read_pid(path) == Some(pid) {
+        let _ = std::fs::remove_file(path);
+    }
 }

@@ -1,1 +1,211 @@
-//! cutover-server
+//! The control plane (`cutover server`): one per state dir. It owns the ledger and the engine
+//! and answers the CLI over a unix socket with a small JSON API. Only this crate knows the
+//! wire format.
+//!
+//! Architecture invariant: the server is never on the data path. Edge proxies and instance
+//! supervisors are separate processes; killing the server (even with `kill -9`) stops no
+//! traffic, and a restarted server reconciles with what it finds.
+
+pub mod api;
+mod views;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cutover_daemon::FileLock;
+use cutover_engine::{Engine, EngineOptions, HttpProber, ProxyEdge};
+use cutover_ledger::Ledger;
+use cutover_runtime::ProcessRuntime;
+
+pub use api::{DeployBody, RollbackBody};
+pub use views::{EnvironmentView, HistoryView, LiveView, ReleaseView, ShowView, StatusView};
+
+/// The engine as the server runs it.
+pub type ServerEngine = Engine<ProcessRuntime, ProxyEdge, HttpProber>;
+
+/// Files of a state dir that the server and the CLI both need to find.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub path: PathBuf,
+}
+
+impl StateDir {
+    pub fn new(path: impl Into<PathBuf>) -> StateDir {
+        StateDir { path: path.into() }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        cutover_daemon::socket_path(&self.path, "server")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.path.join("server.pid")
+    }
+
+    /// Held by the running server for its whole life.
+    pub fn run_lock(&self) -> PathBuf {
+        self.path.join("server.lock")
+    }
+
+    /// Held by a CLI while it starts a server, so that two CLIs do not start two.
+    pub fn start_lock(&self) -> PathBuf {
+        self.path.join("server.start.lock")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.path.join("logs").join("server.log")
+    }
+
+    /// The repository the state dir belongs to (its parent).
+    pub fn repo_root(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// Creates the state dir with a `.gitignore` of `*`, so it never dirties the repo.
+    pub fn create(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.path)?;
+        let ignore = self.path.join(".gitignore");
+        if !ignore.exists() {
+            std::fs::write(ignore, "*\n")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the server in the foreground until `cutover down` or a signal. Returns the exit code.
+pub fn run(state: StateDir) -> i32 {
+    if let Err(e) = state.create() {
+        eprintln!(
+            "error: cannot create the state dir {}: {e}",
+            state.path.display()
+        );
+        return 1;
+    }
+    let lock = match FileLock::try_acquire(&state.run_lock()) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            let pid =
+                cutover_daemon::read_pid(&state.pid_file()).map_or("?".into(), |p| p.to_string());
+            eprintln!(
+                "error: a cutover server already runs for {} (pid {pid})",
+                state.path.display()
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("error: cannot lock {}: {e}", state.run_lock().display());
+            return 1;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let code = runtime.block_on(serve(state.clone()));
+    let _ = std::fs::remove_file(state.pid_file());
+    drop(lock);
+    code
+}
+
+async fn serve(state: StateDir) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find the cutover binary: {e}");
+            return 1;
+        }
+    };
+    let ledger = match Ledger::open(&state.path.join("ledger.db")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let options = EngineOptions {
+        state_dir: state.path.clone(),
+        repo_root: state.repo_root(),
+    };
+    let engine = match Engine::new(
+        options,
+        ledger,
+        ProcessRuntime::new(&state.path, &exe),
+        ProxyEdge {
+            exe: exe.clone(),
+            state_dir: state.path.clone(),
+        },
+        HttpProber,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let socket = state.socket();
+    if let Err(e) = cutover_daemon::prepare_socket_dir(&socket) {
+        eprintln!("error: cannot prepare {}: {e}", socket.display());
+        return 1;
+    }
+    let listener = match tokio::net::UnixListener::bind(&socket) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", socket.display());
+            return 1;
+        }
+    };
+    if let Err(e) =
+        cutover_daemon::write_atomic(&state.pid_file(), std::process::id().to_string().as_bytes())
+    {
+        eprintln!("error: cannot write {}: {e}", state.pid_file().display());
+        return 1;
+    }
+    eprintln!(
+        "cutover server {} (pid {}) for {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        state.path.display()
+    );
+    for line in engine.reconcile().await {
+        eprintln!("reconcile: {line}");
+    }
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let app = api::router(Arc::new(api::AppState {
+        engine,
+        state: state.clone(),
+        stop: stop_tx,
+    }));
+    let shutdown = async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = stop_rx.changed() => {}
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! `cutover deploy` and `cutover rollback`: the commands that change an environment.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use clap::Args;
+use cutover_config::Config;
+use cutover_engine::Outcome;
+use cutover_server::api::RollbackTarget;
+use cutover_server::{DeployBody, RollbackBody};
+
+use crate::client::{Client, Refusal};
+use crate::context::Context;
+use crate::output::{report, short, Progress};
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// The environment, as named in [environments.NAME] (e.g. staging).
+    pub env: String,
+    /// The commit to deploy; built first if it is not built yet. Default: HEAD.
+    #[arg(long, conflicts_with = "version")]
+    pub rev: Option<String>,
+    /// An artifact that is already built (its full sha or a unique prefix); never builds.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// One-off runtime config for this release, recorded in it (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_assignment)]
+    pub overrides: Vec<(String, String)>,
+    /// Build a dirty working tree anyway (tagged <sha>-dirty-<hash>).
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// If another deploy holds the environment, wait for it instead of refusing.
+    #[arg(long)]
+    pub queue: bool,
+    /// Stay until the monitor window closes; exit 3 if it rolled back.
+    #[arg(long)]
+    pub wait: bool,
+    /// Show every probe and build line.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The environment to roll back.
+    pub env: String,
+    /// A known-good release id or version (sha prefix); default: the previous known-good.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// If another deploy holds the environment, wait for it instead of refusing.
+    #[arg(long)]
+    pub queue: bool,
+    /// Stay until the monitor window closes; exit 3 if it rolled back.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+fn parse_assignment(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE (e.g. --env BREAK=1)")),
+    }
+}
+
+pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    let progress = Progress::new(args.verbose);
+    let artifact = match &args.version {
+        Some(version) => {
+            let app = ctx.working_config()?.app.name.to_string();
+            crate::commands::build::find(&ctx, &app, version)?
+        }
+        None => {
+            let rev = args.rev.clone().unwrap_or_else(|| "HEAD".into());
+            let allow_dirty = args.allow_dirty;
+            let (ctx2, progress2) = (
+                Context::at(&ctx.root, Some(&ctx.state.path)),
+                Progress::new(args.verbose),
+            );
+            let built = tokio::task::spawn_blocking(move || {
+                crate::commands::build::build(&ctx2, &rev, allow_dirty, &progress2)
+            })
+            .await?;
+            built?
+        }
+    };
+    let config = Config::parse(
+        &artifact.config_text,
+        &format!("cutover.toml@{}", short(&artifact.version)),
+    )?;
+    config.environment(&args.env)?;
+    config.check_overrides(&args.overrides)?;
+    let secrets = config.resolve_secrets(&ctx.root)?;
+    let client = Client::connect_or_start(&ctx.state).await?;
+    progress.step(&format!(
+        "deploying {}:{} ({}) to {}",
+        artifact.app,
+        short(&artifact.version),
+        artifact.digest,
+        args.env
+    ));
+    let body = DeployBody {
+        env: args.env.clone(),
+        app: artifact.app.clone(),
+        version: artifact.version.clone(),
+        overrides: args.overrides.iter().cloned().collect(),
+        secrets,
+        requested_by: cutover_daemon::current_user(),
+        queue: args.queue,
+    };
+    let outcome = client
+        .stream("/v1/deploy", &body, |line| progress.line(line))
+        .await?;
+    finish(&client, outcome, args.wait, &progress).await
+}
+
+pub async fn rollback(
+    args: RollbackArgs,
+    state_dir: Option<&std::path::Path>,
+) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    if let Some(to) = &args.to {
+        if to.is_empty() || !to.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(Refusal {
+                message: format!("--to {to:?} is neither a release id nor a version"),
+                hint: Some("e.g. --to 7 or --to 9f3a2c1".into()),
+            }
+            .into());
+        }
+    }
+    let progress = Progress::new(args.verbose);
+    let client = Client::connect_or_start(&ctx.state).await?;
+    let query = args
+        .to
+        .as_ref()
+        .map(|t| format!("?to={t}"))
+        .unwrap_or_default();
+    let target: RollbackTarget = client
+        .get(&format!("/v1/rollback-target/{}{query}", args.env))
+        .await?;
+    let config = Config::parse(
+        &target.config_text,
+        &format!("cutover.toml@{}", short(&target.release.version)),
+    )
+    .context("the rollback target's committed config")?;
+    let secrets: BTreeMap<String, String> = config.resolve_secrets(&ctx.root)?;
+    progress.step(&format!(
+        "rolling {} back to release {} ({})",
+        args.env,
+        target.release.id,
+        short(&target.release.version)
+    ));
+    let body = RollbackBody {
+        env: args.env.clone(),
+        to: Some(target.release.id.to_string()),
+        secrets,
+        requested_by: cutover_daemon::current_user(),
+        queue: args.queue,
+    };
+    let outcome = client
+        .stream("/v1/rollback", &body, |line| progress.line(line))
+        .await?;
+    finish(&client, outcome, args.wait, &progress).await
+}
+
+/// Prints the outcome; with `--wait`, stays for the monitor window.
+async fn finish(
+    client: &Client,
+    outcome: Outcome,
+    wait: bool,
+    progress: &Progress,
+) -> anyhow::Result<i32> {
+    progress.finish();
+    let code = report(&outcome);
+    if code != 0 || !wait {
+        return Ok(code);
+    }
+    let Some(release) = outcome.release else {
+        return Ok(code);
+    };
+    eprintln!("waiting for the monitor window of release {release} to close (--wait)");
+    let limit = std::time::Duration::from_secs(6 * 3600);
+    let waited: Outcome = client
+        .call_within(
+            limit,
+            "GET",
+            &format!("/v1/releases/{release}/wait"),
+            None::<&()>,
+        )
+        .await?;
+    Ok(report(&waited))
+}

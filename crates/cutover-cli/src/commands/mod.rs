@@ -1,0 +1,7 @@
+//! One module per group of subcommands.
+
+pub mod build;
+pub mod demo;
+pub mod deploy;
+pub mod init;
+pub mod read;

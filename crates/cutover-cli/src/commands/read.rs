@@ -1,0 +1,287 @@
+//! The read commands (`status`, `history`, `show`, `logs`) and `down`. With `--json` a read
+//! command prints one JSON document on stdout; text for people goes to stdout too, progress
+//! and notes to stderr.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use clap::Args;
+use cutover_server::api::InstanceLogs;
+use cutover_server::{HistoryView, ShowView, StatusView};
+
+use crate::client::Client;
+use crate::context::Context;
+use crate::output::{ago, short};
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Print the status as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The environment.
+    pub env: String,
+    /// How many releases, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// The release id (see `cutover history ENV`).
+    pub release: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// The environment.
+    pub env: String,
+    /// How many lines per instance.
+    #[arg(short = 'n', long, default_value_t = 50)]
+    pub lines: usize,
+    /// Keep printing new output until Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<i32> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(0)
+}
+
+pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    let client = Client::connect_or_start(&ctx.state).await?;
+    let view: StatusView = client.get("/v1/status").await?;
+    if args.json {
+        return print_json(&view);
+    }
+    if view.environments.is_empty() {
+        println!("no environments: add [environments.NAME] to cutover.toml");
+    }
+    for env in &view.environments {
+        println!("{}  {}", env.name, env.listen.as_deref().unwrap_or("-"));
+        match &env.live {
+            Some(live) => {
+                let since = live
+                    .since
+                    .map(|s| format!("since {} ({})", s.format("%Y-%m-%d %H:%M:%SZ"), ago(s)))
+                    .unwrap_or_default();
+                let monitoring = live
+                    .monitoring_until
+                    .map(|m| format!("  monitoring until {}", m.format("%H:%M:%SZ")))
+                    .unwrap_or_default();
+                println!(
+                    "  live      release {}  {}  {}  {since}  by {}{monitoring}",
+                    live.release,
+                    short(&live.version),
+                    live.digest,
+                    live.deployed_by
+                );
+            }
+            None => println!("  live      nothing"),
+        }
+        match &env.previous {
+            Some(p) => println!(
+                "  previous  release {}  {}  {}",
+                p.release,
+                short(&p.version),
+                p.digest
+            ),
+            None => println!("  previous  none (no known-good to roll back to)"),
+        }
+        for i in &env.instances {
+            println!(
+                "  instance  {}  {}  pid {}  {}  {}  restarts {}",
+                i.id,
+                i.address,
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                i.state,
+                i.role,
+                i.restarts
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub async fn history(
+    args: HistoryArgs,
+    state_dir: Option<&std::path::Path>,
+) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    let client = Client::connect_or_start(&ctx.state).await?;
+    let view: HistoryView = client
+        .get(&format!("/v1/history/{}?limit={}", args.env, args.limit))
+        .await?;
+    if args.json {
+        return print_json(&view);
+    }
+    if view.releases.is_empty() {
+        println!("no releases in {} yet", args.env);
+        return Ok(0);
+    }
+    println!(
+        "{:>4}  {:<12}  {:<12}  {:<19}  {:<8}  {:<20}  REASON",
+        "ID", "STATE", "VERSION", "DIGEST", "KIND", "CREATED"
+    );
+    for r in &view.releases {
+        let digest = r.digest.get(..19).unwrap_or(&r.digest);
+        let good = if r.known_good { "*" } else { " " };
+        println!(
+            "{:>4}{good} {:<12}  {:<12}  {:<19}  {:<8}  {:<20}  {}",
+            r.id,
+            r.state,
+            short(&r.version),
+            digest,
+            r.kind,
+            r.created_at.format("%Y-%m-%d %H:%M:%SZ"),
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    println!("(* known-good)");
+    Ok(0)
+}
+
+pub async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    let client = Client::connect_or_start(&ctx.state).await?;
+    let view: ShowView = client
+        .get(&format!("/v1/releases/{}", args.release))
+        .await?;
+    if args.json {
+        return print_json(&view);
+    }
+    let r = &view.release;
+    println!(
+        "release {} in {}: {} ({})",
+        r.id, r.environment, r.state, r.kind
+    );
+    println!("  artifact  {} {}", r.artifact, r.digest);
+    println!("  by        {}", r.requested_by);
+    if let Some(from) = r.restored_from {
+        println!("  restores  release {from}");
+    }
+    if let Some(reason) = &r.reason {
+        println!("  reason    {reason}");
+    }
+    for (name, value) in &view.config.overrides {
+        println!("  --env     {name}={value}");
+    }
+    for (name, hash) in &view.config.secrets {
+        println!("  secret    {name} ({hash})");
+    }
+    println!("timeline:");
+    for e in &view.events {
+        println!(
+            "  {}  {:<12}  {}",
+            e.at.format("%H:%M:%S%.3f"),
+            e.kind,
+            e.message
+        );
+    }
+    for i in &view.instances {
+        println!("instance {}  {}  {}  {}", i.id, i.address, i.state, i.role);
+    }
+    Ok(0)
+}
+
+pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    let client = Client::connect_or_start(&ctx.state).await?;
+    let instances: Vec<InstanceLogs> = client
+        .get(&format!("/v1/logs/{}?lines={}", args.env, args.lines))
+        .await?;
+    if instances.is_empty() {
+        eprintln!("no instance runs in {}", args.env);
+    }
+    let mut offsets: HashMap<String, u64> = HashMap::new();
+    for i in &instances {
+        for line in &i.lines {
+            println!("{}  {line}", i.id);
+        }
+        offsets.insert(
+            i.log_file.clone(),
+            std::fs::metadata(&i.log_file).map(|m| m.len()).unwrap_or(0),
+        );
+    }
+    if !args.follow {
+        return Ok(0);
+    }
+    let mut names: HashMap<String, String> = instances
+        .iter()
+        .map(|i| (i.log_file.clone(), i.id.clone()))
+        .collect();
+    let mut tick = 0u32;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        tick += 1;
+        if tick % 8 == 0 {
+            // New instances appear with each release.
+            if let Ok(now) = client
+                .get::<Vec<InstanceLogs>>(&format!("/v1/logs/{}?lines=0", args.env))
+                .await
+            {
+                for i in now {
+                    offsets.entry(i.log_file.clone()).or_insert(0);
+                    names.insert(i.log_file, i.id);
+                }
+            }
+        }
+        for (file, offset) in offsets.iter_mut() {
+            let Ok(mut f) = std::fs::File::open(file) else {
+                continue;
+            };
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < *offset {
+                *offset = 0; // rotated
+            }
+            if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
+                continue;
+            }
+            let mut new = String::new();
+            if f.read_to_string(&mut new).is_ok() {
+                *offset += new.len() as u64;
+                let id = names.get(file).map(String::as_str).unwrap_or("?");
+                for line in new.lines() {
+                    println!("{id}  {line}");
+                }
+            }
+        }
+    }
+}
+
+pub async fn down(state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    let Some(client) = Client::connect_existing(&ctx.state).await else {
+        eprintln!(
+            "no cutover server runs for {}; nothing to stop",
+            ctx.state.path.display()
+        );
+        return Ok(0);
+    };
+    eprintln!(
+        "stopping every instance, the edge proxies and the server of {}",
+        ctx.state.path.display()
+    );
+    let _: serde_json::Value = client
+        .call_within(Duration::from_secs(120), "POST", "/v1/down", None::<&()>)
+        .await?;
+    let pid_file = ctx.state.pid_file();
+    for _ in 0..100 {
+        if !pid_file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("stopped");
+    Ok(0)
+}

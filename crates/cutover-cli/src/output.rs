@@ -1,0 +1,132 @@
+//! How the CLI talks to people: data on stdout, everything else on stderr; a spinner on a
+//! terminal, plain lines elsewhere; `error:` and `hint:` lines (uv's STYLE.md).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use cutover_engine::Outcome;
+use cutover_server::api::StreamLine;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::client::Refusal;
+
+/// Progress of a long command on stderr.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    verbose: bool,
+}
+
+impl Progress {
+    pub fn new(verbose: bool) -> Progress {
+        let fancy = std::io::stderr().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::env::var_os("CI").is_none();
+        let bar = fancy.then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed:.dim}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Progress { bar, verbose }
+    }
+
+    /// A step: shown as the spinner's message and kept as a line.
+    pub fn step(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => {
+                bar.println(format!("  {message}"));
+                bar.set_message(message.to_string());
+            }
+            None => eprintln!("  {message}"),
+        }
+    }
+
+    /// Detail: shown on the spinner, kept as a line only with --verbose or without a TTY.
+    pub fn detail(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => {
+                if self.verbose {
+                    bar.println(format!("    {message}"));
+                }
+                bar.set_message(message.to_string());
+            }
+            None => eprintln!("    {message}"),
+        }
+    }
+
+    pub fn line(&self, line: &StreamLine) {
+        match line {
+            StreamLine::Step { message } => self.step(message),
+            StreamLine::Detail { message } => self.detail(message),
+            StreamLine::Outcome(_) => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Prints an outcome and returns its exit code.
+pub fn report(outcome: &Outcome) -> i32 {
+    if outcome.is_success() {
+        eprintln!("{}", outcome.message);
+    } else {
+        eprintln!("error: {}", outcome.message);
+        if !outcome.logs.is_empty() {
+            eprintln!("  last lines of the instance's output:");
+            for line in &outcome.logs {
+                eprintln!("  | {line}");
+            }
+        }
+        if let Some(hint) = &outcome.hint {
+            eprintln!("hint: {hint}");
+        }
+        if outcome.exit_code == 4 {
+            eprintln!("error: THE ENVIRONMENT MAY NOT BE SERVING: check `cutover status`");
+        }
+    }
+    outcome.exit_code
+}
+
+/// Prints an error (with its hint, if it is a refusal or a config error) and returns 1.
+pub fn report_error(error: &anyhow::Error) -> i32 {
+    if let Some(r) = error.downcast_ref::<Refusal>() {
+        eprintln!("error: {}", r.message);
+        if let Some(hint) = &r.hint {
+            eprintln!("hint: {hint}");
+        }
+        return 1;
+    }
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    1
+}
+
+/// "5m ago"-style age of a time.
+pub fn ago(t: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = (chrono::Utc::now() - t).num_seconds().max(0);
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+pub fn short(version: &str) -> &str {
+    &version[..version.len().min(12)]
+}

@@ -1,0 +1,123 @@
+//! What the engine needs from the world, as traits: the edge proxy and the health prober.
+//! (Instances come through `cutover_runtime::Runtime`.) The real implementations live here
+//! too; tests swap in fakes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cutover_health::{HttpCheck, ProbeFailure};
+use cutover_proxy::{ProxyClient, ProxyOptions};
+
+/// The edge proxy of each environment.
+pub trait Edge: Send + Sync + 'static {
+    /// Makes sure the environment's proxy runs and listens on `listen`.
+    fn ensure(
+        &self,
+        env: &str,
+        listen: SocketAddr,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Atomically points the environment's traffic at `upstreams`.
+    fn switch(
+        &self,
+        env: &str,
+        upstreams: &[SocketAddr],
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Waits until no request is in flight to `upstreams` (true) or the timeout passes (false).
+    fn drain(
+        &self,
+        env: &str,
+        upstreams: &[SocketAddr],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Where the environment's traffic goes now; `None` if its proxy is not running.
+    fn upstreams(&self, env: &str) -> impl Future<Output = Option<Vec<SocketAddr>>> + Send;
+    /// Stops the environment's proxy.
+    fn stop(&self, env: &str) -> impl Future<Output = ()> + Send;
+}
+
+/// Asks an instance whether it is healthy.
+pub trait Prober: Send + Sync + 'static {
+    fn probe(
+        &self,
+        addr: SocketAddr,
+        check: &HttpCheck,
+    ) -> impl Future<Output = Result<(), ProbeFailure>> + Send;
+}
+
+/// Probes over real HTTP.
+pub struct HttpProber;
+
+impl Prober for HttpProber {
+    async fn probe(&self, addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFailure> {
+        cutover_health::probe(addr, check).await
+    }
+}
+
+/// cutover's own edge proxy, one detached process per environment.
+pub struct ProxyEdge {
+    pub exe: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl ProxyEdge {
+    fn options(&self, env: &str, listen: SocketAddr) -> ProxyOptions {
+        ProxyOptions::new(&self.state_dir, env, listen)
+    }
+
+    fn client(&self, env: &str) -> ProxyClient {
+        // The admin socket does not depend on the listen address.
+        ProxyClient::new(
+            self.options(env, SocketAddr::from(([127, 0, 0, 1], 0)))
+                .admin_socket,
+        )
+    }
+}
+
+impl Edge for ProxyEdge {
+    async fn ensure(&self, env: &str, listen: SocketAddr) -> Result<(), String> {
+        if let Ok(status) = self.client(env).status().await {
+            if status.listen == listen {
+                return Ok(());
+            }
+            // The committed config moved the environment: restart its proxy on the new address.
+            let _ = self.client(env).shutdown().await;
+        }
+        let (exe, state_dir, env) = (self.exe.clone(), self.state_dir.clone(), env.to_string());
+        tokio::task::spawn_blocking(move || cutover_proxy::spawn(&exe, &state_dir, &env, listen))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn switch(&self, env: &str, upstreams: &[SocketAddr]) -> Result<(), String> {
+        self.client(env)
+            .set_upstreams(upstreams)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn drain(
+        &self,
+        env: &str,
+        upstreams: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<bool, String> {
+        self.client(env)
+            .drain(upstreams, timeout)
+            .await
+            .map(|d| d.drained)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn upstreams(&self, env: &str) -> Option<Vec<SocketAddr>> {
+        self.client(env).status().await.ok().map(|s| s.upstreams)
+    }
+
+    async fn stop(&self, env: &str) {
+        let _ = self.client(env).shutdown().await;
+    }
+}

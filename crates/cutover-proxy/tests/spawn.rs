@@ -1,0 +1,134 @@
+//! The proxy as a real process: `spawn`, `running_pid`, SIGTERM and a taken listen address.
+//!
+//! This test binary has no harness: started as `<self> proxy --state-dir D --env E --listen A
+//! --detach` it plays the `cutover proxy` role (as the CLI does), otherwise it runs the tests.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("proxy") {
+        std::process::exit(proxy_role(&args[2..]));
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    spawn_serve_and_stop_on_sigterm(&runtime);
+    println!("spawn: ok");
+}
+
+/// What `cutover proxy` does (crates/cutover-cli/src/roles.rs).
+fn proxy_role(args: &[String]) -> i32 {
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let state_dir = PathBuf::from(value("--state-dir"));
+    let env = value("--env");
+    let Ok(listen) = value("--listen").parse::<SocketAddr>() else {
+        eprintln!("error: bad --listen");
+        return 2;
+    };
+    let options = ProxyOptions::new(&state_dir, &env, listen);
+    if args.iter().any(|a| a == "--detach") {
+        if let Err(e) = cutover_daemon::detach(Some(&options.log_file)) {
+            eprintln!("error: could not detach the edge proxy: {e}");
+            return 1;
+        }
+    }
+    match cutover_proxy::run(options) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: edge proxy for {env}: {e}");
+            1
+        }
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// A one-response-per-connection upstream on a thread.
+fn upstream(body: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    addr
+}
+
+fn http_get(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to the proxy");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+fn spawn_serve_and_stop_on_sigterm(runtime: &tokio::runtime::Runtime) {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_port();
+    let options = ProxyOptions::new(dir.path(), "staging", listen);
+
+    let pid = cutover_proxy::spawn(&exe, dir.path(), "staging", listen).expect("spawn");
+    assert_eq!(cutover_proxy::running_pid(&options), Some(pid));
+    let client = ProxyClient::new(&options.admin_socket);
+    let status = runtime.block_on(client.status()).expect("status");
+    assert_eq!((status.pid, status.listen), (pid, listen));
+
+    let app = upstream("hello from the app");
+    runtime.block_on(client.set_upstreams(&[app])).expect("set");
+    let response = http_get(listen);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("hello from the app"), "{response}");
+
+    // A second proxy on the same address dies, and says why.
+    let error = cutover_proxy::spawn(&exe, dir.path(), "other", listen).unwrap_err();
+    assert!(matches!(error, ProxyError::StartFailed { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("listen address {listen} is already in use")),
+        "{error}"
+    );
+
+    // SIGTERM stops it cleanly.
+    assert!(cutover_daemon::signal(pid, libc::SIGTERM));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cutover_daemon::pid_alive(pid) {
+        assert!(Instant::now() < deadline, "proxy ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!options.pid_file.exists(), "pid file left behind");
+    assert_eq!(cutover_proxy::running_pid(&options), None);
+    let error = runtime.block_on(client.status()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("edge proxy for staging is not running"),
+        "{error}"
+    );
+    let log = std::fs::read_to_string(&options.log_file).unwrap_or_default();
+    assert!(log.contains("SIGTERM"), "{log}");
+}

@@ -1,0 +1,390 @@
+//! The local JSON API. Long commands (deploy, rollback) answer with NDJSON: one progress
+//! object per line, then one `{"type":"outcome", …}` line. The work runs in its own task,
+//! so a client that disconnects (Ctrl-C) never leaves a release half-done.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cutover_config::Config;
+use cutover_engine::{DeployRequest, Outcome, Progress, RollbackRequest};
+use cutover_runtime::Runtime;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::views::{
+    self, EnvironmentView, EventView, HistoryView, InstanceView, LiveView, ReleaseView, ShowView,
+    SnapshotView, StatusView,
+};
+use crate::{ServerEngine, StateDir};
+
+pub struct AppState {
+    pub engine: ServerEngine,
+    pub state: StateDir,
+    pub stop: tokio::sync::watch::Sender<bool>,
+}
+
+type Shared = Arc<AppState>;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/ping", get(ping))
+        .route("/v1/status", get(status))
+        .route("/v1/history/{env}", get(history))
+        .route("/v1/releases/{id}", get(show))
+        .route("/v1/releases/{id}/wait", get(wait))
+        .route("/v1/rollback-target/{env}", get(rollback_target))
+        .route("/v1/logs/{env}", get(logs))
+        .route("/v1/deploy", post(deploy))
+        .route("/v1/rollback", post(rollback))
+        .route("/v1/down", post(down))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": "...", "hint": "..."}` with a status code.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>, hint: Option<String>) -> Response {
+    (
+        status,
+        Json(ApiError {
+            error: message.into(),
+            hint,
+        }),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct Ping {
+    pid: u32,
+    version: &'static str,
+    state_dir: String,
+}
+
+async fn ping(State(app): State<Shared>) -> Json<Ping> {
+    Json(Ping {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION"),
+        state_dir: app.state.path.display().to_string(),
+    })
+}
+
+async fn status(State(app): State<Shared>) -> Response {
+    let engine = &app.engine;
+    let mut names: Vec<String> = engine.with_ledger(|l| l.environments()).unwrap_or_default();
+    let working = Config::load(&app.state.repo_root().join(cutover_config::CONFIG_FILE)).ok();
+    if let Some(cfg) = &working {
+        for name in cfg.environments.keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names.sort();
+    let all_instances = engine.runtime().list().await.unwrap_or_default();
+    let mut environments = Vec::new();
+    for name in names {
+        let live = engine.with_ledger(|l| l.live(&name)).ok().flatten();
+        let previous = engine
+            .with_ledger(|l| l.rollback_target(&name))
+            .ok()
+            .flatten();
+        let listen = live
+            .as_ref()
+            .and_then(|r| Config::parse(&r.snapshot.config_text, "snapshot").ok())
+            .or_else(|| working.clone())
+            .and_then(|c| c.environments.get(&name).map(|e| e.listen.to_string()));
+        let serving: Vec<_> = engine
+            .serving_instances(&name)
+            .await
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        let instances = all_instances
+            .iter()
+            .filter(|i| i.env == name)
+            .map(|i| InstanceView::new(i, serving.contains(&i.id)))
+            .collect();
+        environments.push(EnvironmentView {
+            name: name.clone(),
+            listen,
+            live: live.map(|r| LiveView {
+                release: r.id,
+                version: r.version.clone(),
+                digest: r.digest.clone(),
+                since: r.live_at,
+                deployed_by: r.requested_by.clone(),
+                monitoring_until: if r.passed_monitor {
+                    None
+                } else {
+                    r.monitor_until
+                },
+            }),
+            previous: previous.as_ref().map(views::release_ref),
+            instances,
+        });
+    }
+    Json(StatusView { environments }).into_response()
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(app): State<Shared>,
+    Path(env): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    match app
+        .engine
+        .with_ledger(|l| l.history(&env, q.limit.unwrap_or(50)))
+    {
+        Ok(releases) => Json(HistoryView {
+            environment: env,
+            releases: releases.iter().map(ReleaseView::from).collect(),
+        })
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+async fn show(State(app): State<Shared>, Path(id): Path<i64>) -> Response {
+    let engine = &app.engine;
+    let release = match engine.with_ledger(|l| l.find(id)) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("there is no release {id}"),
+                Some("list releases with: cutover history <env>".into()),
+            )
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    };
+    let events = engine.with_ledger(|l| l.events(id)).unwrap_or_default();
+    let serving: Vec<_> = engine
+        .serving_instances(&release.env)
+        .await
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    let instances = engine
+        .runtime()
+        .list()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|i| i.release == id)
+        .map(|i| InstanceView::new(i, serving.contains(&i.id)))
+        .collect();
+    Json(ShowView {
+        release: ReleaseView::from(&release),
+        config: SnapshotView {
+            config_text: release.snapshot.config_text.clone(),
+            overrides: release.snapshot.overrides.clone(),
+            secrets: release.snapshot.secrets.clone(),
+        },
+        events: events.iter().map(EventView::from).collect(),
+        instances,
+    })
+    .into_response()
+}
+
+async fn wait(State(app): State<Shared>, Path(id): Path<i64>) -> Json<Outcome> {
+    Json(app.engine.wait_monitor(id).await)
+}
+
+#[derive(Deserialize)]
+struct TargetQuery {
+    to: Option<String>,
+}
+
+/// The release a rollback would restore, with its committed config, so that the CLI can
+/// resolve that config's secrets before asking for the rollback.
+#[derive(Serialize, Deserialize)]
+pub struct RollbackTarget {
+    pub release: ReleaseView,
+    pub config_text: String,
+}
+
+async fn rollback_target(
+    State(app): State<Shared>,
+    Path(env): Path<String>,
+    Query(q): Query<TargetQuery>,
+) -> Response {
+    match app.engine.rollback_target(&env, q.to.as_deref()) {
+        Ok(r) => Json(RollbackTarget {
+            release: ReleaseView::from(&r),
+            config_text: r.snapshot.config_text.clone(),
+        })
+        .into_response(),
+        Err(outcome) => error(StatusCode::CONFLICT, outcome.message, outcome.hint),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct InstanceLogs {
+    pub id: String,
+    pub release: i64,
+    pub log_file: String,
+    pub lines: Vec<String>,
+}
+
+async fn logs(
+    State(app): State<Shared>,
+    Path(env): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Response {
+    let runtime = app.engine.runtime();
+    let mut out = Vec::new();
+    for instance in runtime
+        .list()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| i.env == env)
+    {
+        let lines = runtime
+            .logs(&instance.id, q.lines.unwrap_or(50))
+            .await
+            .unwrap_or_default();
+        out.push(InstanceLogs {
+            id: instance.id,
+            release: instance.release,
+            log_file: instance.log_file.display().to_string(),
+            lines,
+        });
+    }
+    Json(out).into_response()
+}
+
+/// `POST /v1/deploy`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployBody {
+    pub env: String,
+    pub app: String,
+    pub version: String,
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    pub requested_by: String,
+    #[serde(default)]
+    pub queue: bool,
+}
+
+/// `POST /v1/rollback`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackBody {
+    pub env: String,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    pub requested_by: String,
+    #[serde(default)]
+    pub queue: bool,
+}
+
+async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Response {
+    let request = DeployRequest {
+        env: body.env,
+        app: body.app,
+        version: body.version,
+        overrides: body.overrides,
+        secrets: body.secrets,
+        requested_by: body.requested_by,
+        queue: body.queue,
+    };
+    stream_outcome(
+        move |engine, tx| async move { engine.deploy(request, &tx).await },
+        app.engine.clone(),
+    )
+}
+
+async fn rollback(State(app): State<Shared>, Json(body): Json<RollbackBody>) -> Response {
+    let request = RollbackRequest {
+        env: body.env,
+        to: body.to,
+        secrets: body.secrets,
+        requested_by: body.requested_by,
+        queue: body.queue,
+    };
+    stream_outcome(
+        move |engine, tx| async move { engine.rollback(request, &tx).await },
+        app.engine.clone(),
+    )
+}
+
+/// One line of an NDJSON answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum StreamLine {
+    Step { message: String },
+    Detail { message: String },
+    Outcome(Outcome),
+}
+
+fn stream_outcome<F, Fut>(work: F, engine: ServerEngine) -> Response
+where
+    F: FnOnce(ServerEngine, mpsc::UnboundedSender<Progress>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Outcome> + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+    let (line_tx, line_rx) = mpsc::unbounded_channel::<Bytes>();
+    tokio::spawn(async move {
+        let forward_tx = line_tx.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                let line = match p {
+                    Progress::Step { message } => StreamLine::Step { message },
+                    Progress::Detail { message } => StreamLine::Detail { message },
+                };
+                let _ = forward_tx.send(to_line(&line));
+            }
+        });
+        let outcome = work(engine, tx).await;
+        let _ = forward.await;
+        let _ = line_tx.send(to_line(&StreamLine::Outcome(outcome)));
+    });
+    let stream = futures_util::stream::unfold(line_rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn to_line(line: &StreamLine) -> Bytes {
+    let mut s = serde_json::to_string(line).unwrap_or_else(|_| "{}".into());
+    s.push('\n');
+    Bytes::from(s)
+}
+
+async fn down(State(app): State<Shared>) -> Response {
+    app.engine.shut_down_everything().await;
+    let _ = app.stop.send(true);
+    Json(serde_json::json!({"stopped": true})).into_response()
+}
