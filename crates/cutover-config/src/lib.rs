@@ -1,1 +1,361 @@
-//! cutover-config
+//! The `cutover.toml` schema: parsing with errors that name file, line, column, field and fix;
+//! the committed config snapshot (JSON round-trip); secret resolution; the `cutover init` template.
+
+mod duration;
+mod error;
+mod fields;
+mod locate;
+mod secrets;
+mod template;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, ConfigErrorKind, Location};
+pub use fields::{is_env_var_name, AppName, SecretSource};
+pub use secrets::SecretError;
+pub use template::init_template;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The conventional name of the config file.
+pub const CONFIG_FILE: &str = "cutover.toml";
+
+/// Environment variables cutover sets on every instance (besides the `port_env` one); config
+/// may not set them.
+pub const RESERVED_ENV: &[&str] = &[
+    "APP_VERSION",
+    "CUTOVER_APP",
+    "CUTOVER_ENV",
+    "CUTOVER_RELEASE",
+    "CUTOVER_DATA_DIR",
+];
+
+/// A whole `cutover.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub app: App,
+    pub build: Build,
+    pub run: Run,
+    #[serde(default)]
+    pub health: Health,
+    /// Plain environment variables for every environment.
+    #[serde(default, deserialize_with = "fields::env_map")]
+    pub env: BTreeMap<String, String>,
+    /// Environment variable name → where its value comes from.
+    #[serde(default, deserialize_with = "fields::secrets_map")]
+    pub secrets: BTreeMap<String, SecretSource>,
+    #[serde(deserialize_with = "fields::environments_map")]
+    pub environments: BTreeMap<String, Environment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    pub name: AppName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Build {
+    /// Run with `sh -c` in a checkout of the commit; `None`: nothing to build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Paths or globs, relative to the repository root, that make up the artifact.
+    #[serde(deserialize_with = "fields::files")]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Run {
+    /// argv of the instance, run in the unpacked artifact.
+    #[serde(deserialize_with = "fields::argv")]
+    pub command: Vec<String>,
+    /// The variable that tells the instance which port to listen on.
+    #[serde(
+        default = "default_port_env",
+        deserialize_with = "fields::env_var_name"
+    )]
+    pub port_env: String,
+    /// Time between SIGTERM and SIGKILL.
+    #[serde(default = "default_stop_timeout", with = "duration::serde_str")]
+    pub stop_timeout: Duration,
+}
+
+fn default_port_env() -> String {
+    "PORT".to_string()
+}
+
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Health {
+    /// HTTP path probed on each instance.
+    #[serde(deserialize_with = "fields::health_path")]
+    pub path: String,
+    /// Expected status; `None` accepts any 2xx.
+    #[serde(
+        deserialize_with = "fields::status",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    #[serde(with = "duration::serde_str")]
+    pub interval: Duration,
+    /// Timeout of one probe.
+    #[serde(with = "duration::serde_str")]
+    pub timeout: Duration,
+    /// Consecutive successes that make a new instance healthy.
+    #[serde(deserialize_with = "fields::threshold")]
+    pub healthy_threshold: u32,
+    /// How long a new instance has to become healthy.
+    #[serde(with = "duration::serde_str")]
+    pub deadline: Duration,
+    /// The monitor window after cutover (`"0s"`: none).
+    #[serde(with = "duration::serde_str")]
+    pub monitor: Duration,
+    /// Consecutive failures during the monitor window that trigger a rollback.
+    #[serde(deserialize_with = "fields::threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            path: "/health".to_string(),
+            status: None,
+            body_contains: None,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            deadline: Duration::from_secs(30),
+            monitor: Duration::from_secs(10),
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    /// Where the edge proxy of this environment listens.
+    #[serde(deserialize_with = "fields::listen")]
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub strategy: Strategy,
+    #[serde(default = "default_instances", deserialize_with = "fields::instances")]
+    pub instances: u32,
+    /// Plain environment variables for this environment (override the top-level `[env]`).
+    #[serde(default, deserialize_with = "fields::env_map")]
+    pub env: BTreeMap<String, String>,
+}
+
+fn default_instances() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Start the new version beside the old one, switch when healthy.
+    #[default]
+    BlueGreen,
+    /// Stop the old version, then start the new one (for apps that cannot run twice).
+    Recreate,
+}
+
+impl Config {
+    /// Parses the text of a `cutover.toml`; `origin` is the file name shown in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(text, origin, &e))?;
+        config.check_consistency(text, origin)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::new(ConfigErrorKind::NotFound, "no such file")
+                    .with_origin(&origin)
+                    .with_hint("run `cutover init` to write a commented cutover.toml here")
+            } else {
+                ConfigError::new(ConfigErrorKind::Io, format!("cannot read the file: {e}"))
+                    .with_origin(&origin)
+                    .with_hint("check that the path is a readable file")
+            }
+        })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// The environment called `name`; the error lists the ones that exist.
+    pub fn environment(&self, name: &str) -> Result<&Environment, ConfigError> {
+        self.environments.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.environments.keys().map(String::as_str).collect();
+            ConfigError::new(
+                ConfigErrorKind::UnknownEnvironment,
+                format!("no environment named `{name}`"),
+            )
+            .with_hint(format!(
+                "known environments: {} (each is an [environments.<name>] table in cutover.toml)",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// Checks `--env NAME=VALUE` overrides: valid names, not a secret, not set by cutover.
+    /// Errors never show the value.
+    pub fn check_overrides(&self, overrides: &[(String, String)]) -> Result<(), ConfigError> {
+        for (name, _value) in overrides {
+            let err = |message: String, hint: &str| {
+                ConfigError::new(ConfigErrorKind::Override, message)
+                    .with_field(format!("--env {name}"))
+                    .with_hint(hint)
+            };
+            if !is_env_var_name(name) {
+                return Err(err(
+                    format!("{name:?} is not a valid environment variable name"),
+                    &format!("{}; write --env NAME=VALUE", fields::ENV_VAR_HINT),
+                ));
+            }
+            if let Some(source) = self.secrets.get(name) {
+                return Err(err(
+                    format!(
+                        "{name} is a secret; set it through its source {}, not with --env",
+                        source.describe()
+                    ),
+                    "values given with --env are recorded with the release; secrets never are",
+                ));
+            }
+            if self.is_reserved(name) {
+                return Err(err(
+                    format!("{name} is set by cutover for every instance"),
+                    "remove this override",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves every secret: env vars of this process, files relative to `base_dir`,
+    /// commands run with `sh -c` in `base_dir`.
+    pub fn resolve_secrets(
+        &self,
+        base_dir: &Path,
+    ) -> Result<BTreeMap<String, String>, SecretError> {
+        secrets::resolve_all(&self.secrets, base_dir)
+    }
+
+    fn is_reserved(&self, name: &str) -> bool {
+        name == self.run.port_env || RESERVED_ENV.contains(&name)
+    }
+
+    /// Checks that involve more than one field; errors point at the later offending place.
+    fn check_consistency(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let entries = locate::entries(text);
+        let at_value = |path: &[&str]| locate::value_span(&entries, path).map_or(0, |s| s.start);
+        let at_key = |path: &[&str]| locate::key_span(&entries, path).map_or(0, |s| s.start);
+        let field = |path: &[&str], table: bool| {
+            let path: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+            locate::field_name(&path, table)
+        };
+
+        if self.environments.is_empty() {
+            return Err(ConfigError::at(
+                text,
+                origin,
+                at_value(&["environments"]),
+                "no environment is declared",
+            )
+            .with_field("[environments]")
+            .with_hint("add one, e.g. [environments.staging] with listen = \"127.0.0.1:8001\""));
+        }
+
+        // Listen addresses, in document order: a later one may not overlap an earlier one.
+        let mut listens: Vec<(usize, &str, SocketAddr)> = self
+            .environments
+            .iter()
+            .map(|(name, env)| {
+                (
+                    at_value(&["environments", name, "listen"]),
+                    name.as_str(),
+                    env.listen,
+                )
+            })
+            .collect();
+        listens.sort();
+        for (i, (offset, name, addr)) in listens.iter().enumerate() {
+            if let Some((_, first, _)) = listens[..i].iter().find(|(_, _, a)| overlaps(*a, *addr)) {
+                return Err(ConfigError::at(
+                    text,
+                    origin,
+                    *offset,
+                    format!("{addr} is already the listen address of environment `{first}`"),
+                )
+                .with_field(field(&["environments", name, "listen"], false))
+                .with_hint(
+                    "give each environment its own port, e.g. 127.0.0.1:8001 and 127.0.0.1:8002",
+                ));
+            }
+        }
+
+        // Plain env names: not secrets, not set by cutover.
+        let mut plain: Vec<Vec<&str>> = self.env.keys().map(|k| vec!["env", k.as_str()]).collect();
+        for (env_name, env) in &self.environments {
+            plain.extend(
+                env.env
+                    .keys()
+                    .map(|k| vec!["environments", env_name, "env", k.as_str()]),
+            );
+        }
+        for path in &plain {
+            let Some(name) = path.last() else { continue };
+            if self.secrets.contains_key(*name) {
+                return Err(ConfigError::at(
+                    text,
+                    origin,
+                    at_key(path),
+                    format!("{name} is also declared in [secrets]"),
+                )
+                .with_field(field(path, false))
+                .with_hint(format!(
+                    "a variable is either plain or a secret: remove {name} from one of them"
+                )));
+            }
+        }
+        let secret_paths = self.secrets.keys().map(|k| vec!["secrets", k.as_str()]);
+        for path in plain.iter().cloned().chain(secret_paths) {
+            let Some(name) = path.last() else { continue };
+            if self.is_reserved(name) {
+                return Err(ConfigError::at(
+                    text,
+                    origin,
+                    at_key(&path),
+                    format!("{name} is set by cutover for every instance"),
+                )
+                .with_field(field(&path, false))
+                .with_hint(format!(
+                    "remove it; cutover sets {}, {}",
+                    self.run.port_env,
+                    RESERVED_ENV.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Two listen addresses conflict on the same port if their IPs are equal or one is a wildcard.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}

@@ -1,0 +1,326 @@
+//! Build once: check out a commit, run `[build] command`, collect `[build] files` into the store.
+
+use crate::error::{io, ArtifactError};
+use crate::git::{git, Repo};
+use crate::store::{manifest_digest, Artifact, ArtifactStore, FileEntry};
+use cutover_config::{Config, CONFIG_FILE};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+
+/// What to build.
+pub struct BuildRequest<'a> {
+    pub repo: &'a Repo,
+    pub store: &'a ArtifactStore,
+    /// `<state dir>/build`: holds the build worktree and `build.lock`.
+    pub work_dir: &'a Path,
+    pub rev: &'a str,
+    /// Build uncommitted changes (only when `rev` is `HEAD`) as `<sha>-dirty-<hash>`.
+    pub allow_dirty: bool,
+}
+
+/// Progress of a build, in order: `Started`, `Output`*, `Collected`, `Stored`; or `Reused`
+/// alone when the artifact already exists.
+#[derive(Debug, Clone)]
+pub enum BuildEvent {
+    Started {
+        version: String,
+    },
+    Reused {
+        artifact: Artifact,
+    },
+    /// One line of the build command's stdout or stderr.
+    Output(String),
+    Collected {
+        files: usize,
+        bytes: u64,
+    },
+    Stored {
+        artifact: Artifact,
+    },
+}
+
+/// How many lines of output a failed build shows.
+const FAILED_OUTPUT_LINES: usize = 20;
+/// How many changed paths a dirty-tree refusal lists.
+const DIRTY_PATHS_SHOWN: usize = 5;
+
+/// Builds `rev` into the store, or returns the artifact already built for it.
+///
+/// A clean build runs in a persistent worktree at `<work_dir>/worktree`, reset to the commit
+/// with `git checkout --force --detach` and `git clean -ffd`. Ignored files (`target/`,
+/// `node_modules/`, …) survive between builds, so builds stay incremental; only what is in
+/// the commit and the declared `files` reach the artifact. The build uses `cutover.toml` as
+/// committed in that commit. A dirty build (`allow_dirty`, `rev` = HEAD) runs in the
+/// repository itself with the working tree's `cutover.toml`.
+pub fn build(
+    req: BuildRequest,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<Artifact, ArtifactError> {
+    let lock_path = req.work_dir.join("build.lock");
+    let _lock = cutover_daemon::FileLock::acquire(&lock_path).map_err(io("lock", &lock_path))?;
+
+    let sha = req.repo.resolve(req.rev)?;
+    let head = req.repo.resolve("HEAD")?;
+    let dirty = sha == head && req.repo.is_dirty()?;
+    if dirty && !req.allow_dirty {
+        let paths = req.repo.dirty_paths()?;
+        let more = paths.len().saturating_sub(DIRTY_PATHS_SHOWN);
+        return Err(ArtifactError::Dirty {
+            paths: paths.into_iter().take(DIRTY_PATHS_SHOWN).collect(),
+            more,
+        });
+    }
+
+    let short = &sha[..sha.len().min(12)];
+    let (config_text, origin, version) = if dirty {
+        let path = req.repo.root.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|_| ArtifactError::NoConfig {
+            what: "the working tree".to_string(),
+        })?;
+        let version = format!("{sha}-dirty-{}", req.repo.dirty_hash()?);
+        (text, path.display().to_string(), version)
+    } else {
+        let text =
+            req.repo
+                .show_file(&sha, CONFIG_FILE)?
+                .ok_or_else(|| ArtifactError::NoConfig {
+                    what: format!("commit {short}"),
+                })?;
+        (text, format!("{short}:{CONFIG_FILE}"), sha.clone())
+    };
+    let config = Config::parse(&config_text, &origin)?;
+    let app = config.app.name.to_string();
+
+    if let Some(artifact) = req.store.get(&app, &version)? {
+        on_event(BuildEvent::Reused {
+            artifact: artifact.clone(),
+        });
+        return Ok(artifact);
+    }
+    on_event(BuildEvent::Started {
+        version: version.clone(),
+    });
+
+    let checkout = if dirty {
+        req.repo.root.clone()
+    } else {
+        prepare_worktree(req.repo, req.work_dir, &sha)?
+    };
+    if let Some(command) = &config.build.command {
+        run_build_command(command, &checkout, &version, on_event)?;
+    }
+
+    let found = collect(&checkout, &config.build.files)?;
+    let mut files = Vec::with_capacity(found.len());
+    let mut bytes = 0;
+    for (path, source) in &found {
+        let meta = std::fs::metadata(source).map_err(io("read", source))?;
+        let (digest, size) = req.store.put_file(source)?;
+        bytes += size;
+        files.push(FileEntry {
+            path: path.clone(),
+            digest,
+            size,
+            executable: meta.permissions().mode() & 0o111 != 0,
+        });
+    }
+    on_event(BuildEvent::Collected {
+        files: files.len(),
+        bytes,
+    });
+
+    let artifact = Artifact {
+        app,
+        version,
+        commit: sha,
+        digest: manifest_digest(&files),
+        created_at: chrono::Utc::now(),
+        files,
+        config_text,
+    };
+    req.store.put_manifest(&artifact)?;
+    on_event(BuildEvent::Stored {
+        artifact: artifact.clone(),
+    });
+    Ok(artifact)
+}
+
+/// The build worktree at `<work_dir>/worktree`, checked out clean at `sha`.
+fn prepare_worktree(repo: &Repo, work_dir: &Path, sha: &str) -> Result<PathBuf, ArtifactError> {
+    let tree = work_dir.join("worktree");
+    let reusable = tree.join(".git").is_file()
+        && git(&tree, &["rev-parse", "--git-common-dir"]).is_ok()
+        && git(&tree, &["checkout", "--force", "--detach", sha]).is_ok();
+    if !reusable {
+        git(&repo.root, &["worktree", "prune"])?;
+        if tree.exists() {
+            std::fs::remove_dir_all(&tree).map_err(io("remove the stale worktree", &tree))?;
+        }
+        std::fs::create_dir_all(work_dir).map_err(io("create", work_dir))?;
+        let tree_arg = tree.to_string_lossy().to_string();
+        git(
+            &repo.root,
+            &["worktree", "add", "--force", "--detach", &tree_arg, sha],
+        )?;
+    }
+    // Untracked files go; ignored ones (build caches) stay.
+    git(&tree, &["clean", "-ffd"])?;
+    Ok(tree)
+}
+
+/// Runs `command` with `sh -c` in `dir`, sending each line of stdout and stderr as `Output`.
+fn run_build_command(
+    command: &str,
+    dir: &Path,
+    version: &str,
+    on_event: &mut dyn FnMut(BuildEvent),
+) -> Result<(), ArtifactError> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .env("CUTOVER_VERSION", version)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io("run the build command in", dir))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(forward_lines(out, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(forward_lines(err, tx.clone()));
+    }
+    drop(tx);
+    let mut last = VecDeque::with_capacity(FAILED_OUTPUT_LINES);
+    for line in rx {
+        if last.len() == FAILED_OUTPUT_LINES {
+            last.pop_front();
+        }
+        last.push_back(line.clone());
+        on_event(BuildEvent::Output(line));
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    let status = child
+        .wait()
+        .map_err(io("wait for the build command in", dir))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ArtifactError::BuildFailed {
+            status: status.to_string(),
+            lines: last.into(),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+fn forward_lines(
+    stream: impl Read + Send + 'static,
+    tx: mpsc::Sender<String>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    if tx
+                        .send(line.trim_end_matches(['\n', '\r']).to_string())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Never part of an artifact.
+fn excluded(relative: &Path) -> bool {
+    relative.components().any(|c| c.as_os_str() == ".git") || relative.starts_with(".cutover")
+}
+
+/// Files matched by `patterns` under `root`: relative `/`-path → absolute path.
+fn collect(root: &Path, patterns: &[String]) -> Result<BTreeMap<String, PathBuf>, ArtifactError> {
+    let mut found = BTreeMap::new();
+    let base = glob::Pattern::escape(&root.to_string_lossy());
+    for pattern in patterns {
+        let bad = |reason: &str| ArtifactError::BadPattern {
+            pattern: pattern.clone(),
+            reason: reason.to_string(),
+        };
+        let relative = Path::new(pattern);
+        if relative.is_absolute() || relative.components().any(|c| c == Component::ParentDir) {
+            return Err(bad("leaves the repository"));
+        }
+        let full = format!("{base}/{}", pattern.trim_start_matches("./"));
+        let paths =
+            glob::glob(&full).map_err(|e| bad(&format!("is not a valid glob: {}", e.msg)))?;
+        let mut matched = 0;
+        for path in paths {
+            let path = path.map_err(|e| ArtifactError::Io {
+                action: "read",
+                path: e.path().to_path_buf(),
+                source: std::io::Error::new(e.error().kind(), e.error().to_string()),
+            })?;
+            matched += add_path(root, &path, &mut found)?;
+        }
+        if matched == 0 {
+            return Err(ArtifactError::NoMatch {
+                pattern: pattern.clone(),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// Adds the file at `path`, or the files under it; returns how many it saw.
+fn add_path(
+    root: &Path,
+    path: &Path,
+    found: &mut BTreeMap<String, PathBuf>,
+) -> Result<usize, ArtifactError> {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return Ok(0);
+    };
+    if excluded(relative) {
+        return Ok(0);
+    }
+    let mut seen = 0;
+    let meta = std::fs::metadata(path).map_err(io("read", path))?;
+    if meta.is_dir() {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(ArtifactError::BadPattern {
+                pattern: relative.to_string_lossy().to_string(),
+                reason: "is a symlink to a directory, which cutover does not follow".to_string(),
+            });
+        }
+        let entries = std::fs::read_dir(path).map_err(io("list", path))?;
+        for entry in entries {
+            seen += add_path(root, &entry.map_err(io("list", path))?.path(), found)?;
+        }
+    } else if meta.is_file() {
+        let Some(name) = relative.to_str() else {
+            return Err(ArtifactError::BadPattern {
+                pattern: relative.to_string_lossy().to_string(),
+                reason: "is not a UTF-8 path".to_string(),
+            });
+        };
+        found.insert(name.to_string(), path.to_path_buf());
+        seen += 1;
+    }
+    Ok(seen)
+}

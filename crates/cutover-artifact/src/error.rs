@@ -1,0 +1,88 @@
+use std::path::PathBuf;
+
+/// Errors of git, the artifact store and builds. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot run git: {source}\n  hint: install git and make sure it is on PATH")]
+    GitMissing { source: std::io::Error },
+    #[error("{} is not inside a git repository\n  hint: run cutover from your app's git checkout (or `git init` one)", path.display())]
+    NotARepo { path: PathBuf },
+    #[error("`git {args}` failed: {stderr}")]
+    Git { args: String, stderr: String },
+    #[error("`{rev}` is not a commit of this repository\n  hint: use a branch, a tag or a commit sha (see `git log --oneline`)")]
+    UnknownRev { rev: String },
+    #[error("the working tree has uncommitted changes: {}{}\n  hint: commit them, or pass --allow-dirty to build the working tree as <sha>-dirty-<hash>", paths.join(", "), more_suffix(*more))]
+    Dirty {
+        /// Up to 5 changed paths.
+        paths: Vec<String>,
+        /// How many more there are.
+        more: usize,
+    },
+    #[error(
+        "{what} has no cutover.toml\n  hint: `cutover init` writes one; commit it and build again"
+    )]
+    NoConfig { what: String },
+    #[error("{0}")]
+    Config(#[from] cutover_config::ConfigError),
+    #[error("the build command failed ({status}); its last lines of output:\n{}\n  hint: fix the build and commit; it ran with `sh -c` in {}", indent(lines), dir.display())]
+    BuildFailed {
+        status: String,
+        /// The last (up to 20) lines of stdout and stderr.
+        lines: Vec<String>,
+        dir: PathBuf,
+    },
+    #[error("[build] files: {pattern:?} matches nothing in the build checkout\n  hint: fix the pattern, or make the build command produce it (patterns are relative to the repository root)")]
+    NoMatch { pattern: String },
+    #[error("[build] files: {pattern:?} {reason}\n  hint: use a path or glob relative to the repository root, e.g. \"dist/**\"")]
+    BadPattern { pattern: String, reason: String },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("manifest {} is unreadable: {source}\n  hint: remove it and build that version again", path.display())]
+    BadManifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("artifact {artifact}: {what}\n  hint: the artifact store is damaged; remove {} and build that version again", manifest.display())]
+    Corrupt {
+        artifact: String,
+        what: String,
+        manifest: PathBuf,
+    },
+    #[error("{} already exists and is not empty\n  hint: unpack into a fresh directory", path.display())]
+    DestinationExists { path: PathBuf },
+    #[error("{what} {value:?} cannot name an artifact\n  hint: app names use [a-z0-9-]; versions are commit shas")]
+    BadName { what: &'static str, value: String },
+}
+
+fn more_suffix(more: usize) -> String {
+    if more == 0 {
+        String::new()
+    } else {
+        format!(" and {more} more")
+    }
+}
+
+fn indent(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `Io` with the action and path filled in.
+pub(crate) fn io(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> ArtifactError {
+    let path = path.into();
+    move |source| ArtifactError::Io {
+        action,
+        path,
+        source,
+    }
+}

@@ -1,0 +1,318 @@
+//! The content-addressed artifact store: `blobs/sha256/<hex>` (shared, read-only) and
+//! `manifests/<app>/<version>.json`.
+
+use crate::error::{io, ArtifactError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A built bundle: what was built, from which commit, and its files.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    pub app: String,
+    /// The full commit sha, or `<sha>-dirty-<hash>` for a build of uncommitted changes.
+    pub version: String,
+    pub commit: String,
+    /// `sha256:<hex>` over the sorted (path, digest, executable) list: identical bytes give
+    /// an identical digest whatever the version.
+    pub digest: String,
+    pub created_at: DateTime<Utc>,
+    pub files: Vec<FileEntry>,
+    /// `cutover.toml` as committed in that version (the working tree's for a dirty build).
+    pub config_text: String,
+}
+
+impl Artifact {
+    /// `<app>:<first 12 of the version>`, for messages.
+    pub fn short_name(&self) -> String {
+        format!(
+            "{}:{}",
+            self.app,
+            self.version.get(..12).unwrap_or(&self.version)
+        )
+    }
+}
+
+/// One file of an artifact.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Relative, `/`-separated.
+    pub path: String,
+    /// `sha256:<hex>` of the content.
+    pub digest: String,
+    pub size: u64,
+    pub executable: bool,
+}
+
+/// The digest of a list of files: sha256 over `path \0 digest \0 x|- \n` lines, sorted by path.
+pub fn manifest_digest(files: &[FileEntry]) -> String {
+    let mut sorted: Vec<&FileEntry> = files.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut hasher = Sha256::new();
+    for f in sorted {
+        let exec = if f.executable { "x" } else { "-" };
+        hasher.update(format!("{}\0{}\0{exec}\n", f.path, f.digest));
+    }
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// The artifact store in `<state dir>/artifacts`.
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    dir: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Copies `reader` to `writer` (if any), returning the sha256 hex and byte count.
+fn copy_hashing(
+    reader: &mut impl Read,
+    mut writer: Option<&mut File>,
+) -> std::io::Result<(String, u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(w) = writer.as_mut() {
+            w.write_all(&buf[..n])?;
+        }
+        total += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), total))
+}
+
+/// A path component that is safe to use as a file name.
+fn check_name(what: &'static str, value: &str) -> Result<(), ArtifactError> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !value.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ArtifactError::BadName {
+            what,
+            value: value.to_string(),
+        })
+    }
+}
+
+impl ArtifactStore {
+    /// Opens (creating it if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<ArtifactStore, ArtifactError> {
+        for sub in ["blobs/sha256", "manifests", "tmp"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(io("create", &path))?;
+        }
+        Ok(ArtifactStore {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:")?;
+        let valid = hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit());
+        valid.then(|| self.dir.join("blobs/sha256").join(hex))
+    }
+
+    /// Where the manifest of `<app>:<version>` lives.
+    pub fn manifest_path(&self, app: &str, version: &str) -> PathBuf {
+        self.dir
+            .join("manifests")
+            .join(app)
+            .join(format!("{version}.json"))
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.dir
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()))
+    }
+
+    /// Stores the content of `source` as a blob (written to a temp file, then renamed; kept
+    /// as is if already present) and returns its digest and size.
+    pub(crate) fn put_file(&self, source: &Path) -> Result<(String, u64), ArtifactError> {
+        let mut input = File::open(source).map_err(io("read", source))?;
+        let temp = self.temp_path();
+        let mut output = File::create(&temp).map_err(io("write", &temp))?;
+        let result = copy_hashing(&mut input, Some(&mut output)).map_err(io("copy", source));
+        drop(output);
+        let (hex, size) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(e);
+            }
+        };
+        let digest = format!("sha256:{hex}");
+        let blob = self.dir.join("blobs/sha256").join(&hex);
+        if blob.exists() {
+            let _ = fs::remove_file(&temp);
+        } else {
+            fs::set_permissions(&temp, fs::Permissions::from_mode(0o444))
+                .map_err(io("set permissions of", &temp))?;
+            fs::rename(&temp, &blob).map_err(io("store", &blob))?;
+        }
+        Ok((digest, size))
+    }
+
+    /// Writes the manifest atomically (temp file + rename).
+    pub(crate) fn put_manifest(&self, artifact: &Artifact) -> Result<(), ArtifactError> {
+        check_name("app", &artifact.app)?;
+        check_name("version", &artifact.version)?;
+        let path = self.manifest_path(&artifact.app, &artifact.version);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io("create", parent))?;
+        }
+        let json =
+            serde_json::to_vec_pretty(artifact).map_err(|source| ArtifactError::BadManifest {
+                path: path.clone(),
+                source,
+            })?;
+        let temp = self.temp_path();
+        let write = File::create(&temp)
+            .and_then(|mut f| f.write_all(&json).and_then(|()| f.sync_all()))
+            .map_err(io("write", &temp));
+        if let Err(e) = write {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        fs::rename(&temp, &path).map_err(io("write", &path))
+    }
+
+    fn read_manifest(path: &Path) -> Result<Artifact, ArtifactError> {
+        let bytes = fs::read(path).map_err(io("read", path))?;
+        serde_json::from_slice(&bytes).map_err(|source| ArtifactError::BadManifest {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The artifact `<app>:<version>`, if it was built.
+    pub fn get(&self, app: &str, version: &str) -> Result<Option<Artifact>, ArtifactError> {
+        if check_name("app", app).is_err() || check_name("version", version).is_err() {
+            return Ok(None);
+        }
+        let path = self.manifest_path(app, version);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Self::read_manifest(&path).map(Some)
+    }
+
+    /// Every artifact of `app`, newest first.
+    pub fn list(&self, app: &str) -> Result<Vec<Artifact>, ArtifactError> {
+        if check_name("app", app).is_err() {
+            return Ok(Vec::new());
+        }
+        let dir = self.dir.join("manifests").join(app);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io("list", &dir)(e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(io("list", &dir))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                out.push(Self::read_manifest(&path)?);
+            }
+        }
+        out.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(a.version.cmp(&b.version))
+        });
+        Ok(out)
+    }
+
+    /// Artifacts of `app` whose version starts with `prefix` (a short sha), newest first.
+    pub fn find_by_prefix(&self, app: &str, prefix: &str) -> Result<Vec<Artifact>, ArtifactError> {
+        let prefix = prefix.to_ascii_lowercase();
+        Ok(self
+            .list(app)?
+            .into_iter()
+            .filter(|a| a.version.starts_with(&prefix))
+            .collect())
+    }
+
+    /// Copies the files of `artifact` into `dest` (absent or empty), with their exec bits,
+    /// verifying every blob's digest on the way. On error `dest` is removed again.
+    pub fn unpack(&self, artifact: &Artifact, dest: &Path) -> Result<(), ArtifactError> {
+        let non_empty = fs::read_dir(dest)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if non_empty {
+            return Err(ArtifactError::DestinationExists {
+                path: dest.to_path_buf(),
+            });
+        }
+        fs::create_dir_all(dest).map_err(io("create", dest))?;
+        let result = self.unpack_into(artifact, dest);
+        if result.is_err() {
+            let _ = fs::remove_dir_all(dest);
+        }
+        result
+    }
+
+    fn unpack_into(&self, artifact: &Artifact, dest: &Path) -> Result<(), ArtifactError> {
+        let corrupt = |what: String| ArtifactError::Corrupt {
+            artifact: artifact.short_name(),
+            what,
+            manifest: self.manifest_path(&artifact.app, &artifact.version),
+        };
+        if manifest_digest(&artifact.files) != artifact.digest {
+            return Err(corrupt(format!(
+                "its file list does not match its digest {}",
+                artifact.digest
+            )));
+        }
+        for file in &artifact.files {
+            let relative = Path::new(&file.path);
+            if !relative
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+            {
+                return Err(corrupt(format!("unsafe path {:?}", file.path)));
+            }
+            let blob = self.blob_path(&file.digest).ok_or_else(|| {
+                corrupt(format!("bad digest {:?} for {}", file.digest, file.path))
+            })?;
+            let target = dest.join(relative);
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(io("create", parent))?;
+            }
+            let mut input = File::open(&blob)
+                .map_err(|e| corrupt(format!("blob of {} is unreadable: {e}", file.path)))?;
+            let mut output = File::create(&target).map_err(io("write", &target))?;
+            let (hex, size) =
+                copy_hashing(&mut input, Some(&mut output)).map_err(io("write", &target))?;
+            if format!("sha256:{hex}") != file.digest || size != file.size {
+                return Err(corrupt(format!(
+                    "blob of {} has digest sha256:{hex} ({size} bytes), expected {} ({} bytes)",
+                    file.path, file.digest, file.size
+                )));
+            }
+            let mode = if file.executable { 0o755 } else { 0o644 };
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                .map_err(io("set permissions of", &target))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,364 @@
+//! Validating deserializers for single fields. Validation happens while deserializing so that
+//! the TOML error carries the span of the offending value (or key).
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Separates a message from its hint inside a serde custom error; split again in `error.rs`.
+pub(crate) const HINT_SEP: &str = "\n  hint: ";
+
+/// A serde error made of a message and the fix.
+pub(crate) fn invalid<E: de::Error>(message: &str, hint: &str) -> E {
+    E::custom(format!("{message}{HINT_SEP}{hint}"))
+}
+
+/// `[A-Za-z_][A-Za-z0-9_]*`
+pub fn is_env_var_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `[a-z0-9-]+`
+fn is_lower_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+pub(crate) const ENV_VAR_HINT: &str =
+    "environment variable names use letters, digits and `_`, and do not start with a digit, e.g. DATABASE_URL";
+
+/// The name of the app: `[a-z0-9-]+`, 1 to 63 characters (it becomes part of process,
+/// container and DNS names).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct AppName(String);
+
+impl AppName {
+    /// Checks `name`; the error says what is wrong and the fix.
+    pub fn new(name: &str) -> Result<AppName, String> {
+        Self::check(name).map_err(|(message, hint)| format!("{message}: {hint}"))
+    }
+
+    fn check(name: &str) -> Result<AppName, (String, String)> {
+        let hint = "use 1 to 63 lowercase letters, digits and `-`, e.g. \"tasks-app\"".to_string();
+        if name.is_empty() || name.len() > 63 {
+            return Err((format!("{name:?} must be 1 to 63 characters long"), hint));
+        }
+        if !is_lower_name(name) {
+            return Err((format!("{name:?} is not a valid app name"), hint));
+        }
+        Ok(AppName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AppName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for AppName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for AppName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<AppName, D::Error> {
+        let name = String::deserialize(d)?;
+        AppName::check(&name).map_err(|(message, hint)| invalid(&message, &hint))
+    }
+}
+
+/// A string, or a scalar of another type shown as written (for better errors).
+pub(crate) enum StrOrOther {
+    Str(String),
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for StrOrOther {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrOrOther, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = StrOrOther;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrOther, E> {
+                Ok(StrOrOther::Str(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StrOrOther, E> {
+                Ok(StrOrOther::Other(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StrOrOther, E> {
+                Ok(StrOrOther::Other(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<StrOrOther, E> {
+                Ok(StrOrOther::Other(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A key of an env map: an environment variable name.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct EnvVarKey(String);
+
+impl<'de> Deserialize<'de> for EnvVarKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EnvVarKey, D::Error> {
+        let name = String::deserialize(d)?;
+        if is_env_var_name(&name) {
+            Ok(EnvVarKey(name))
+        } else {
+            Err(invalid(
+                &format!("{name:?} is not a valid environment variable name"),
+                ENV_VAR_HINT,
+            ))
+        }
+    }
+}
+
+/// A key of `[environments]`: `[a-z0-9-]+`.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct EnvironmentKey(String);
+
+impl<'de> Deserialize<'de> for EnvironmentKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<EnvironmentKey, D::Error> {
+        let name = String::deserialize(d)?;
+        if is_lower_name(&name) {
+            Ok(EnvironmentKey(name))
+        } else {
+            Err(invalid(
+                &format!("{name:?} is not a valid environment name"),
+                "use lowercase letters, digits and `-`, e.g. [environments.staging]",
+            ))
+        }
+    }
+}
+
+fn rekey<K, V>(map: BTreeMap<K, V>, key: impl Fn(K) -> String) -> BTreeMap<String, V> {
+    map.into_iter().map(|(k, v)| (key(k), v)).collect()
+}
+
+pub(crate) fn env_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    BTreeMap::<EnvVarKey, String>::deserialize(d).map(|m| rekey(m, |k| k.0))
+}
+
+pub(crate) fn secrets_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, SecretSource>, D::Error> {
+    BTreeMap::<EnvVarKey, SecretSource>::deserialize(d).map(|m| rekey(m, |k| k.0))
+}
+
+pub(crate) fn environments_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, crate::Environment>, D::Error> {
+    BTreeMap::<EnvironmentKey, crate::Environment>::deserialize(d).map(|m| rekey(m, |k| k.0))
+}
+
+pub(crate) fn env_var_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    EnvVarKey::deserialize(d).map(|k| k.0)
+}
+
+/// A non-empty list of strings; a plain string gets a hint to write a list.
+fn string_list<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &'static str,
+    example: &'static str,
+) -> Result<Vec<String>, D::Error> {
+    struct V {
+        what: &'static str,
+        example: &'static str,
+    }
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a list of strings")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Err(invalid(
+                &format!(
+                    "{v:?} is a string, but this must be a list of {}",
+                    self.what
+                ),
+                &format!("write it as a list, e.g. {}", self.example),
+            ))
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                out.push(item);
+            }
+            if out.is_empty() {
+                return Err(invalid(
+                    &format!("the list of {} is empty", self.what),
+                    &format!("give at least one, e.g. {}", self.example),
+                ));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V { what, example })
+}
+
+pub(crate) fn argv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    string_list(d, "arguments", r#"["python3", "serve.py"]"#)
+}
+
+pub(crate) fn files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    string_list(d, "files", r#"["serve.py", "static/**"]"#)
+}
+
+pub(crate) fn health_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let path = String::deserialize(d)?;
+    if path.starts_with('/') {
+        Ok(path)
+    } else {
+        Err(invalid(
+            &format!("{path:?} does not start with `/`"),
+            &format!(
+                "write the HTTP path of the health check, e.g. \"/{}\"",
+                path.trim_start_matches('/')
+            ),
+        ))
+    }
+}
+
+pub(crate) fn status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let Some(code) = Option::<i64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    match u16::try_from(code) {
+        Ok(code) if (100..=599).contains(&code) => Ok(Some(code)),
+        _ => Err(invalid(
+            &format!("{code} is not an HTTP status code"),
+            "use a code from 100 to 599, e.g. 200; leave `status` out to accept any 2xx",
+        )),
+    }
+}
+
+fn bounded_u32<E: de::Error>(value: i64, min: u32, max: u32, example: &str) -> Result<u32, E> {
+    match u32::try_from(value) {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ if max == u32::MAX => Err(invalid(
+            &format!("{value} is too small"),
+            &format!("use {min} or more, e.g. {example}"),
+        )),
+        _ => Err(invalid(
+            &format!("{value} is out of range"),
+            &format!("use a number from {min} to {max}, e.g. {example}"),
+        )),
+    }
+}
+
+pub(crate) fn threshold<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded_u32(i64::deserialize(d)?, 1, u32::MAX, "2")
+}
+
+pub(crate) fn instances<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded_u32(i64::deserialize(d)?, 1, 32, "1")
+}
+
+pub(crate) fn listen<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let hint = "use IP:PORT, e.g. \"127.0.0.1:8001\" (or \"0.0.0.0:8001\" for every interface)";
+    match StrOrOther::deserialize(d)? {
+        StrOrOther::Str(text) => text
+            .parse()
+            .map_err(|_| invalid(&format!("{text:?} is not an IP:PORT address"), hint)),
+        StrOrOther::Other(text) => Err(invalid(
+            &format!("{text} is not an IP:PORT address"),
+            &format!("write it as a string, e.g. \"127.0.0.1:{text}\""),
+        )),
+    }
+}
+
+/// Where a secret's value comes from. In TOML: `{ env = "VAR" }`, `{ file = "path" }` or
+/// `{ command = "shell command" }`: exactly one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretSource {
+    /// An environment variable of the process that asks for the deploy.
+    Env(String),
+    /// A file, relative to the directory of `cutover.toml`; one trailing newline is trimmed.
+    File(PathBuf),
+    /// A command run with `sh -c`; its stdout, less one trailing newline, is the value.
+    Command(String),
+}
+
+impl SecretSource {
+    /// How the source is written in `cutover.toml`, e.g. `{ env = "API_TOKEN" }`.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(var) => format!("{{ env = {var:?} }}"),
+            SecretSource::File(path) => format!("{{ file = {:?} }}", path.display().to_string()),
+            SecretSource::Command(cmd) => format!("{{ command = {cmd:?} }}"),
+        }
+    }
+}
+
+const SECRET_HINT: &str = r#"write exactly one source: { env = "VAR" }, { file = "path" } or { command = "shell command" }"#;
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SecretSource, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretSource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret source")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretSource, E> {
+                Err(invalid(
+                    &format!("{v:?} is a plain string, not a secret source"),
+                    &format!("never write a secret's value in cutover.toml; {SECRET_HINT}"),
+                ))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
+                let mut found: Vec<SecretSource> = Vec::new();
+                let mut keys: Vec<String> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<String>()?;
+                    let source = match key.as_str() {
+                        "env" => SecretSource::Env(value),
+                        "file" => SecretSource::File(PathBuf::from(value)),
+                        "command" => SecretSource::Command(value),
+                        other => {
+                            return Err(invalid(
+                                &format!("unknown secret source `{other}`"),
+                                SECRET_HINT,
+                            ))
+                        }
+                    };
+                    keys.push(key);
+                    found.push(source);
+                }
+                match (found.pop(), found.is_empty()) {
+                    (Some(source), true) => Ok(source),
+                    (None, _) => Err(invalid("the secret has no source", SECRET_HINT)),
+                    (Some(_), false) => Err(invalid(
+                        &format!(
+                            "the secret has {} sources ({})",
+                            keys.len(),
+                            keys.join(", ")
+                        ),
+                        SECRET_HINT,
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

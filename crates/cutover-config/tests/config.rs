@@ -1,0 +1,513 @@
+use cutover_config::*;
+use std::path::Path;
+use std::time::Duration;
+
+const BASE: &str = r#"[app]
+name = "tasks"
+
+[build]
+files = ["serve.py"]
+
+[run]
+command = ["python3", "serve.py"]
+
+[environments.staging]
+listen = "127.0.0.1:8001"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "cutover.toml")
+}
+
+fn err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(c) => panic!("expected an error, got {c:?}"),
+        Err(e) => e,
+    }
+}
+
+/// BASE with `line` inserted right after the header `[table]` (added if absent).
+fn with(table: &str, line: &str) -> String {
+    let header = format!("[{table}]\n");
+    match BASE.find(&header) {
+        Some(at) => {
+            let at = at + header.len();
+            format!("{}{line}\n{}", &BASE[..at], &BASE[at..])
+        }
+        None => format!("{BASE}\n{header}{line}\n"),
+    }
+}
+
+fn line_col(e: &ConfigError) -> (usize, usize) {
+    let l = e.location().expect("a location");
+    (l.line, l.column)
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.app.name.as_str(), "tasks");
+    assert_eq!(c.run.port_env, "PORT");
+    assert_eq!(c.run.stop_timeout, Duration::from_secs(10));
+    assert_eq!(c.health, Health::default());
+    assert_eq!(c.health.interval, Duration::from_millis(200));
+    let staging = c.environment("staging").unwrap();
+    assert_eq!(staging.strategy, Strategy::BlueGreen);
+    assert_eq!(staging.instances, 1);
+    assert!(c.secrets.is_empty() && c.env.is_empty());
+}
+
+#[test]
+fn malformed_toml_has_line_and_column() {
+    let e = err("[app\nname = \"x\"\n");
+    assert_eq!(e.kind(), ConfigErrorKind::Syntax);
+    assert_eq!(line_col(&e), (1, 5));
+    assert!(e.to_string().starts_with("cutover.toml:1:5: "), "{e}");
+    assert!(e.hint().is_some());
+}
+
+#[test]
+fn unknown_top_level_key_lists_valid_keys() {
+    let e = err(&format!("colour = \"red\"\n{BASE}"));
+    assert_eq!(line_col(&e), (1, 1));
+    assert_eq!(e.field(), Some("colour"));
+    assert!(
+        e.message()
+            .contains("unknown key `colour` at the top level"),
+        "{e}"
+    );
+    let hint = e.hint().unwrap();
+    for key in [
+        "app",
+        "build",
+        "run",
+        "health",
+        "env",
+        "secrets",
+        "environments",
+    ] {
+        assert!(hint.contains(key), "{hint}");
+    }
+}
+
+#[test]
+fn unknown_nested_key_names_table_and_valid_keys() {
+    let e = err(&with("health", "intervall = \"1s\""));
+    assert_eq!(e.field(), Some("[health] intervall"));
+    assert!(
+        e.message().contains("unknown key `intervall` in [health]"),
+        "{e}"
+    );
+    assert!(e.hint().unwrap().contains("interval"), "{e}");
+    let text = with("health", "intervall = \"1s\"");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("intervall"))
+        .unwrap()
+        + 1;
+    assert_eq!(line_col(&e), (line, 1));
+
+    let e = err(&with("environments.staging", "replicas = 2"));
+    assert_eq!(e.field(), Some("[environments.staging] replicas"));
+    assert!(e.hint().unwrap().contains("instances"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_field_and_expected_type() {
+    let e = err(&with("health", "healthy_threshold = \"two\""));
+    assert_eq!(e.field(), Some("[health] healthy_threshold"));
+    assert!(e.message().contains("expected a whole number"), "{e}");
+    assert!(e.hint().is_some());
+
+    let text = BASE.replace(
+        r#"command = ["python3", "serve.py"]"#,
+        r#"command = "python3 serve.py""#,
+    );
+    let e = err(&text);
+    assert_eq!(e.field(), Some("[run] command"));
+    assert!(
+        e.hint().unwrap().contains(r#"["python3", "serve.py"]"#),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_durations_point_at_the_value_with_the_fix() {
+    let text = with("health", "interval = \"10\"");
+    let e = err(&text);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("interval"))
+        .unwrap()
+        + 1;
+    assert_eq!(line_col(&e), (line, 12));
+    assert_eq!(e.field(), Some("[health] interval"));
+    let shown = e.to_string();
+    assert_eq!(
+        shown,
+        format!("cutover.toml:{line}:12: [health] interval: \"10\" is not a duration (the unit is missing)\n  hint: use a number with a unit, e.g. \"10s\" or \"500ms\" (units: ms, s, m, h)")
+    );
+
+    let e = err(&with("health", "deadline = \"-1s\""));
+    assert!(e.message().contains("negative"), "{e}");
+    assert!(e.hint().unwrap().contains("\"10s\""));
+
+    let e = err(&with("run", "stop_timeout = 10"));
+    assert_eq!(e.field(), Some("[run] stop_timeout"));
+    assert!(e.hint().unwrap().contains("\"10s\""), "{e}");
+
+    let e = err(&with("health", "timeout = \"ten\""));
+    assert!(e.message().contains("\"ten\" is not a duration"), "{e}");
+}
+
+#[test]
+fn zero_monitor_and_compound_durations_are_fine() {
+    let c = parse(&with("health", "monitor = \"0s\"\ndeadline = \"1m30s\"")).unwrap();
+    assert_eq!(c.health.monitor, Duration::ZERO);
+    assert_eq!(c.health.deadline, Duration::from_secs(90));
+}
+
+#[test]
+fn app_name_with_spaces_or_uppercase_is_refused() {
+    for bad in ["my app", "MyApp", "", "x_y"] {
+        let e = err(&BASE.replace("name = \"tasks\"", &format!("name = {bad:?}")));
+        assert_eq!(e.field(), Some("[app] name"), "{e}");
+        assert_eq!(line_col(&e), (2, 8));
+        assert!(e.hint().unwrap().contains("lowercase"), "{e}");
+    }
+    let long = "a".repeat(64);
+    let e = err(&BASE.replace("name = \"tasks\"", &format!("name = {long:?}")));
+    assert!(e.message().contains("1 to 63"), "{e}");
+    assert!(AppName::new("ok-123").is_ok());
+}
+
+#[test]
+fn two_environments_on_one_listen_points_at_the_second() {
+    let text = format!("{BASE}\n[environments.production]\nlisten = \"127.0.0.1:8001\"\n");
+    let e = err(&text);
+    let line = text
+        .lines()
+        .collect::<Vec<_>>()
+        .iter()
+        .rposition(|l| l.starts_with("listen"))
+        .unwrap()
+        + 1;
+    assert_eq!(line_col(&e), (line, 10));
+    assert_eq!(e.field(), Some("[environments.production] listen"));
+    assert!(e.message().contains("staging"), "{e}");
+    assert!(e.hint().is_some());
+
+    // A wildcard address overlaps every address on its port.
+    let text = format!("{BASE}\n[environments.production]\nlisten = \"0.0.0.0:8001\"\n");
+    assert_eq!(err(&text).field(), Some("[environments.production] listen"));
+}
+
+#[test]
+fn bad_listen_address() {
+    let e = err(&BASE.replace("127.0.0.1:8001", "localhost:8001"));
+    assert_eq!(e.field(), Some("[environments.staging] listen"));
+    assert!(
+        e.message()
+            .contains("\"localhost:8001\" is not an IP:PORT address"),
+        "{e}"
+    );
+    assert!(e.hint().unwrap().contains("127.0.0.1:8001"));
+    let e = err(&BASE.replace("\"127.0.0.1:8001\"", "8001"));
+    assert!(e.hint().unwrap().contains("\"127.0.0.1:8001\""), "{e}");
+}
+
+#[test]
+fn instances_zero_is_refused() {
+    let e = err(&with("environments.staging", "instances = 0"));
+    assert_eq!(e.field(), Some("[environments.staging] instances"));
+    assert!(e.hint().unwrap().contains("1 to 32"), "{e}");
+    assert!(err(&with("environments.staging", "instances = 33"))
+        .message()
+        .contains("33"));
+}
+
+#[test]
+fn unknown_strategy_lists_the_choices() {
+    let e = err(&with("environments.staging", "strategy = \"canary\""));
+    assert_eq!(e.field(), Some("[environments.staging] strategy"));
+    assert!(e.message().contains("\"canary\""), "{e}");
+    assert!(
+        e.hint().unwrap().contains("\"blue-green\", \"recreate\""),
+        "{e}"
+    );
+    let c = parse(&with("environments.staging", "strategy = \"recreate\"")).unwrap();
+    assert_eq!(c.environments["staging"].strategy, Strategy::Recreate);
+}
+
+#[test]
+fn secret_needs_exactly_one_source() {
+    let e = err(&with("secrets", r#"API_TOKEN = { env = "X", file = "y" }"#));
+    assert_eq!(e.field(), Some("[secrets] API_TOKEN"));
+    assert!(e.message().contains("2 sources (env, file)"), "{e}");
+    assert!(e.hint().unwrap().contains("exactly one"));
+
+    let e = err(&with("secrets", "API_TOKEN = {}"));
+    assert!(e.message().contains("no source"), "{e}");
+
+    let e = err(&with("secrets", r#"API_TOKEN = "hunter2""#));
+    assert!(e.hint().unwrap().contains("never write a secret"), "{e}");
+
+    let e = err(&with("secrets", r#"API_TOKEN = { vault = "x" }"#));
+    assert!(e.message().contains("unknown secret source `vault`"), "{e}");
+
+    let c = parse(&with(
+        "secrets",
+        "A = { env = \"X\" }\nB = { file = \"f\" }\nC = { command = \"echo\" }",
+    ))
+    .unwrap();
+    assert_eq!(c.secrets["A"], SecretSource::Env("X".into()));
+    assert_eq!(c.secrets["B"], SecretSource::File("f".into()));
+    assert_eq!(c.secrets["C"], SecretSource::Command("echo".into()));
+}
+
+#[test]
+fn env_var_names_are_checked() {
+    let text = with("env", "1BAD = \"x\"");
+    let e = err(&text);
+    assert_eq!(e.field(), Some("[env] 1BAD"));
+    let line = text.lines().position(|l| l.starts_with("1BAD")).unwrap() + 1;
+    assert_eq!(line_col(&e), (line, 1));
+    assert!(
+        e.hint().unwrap().contains("do not start with a digit"),
+        "{e}"
+    );
+
+    let e = err(&with("secrets", r#""MY-TOKEN" = { env = "X" }"#));
+    assert_eq!(e.field(), Some("[secrets] MY-TOKEN"), "{e}");
+
+    let e = err(&with("environments.staging", "env = { \"A B\" = \"1\" }"));
+    assert_eq!(e.field(), Some("[environments.staging.env] \"A B\""), "{e}");
+
+    let e = err(&with("run", "port_env = \"1PORT\""));
+    assert_eq!(e.field(), Some("[run] port_env"));
+}
+
+#[test]
+fn env_names_may_not_clash_with_secrets_or_cutover() {
+    let e = err(&format!(
+        "{}\n[secrets]\nTOKEN = {{ env = \"T\" }}\n",
+        with("env", "TOKEN = \"x\"")
+    ));
+    assert_eq!(e.field(), Some("[env] TOKEN"));
+    assert!(e.message().contains("also declared in [secrets]"), "{e}");
+
+    let e = err(&with("env", "APP_VERSION = \"1\""));
+    assert!(e.message().contains("set by cutover"), "{e}");
+    let e = err(&with("environments.staging", "env = { PORT = \"80\" }"));
+    assert_eq!(e.field(), Some("[environments.staging.env] PORT"), "{e}");
+}
+
+#[test]
+fn bad_environment_name_health_path_and_status() {
+    let e = err(&format!(
+        "{BASE}\n[environments.Prod]\nlisten = \"127.0.0.1:9\"\n"
+    ));
+    assert!(
+        e.message()
+            .contains("\"Prod\" is not a valid environment name"),
+        "{e}"
+    );
+    let e = err(&with("health", "path = \"health\""));
+    assert!(e.hint().unwrap().contains("\"/health\""), "{e}");
+    let e = err(&with("health", "status = 42"));
+    assert_eq!(e.field(), Some("[health] status"));
+    let e = err(&with("health", "healthy_threshold = 0"));
+    assert!(e.hint().unwrap().contains("1 or more"), "{e}");
+}
+
+#[test]
+fn missing_required_keys() {
+    let e = err(&BASE.replace(
+        "[run]\ncommand = [\"python3\", \"serve.py\"]\n",
+        "[run]\nport_env = \"P\"\n",
+    ));
+    assert_eq!(e.field(), Some("[run] command"));
+    assert!(e.hint().unwrap().contains("command = ["), "{e}");
+    let e = err(&BASE.replace("[build]\nfiles = [\"serve.py\"]\n", ""));
+    assert_eq!(e.field(), Some("[build]"), "{e}");
+    assert!(e.hint().unwrap().contains("files = ["), "{e}");
+    let e = err(&BASE.replace("files = [\"serve.py\"]", "files = []"));
+    assert!(e.message().contains("empty"), "{e}");
+    let e = err(&format!(
+        "{}\n[environments]\n",
+        BASE.replace("[environments.staging]\nlisten = \"127.0.0.1:8001\"\n", "")
+    ));
+    assert_eq!(e.field(), Some("[environments]"), "{e}");
+}
+
+#[test]
+fn unknown_environment_lists_known_ones() {
+    let c = parse(&format!(
+        "{BASE}\n[environments.production]\nlisten = \"127.0.0.1:8002\"\n"
+    ))
+    .unwrap();
+    let e = c.environment("prod").unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::UnknownEnvironment);
+    assert!(e.to_string().contains("production, staging"), "{e}");
+}
+
+#[test]
+fn overrides_refuse_bad_names_secrets_and_reserved() {
+    let c = parse(&with("secrets", "API_TOKEN = { env = \"API_TOKEN\" }")).unwrap();
+    let ov = |n: &str| vec![(n.to_string(), "sup3r-s3cret-value".to_string())];
+    assert!(c.check_overrides(&ov("LOG_LEVEL")).is_ok());
+    let e = c.check_overrides(&ov("API_TOKEN")).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::Override);
+    assert!(
+        e.message()
+            .starts_with("API_TOKEN is a secret; set it through its source"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("sup3r"), "{e}");
+    let e = c.check_overrides(&ov("1BAD")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not a valid environment variable name"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("sup3r"));
+    assert!(c.check_overrides(&ov("PORT")).is_err());
+}
+
+#[test]
+fn missing_secret_env_var_names_the_secret_not_values() {
+    let text = with(
+        "secrets",
+        "FROM_FILE = { file = \"token.txt\" }\nMISSING = { env = \"CUTOVER_TEST_SURELY_UNSET_VAR\" }",
+    );
+    let c = parse(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token.txt"), "file-secret-value\n").unwrap();
+    let e = c.resolve_secrets(dir.path()).unwrap_err();
+    assert_eq!(e.secret(), "MISSING");
+    let shown = e.to_string();
+    assert!(shown.contains("secret MISSING"), "{shown}");
+    assert!(shown.contains("CUTOVER_TEST_SURELY_UNSET_VAR"), "{shown}");
+    assert!(!shown.contains("file-secret-value"), "{shown}");
+}
+
+#[test]
+fn secrets_from_file_command_and_env() {
+    std::env::set_var("CUTOVER_TEST_SECRET_ENV", "from-env");
+    let text = with(
+        "secrets",
+        "A = { file = \"token.txt\" }\nB = { command = \"printf 'from-command\\\\n\\\\n'\" }\nC = { env = \"CUTOVER_TEST_SECRET_ENV\" }",
+    );
+    let c = parse(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token.txt"), "from-file\n").unwrap();
+    let values = c.resolve_secrets(dir.path()).unwrap();
+    assert_eq!(values["A"], "from-file");
+    // Only one trailing newline is trimmed.
+    assert_eq!(values["B"], "from-command\n");
+    assert_eq!(values["C"], "from-env");
+}
+
+#[test]
+fn failing_secret_command_and_missing_file_name_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(&with(
+        "secrets",
+        "T = { command = \"printf 'leak%s' ed-value; echo nope >&2; exit 3\" }",
+    ))
+    .unwrap();
+    let shown = c.resolve_secrets(dir.path()).unwrap_err().to_string();
+    assert!(
+        shown.contains("secret T") && shown.contains("exit status: 3"),
+        "{shown}"
+    );
+    assert!(shown.contains("nope"), "{shown}");
+    assert!(!shown.contains("leaked-value"), "{shown}");
+
+    let c = parse(&with("secrets", "F = { file = \"absent.txt\" }")).unwrap();
+    let shown = c.resolve_secrets(dir.path()).unwrap_err().to_string();
+    assert!(
+        shown.contains("secret F") && shown.contains("absent.txt"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn init_template_parses_and_explains() {
+    let text = init_template("tasks-app");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.app.name.as_str(), "tasks-app");
+    assert_eq!(
+        c.environments["staging"].listen.to_string(),
+        "127.0.0.1:8001"
+    );
+    assert_eq!(
+        c.environments["production"].listen.to_string(),
+        "127.0.0.1:8002"
+    );
+    assert_eq!(c.health, Health::default());
+    for key in [
+        "command",
+        "files",
+        "port_env",
+        "stop_timeout",
+        "path",
+        "status",
+        "body_contains",
+        "interval",
+        "timeout",
+        "healthy_threshold",
+        "deadline",
+        "monitor",
+        "unhealthy_threshold",
+        "listen",
+        "strategy",
+        "instances",
+        "env =",
+        "file =",
+    ] {
+        assert!(text.contains(key), "template lacks {key}");
+    }
+}
+
+#[test]
+fn snapshot_round_trips_through_json() {
+    let text = format!(
+        "{}\n[secrets]\nA = {{ env = \"X\" }}\nB = {{ file = \"f\" }}\nC = {{ command = \"echo\" }}\n",
+        init_template("tasks-app").replace("# status = 200", "status = 200").replace("monitor = \"10s\"", "monitor = \"1m30s\"").replace("[secrets]", "")
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.health.status, Some(200));
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(json.contains("\"monitor\":\"1m30s\""), "{json}");
+    assert!(json.contains("\"interval\":\"200ms\""), "{json}");
+    let back: Config = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, c);
+    // And back to TOML.
+    let toml_text = toml::to_string(&c).unwrap();
+    assert_eq!(parse(&toml_text).unwrap(), c);
+}
+
+#[test]
+fn load_names_the_path_and_hints_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.toml");
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(e.kind(), ConfigErrorKind::NotFound);
+    let shown = e.to_string();
+    assert!(
+        shown.contains(&path.display().to_string()) && shown.contains("cutover init"),
+        "{shown}"
+    );
+
+    std::fs::write(&path, with("health", "interval = \"10\"")).unwrap();
+    let shown = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        shown.starts_with(&format!("{}:", path.display())),
+        "{shown}"
+    );
+
+    std::fs::write(&path, BASE).unwrap();
+    assert!(Config::load(&path).is_ok());
+    assert!(Config::load(Path::new("/")).is_err());
+}

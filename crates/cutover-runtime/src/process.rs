@@ -1,0 +1,235 @@
+//! The process runtime: one detached `cutover supervise` per instance.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cutover_daemon::{pid_alive, pid_runs};
+
+use crate::{
+    instances_dir, log, log_path, state_path, validate, validate_id, InstanceInfo, InstanceSpec,
+    InstanceState, Runtime, RuntimeError, StateFile,
+};
+
+/// How long `start` waits for the supervisor to report that the instance started.
+const START_TIMEOUT: Duration = Duration::from_secs(3);
+/// What `stop` waits for a supervisor beyond the instance's stop_timeout.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+const POLL: Duration = Duration::from_millis(20);
+/// Every supervisor's command line contains this.
+const SUPERVISOR_MARK: &[&str] = &["supervise"];
+
+/// Runs every instance as a process under its own supervisor (`<exe> supervise`), which is not
+/// a child of this process and outlives it.
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    state_dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl ProcessRuntime {
+    /// `exe` is the `cutover` binary, which has the `supervise` role.
+    pub fn new(state_dir: &Path, exe: &Path) -> ProcessRuntime {
+        ProcessRuntime {
+            state_dir: state_dir.to_path_buf(),
+            exe: exe.to_path_buf(),
+        }
+    }
+
+    /// The state file of `id`, if there is one.
+    fn read_state(&self, id: &str) -> Result<Option<StateFile>, RuntimeError> {
+        read_state_file(&state_path(&self.state_dir, id))
+    }
+
+    /// The state of `id` if its supervisor is alive; removes the file of a dead one.
+    fn live_state(&self, id: &str) -> Result<Option<StateFile>, RuntimeError> {
+        let path = state_path(&self.state_dir, id);
+        let Some(state) = read_state_file(&path)? else {
+            return Ok(None);
+        };
+        if pid_runs(state.info.supervisor_pid, SUPERVISOR_MARK) {
+            return Ok(Some(state));
+        }
+        remove(&path)?;
+        Ok(None)
+    }
+}
+
+fn read_state_file(path: &Path) -> Result<Option<StateFile>, RuntimeError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RuntimeError::io(format!("reading {}", path.display()), e)),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        RuntimeError::io(
+            format!("reading {}", path.display()),
+            io::Error::new(io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
+fn remove(path: &Path) -> Result<(), RuntimeError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(RuntimeError::io(format!("removing {}", path.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    async fn start(&self, spec: InstanceSpec) -> Result<InstanceInfo, RuntimeError> {
+        validate(&spec).map_err(RuntimeError::InvalidSpec)?;
+        if self.live_state(&spec.id)?.is_some() {
+            return Err(RuntimeError::AlreadyRunning(spec.id));
+        }
+        let id = spec.id.clone();
+        let path = state_path(&self.state_dir, &id);
+        // A leftover from a supervisor that failed; the new one writes a fresh file.
+        remove(&path)?;
+        let payload = serde_json::to_vec(&spec)
+            .map_err(|e| RuntimeError::InvalidSpec(format!("instance {id}: {e}")))?;
+        drop(spec);
+        let mut command = Command::new(&self.exe);
+        command
+            .arg("supervise")
+            .arg("--state-dir")
+            .arg(&self.state_dir);
+        let exe = self.exe.clone();
+        let pid = tokio::task::spawn_blocking(move || {
+            cutover_daemon::spawn_detached(command, Some(&payload))
+        })
+        .await
+        .map_err(|e| RuntimeError::Supervisor(format!("starting the supervisor of {id}: {e}")))?
+        .map_err(|e| RuntimeError::io(format!("starting {} supervise", exe.display()), e))?;
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            // Read the file before checking the pid, so a supervisor that wrote its error and
+            // exited in between is still heard.
+            let alive = pid_alive(pid);
+            if let Some(state) = read_state_file(&path)? {
+                if state.info.supervisor_pid == pid {
+                    if let Some(error) = state.error {
+                        remove(&path)?;
+                        return Err(RuntimeError::Start(error));
+                    }
+                    if state.info.state != InstanceState::Starting {
+                        return Ok(state.info);
+                    }
+                }
+            }
+            if !alive {
+                return Err(RuntimeError::Supervisor(format!(
+                    "the supervisor of instance {id} (pid {pid}) exited before starting it"
+                )));
+            }
+            if Instant::now() >= deadline {
+                let _ = self.stop(&id).await;
+                cutover_daemon::signal(pid, libc::SIGKILL);
+                return Err(RuntimeError::Supervisor(format!(
+                    "the supervisor of instance {id} (pid {pid}) did not start it within {:?}",
+                    START_TIMEOUT
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        let path = state_path(&self.state_dir, id);
+        let Some(state) = self.read_state(id)? else {
+            return Ok(());
+        };
+        let pid = state.info.supervisor_pid;
+        if pid_runs(pid, SUPERVISOR_MARK) {
+            cutover_daemon::signal(pid, libc::SIGTERM);
+            let deadline = Instant::now() + state.stop_timeout + STOP_GRACE;
+            while pid_runs(pid, SUPERVISOR_MARK) && Instant::now() < deadline {
+                tokio::time::sleep(POLL).await;
+            }
+            if pid_runs(pid, SUPERVISOR_MARK) {
+                // A stuck supervisor: take it and its instance down by force.
+                let child = self.read_state(id)?.and_then(|s| s.info.pid);
+                if let Some(child) = child {
+                    cutover_daemon::signal_group(child, libc::SIGKILL);
+                }
+                cutover_daemon::signal(pid, libc::SIGKILL);
+                let deadline = Instant::now() + STOP_GRACE;
+                while pid_alive(pid) && Instant::now() < deadline {
+                    tokio::time::sleep(POLL).await;
+                }
+                if pid_alive(pid) {
+                    return Err(RuntimeError::Supervisor(format!(
+                        "the supervisor of instance {id} (pid {pid}) survived SIGKILL"
+                    )));
+                }
+            }
+        }
+        remove(&path)
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<InstanceInfo>, RuntimeError> {
+        if validate_id(id).is_err() {
+            return Ok(None);
+        }
+        Ok(self.live_state(id)?.map(|s| s.info))
+    }
+
+    async fn list(&self) -> Result<Vec<InstanceInfo>, RuntimeError> {
+        let dir = instances_dir(&self.state_dir);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(RuntimeError::io(format!("reading {}", dir.display()), e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| RuntimeError::io(format!("reading {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if validate_id(id).is_err() {
+                continue; // temporary files of write_atomic, strangers
+            }
+            if let Some(state) = self.live_state(id)? {
+                out.push(state.info);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
+        validate_id(id).map_err(RuntimeError::InvalidSpec)?;
+        let path = match self.read_state(id)? {
+            Some(state) => state.info.log_file,
+            // A stopped instance keeps its log; find it under any environment.
+            None => {
+                find_log(&self.state_dir, id)?.ok_or_else(|| RuntimeError::NotFound(id.into()))?
+            }
+        };
+        log::tail(&path, lines)
+            .map_err(|e| RuntimeError::io(format!("reading {}", path.display()), e))
+    }
+}
+
+/// `<state>/logs/<env>/<id>.log` for whichever env has one.
+fn find_log(state_dir: &Path, id: &str) -> Result<Option<PathBuf>, RuntimeError> {
+    let logs = state_dir.join("logs");
+    let envs = match fs::read_dir(&logs) {
+        Ok(envs) => envs,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RuntimeError::io(format!("reading {}", logs.display()), e)),
+    };
+    Ok(envs
+        .filter_map(Result::ok)
+        .filter_map(|env| env.file_name().into_string().ok())
+        .map(|env| log_path(state_dir, &env, id))
+        .find(|p| p.is_file()))
+}
