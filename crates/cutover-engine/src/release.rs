@@ -483,10 +483,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         };
         match until {
             Some(until) => {
+                let warm = if standby.is_some() { "; the previous version stays warm" } else { "" };
                 send(
                     progress,
                     Progress::step(format!(
-                        "monitoring until {} ({} s); the previous version stays warm",
+                        "monitoring until {} ({} s){warm}",
                         until.format("%H:%M:%S"),
                         monitor.as_secs()
                     )),

@@ -146,12 +146,6 @@ pub async fn rollback(
     )
     .context("the rollback target's committed config")?;
     let secrets: BTreeMap<String, String> = config.resolve_secrets(&ctx.root)?;
-    progress.step(&format!(
-        "rolling {} back to release {} ({})",
-        args.env,
-        target.release.id,
-        short(&target.release.version)
-    ));
     let body = RollbackBody {
         env: args.env.clone(),
         to: Some(target.release.id.to_string()),
