@@ -904,8 +904,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Some(&message),
             &format!("refused: {message}"),
         );
-        let outcome = Outcome::refused(message, hint).with_release(release.id);
-        outcome
+        Outcome::refused(message, hint).with_release(release.id)
     }
 
     pub(crate) fn transition(

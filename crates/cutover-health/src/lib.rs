@@ -195,7 +195,7 @@ mod tests {
         assert!(probe(addr, &check())
             .await
             .unwrap_err()
-            .0
+            .message
             .contains("does not contain"));
     }
 
@@ -212,7 +212,7 @@ mod tests {
         assert!(probe(addr, &check())
             .await
             .unwrap_err()
-            .0
+            .message
             .contains("timed out"));
     }
 
@@ -225,7 +225,7 @@ mod tests {
         assert!(probe(addr, &check())
             .await
             .unwrap_err()
-            .0
+            .message
             .contains("cannot connect"));
     }
 

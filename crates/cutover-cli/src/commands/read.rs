@@ -224,7 +224,7 @@ pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         tick += 1;
-        if tick % 8 == 0 {
+        if tick.is_multiple_of(8) {
             // New instances appear with each release.
             if let Ok(now) = client
                 .get::<Vec<InstanceLogs>>(&format!("/v1/logs/{}?lines=0", args.env))
