@@ -59,7 +59,12 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     ) -> Outcome {
         let h = &config.health;
         let check = http_check(&config);
-        let until = release.monitor_until.unwrap_or_else(Utc::now);
+        // The ledger has the window's end (the caller's copy may predate it).
+        let until = self
+            .with_ledger(|l| l.get(release.id))
+            .ok()
+            .and_then(|r| r.monitor_until)
+            .unwrap_or_else(Utc::now);
         let mut fails = vec![0u32; instances.len()];
         let verdict: Option<Failure> = 'watch: loop {
             tokio::select! {

@@ -483,7 +483,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         };
         match until {
             Some(until) => {
-                let warm = if standby.is_some() { "; the previous version stays warm" } else { "" };
+                let warm = if standby.is_some() {
+                    "; the previous version stays warm"
+                } else {
+                    ""
+                };
                 send(
                     progress,
                     Progress::step(format!(
@@ -958,7 +962,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     }
 
     /// Takes the environment's deploy lock, or says who holds it.
-    async fn lock_env(
+    pub(crate) async fn lock_env(
         &self,
         env: &str,
         queue: bool,
