@@ -17,6 +17,7 @@ mod outcome;
 pub mod ports;
 mod reconcile;
 mod release;
+mod restarts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

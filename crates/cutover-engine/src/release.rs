@@ -496,7 +496,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                         monitor.as_secs()
                     )),
                 );
-                self.start_monitor(release.clone(), config.clone(), instances, standby);
+                // The monitor reads the window's end from the release: hand it the row as it
+                // is now, not the copy from before `set_monitor_until`.
+                let mut monitored = release.clone();
+                monitored.monitor_until = Some(until);
+                self.start_monitor(monitored, config.clone(), instances, standby);
             }
             None => {
                 let _ = self.with_ledger(|l| {

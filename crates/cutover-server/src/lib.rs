@@ -179,6 +179,8 @@ async fn serve(state: StateDir) -> i32 {
     for line in engine.reconcile().await {
         eprintln!("reconcile: {line}");
     }
+    let watcher = engine.clone();
+    tokio::spawn(async move { watcher.watch(std::time::Duration::from_secs(1)).await });
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let app = api::router(Arc::new(api::AppState {
         engine,
