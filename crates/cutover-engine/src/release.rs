@@ -671,6 +671,9 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 vars,
                 port,
                 stop_timeout: config.run.stop_timeout,
+                image: None,
+                container_port: None,
+                volumes: Vec::new(),
             };
             send(
                 progress,

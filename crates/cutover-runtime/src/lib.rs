@@ -41,6 +41,17 @@ pub struct InstanceSpec {
     pub port: u16,
     #[serde(with = "millis")]
     pub stop_timeout: Duration,
+    /// For container runtimes: the image to run, by digest (`repo@sha256:…`). The process
+    /// runtime runs `argv` in `cwd` instead.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// For container runtimes: the port the app listens on inside the container; `port` is
+    /// where it is published on 127.0.0.1.
+    #[serde(default)]
+    pub container_port: Option<u16>,
+    /// For container runtimes: named volumes, `name:/path`, kept across releases.
+    #[serde(default)]
+    pub volumes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +250,9 @@ mod tests {
             vars: BTreeMap::new(),
             port: 1234,
             stop_timeout: Duration::from_millis(1500),
+            image: None,
+            container_port: None,
+            volumes: Vec::new(),
         }
     }
 

@@ -517,6 +517,9 @@ mod tests {
             vars: BTreeMap::new(),
             port: 1234,
             stop_timeout: Duration::from_secs(1),
+            image: None,
+            container_port: None,
+            volumes: Vec::new(),
         }
     }
 

@@ -159,6 +159,9 @@ impl Fixture {
             vars,
             port,
             stop_timeout: Duration::from_secs(5),
+            image: None,
+            container_port: None,
+            volumes: Vec::new(),
         }
     }
 

@@ -1,0 +1,1 @@
+//! cutover-docker: images and containers through the Docker Engine API (Docker or Podman).
