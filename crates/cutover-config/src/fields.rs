@@ -223,6 +223,99 @@ pub(crate) fn files<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
     string_list(d, "files", r#"["serve.py", "static/**"]"#)
 }
 
+pub(crate) fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let tags = string_list(d, "tags", r#"["latest"]"#)?;
+    for tag in &tags {
+        let valid = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            && !tag.starts_with(['.', '-']);
+        if !valid {
+            return Err(invalid(
+                &format!("{tag:?} is not a valid image tag"),
+                "use letters, digits, `_`, `.` and `-` (at most 128), e.g. \"latest\" or \"staging\"",
+            ));
+        }
+        if tag.len() == 40 && tag.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid(
+                &format!("{tag:?} looks like a commit sha"),
+                "the <sha> tag is given by cutover; moving tags are names such as \"latest\"",
+            ));
+        }
+    }
+    Ok(tags)
+}
+
+pub(crate) fn volumes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let volumes = string_list(d, "volumes", r#"["app-data:/data"]"#)?;
+    for v in &volumes {
+        let ok = v.split_once(':').is_some_and(|(name, path)| {
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                && path.starts_with('/')
+        });
+        if !ok {
+            return Err(invalid(
+                &format!("{v:?} is not a named volume"),
+                "write NAME:/path/in/container, e.g. \"tasks-data:/data\" (a name, not a host path)",
+            ));
+        }
+    }
+    Ok(volumes)
+}
+
+pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    let value = i64::deserialize(d)?;
+    match u16::try_from(value) {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(invalid(
+            &format!("{value} is not a port"),
+            "use a number from 1 to 65535, e.g. 8000",
+        )),
+    }
+}
+
+pub(crate) fn registry_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    let ok = !url.is_empty()
+        && !url.contains("://")
+        && !url.ends_with('/')
+        && url
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:_[]".contains(c));
+    if ok {
+        Ok(url)
+    } else {
+        Err(invalid(
+            &format!("{url:?} is not a registry address"),
+            "write host[:port] without a scheme, e.g. \"127.0.0.1:5000\" or \"ghcr.io\"",
+        ))
+    }
+}
+
+pub(crate) fn repository<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let repo = String::deserialize(d)?;
+    let ok = !repo.is_empty()
+        && repo.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        });
+    if ok {
+        Ok(repo)
+    } else {
+        Err(invalid(
+            &format!("{repo:?} is not a repository name"),
+            "use lowercase letters, digits, `.`, `_`, `-` and `/`, e.g. \"tasks-app\" or \"team/tasks-app\"",
+        ))
+    }
+}
+
 pub(crate) fn health_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let path = String::deserialize(d)?;
     if path.starts_with('/') {

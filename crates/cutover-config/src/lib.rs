@@ -50,6 +50,80 @@ pub struct Config {
     pub secrets: BTreeMap<String, SecretSource>,
     #[serde(deserialize_with = "fields::environments_map")]
     pub environments: BTreeMap<String, Environment>,
+    /// Where image artifacts are published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Registry>,
+    #[serde(default)]
+    pub retention: Retention,
+    /// How to reach the container engine.
+    #[serde(default)]
+    pub docker: DockerSettings,
+}
+
+/// `[registry]`: the OCI registry image artifacts are published to and pulled from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// `host:port` of the registry, e.g. "127.0.0.1:5000" or "ghcr.io".
+    #[serde(deserialize_with = "fields::registry_url")]
+    pub url: String,
+    /// The image's name in the registry, e.g. "tasks-app" or "team/tasks-app".
+    #[serde(deserialize_with = "fields::repository")]
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<SecretSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretSource>,
+}
+
+impl Registry {
+    /// `<url>/<repository>`, the image reference without tag or digest.
+    pub fn image(&self) -> String {
+        format!("{}/{}", self.url, self.repository)
+    }
+}
+
+/// `[retention]`: what `cutover prune` must keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Known-good releases per environment (besides the live one) whose artifacts are kept.
+    #[serde(deserialize_with = "fields::threshold")]
+    pub keep: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention { keep: 5 }
+    }
+}
+
+/// `[docker]`: the Docker or Podman engine API endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSettings {
+    /// e.g. "unix:///var/run/docker.sock"; default: `DOCKER_HOST`, then the engine's default socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// What runs an environment's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeKind {
+    /// Plain processes under cutover's supervisors (nothing to install).
+    #[default]
+    Process,
+    /// Containers on a Docker Engine.
+    Docker,
+    /// Containers through Podman's Docker-compatible API.
+    Podman,
+}
+
+impl RuntimeKind {
+    pub fn is_container(self) -> bool {
+        self != RuntimeKind::Process
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,16 +138,44 @@ pub struct Build {
     /// Run with `sh -c` in a checkout of the commit; `None`: nothing to build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    /// Paths or globs, relative to the repository root, that make up the artifact.
-    #[serde(deserialize_with = "fields::files")]
+    /// Paths or globs, relative to the repository root, that make up the bundle artifact
+    /// (for the process runtime).
+    #[serde(
+        default,
+        deserialize_with = "fields::files",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub files: Vec<String>,
+    /// A Dockerfile, relative to `context`: the artifact is also an OCI image (for container
+    /// runtimes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    /// The image build's context, relative to the repository root.
+    #[serde(default = "default_context")]
+    pub context: String,
+    /// Moving tags given to the image besides its `<sha>` tag (e.g. "latest"); never deployed.
+    #[serde(
+        default,
+        deserialize_with = "fields::tags",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tags: Vec<String>,
+}
+
+fn default_context() -> String {
+    ".".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Run {
-    /// argv of the instance, run in the unpacked artifact.
-    #[serde(deserialize_with = "fields::argv")]
+    /// argv of the instance, run in the unpacked artifact (process runtime; container
+    /// runtimes run the image's entrypoint when it is empty).
+    #[serde(
+        default,
+        deserialize_with = "fields::argv",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub command: Vec<String>,
     /// The variable that tells the instance which port to listen on.
     #[serde(
@@ -84,6 +186,21 @@ pub struct Run {
     /// Time between SIGTERM and SIGKILL.
     #[serde(default = "default_stop_timeout", with = "duration::serde_str")]
     pub stop_timeout: Duration,
+    /// Container runtimes: the port the app listens on inside the container (also given as
+    /// `port_env`).
+    #[serde(
+        default,
+        deserialize_with = "fields::port",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub port: Option<u16>,
+    /// Container runtimes: named volumes kept across releases, "name:/path".
+    #[serde(
+        default,
+        deserialize_with = "fields::volumes",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub volumes: Vec<String>,
 }
 
 fn default_port_env() -> String {
@@ -151,6 +268,9 @@ pub struct Environment {
     pub listen: SocketAddr,
     #[serde(default)]
     pub strategy: Strategy,
+    /// What runs this environment's instances.
+    #[serde(default)]
+    pub runtime: RuntimeKind,
     #[serde(default = "default_instances", deserialize_with = "fields::instances")]
     pub instances: u32,
     /// Plain environment variables for this environment (override the top-level `[env]`).
@@ -256,6 +376,31 @@ impl Config {
         secrets::resolve_all(&self.secrets, base_dir)
     }
 
+    /// Resolves `[registry] username` and `password` (same sources as secrets); `None` when
+    /// the registry needs no login.
+    pub fn registry_credentials(
+        &self,
+        base_dir: &Path,
+    ) -> Result<Option<(String, String)>, SecretError> {
+        let Some(registry) = &self.registry else {
+            return Ok(None);
+        };
+        let mut sources = BTreeMap::new();
+        if let Some(u) = &registry.username {
+            sources.insert("[registry] username".to_string(), u.clone());
+        }
+        if let Some(p) = &registry.password {
+            sources.insert("[registry] password".to_string(), p.clone());
+        }
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let mut values = secrets::resolve_all(&sources, base_dir)?;
+        let user = values.remove("[registry] username").unwrap_or_default();
+        let password = values.remove("[registry] password").unwrap_or_default();
+        Ok(Some((user, password)))
+    }
+
     fn is_reserved(&self, name: &str) -> bool {
         name == self.run.port_env || RESERVED_ENV.contains(&name)
     }
@@ -309,6 +454,56 @@ impl Config {
             }
         }
 
+        // What each environment's runtime needs from [build] and [run].
+        for (name, env) in &self.environments {
+            let need = |table: &str, key: &str, what: &str, hint: &str| {
+                let at = locate::key_span(&entries, &[table])
+                    .or_else(|| locate::key_span(&entries, &["environments", name]))
+                    .map_or(0, |s| s.start);
+                Err(ConfigError::at(
+                    text,
+                    origin,
+                    at,
+                    format!(
+                        "environment `{name}` runs on {}, which needs {what}",
+                        runtime_name(env.runtime)
+                    ),
+                )
+                .with_field(format!("[{table}] {key}"))
+                .with_hint(hint.to_string()))
+            };
+            if env.runtime.is_container() {
+                if self.build.dockerfile.is_none() {
+                    return need(
+                        "build",
+                        "dockerfile",
+                        "an image to run",
+                        "add dockerfile = \"Dockerfile\" to [build]",
+                    );
+                }
+                if self.run.port.is_none() {
+                    return need(
+                        "run",
+                        "port",
+                        "the port the app listens on in the container",
+                        "add port = 8000 to [run]",
+                    );
+                }
+            } else {
+                if self.build.files.is_empty() {
+                    return need("build", "files", "a bundle of files", "list what goes into the bundle, e.g. files = [\"target/release/app\"], or set runtime = \"docker\"");
+                }
+                if self.run.command.is_empty() {
+                    return need(
+                        "run",
+                        "command",
+                        "a command to run",
+                        "add command = [\"./app\"] to [run], or set runtime = \"docker\"",
+                    );
+                }
+            }
+        }
+
         // Plain env names: not secrets, not set by cutover.
         let mut plain: Vec<Vec<&str>> = self.env.keys().map(|k| vec!["env", k.as_str()]).collect();
         for (env_name, env) in &self.environments {
@@ -352,6 +547,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+fn runtime_name(kind: RuntimeKind) -> &'static str {
+    match kind {
+        RuntimeKind::Process => "the process runtime",
+        RuntimeKind::Docker => "docker",
+        RuntimeKind::Podman => "podman",
     }
 }
 

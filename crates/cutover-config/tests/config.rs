@@ -511,3 +511,92 @@ fn load_names_the_path_and_hints_init() {
     assert!(Config::load(&path).is_ok());
     assert!(Config::load(Path::new("/")).is_err());
 }
+
+// ---- container keys (issue 3) ----
+
+const DOCKER: &str = r#"[app]
+name = "tasks-app"
+
+[build]
+dockerfile = "Dockerfile"
+tags = ["latest"]
+
+[registry]
+url = "127.0.0.1:5000"
+repository = "tasks-app"
+password = { env = "REGISTRY_PASSWORD" }
+
+[retention]
+keep = 3
+
+[run]
+port = 8000
+volumes = ["tasks-data:/data"]
+
+[environments.production]
+runtime = "docker"
+listen = "127.0.0.1:8000"
+"#;
+
+#[test]
+fn a_container_config_parses_and_round_trips() {
+    let c = parse(DOCKER).unwrap();
+    assert_eq!(c.environments["production"].runtime, RuntimeKind::Docker);
+    assert_eq!(
+        c.registry.as_ref().unwrap().image(),
+        "127.0.0.1:5000/tasks-app"
+    );
+    assert_eq!(c.run.port, Some(8000));
+    assert_eq!(c.retention.keep, 3);
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+}
+
+#[test]
+fn a_misspelled_runtime_is_named_with_the_valid_ones() {
+    let e = err(&DOCKER.replace(r#"runtime = "docker""#, r#"runtime = "dockr""#));
+    let text = e.to_string();
+    assert!(
+        text.contains("dockr") && text.contains("docker") && text.contains("podman"),
+        "{text}"
+    );
+    assert_eq!(line_col(&e).0, 21);
+}
+
+#[test]
+fn a_container_environment_needs_a_dockerfile_and_a_port() {
+    let e = err(&DOCKER.replace("dockerfile = \"Dockerfile\"\n", ""));
+    assert!(e.to_string().contains("dockerfile"), "{e}");
+    let e = err(&DOCKER.replace("port = 8000\n", ""));
+    assert_eq!(e.field(), Some("[run] port"), "{e}");
+}
+
+#[test]
+fn a_process_environment_needs_files_and_a_command() {
+    let e = err(&DOCKER.replace(r#"runtime = "docker""#, r#"runtime = "process""#));
+    assert!(e.to_string().contains("files"), "{e}");
+}
+
+#[test]
+fn bad_container_values_are_refused_with_a_hint() {
+    for (from, to, says) in [
+        ("tasks-data:/data", "/host/path:/data", "named volume"),
+        ("port = 8000", "port = 70000", "not a port"),
+        (
+            r#"url = "127.0.0.1:5000""#,
+            r#"url = "http://127.0.0.1:5000""#,
+            "registry address",
+        ),
+        (
+            r#"repository = "tasks-app""#,
+            r#"repository = "Tasks App""#,
+            "repository name",
+        ),
+        (r#"tags = ["latest"]"#, r#"tags = ["no good"]"#, "image tag"),
+        ("keep = 3", "keep = 0", "too small"),
+    ] {
+        let e = err(&DOCKER.replace(from, to));
+        assert!(e.to_string().contains(says), "{to}: {e}");
+        assert!(e.hint().is_some(), "{to}: no hint");
+    }
+}
