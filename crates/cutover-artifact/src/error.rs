@@ -22,7 +22,7 @@ pub enum ArtifactError {
         "{what} has no cutover.toml\n  hint: `cutover init` writes one; commit it and build again"
     )]
     NoConfig { what: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] cutover_config::ConfigError),
     #[error("the build command failed ({status}); its last lines of output:\n{}\n  hint: fix the build and commit; it ran with `sh -c` in {}", indent(lines), dir.display())]
     BuildFailed {
