@@ -59,6 +59,9 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<i32> {
 
 pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
+    if let Err(e) = ctx.working_config() {
+        eprintln!("warning: the working tree's cutover.toml is invalid (deploys use the committed one):\n{e}");
+    }
     let client = Client::connect_or_start(&ctx.state).await?;
     let view: StatusView = client.get("/v1/status").await?;
     if args.json {
