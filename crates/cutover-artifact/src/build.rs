@@ -2,7 +2,7 @@
 
 use crate::error::{io, ArtifactError};
 use crate::git::{git, Repo};
-use crate::store::{manifest_digest, Artifact, ArtifactStore, FileEntry};
+use crate::store::{manifest_digest, Artifact, ArtifactStore, FileEntry, ImageArtifact};
 use cutover_config::{Config, CONFIG_FILE};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
@@ -20,7 +20,21 @@ pub struct BuildRequest<'a> {
     pub rev: &'a str,
     /// Build uncommitted changes (only when `rev` is `HEAD`) as `<sha>-dirty-<hash>`.
     pub allow_dirty: bool,
+    /// Builds the OCI image of a commit whose config has `[build] dockerfile`, in the checkout
+    /// after the build command ran. `None`: such a commit cannot be built here.
+    pub image_builder: Option<&'a mut ImageBuilder<'a>>,
 }
+
+/// What an image build gets: the checkout (after `[build] command`), the commit's config and
+/// the version being built.
+pub struct ImageBuildInput<'a> {
+    pub checkout: &'a Path,
+    pub config: &'a Config,
+    pub version: &'a str,
+}
+
+/// Builds an image; the error is shown as is.
+pub type ImageBuilder<'a> = dyn FnMut(ImageBuildInput<'_>) -> Result<ImageArtifact, String> + 'a;
 
 /// Progress of a build, in order: `Started`, `Output`*, `Collected`, `Stored`; or `Reused`
 /// alone when the artifact already exists.
@@ -114,6 +128,14 @@ pub fn build(
         run_build_command(command, &checkout, &version, on_event)?;
     }
 
+    let image = match (&config.build.dockerfile, req.image_builder) {
+        (None, _) => None,
+        (Some(_), None) => return Err(ArtifactError::ImageBuild("this commit builds an image ([build] dockerfile), but no container engine was given to build it".into())),
+        (Some(_), Some(builder)) => Some(
+            builder(ImageBuildInput { checkout: &checkout, config: &config, version: &version })
+                .map_err(ArtifactError::ImageBuild)?,
+        ),
+    };
     let found = collect(&checkout, &config.build.files)?;
     let mut files = Vec::with_capacity(found.len());
     let mut bytes = 0;
@@ -141,6 +163,7 @@ pub fn build(
         created_at: chrono::Utc::now(),
         files,
         config_text,
+        image,
     };
     req.store.put_manifest(&artifact)?;
     on_event(BuildEvent::Stored {

@@ -24,6 +24,8 @@ pub enum ArtifactError {
     NoConfig { what: String },
     #[error(transparent)]
     Config(#[from] cutover_config::ConfigError),
+    #[error("the image build failed: {0}")]
+    ImageBuild(String),
     #[error("the build command failed ({status}); its last lines of output:\n{}\n  hint: fix the build and commit; it ran with `sh -c` in {}", indent(lines), dir.display())]
     BuildFailed {
         status: String,

@@ -6,7 +6,7 @@ mod error;
 mod git;
 mod store;
 
-pub use build::{build, BuildEvent, BuildRequest};
+pub use build::{build, BuildEvent, BuildRequest, ImageBuildInput, ImageBuilder};
 pub use error::ArtifactError;
 pub use git::{CommitInfo, Repo};
-pub use store::{manifest_digest, Artifact, ArtifactStore, FileEntry};
+pub use store::{manifest_digest, Artifact, ArtifactStore, FileEntry, ImageArtifact};

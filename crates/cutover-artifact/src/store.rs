@@ -25,6 +25,25 @@ pub struct Artifact {
     pub files: Vec<FileEntry>,
     /// `cutover.toml` as committed in that version (the working tree's for a dirty build).
     pub config_text: String,
+    /// The OCI image built from this version, when its config has `[build] dockerfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageArtifact>,
+}
+
+/// An image artifact: built once, tagged `<repository>:<version>`, published by digest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ImageArtifact {
+    /// The image name without tag, e.g. "127.0.0.1:5000/tasks-app" (or "tasks-app" when no
+    /// registry is configured).
+    pub repository: String,
+    /// The local image id (`sha256:` of its config).
+    pub id: String,
+    /// Moving tags it was also given ("latest"); never what gets deployed.
+    #[serde(default)]
+    pub moving_tags: Vec<String>,
+    /// The registry's manifest digest, once published: what deploys pull (`repository@digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_digest: Option<String>,
 }
 
 impl Artifact {
@@ -173,7 +192,8 @@ impl ArtifactStore {
     }
 
     /// Writes the manifest atomically (temp file + rename).
-    pub(crate) fn put_manifest(&self, artifact: &Artifact) -> Result<(), ArtifactError> {
+    /// Writes (or rewrites, e.g. to record where it was published) an artifact's manifest.
+    pub fn put_manifest(&self, artifact: &Artifact) -> Result<(), ArtifactError> {
         check_name("app", &artifact.app)?;
         check_name("version", &artifact.version)?;
         let path = self.manifest_path(&artifact.app, &artifact.version);

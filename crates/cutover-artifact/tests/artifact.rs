@@ -89,6 +89,7 @@ impl Fixture {
                 work_dir: &work_dir,
                 rev,
                 allow_dirty,
+                image_builder: None,
             },
             &mut |e| events.push(e),
         );

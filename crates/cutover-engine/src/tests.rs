@@ -225,6 +225,7 @@ fn template() -> &'static (PathBuf, Vec<String>) {
                 work_dir: &dir.join("build"),
                 rev: "HEAD",
                 allow_dirty: false,
+                image_builder: None,
             };
             versions.push(cutover_artifact::build(req, &mut |_| {}).unwrap().version);
         }

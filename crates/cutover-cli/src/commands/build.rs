@@ -58,6 +58,7 @@ pub fn build(
         work_dir: &work_dir,
         rev,
         allow_dirty,
+        image_builder: None,
     };
     let artifact = cutover_artifact::build(request, &mut |event| match event {
         BuildEvent::Started { version } => progress.step(&format!("building {}", short(&version))),

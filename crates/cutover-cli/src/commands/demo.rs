@@ -35,9 +35,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
     let listen = SocketAddr::from(([127, 0, 0, 1], cutover_runtime::free_port()?));
     let production = SocketAddr::from(([127, 0, 0, 1], cutover_runtime::free_port()?));
     let repo = std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
-    let demo = Demo { repo, exe: std::env::current_exe()?, listen };
+    let demo = Demo {
+        repo,
+        exe: std::env::current_exe()?,
+        listen,
+    };
     let result = tokio::task::spawn_blocking({
-        let demo = Demo { repo: demo.repo.clone(), exe: demo.exe.clone(), listen };
+        let demo = Demo {
+            repo: demo.repo.clone(),
+            exe: demo.exe.clone(),
+            listen,
+        };
         move || demo.walk(production)
     })
     .await?;
@@ -62,10 +70,16 @@ impl Demo {
             "[package]\nname = \"tasks-app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
         )?;
         std::fs::write(self.repo.join(".gitignore"), "target/\n")?;
-        std::fs::write(self.repo.join("cutover.toml"), demo_config(listen, production, "hello"))?;
+        std::fs::write(
+            self.repo.join("cutover.toml"),
+            demo_config(listen, production, "hello"),
+        )?;
         self.git(&["init", "-q", "-b", "main"])?;
         self.commit("Add HTTP service and cutover.toml")?;
-        say(&format!("a git repository at {}, one commit", self.repo.display()));
+        say(&format!(
+            "a git repository at {}, one commit",
+            self.repo.display()
+        ));
 
         part("Part B — build and tag the artifact, once");
         self.expect(&["build"], 0)?;
@@ -77,7 +91,10 @@ impl Demo {
         let first = self.health()?;
         say(&format!("$ curl {listen}/health → {first}"));
         say("a second commit, deployed the same way; the first becomes the rollback target");
-        std::fs::write(self.repo.join("cutover.toml"), demo_config(listen, production, "hello again"))?;
+        std::fs::write(
+            self.repo.join("cutover.toml"),
+            demo_config(listen, production, "hello again"),
+        )?;
         self.commit("Say hello again")?;
         self.expect(&["deploy", "staging"], 0)?;
         let second = self.health()?;
@@ -88,7 +105,9 @@ impl Demo {
         say("the same artifact with BREAK=1: the new instance fails its health check");
         self.expect(&["deploy", "staging", "--env", "BREAK=1"], 3)?;
         let after = self.health()?;
-        say(&format!("$ curl {listen}/health → {after}   (still the known-good: traffic never stopped)"));
+        say(&format!(
+            "$ curl {listen}/health → {after}   (still the known-good: traffic never stopped)"
+        ));
         if after != second {
             bail!("after the failed deploy the proxy serves {after}, not {second}");
         }
@@ -122,7 +141,10 @@ impl Demo {
         eprintln!("\n$ cutover {}", args.join(" "));
         let got = self.cutover(args)?;
         if got != code {
-            bail!("`cutover {}` exited {got}, the lab expects {code}", args.join(" "));
+            bail!(
+                "`cutover {}` exited {got}, the lab expects {code}",
+                args.join(" ")
+            );
         }
         if code != 0 {
             say(&format!("(exit code {code}, as expected)"));
@@ -131,16 +153,32 @@ impl Demo {
     }
 
     fn git(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new("git").args(args).current_dir(&self.repo).output()?;
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&self.repo)
+            .output()?;
         if !out.status.success() {
-            bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "git {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
 
     fn commit(&self, message: &str) -> anyhow::Result<()> {
         self.git(&["add", "-A"])?;
-        self.git(&["-c", "user.name=cutover demo", "-c", "user.email=demo@cutover.invalid", "commit", "-q", "-m", message])
+        self.git(&[
+            "-c",
+            "user.name=cutover demo",
+            "-c",
+            "user.email=demo@cutover.invalid",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ])
     }
 
     /// GET /health through the edge proxy.
@@ -193,10 +231,20 @@ listen = "{production}"
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
