@@ -53,6 +53,8 @@ pub struct DeployRequest {
     pub requested_by: String,
     /// Wait for a busy environment instead of refusing at once.
     pub queue: bool,
+    /// Registry login (user, password) for pulling the image, resolved by the caller.
+    pub registry_login: Option<(String, String)>,
 }
 
 /// A request to go back to a known-good release.
@@ -96,6 +98,8 @@ struct Inner<R, E, P> {
     monitors: Mutex<HashMap<String, MonitorSlot>>,
     /// Secret values of releases this server started, for restarts and restores.
     secrets: Mutex<HashMap<i64, BTreeMap<String, String>>>,
+    /// Registry logins given with deploys, by release.
+    registry_logins: Mutex<HashMap<i64, (String, String)>>,
 }
 
 /// An open monitor window: the release watched, the warm standby kept for a fast way back,
@@ -135,6 +139,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 holders: Mutex::default(),
                 monitors: Mutex::default(),
                 secrets: Mutex::default(),
+                registry_logins: Mutex::default(),
             }),
         })
     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use chrono::Utc;
 use cutover_config::{Config, Strategy};
 use cutover_health::HttpCheck;
 use cutover_ledger::{NewRelease, Release, ReleaseKind, ReleaseState, Snapshot};
-use cutover_runtime::{free_port, InstanceInfo, InstanceSpec, InstanceState, Runtime};
+use cutover_runtime::{free_port, ImagePull, InstanceInfo, InstanceSpec, InstanceState, Runtime};
 use tokio::time::Instant;
 
 use crate::{
@@ -93,9 +94,42 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 )
             }
         };
-        if let Err(e) = config.environment(&req.env) {
-            return Outcome::refused(e.to_string(), None);
-        }
+        let env_cfg = match config.environment(&req.env) {
+            Ok(e) => e.clone(),
+            Err(e) => return Outcome::refused(e.to_string(), None),
+        };
+        // What the release runs is identified by the image's registry digest on containers.
+        let digest = if env_cfg.runtime.is_container() {
+            match (&artifact.image, &config.registry) {
+                (None, _) => return Outcome::refused(
+                    format!(
+                        "artifact {}:{} has no image, but {} runs containers",
+                        req.app,
+                        short(&req.version),
+                        req.env
+                    ),
+                    Some(
+                        "add [build] dockerfile to cutover.toml, commit, and deploy the new commit"
+                            .into(),
+                    ),
+                ),
+                (Some(image), Some(_)) => match &image.registry_digest {
+                    Some(d) => d.clone(),
+                    None => {
+                        return Outcome::refused(
+                            format!(
+                                "image {}:{} was never published",
+                                image.repository, req.version
+                            ),
+                            Some(format!("publish it first: cutover publish {}", req.version)),
+                        )
+                    }
+                },
+                (Some(image), None) => image.id.clone(),
+            }
+        } else {
+            artifact.digest.clone()
+        };
         let overrides: Vec<(String, String)> = req.overrides.clone().into_iter().collect();
         if let Err(e) = config.check_overrides(&overrides) {
             return Outcome::refused(e.to_string(), None);
@@ -123,7 +157,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             env: req.env.clone(),
             version: req.version.clone(),
             artifact: format!("{}:{}", req.app, req.version),
-            digest: artifact.digest.clone(),
+            digest,
             snapshot: Snapshot {
                 config_text: artifact.config_text.clone(),
                 overrides: req.overrides,
@@ -145,6 +179,13 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             )),
         );
         self.remember_secrets(release.id, req.secrets);
+        if let Some(login) = req.registry_login {
+            self.inner
+                .registry_logins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(release.id, login);
+        }
         let _holding = self.hold(&release.env, release.id, "being deployed");
         self.roll_out(release.clone(), config, Leaving::Supersede, progress)
             .await
@@ -594,36 +635,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             .environment(env)
             .map_err(|e| failure(e.to_string()))?
             .clone();
-        let state_dir = &self.inner.options.state_dir;
-        let release_dir = state_dir
-            .join("releases")
-            .join(env)
-            .join(release.id.to_string());
-        let data_dir = state_dir.join("data").join(env);
-        let (app, version) = release
-            .artifact
-            .split_once(':')
-            .unwrap_or((&release.app, &release.version));
-        let artifact = match self.inner.store.get(app, version) {
-            Ok(Some(a)) => a,
-            Ok(None) => {
-                return Err(failure(format!(
-                    "artifact {} is no longer in the store",
-                    release.artifact
-                )))
-            }
-            Err(e) => return Err(failure(e.to_string())),
-        };
-        if !release_dir.join(".unpacked").exists() {
-            let _ = std::fs::remove_dir_all(&release_dir);
-            self.inner
-                .store
-                .unpack(&artifact, &release_dir)
-                .map_err(|e| failure(format!("unpacking {}: {e}", release.artifact)))?;
-            let _ = std::fs::write(release_dir.join(".unpacked"), &artifact.digest);
-        }
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| failure(format!("creating {}: {e}", data_dir.display())))?;
+        let placement = self.place(release, config, &env_cfg, progress).await?;
         let secrets = self
             .secrets_for(release, config, BTreeMap::new())
             .map_err(failure)?;
@@ -653,13 +665,19 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             vars.extend(env_cfg.env.clone());
             vars.extend(release.snapshot.overrides.clone());
             vars.extend(secrets.clone());
-            vars.insert(config.run.port_env.clone(), port.to_string());
+            let inner_port = match &placement {
+                Placement::Process { .. } => port,
+                Placement::Container { .. } => config.run.port.unwrap_or(port),
+            };
+            vars.insert(config.run.port_env.clone(), inner_port.to_string());
             vars.insert("APP_VERSION".into(), release.version.clone());
             vars.insert("CUTOVER_APP".into(), release.app.clone());
             vars.insert("CUTOVER_ENV".into(), env.clone());
             vars.insert("CUTOVER_RELEASE".into(), release.id.to_string());
             vars.insert("CUTOVER_INSTANCE".into(), id.clone());
-            vars.insert("CUTOVER_DATA_DIR".into(), data_dir.display().to_string());
+            if let Placement::Process { data_dir, .. } = &placement {
+                vars.insert("CUTOVER_DATA_DIR".into(), data_dir.display().to_string());
+            }
             let spec = InstanceSpec {
                 id: id.clone(),
                 app: release.app.clone(),
@@ -667,13 +685,27 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 release: release.id,
                 version: release.version.clone(),
                 argv: config.run.command.clone(),
-                cwd: release_dir.clone(),
+                cwd: match &placement {
+                    Placement::Process { release_dir, .. } => release_dir.clone(),
+                    Placement::Container { .. } => PathBuf::from("/"),
+                },
                 vars,
                 port,
                 stop_timeout: config.run.stop_timeout,
                 image: None,
                 container_port: None,
                 volumes: Vec::new(),
+                engine: None,
+            };
+            let spec = match &placement {
+                Placement::Process { .. } => spec,
+                Placement::Container { image, engine } => InstanceSpec {
+                    image: Some(image.clone()),
+                    container_port: config.run.port,
+                    volumes: config.run.volumes.clone(),
+                    engine: Some(engine.clone()),
+                    ..spec
+                },
             };
             send(
                 progress,
@@ -729,6 +761,109 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 Err(f)
             }
         }
+    }
+
+    /// Gets a release's artifact where its runtime runs it: a bundle unpacked into the
+    /// release's folder, or an image pulled by digest into the container engine.
+    async fn place(
+        &self,
+        release: &Release,
+        config: &Config,
+        env_cfg: &cutover_config::Environment,
+        progress: &ProgressTx,
+    ) -> Result<Placement, Failure> {
+        let env = &release.env;
+        let (app, version) = release
+            .artifact
+            .split_once(':')
+            .unwrap_or((&release.app, &release.version));
+        let artifact = match self.inner.store.get(app, version) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                return Err(failure(format!(
+                    "artifact {} is no longer in the store",
+                    release.artifact
+                )))
+            }
+            Err(e) => return Err(failure(e.to_string())),
+        };
+        if env_cfg.runtime.is_container() {
+            let Some(image) = &artifact.image else {
+                return Err(failure(format!(
+                    "artifact {} has no image, but {env} runs containers",
+                    release.artifact
+                )));
+            };
+            let engine = match env_cfg.runtime {
+                cutover_config::RuntimeKind::Podman => "podman",
+                _ => "docker",
+            }
+            .to_string();
+            let reference = match &image.registry_digest {
+                Some(digest) => format!("{}@{digest}", image.repository),
+                None => image.id.clone(),
+            };
+            let pull = ImagePull {
+                engine: engine.clone(),
+                reference: reference.clone(),
+                repository: image.repository.clone(),
+                digest: image.registry_digest.clone(),
+                tag: release.version.clone(),
+                credentials: self.registry_credentials_for(release, config),
+            };
+            send(progress, Progress::step(format!("pulling {reference}")));
+            self.inner
+                .runtime
+                .prepare(&pull)
+                .await
+                .map_err(|e| failure(e.to_string()))?;
+            return Ok(Placement::Container {
+                image: reference,
+                engine,
+            });
+        }
+        let state_dir = &self.inner.options.state_dir;
+        let release_dir = state_dir
+            .join("releases")
+            .join(env)
+            .join(release.id.to_string());
+        let data_dir = state_dir.join("data").join(env);
+        if !release_dir.join(".unpacked").exists() {
+            let _ = std::fs::remove_dir_all(&release_dir);
+            self.inner
+                .store
+                .unpack(&artifact, &release_dir)
+                .map_err(|e| failure(format!("unpacking {}: {e}", release.artifact)))?;
+            let _ = std::fs::write(release_dir.join(".unpacked"), &artifact.digest);
+        }
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| failure(format!("creating {}: {e}", data_dir.display())))?;
+        Ok(Placement::Process {
+            release_dir,
+            data_dir,
+        })
+    }
+
+    /// Registry login for pulls of a release's image: given with the deploy, or resolved here.
+    fn registry_credentials_for(
+        &self,
+        release: &Release,
+        config: &Config,
+    ) -> Option<(String, String)> {
+        let given = self
+            .inner
+            .registry_logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let from = release.restored_from.unwrap_or(release.id);
+        if let Some(login) = given.get(&release.id).or_else(|| given.get(&from)) {
+            return Some(login.clone());
+        }
+        drop(given);
+        config
+            .registry_credentials(&self.inner.options.repo_root)
+            .ok()
+            .flatten()
     }
 
     /// Probes every instance until each passed `healthy_threshold` times in a row, an
@@ -1049,6 +1184,18 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         }
         Some(standby)
     }
+}
+
+/// Where a release's instances run from.
+enum Placement {
+    Process {
+        release_dir: PathBuf,
+        data_dir: PathBuf,
+    },
+    Container {
+        image: String,
+        engine: String,
+    },
 }
 
 pub(crate) fn http_check(config: &Config) -> HttpCheck {

@@ -52,6 +52,27 @@ pub struct InstanceSpec {
     /// For container runtimes: named volumes, `name:/path`, kept across releases.
     #[serde(default)]
     pub volumes: Vec<String>,
+    /// For container runtimes: which engine runs it ("docker" or "podman").
+    #[serde(default)]
+    pub engine: Option<String>,
+}
+
+/// An image a container runtime must have before instances of it start: pulled by digest,
+/// and checked against the registry (a tag moved under us is refused).
+#[derive(Debug, Clone)]
+pub struct ImagePull {
+    /// "docker" or "podman".
+    pub engine: String,
+    /// What instances run: `repository@sha256:…` (or a local image id without a registry).
+    pub reference: String,
+    /// `host[:port]/name`, without tag or digest.
+    pub repository: String,
+    /// The registry digest recorded when the artifact was published; `None`: never published.
+    pub digest: Option<String>,
+    /// The version tag (the full sha) the registry must still map to `digest`.
+    pub tag: String,
+    /// Registry login, resolved from its secret sources by whoever asked for the deploy.
+    pub credentials: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +130,11 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<InstanceInfo>, RuntimeError>> + Send;
     /// Every instance whose supervisor is alive (this is how a restarted server re-adopts them).
     fn list(&self) -> impl Future<Output = Result<Vec<InstanceInfo>, RuntimeError>> + Send;
+    /// Makes `image` available before instances of it start. The process runtime needs
+    /// nothing.
+    fn prepare(&self, _image: &ImagePull) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        async { Ok(()) }
+    }
     /// The last `lines` lines of the instance's output (current and rotated log files).
     fn logs(
         &self,
@@ -253,6 +279,7 @@ mod tests {
             image: None,
             container_port: None,
             volumes: Vec::new(),
+            engine: None,
         }
     }
 

@@ -520,6 +520,7 @@ mod tests {
             image: None,
             container_port: None,
             volumes: Vec::new(),
+            engine: None,
         }
     }
 

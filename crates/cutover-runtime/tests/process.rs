@@ -162,6 +162,7 @@ impl Fixture {
             image: None,
             container_port: None,
             volumes: Vec::new(),
+            engine: None,
         }
     }
 

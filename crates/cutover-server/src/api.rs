@@ -290,6 +290,9 @@ pub struct DeployBody {
     pub requested_by: String,
     #[serde(default)]
     pub queue: bool,
+    /// Registry login (user, password) for pulling the image.
+    #[serde(default)]
+    pub registry_login: Option<(String, String)>,
 }
 
 /// `POST /v1/rollback`.
@@ -314,6 +317,7 @@ async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Resp
         secrets: body.secrets,
         requested_by: body.requested_by,
         queue: body.queue,
+        registry_login: body.registry_login,
     };
     stream_outcome(
         move |engine, tx| async move { engine.deploy(request, &tx).await },

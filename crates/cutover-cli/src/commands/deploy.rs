@@ -109,6 +109,7 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         secrets,
         requested_by: cutover_daemon::current_user(),
         queue: args.queue,
+        registry_login: config.registry_credentials(&ctx.root)?,
     };
     let outcome = client
         .stream("/v1/deploy", &body, |line| progress.line(line))
