@@ -66,6 +66,8 @@ pub struct RollbackRequest {
     pub secrets: BTreeMap<String, String>,
     pub requested_by: String,
     pub queue: bool,
+    /// Registry login (user, password) for pulling the image, resolved by the caller.
+    pub registry_login: Option<(String, String)>,
 }
 
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;

@@ -241,6 +241,13 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             )),
         );
         self.remember_secrets(release.id, secrets);
+        if let Some(login) = req.registry_login {
+            self.inner
+                .registry_logins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(release.id, login);
+        }
         let _holding = self.hold(&release.env, release.id, "rolling back");
         match self.take_warm_standby(&req.env, target.id).await {
             Some(standby) => {

@@ -314,6 +314,7 @@ async fn apply(engine: &TestEngine, versions: &[String], op: &Op) -> Outcome {
                 secrets: BTreeMap::new(),
                 requested_by: "prop".into(),
                 queue: false,
+                registry_login: None,
             };
             engine.rollback(req, &tx).await
         }

@@ -306,6 +306,8 @@ pub struct RollbackBody {
     pub requested_by: String,
     #[serde(default)]
     pub queue: bool,
+    #[serde(default)]
+    pub registry_login: Option<(String, String)>,
 }
 
 async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Response {
@@ -332,6 +334,7 @@ async fn rollback(State(app): State<Shared>, Json(body): Json<RollbackBody>) -> 
         secrets: body.secrets,
         requested_by: body.requested_by,
         queue: body.queue,
+        registry_login: body.registry_login,
     };
     stream_outcome(
         move |engine, tx| async move { engine.rollback(request, &tx).await },

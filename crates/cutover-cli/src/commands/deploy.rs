@@ -153,6 +153,7 @@ pub async fn rollback(
         secrets,
         requested_by: cutover_daemon::current_user(),
         queue: args.queue,
+        registry_login: config.registry_credentials(&ctx.root)?,
     };
     let outcome = client
         .stream("/v1/rollback", &body, |line| progress.line(line))
