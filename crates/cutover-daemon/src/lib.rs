@@ -223,18 +223,24 @@ impl FileLock {
 /// limited to 108 bytes, so sockets live under `$XDG_RUNTIME_DIR` (or `/tmp`) in a folder
 /// named by a hash of the state dir, not inside the state dir itself.
 pub fn socket_path(state_dir: &Path, name: &str) -> PathBuf {
-    let canonical = state_dir
-        .canonicalize()
-        .unwrap_or_else(|_| state_dir.to_path_buf());
-    let hash = hex::encode(Sha256::digest(canonical.as_os_str().as_encoded_bytes()));
+    let id = state_id(state_dir);
     let base = std::env::var_os("XDG_RUNTIME_DIR")
         .map(PathBuf::from)
         .filter(|p| p.is_dir())
         .unwrap_or_else(|| PathBuf::from("/tmp"));
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    base.join(format!("cutover-{uid}-{}", &hash[..16]))
+    base.join(format!("cutover-{uid}-{id}"))
         .join(format!("{name}.sock"))
+}
+
+/// A short, stable name of a state dir (16 hex characters of the hash of its canonical
+/// path): names its socket folder and labels its containers.
+pub fn state_id(state_dir: &Path) -> String {
+    let canonical = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    hex::encode(Sha256::digest(canonical.as_os_str().as_encoded_bytes()))[..16].to_string()
 }
 
 /// Creates the folder of a socket path, readable by its owner only.

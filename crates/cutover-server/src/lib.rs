@@ -7,6 +7,7 @@
 //! traffic, and a restarted server reconciles with what it finds.
 
 pub mod api;
+mod runtimes;
 mod views;
 
 use std::path::{Path, PathBuf};
@@ -15,13 +16,12 @@ use std::sync::Arc;
 use cutover_daemon::FileLock;
 use cutover_engine::{Engine, EngineOptions, HttpProber, ProxyEdge};
 use cutover_ledger::Ledger;
-use cutover_runtime::ProcessRuntime;
 
 pub use api::{DeployBody, RollbackBody};
 pub use views::{EnvironmentView, HistoryView, LiveView, ReleaseView, ShowView, StatusView};
 
 /// The engine as the server runs it.
-pub type ServerEngine = Engine<ProcessRuntime, ProxyEdge, HttpProber>;
+pub type ServerEngine = Engine<runtimes::Runtimes, ProxyEdge, HttpProber>;
 
 /// Files of a state dir that the server and the CLI both need to find.
 #[derive(Debug, Clone)]
@@ -117,6 +117,13 @@ pub fn run(state: StateDir) -> i32 {
     code
 }
 
+/// `[docker] host` of the working tree's config, if it says.
+fn docker_host(state: &StateDir) -> Option<String> {
+    cutover_config::Config::load(&state.repo_root().join(cutover_config::CONFIG_FILE))
+        .ok()
+        .and_then(|c| c.docker.host)
+}
+
 async fn serve(state: StateDir) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -139,7 +146,7 @@ async fn serve(state: StateDir) -> i32 {
     let engine = match Engine::new(
         options,
         ledger,
-        ProcessRuntime::new(&state.path, &exe),
+        runtimes::Runtimes::new(&state.path, &exe, docker_host(&state)),
         ProxyEdge {
             exe: exe.clone(),
             state_dir: state.path.clone(),
