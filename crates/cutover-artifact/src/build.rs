@@ -159,7 +159,11 @@ pub fn build(
         app,
         version,
         commit: sha,
-        digest: manifest_digest(&files),
+        // An image-only artifact is identified by its image; a bundle by its files.
+        digest: match &image {
+            Some(image) if files.is_empty() => image.id.clone(),
+            _ => manifest_digest(&files),
+        },
         created_at: chrono::Utc::now(),
         files,
         config_text,

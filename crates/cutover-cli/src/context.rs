@@ -6,6 +6,7 @@ use anyhow::{bail, Context as _};
 use cutover_config::{Config, CONFIG_FILE};
 use cutover_server::StateDir;
 
+#[derive(Clone)]
 pub struct Context {
     /// The folder holding `cutover.toml` (the repository root, normally).
     pub root: PathBuf,

@@ -40,6 +40,8 @@ enum Command {
     Init(commands::init::InitArgs),
     /// Build a commit once into an artifact named <app>:<full sha>.
     Build(commands::build::BuildArgs),
+    /// Push a version's image to the registry and record its digest.
+    Publish(commands::publish::PublishArgs),
     /// Build (if needed), deploy, health-check and cut over an environment.
     Deploy(commands::deploy::DeployArgs),
     /// Go back to the previous known-good release (or the one given with --to).
@@ -81,9 +83,10 @@ pub fn main() -> i32 {
         Command::Proxy(args) => roles::proxy(args),
         Command::Server(args) => roles::server(args, state_dir),
         Command::Init(args) => commands::init::run(args),
-        Command::Build(args) => commands::build::run(args, state_dir),
         command => block_on(async move {
             match command {
+                Command::Build(args) => commands::build::run(args, state_dir).await,
+                Command::Publish(args) => commands::publish::run(args, state_dir).await,
                 Command::Deploy(args) => commands::deploy::deploy(args, state_dir).await,
                 Command::Rollback(args) => commands::deploy::rollback(args, state_dir).await,
                 Command::Status(args) => commands::read::status(args, state_dir).await,

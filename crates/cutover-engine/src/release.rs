@@ -682,8 +682,18 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             vars.insert("CUTOVER_ENV".into(), env.clone());
             vars.insert("CUTOVER_RELEASE".into(), release.id.to_string());
             vars.insert("CUTOVER_INSTANCE".into(), id.clone());
-            if let Placement::Process { data_dir, .. } = &placement {
-                vars.insert("CUTOVER_DATA_DIR".into(), data_dir.display().to_string());
+            match &placement {
+                Placement::Process { data_dir, .. } => {
+                    vars.insert("CUTOVER_DATA_DIR".into(), data_dir.display().to_string());
+                }
+                Placement::Container { .. } => {
+                    // In a container, the data dir is the first named volume.
+                    if let Some((_, path)) =
+                        config.run.volumes.first().and_then(|v| v.split_once(':'))
+                    {
+                        vars.insert("CUTOVER_DATA_DIR".into(), path.to_string());
+                    }
+                }
             }
             let spec = InstanceSpec {
                 id: id.clone(),
@@ -709,7 +719,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 Placement::Container { image, engine } => InstanceSpec {
                     image: Some(image.clone()),
                     container_port: config.run.port,
-                    volumes: config.run.volumes.clone(),
+                    volumes: scoped_volumes(&release.app, env, &config.run.volumes),
                     engine: Some(engine.clone()),
                     ..spec
                 },
@@ -1203,6 +1213,12 @@ enum Placement {
         image: String,
         engine: String,
     },
+}
+
+/// Named volumes belong to one app in one environment: `data:/x` becomes
+/// `<app>-<env>-data:/x`, so staging and production never share one.
+fn scoped_volumes(app: &str, env: &str, volumes: &[String]) -> Vec<String> {
+    volumes.iter().map(|v| format!("{app}-{env}-{v}")).collect()
 }
 
 pub(crate) fn http_check(config: &Config) -> HttpCheck {

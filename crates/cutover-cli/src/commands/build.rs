@@ -2,7 +2,10 @@
 
 use anyhow::Context as _;
 use clap::Args;
-use cutover_artifact::{Artifact, ArtifactStore, BuildEvent, BuildRequest, Repo};
+use cutover_artifact::{
+    Artifact, ArtifactStore, BuildEvent, BuildRequest, ImageArtifact, ImageBuildInput, Repo,
+};
+use cutover_config::Config;
 
 use crate::context::Context;
 use crate::output::{short, Progress};
@@ -19,24 +22,30 @@ pub struct BuildArgs {
     pub verbose: bool,
 }
 
-pub fn run(args: BuildArgs, state_dir: Option<&std::path::Path>) -> i32 {
-    let progress = Progress::new(args.verbose);
-    let result = Context::discover(state_dir).and_then(|ctx| {
-        build(
-            &ctx,
-            args.rev.as_deref().unwrap_or("HEAD"),
-            args.allow_dirty,
-            &progress,
-        )
-    });
-    progress.finish();
-    match result {
-        Ok(artifact) => {
-            println!("{}:{} {}", artifact.app, artifact.version, artifact.digest);
-            0
-        }
-        Err(e) => crate::output::report_error(&e),
+pub async fn run(args: BuildArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    let rev = args.rev.unwrap_or_else(|| "HEAD".into());
+    let artifact = build_in_background(ctx, rev, args.allow_dirty, args.verbose).await?;
+    println!("{}:{} {}", artifact.app, artifact.version, artifact.digest);
+    if let Some(image) = &artifact.image {
+        println!("{}:{} {}", image.repository, artifact.version, image.id);
     }
+    Ok(0)
+}
+
+/// [`build`] on a blocking thread (builds run commands and wait on them).
+pub async fn build_in_background(
+    ctx: Context,
+    rev: String,
+    allow_dirty: bool,
+    verbose: bool,
+) -> anyhow::Result<Artifact> {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let progress = Progress::new(verbose);
+        build(&ctx, &rev, allow_dirty, &progress, &handle)
+    })
+    .await?
 }
 
 /// Builds `rev` (or finds it built) with progress on stderr.
@@ -45,6 +54,7 @@ pub fn build(
     rev: &str,
     allow_dirty: bool,
     progress: &Progress,
+    handle: &tokio::runtime::Handle,
 ) -> anyhow::Result<Artifact> {
     ctx.state
         .create()
@@ -58,7 +68,7 @@ pub fn build(
         work_dir: &work_dir,
         rev,
         allow_dirty,
-        image_builder: None,
+        image_builder: Some(&mut |input| build_image(input, progress, handle)),
     };
     let artifact = cutover_artifact::build(request, &mut |event| match event {
         BuildEvent::Started { version } => progress.step(&format!("building {}", short(&version))),
@@ -102,4 +112,77 @@ pub fn find(ctx: &Context, app: &str, version: &str) -> anyhow::Result<Artifact>
         }
         .into()),
     }
+}
+
+/// Builds the image of a commit whose config has `[build] dockerfile`, tagged
+/// `<repository>:<version>` and its moving tags.
+fn build_image(
+    input: ImageBuildInput<'_>,
+    progress: &Progress,
+    handle: &tokio::runtime::Handle,
+) -> Result<ImageArtifact, String> {
+    let config = input.config;
+    let dockerfile = config
+        .build
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| "Dockerfile".into());
+    let repository = image_repository(config);
+    let mut tags = vec![format!("{repository}:{}", input.version)];
+    tags.extend(
+        config
+            .build
+            .tags
+            .iter()
+            .map(|t| format!("{repository}:{t}")),
+    );
+    let context_dir = input.checkout.join(&config.build.context);
+    progress.step(&format!(
+        "building image {repository}:{} from {dockerfile}",
+        short(input.version)
+    ));
+    handle.block_on(async {
+        let engine = connect_engine(config).await.map_err(|e| e.to_string())?;
+        let spec = cutover_docker::BuildSpec {
+            context_dir: &context_dir,
+            dockerfile: &dockerfile,
+            tags,
+        };
+        let id = cutover_docker::build_image(&engine, spec, &mut |line| progress.detail(&line))
+            .await
+            .map_err(|e| e.to_string())?;
+        progress.step(&format!(
+            "image {repository}:{} is {id}",
+            short(input.version)
+        ));
+        Ok(ImageArtifact {
+            repository,
+            id,
+            moving_tags: config.build.tags.clone(),
+            registry_digest: None,
+        })
+    })
+}
+
+/// The image name of an app: `<registry>/<repository>`, or the app's name without a registry.
+pub fn image_repository(config: &Config) -> String {
+    config
+        .registry
+        .as_ref()
+        .map(|r| r.image())
+        .unwrap_or_else(|| config.app.name.to_string())
+}
+
+/// The container engine a config's environments use (Podman only if none uses Docker).
+pub async fn connect_engine(
+    config: &Config,
+) -> Result<cutover_docker::Engine, cutover_docker::DockerError> {
+    use cutover_config::RuntimeKind;
+    let kinds: Vec<RuntimeKind> = config.environments.values().map(|e| e.runtime).collect();
+    let kind = if kinds.contains(&RuntimeKind::Podman) && !kinds.contains(&RuntimeKind::Docker) {
+        cutover_docker::EngineKind::Podman
+    } else {
+        cutover_docker::EngineKind::Docker
+    };
+    cutover_docker::Engine::connect(config.docker.host.as_deref(), kind).await
 }

@@ -74,23 +74,28 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         }
         None => {
             let rev = args.rev.clone().unwrap_or_else(|| "HEAD".into());
-            let allow_dirty = args.allow_dirty;
-            let (ctx2, progress2) = (
-                Context::at(&ctx.root, Some(&ctx.state.path)),
-                Progress::new(args.verbose),
-            );
-            let built = tokio::task::spawn_blocking(move || {
-                crate::commands::build::build(&ctx2, &rev, allow_dirty, &progress2)
-            })
-            .await?;
-            built?
+            let ctx = Context::at(&ctx.root, Some(&ctx.state.path));
+            crate::commands::build::build_in_background(ctx, rev, args.allow_dirty, args.verbose)
+                .await?
         }
     };
     let config = Config::parse(
         &artifact.config_text,
         &format!("cutover.toml@{}", short(&artifact.version)),
     )?;
-    config.environment(&args.env)?;
+    let env_cfg = config.environment(&args.env)?;
+    // A container environment pulls the image by its registry digest: publish it first, once.
+    let needs_publish = env_cfg.runtime.is_container()
+        && config.registry.is_some()
+        && artifact
+            .image
+            .as_ref()
+            .is_some_and(|i| i.registry_digest.is_none());
+    let artifact = if needs_publish {
+        crate::commands::publish::publish(&ctx, artifact, &progress).await?
+    } else {
+        artifact
+    };
     config.check_overrides(&args.overrides)?;
     let secrets = config.resolve_secrets(&ctx.root)?;
     let client = Client::connect_or_start(&ctx.state).await?;

@@ -4,4 +4,5 @@ pub mod build;
 pub mod demo;
 pub mod deploy;
 pub mod init;
+pub mod publish;
 pub mod read;
