@@ -237,6 +237,50 @@ impl ArtifactStore {
     }
 
     /// Every artifact of `app`, newest first.
+    /// Forgets an artifact (its manifest); its blobs go with the next [`ArtifactStore::collect_garbage`].
+    pub fn remove(&self, app: &str, version: &str) -> Result<(), ArtifactError> {
+        check_name("app", app)?;
+        check_name("version", version)?;
+        let path = self.manifest_path(app, version);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes blobs no manifest of any app refers to; returns how many bytes it freed.
+    pub fn collect_garbage(&self) -> Result<u64, ArtifactError> {
+        let mut referenced = std::collections::HashSet::new();
+        let manifests = self.dir.join("manifests");
+        for app in std::fs::read_dir(&manifests)
+            .map_err(io("read", &manifests))?
+            .flatten()
+        {
+            let name = app.file_name().to_string_lossy().to_string();
+            for artifact in self.list(&name)? {
+                referenced.extend(
+                    artifact
+                        .files
+                        .iter()
+                        .map(|f| f.digest.trim_start_matches("sha256:").to_string()),
+                );
+            }
+        }
+        let blobs = self.dir.join("blobs/sha256");
+        let mut freed = 0;
+        for blob in std::fs::read_dir(&blobs)
+            .map_err(io("read", &blobs))?
+            .flatten()
+        {
+            let hex = blob.file_name().to_string_lossy().to_string();
+            if !referenced.contains(&hex) {
+                freed += blob.metadata().map(|m| m.len()).unwrap_or(0);
+                std::fs::remove_file(blob.path()).map_err(io("remove", &blob.path()))?;
+            }
+        }
+        Ok(freed)
+    }
+
     pub fn list(&self, app: &str) -> Result<Vec<Artifact>, ArtifactError> {
         if check_name("app", app).is_err() {
             return Ok(Vec::new());

@@ -54,6 +54,9 @@ enum Command {
     Show(commands::read::ShowArgs),
     /// The output of an environment's instances.
     Logs(commands::read::LogsArgs),
+    /// Remove old images, artifacts and unpacked releases; never the live one nor the
+    /// `[retention] keep` most recent known-good of any environment.
+    Prune(commands::prune::PruneArgs),
     /// Run the course lab (Parts A–D) end to end on a sample app, narrated.
     Demo(commands::demo::DemoArgs),
     /// Run the control plane in the foreground (the CLI starts one in the background when needed).
@@ -87,6 +90,7 @@ pub fn main() -> i32 {
             match command {
                 Command::Build(args) => commands::build::run(args, state_dir).await,
                 Command::Publish(args) => commands::publish::run(args, state_dir).await,
+                Command::Prune(args) => commands::prune::run(args, state_dir).await,
                 Command::Deploy(args) => commands::deploy::deploy(args, state_dir).await,
                 Command::Rollback(args) => commands::deploy::rollback(args, state_dir).await,
                 Command::Status(args) => commands::read::status(args, state_dir).await,

@@ -18,6 +18,7 @@ pub mod ports;
 mod reconcile;
 mod release;
 mod restarts;
+mod retention;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use outcome::{Outcome, Progress};
 pub use ports::{Edge, HttpProber, Prober, ProxyEdge};
+pub use retention::RetentionPlan;
 
 /// Where the engine keeps its files.
 #[derive(Debug, Clone)]

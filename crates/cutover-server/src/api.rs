@@ -44,6 +44,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollback", post(rollback))
         .route("/v1/down", post(down))
+        .route("/v1/prune", post(prune))
         .with_state(state)
 }
 
@@ -388,6 +389,97 @@ fn to_line(line: &StreamLine) -> Bytes {
     let mut s = serde_json::to_string(line).unwrap_or_else(|_| "{}".into());
     s.push('\n');
     Bytes::from(s)
+}
+
+/// `POST /v1/prune`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneBody {
+    pub app: String,
+    /// Known-good releases per environment to keep (`[retention] keep`).
+    pub keep: u32,
+    /// Say what would go, remove nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub kept: Vec<Kept>,
+    pub removed: Vec<Removed>,
+    pub release_dirs_removed: usize,
+    pub bytes_freed: u64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Kept {
+    pub version: String,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Removed {
+    pub version: String,
+    /// The image references removed from the engine, if the artifact had an image.
+    pub images: Vec<String>,
+    /// Why an image could not be removed, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+async fn prune(State(app): State<Shared>, Json(body): Json<PruneBody>) -> Response {
+    let engine = &app.engine;
+    let plan = match engine.retention_plan(&body.app, body.keep) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    };
+    let mut removed = Vec::new();
+    for artifact in &plan.remove {
+        let mut entry = Removed {
+            version: artifact.version.clone(),
+            images: Vec::new(),
+            error: None,
+        };
+        if let Some(image) = &artifact.image {
+            let mut refs = vec![format!("{}:{}", image.repository, artifact.version)];
+            if let Some(d) = &image.registry_digest {
+                refs.push(format!("{}@{d}", image.repository));
+            }
+            // Identical bytes can back a kept version too: then only the tag goes.
+            let shared = plan.kept_images.contains(&image.id);
+            for reference in refs.iter().filter(|r| !shared || !r.contains('@')) {
+                if !body.dry_run {
+                    if let Err(e) = engine.runtime().remove_image(reference).await {
+                        entry.error = Some(e);
+                        continue;
+                    }
+                }
+                entry.images.push(reference.clone());
+            }
+        }
+        removed.push(entry);
+    }
+    let bytes_freed = if body.dry_run {
+        0
+    } else {
+        engine.forget(&plan).unwrap_or(0)
+    };
+    let kept = plan
+        .keep
+        .iter()
+        .map(|(version, reasons)| Kept {
+            version: version.clone(),
+            reasons: reasons.clone(),
+        })
+        .collect();
+    Json(PruneReport {
+        kept,
+        removed,
+        release_dirs_removed: plan.release_dirs.len(),
+        bytes_freed,
+        dry_run: body.dry_run,
+    })
+    .into_response()
 }
 
 async fn down(State(app): State<Shared>) -> Response {

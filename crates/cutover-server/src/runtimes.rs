@@ -112,6 +112,19 @@ impl Runtimes {
     }
 }
 
+impl Runtimes {
+    /// Removes an image reference (a tag or `repo@digest`) from the Docker engine.
+    pub async fn remove_image(&self, reference: &str) -> Result<(), String> {
+        let rt = self
+            .container(EngineKind::Docker)
+            .await
+            .map_err(|e| e.to_string())?;
+        cutover_docker::remove_image(rt.engine(), reference)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl Runtime for Runtimes {
     async fn start(&self, spec: InstanceSpec) -> Result<InstanceInfo, RuntimeError> {
         match &spec.engine {

@@ -4,5 +4,6 @@ pub mod build;
 pub mod demo;
 pub mod deploy;
 pub mod init;
+pub mod prune;
 pub mod publish;
 pub mod read;
