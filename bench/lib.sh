@@ -1,0 +1,117 @@
+# Shared helpers for the bench/*.sh scripts. Source it; do not run it.
+#
+# Every script: installs what it needs if missing, builds the release binaries, sends traffic
+# to 127.0.0.1 only, bounds every loop in count and time, and cleans up on exit.
+
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+CUTOVER="${CUTOVER:-$ROOT/target/release/cutover}"
+TASKS_BIN="${TASKS_BIN:-$ROOT/target/release/tasks-app}"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# need CMD [DEBIAN_PACKAGE]: installs the package when the command is missing.
+APT_UPDATED=""
+need() {
+    local cmd="$1" pkg="${2:-$1}"
+    command -v "$cmd" >/dev/null 2>&1 && return 0
+    log "installing $pkg (for $cmd)"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    if [ -z "$APT_UPDATED" ]; then
+        $sudo apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$pkg" >/dev/null
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || die "could not install $pkg"
+}
+
+# Builds the binaries under measurement (release profile). SKIP_BUILD=1 skips it.
+build_release() {
+    if [ "${SKIP_BUILD:-}" = 1 ]; then snapshot_binaries; return 0; fi
+    log "cargo build --release -p cutover -p tasks-app (may wait on the shared cargo lock)"
+    (cd "$ROOT" && cargo build --release -q -p cutover -p tasks-app)
+    [ -x "$CUTOVER" ] || die "no $CUTOVER"
+    [ -x "$TASKS_BIN" ] || die "no $TASKS_BIN"
+    snapshot_binaries
+}
+
+# Copies the binaries under measurement aside, so that a concurrent `cargo build` in the shared
+# target dir cannot swap them mid-run. The scripts remove $BIN_SNAP on exit.
+snapshot_binaries() {
+    BIN_SNAP="$(mktemp -d /tmp/cutover-bench-bin.XXXXXX)"
+    BUILD_GIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$( [ -n "$(git -C "$ROOT" status --porcelain -uno 2>/dev/null)" ] && echo ' + uncommitted changes')"
+    cp "$CUTOVER" "$BIN_SNAP/cutover"
+    cp "$TASKS_BIN" "$BIN_SNAP/tasks-app"
+    CUTOVER="$BIN_SNAP/cutover"
+    TASKS_BIN="$BIN_SNAP/tasks-app"
+}
+
+# make_lab_repo DIR LISTEN_PORT [sed expressions...]: a standalone git repo holding the course's
+# tasks-app with a cutover.toml derived from examples/tasks-app/cutover.toml. The build command
+# copies the tasks-app binary built above, so a build takes milliseconds and measures cutover,
+# not rustc. Extra sed expressions edit the config (e.g. 's/^monitor = .*/monitor = "0s"/').
+make_lab_repo() {
+    local dir="$1" port="$2"
+    shift 2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp -r "$ROOT/examples/tasks-app/src" "$dir/"
+    printf '[package]\nname="tasks-app"\nversion="0.1.0"\nedition="2021"\n[workspace]\n' >"$dir/Cargo.toml"
+    printf 'target/\n' >"$dir/.gitignore"
+    local exprs=(-e "s#^command = \"cargo build --release -p tasks-app\"#command = \"mkdir -p target/release \&\& cp $TASKS_BIN target/release/tasks-app\"#"
+        -e "s#^listen = \"127.0.0.1:8001\"#listen = \"127.0.0.1:$port\"#"
+        -e "s#^listen = \"127.0.0.1:8002\"#listen = \"127.0.0.1:$((port + 1))\"#")
+    local e
+    for e in "$@"; do exprs+=(-e "$e"); done
+    sed "${exprs[@]}" "$ROOT/examples/tasks-app/cutover.toml" >"$dir/cutover.toml"
+    grep -q "127.0.0.1:$port" "$dir/cutover.toml" || die "listen port edit failed"
+    (cd "$dir" && git init -q && git add -A && git -c user.email=bench@localhost -c user.name=bench commit -qm init)
+}
+
+# The full sha of HEAD in the current directory.
+head_sha() { git rev-parse HEAD; }
+
+# median of numbers on stdin (one per line).
+median() {
+    python3 -c '
+import sys, statistics
+xs = [float(x) for x in sys.stdin.read().split()]
+print(("%.6g" % statistics.median(xs)) if xs else "nan")'
+}
+
+# ms_of "1.23ms" / "850.00us" / "1.02s" -> milliseconds.
+ms_of() {
+    python3 -c '
+import sys, re
+v = sys.argv[1]
+m = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", v)
+if not m: print("nan"); sys.exit()
+x, u = float(m.group(1)), m.group(2)
+print("%.4f" % (x * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[u]))' "$1"
+}
+
+# now_ms: wall clock in milliseconds (bash's $EPOCHREALTIME: no process start in the timing).
+now_ms() { local t=${EPOCHREALTIME/,/.}; echo "${t%.*}${t#*.}" | sed -E 's/^([0-9]+)([0-9]{3})$/\1.\2/'; }
+
+# rss_kb PID: VmRSS in kB.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo nan; }
+
+# cpu_ticks PID...: utime+stime of the given processes (clock ticks, all threads).
+cpu_ticks() {
+    local total=0 p t
+    for p in "$@"; do
+        t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+machine_summary() {
+    echo "build: $("$CUTOVER" --version 2>/dev/null) (release) of git ${BUILD_GIT:-?} as the script started; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
+        "$(free -h | awk '/^Mem:/ {print $2}') RAM, kernel $(uname -r), $(rustc --version 2>/dev/null || echo 'rustc ?')"
+}

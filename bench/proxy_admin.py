@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Sends one admin request to a running `cutover proxy` and prints the reply line.
+
+  proxy_admin.py STATE_DIR ENV '{"op":"set","upstreams":["127.0.0.1:PORT"]}'
+
+The socket path follows cutover_daemon::socket_path: $XDG_RUNTIME_DIR (if a dir) or /tmp,
+then cutover-<uid>-<first 16 hex of sha256(canonical state dir)>/proxy-<env>.sock.
+Waits up to 5 s for the socket to appear.
+"""
+import hashlib
+import os
+import socket
+import sys
+import time
+
+
+def socket_path(state_dir, env):
+    canonical = os.path.realpath(state_dir)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base or not os.path.isdir(base):
+        base = "/tmp"
+    return os.path.join(base, "cutover-%d-%s" % (os.getuid(), digest), "proxy-%s.sock" % env)
+
+
+def main():
+    state_dir, env, request = sys.argv[1], sys.argv[2], sys.argv[3]
+    path = socket_path(state_dir, env)
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(path)
+            break
+        except OSError as e:
+            s.close()
+            if time.monotonic() > deadline:
+                sys.exit("no admin socket at %s: %s" % (path, e))
+            time.sleep(0.1)
+    s.sendall(request.encode() + b"\n")
+    reply = b""
+    while not reply.endswith(b"\n"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        reply += chunk
+    s.close()
+    print(reply.decode().strip())
+
+
+if __name__ == "__main__":
+    main()
