@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cutover_config::Config;
 use cutover_engine::{DeployRequest, Outcome, Progress, RollbackRequest};
+use cutover_ledger::ReleaseState;
 use cutover_runtime::Runtime;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -189,7 +190,10 @@ async fn show(State(app): State<Shared>, Path(id): Path<i64>) -> Response {
         .await
         .unwrap_or_default()
         .iter()
-        .filter(|i| i.release == id)
+        // A rollback inside a monitor window serves with the instances it switched back to.
+        .filter(|i| {
+            i.release == id || (release.state == ReleaseState::Live && serving.contains(&i.id))
+        })
         .map(|i| InstanceView::new(i, serving.contains(&i.id)))
         .collect();
     Json(ShowView {
