@@ -316,6 +316,50 @@ pub(crate) fn repository<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::E
     }
 }
 
+pub(crate) fn check_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+    if ok {
+        Ok(name)
+    } else {
+        Err(invalid(
+            &format!("{name:?} is not a check name"),
+            "use letters, digits, `-` and `_`, e.g. \"lint\"",
+        ))
+    }
+}
+
+pub(crate) fn check_run<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let run = String::deserialize(d)?;
+    if run.trim().is_empty() {
+        Err(invalid(
+            "the command is empty",
+            "give the shell command the check runs, e.g. run = \"cargo test\"",
+        ))
+    } else {
+        Ok(run)
+    }
+}
+
+pub(crate) fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    let ok = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.len() > "http://".len() + 1
+        && !url.contains(char::is_whitespace);
+    if ok {
+        Ok(url)
+    } else {
+        Err(invalid(
+            &format!("{url:?} is not an http(s) URL"),
+            "e.g. \"http://127.0.0.1:9000/hook\"",
+        ))
+    }
+}
+
 pub(crate) fn health_path<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let path = String::deserialize(d)?;
     if path.starts_with('/') {

@@ -58,6 +58,12 @@ pub struct Config {
     /// How to reach the container engine.
     #[serde(default)]
     pub docker: DockerSettings,
+    #[serde(default)]
+    pub pipeline: Pipeline,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
 }
 
 /// `[registry]`: the OCI registry image artifacts are published to and pulled from.
@@ -276,6 +282,88 @@ pub struct Environment {
     /// Plain environment variables for this environment (override the top-level `[env]`).
     #[serde(default, deserialize_with = "fields::env_map")]
     pub env: BTreeMap<String, String>,
+    /// Who moves releases that the pipeline, a webhook or `watch` brings here: nobody
+    /// (`auto`, continuous deployment) or a person (`manual`, continuous delivery).
+    #[serde(default)]
+    pub approval: Approval,
+    /// Who may approve (empty: anyone but the commit's author).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// Environments whose monitor window a version must have passed before it comes here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
+}
+
+/// The delivery-vs-deployment switch of an environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approval {
+    /// Releases go live without a person (continuous deployment).
+    #[default]
+    Auto,
+    /// Releases wait in `awaiting-approval` for `cutover approve` (continuous delivery).
+    Manual,
+}
+
+/// `[pipeline]`: the gates that run before anything is built, and which branch ships.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Only commits on this branch ship.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// The checks, a DAG through `needs`.
+    #[serde(default, rename = "check", skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Pipeline {
+        Pipeline {
+            branch: default_branch(),
+            checks: Vec::new(),
+        }
+    }
+}
+
+fn default_branch() -> String {
+    "main".to_string()
+}
+
+/// `[[pipeline.check]]`: one command run in a clean checkout of the commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    #[serde(deserialize_with = "fields::check_name")]
+    pub name: String,
+    /// Run with `sh -c`.
+    #[serde(deserialize_with = "fields::check_run")]
+    pub run: String,
+    /// Checks that must pass first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    #[serde(default = "default_check_timeout", with = "duration::serde_str")]
+    pub timeout: Duration,
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+/// `[webhook]`: push events from a forge start the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// The secret shared with the forge (HMAC key, or GitLab's token).
+    pub secret: SecretSource,
+}
+
+/// `[[notify]]`: where release state changes are POSTed as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    #[serde(deserialize_with = "fields::http_url")]
+    pub url: String,
 }
 
 fn default_instances() -> u32 {
@@ -454,6 +542,35 @@ impl Config {
             }
         }
 
+        self.check_pipeline(text, origin, &entries)?;
+        for (name, env) in &self.environments {
+            for (i, required) in env.requires.iter().enumerate() {
+                let problem = if required == name {
+                    Some(format!("environment `{name}` cannot require itself"))
+                } else if !self.environments.contains_key(required) {
+                    Some(format!("no environment named `{required}`"))
+                } else {
+                    None
+                };
+                if let Some(message) = problem {
+                    let at = locate::value_span(&entries, &["environments", name, "requires"])
+                        .map_or(0, |s| s.start);
+                    let known: Vec<&str> = self
+                        .environments
+                        .keys()
+                        .filter(|k| *k != name)
+                        .map(String::as_str)
+                        .collect();
+                    return Err(ConfigError::at(text, origin, at, message)
+                        .with_field(format!("[environments.{name}] requires[{i}]"))
+                        .with_hint(format!(
+                            "name environments a version must pass first: {}",
+                            known.join(", ")
+                        )));
+                }
+            }
+        }
+
         // What each environment's runtime needs from [build] and [run].
         for (name, env) in &self.environments {
             let need = |table: &str, key: &str, what: &str, hint: &str| {
@@ -548,6 +665,97 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// Check names are unique, `needs` name existing checks, and there is no cycle.
+    fn check_pipeline(
+        &self,
+        text: &str,
+        origin: &str,
+        entries: &[locate::Entry],
+    ) -> Result<(), ConfigError> {
+        let checks = &self.pipeline.checks;
+        let at = locate::key_span(entries, &["pipeline"]).map_or(0, |s| s.start);
+        let err = |i: usize, key: &str, message: String, hint: String| {
+            Err(ConfigError::at(text, origin, at, message)
+                .with_field(format!("[[pipeline.check]] #{} {key}", i + 1))
+                .with_hint(hint))
+        };
+        for (i, check) in checks.iter().enumerate() {
+            if checks[..i].iter().any(|c| c.name == check.name) {
+                return err(
+                    i,
+                    "name",
+                    format!("two checks are named `{}`", check.name),
+                    "give each check its own name".into(),
+                );
+            }
+            for need in &check.needs {
+                if !checks.iter().any(|c| &c.name == need) {
+                    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+                    return err(
+                        i,
+                        "needs",
+                        format!(
+                            "check `{}` needs `{need}`, which is not a check",
+                            check.name
+                        ),
+                        format!("the checks are: {}", names.join(", ")),
+                    );
+                }
+            }
+        }
+        if let Some(cycle) = find_cycle(checks) {
+            let i = checks.iter().position(|c| c.name == cycle[0]).unwrap_or(0);
+            return err(
+                i,
+                "needs",
+                format!(
+                    "the checks need each other in a circle: {}",
+                    cycle.join(" → ")
+                ),
+                "remove one of these `needs` so the checks can run in some order".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A cycle in the checks' `needs`, as names (first repeated at the end), if there is one.
+fn find_cycle(checks: &[Check]) -> Option<Vec<String>> {
+    fn visit<'a>(
+        name: &'a str,
+        checks: &'a [Check],
+        path: &mut Vec<&'a str>,
+        done: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|n| *n == name) {
+            let mut cycle: Vec<String> = path[start..].iter().map(|s| s.to_string()).collect();
+            cycle.push(name.to_string());
+            return Some(cycle);
+        }
+        if done.contains(&name) {
+            return None;
+        }
+        path.push(name);
+        let check = checks.iter().find(|c| c.name == name)?;
+        for need in &check.needs {
+            if let Some(cycle) = visit(need, checks, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.push(name);
+        None
+    }
+    let mut done = Vec::new();
+    for check in checks {
+        if let Some(cycle) = visit(&check.name, checks, &mut Vec::new(), &mut done) {
+            return Some(cycle);
+        }
+    }
+    None
 }
 
 fn runtime_name(kind: RuntimeKind) -> &'static str {

@@ -600,3 +600,105 @@ fn bad_container_values_are_refused_with_a_hint() {
         assert!(e.hint().is_some(), "{to}: no hint");
     }
 }
+
+// ---- pipeline keys (issue 4) ----
+
+const PIPELINE: &str = r#"[app]
+name = "tasks"
+
+[build]
+files = ["serve.py"]
+
+[run]
+command = ["python3", "serve.py"]
+
+[pipeline]
+branch = "main"
+
+[[pipeline.check]]
+name = "lint"
+run = "cargo clippy -- -D warnings"
+
+[[pipeline.check]]
+name = "test"
+run = "cargo test"
+
+[[pipeline.check]]
+name = "scan"
+run = "cargo audit"
+needs = ["lint"]
+timeout = "10m"
+
+[webhook]
+secret = { env = "CUTOVER_WEBHOOK_SECRET" }
+
+[[notify]]
+url = "http://127.0.0.1:9000/hook"
+
+[environments.staging]
+listen = "127.0.0.1:8001"
+
+[environments.production]
+listen = "127.0.0.1:8002"
+requires = ["staging"]
+approval = "manual"
+approvers = ["alice", "bob"]
+"#;
+
+#[test]
+fn a_pipeline_config_parses() {
+    let c = parse(PIPELINE).unwrap();
+    assert_eq!(c.pipeline.checks.len(), 3);
+    assert_eq!(c.pipeline.checks[2].timeout, Duration::from_secs(600));
+    assert_eq!(c.environments["production"].approval, Approval::Manual);
+    assert_eq!(c.environments["staging"].approval, Approval::Auto);
+    assert_eq!(c.notify[0].url, "http://127.0.0.1:9000/hook");
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+}
+
+#[test]
+fn bad_pipeline_values_are_refused_with_a_hint() {
+    for (from, to, says) in [
+        (r#"needs = ["lint"]"#, r#"needs = ["lnt"]"#, "not a check"),
+        (r#"run = "cargo test""#, r#"run = "  ""#, "empty"),
+        (
+            r#"approval = "manual""#,
+            r#"approval = "sometimes""#,
+            "sometimes",
+        ),
+        (
+            r#"requires = ["staging"]"#,
+            r#"requires = ["qa"]"#,
+            "no environment named `qa`",
+        ),
+        (
+            r#"requires = ["staging"]"#,
+            r#"requires = ["production"]"#,
+            "cannot require itself",
+        ),
+        (r#"name = "test""#, r#"name = "lint""#, "two checks"),
+        (
+            r#"url = "http://127.0.0.1:9000/hook""#,
+            r#"url = "127.0.0.1:9000""#,
+            "not an http(s) URL",
+        ),
+    ] {
+        let e = err(&PIPELINE.replace(from, to));
+        assert!(e.to_string().contains(says), "{to}: {e}");
+        assert!(e.hint().is_some(), "{to}: no hint");
+    }
+}
+
+#[test]
+fn a_needs_cycle_is_named() {
+    let text = PIPELINE.replace(
+        "name = \"lint\"\nrun = \"cargo clippy -- -D warnings\"",
+        "name = \"lint\"\nrun = \"cargo clippy -- -D warnings\"\nneeds = [\"scan\"]",
+    );
+    let e = err(&text);
+    assert!(
+        e.to_string().contains("circle") && e.to_string().contains("lint"),
+        "{e}"
+    );
+}
