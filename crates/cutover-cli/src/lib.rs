@@ -44,6 +44,18 @@ enum Command {
     Publish(commands::publish::PublishArgs),
     /// Build (if needed), deploy, health-check and cut over an environment.
     Deploy(commands::deploy::DeployArgs),
+    /// Ship the release waiting at an environment's manual gate (you are the approver).
+    Approve(commands::gate::ApproveArgs),
+    /// Turn down the release waiting at an environment's manual gate.
+    Reject(commands::gate::RejectArgs),
+    /// Deploy exactly the artifact live in one environment to another, nothing rebuilt.
+    Promote(commands::gate::PromoteArgs),
+    /// The stop button: refuse every deploy to an environment (rollbacks still work).
+    Freeze(commands::gate::FreezeArgs),
+    /// Lift a freeze.
+    Unfreeze(commands::gate::EnvArgs),
+    /// Stop the deploy in flight in an environment; the known-good keeps serving.
+    Abort(commands::gate::EnvArgs),
     /// Go back to the previous known-good release (or the one given with --to).
     Rollback(commands::deploy::RollbackArgs),
     /// What is live in each environment, since when, and which instances serve it.
@@ -91,6 +103,12 @@ pub fn main() -> i32 {
                 Command::Build(args) => commands::build::run(args, state_dir).await,
                 Command::Publish(args) => commands::publish::run(args, state_dir).await,
                 Command::Prune(args) => commands::prune::run(args, state_dir).await,
+                Command::Approve(args) => commands::gate::approve(args, state_dir).await,
+                Command::Reject(args) => commands::gate::reject(args, state_dir).await,
+                Command::Promote(args) => commands::gate::promote(args, state_dir).await,
+                Command::Freeze(args) => commands::gate::freeze(args, state_dir).await,
+                Command::Unfreeze(args) => commands::gate::unfreeze(args, state_dir).await,
+                Command::Abort(args) => commands::gate::abort(args, state_dir).await,
                 Command::Deploy(args) => commands::deploy::deploy(args, state_dir).await,
                 Command::Rollback(args) => commands::deploy::rollback(args, state_dir).await,
                 Command::Status(args) => commands::read::status(args, state_dir).await,

@@ -12,6 +12,7 @@
 //!   to instances that passed their health check, and old instances stop only after the
 //!   switch and a drain.
 
+mod gates;
 mod monitor;
 mod outcome;
 pub mod ports;
@@ -29,6 +30,7 @@ use cutover_ledger::Ledger;
 use cutover_runtime::{InstanceInfo, Runtime};
 use tokio::sync::{mpsc, watch};
 
+pub use gates::GateChoice;
 pub use outcome::{Outcome, Progress};
 pub use ports::{Edge, HttpProber, Prober, ProxyEdge};
 pub use retention::RetentionPlan;
@@ -57,6 +59,17 @@ pub struct DeployRequest {
     pub queue: bool,
     /// Registry login (user, password) for pulling the image, resolved by the caller.
     pub registry_login: Option<(String, String)>,
+    /// What asked: "cli" (a person: the human click), "pipeline", "webhook" or "watch".
+    pub trigger: String,
+    /// The commit's author, who may not approve it.
+    pub author: Option<String>,
+}
+
+impl DeployRequest {
+    /// A person asked (a CLI or API user), as opposed to an automation.
+    pub fn is_person(&self) -> bool {
+        self.trigger == "cli"
+    }
 }
 
 /// A request to go back to a known-good release.
@@ -104,6 +117,8 @@ struct Inner<R, E, P> {
     secrets: Mutex<HashMap<i64, BTreeMap<String, String>>>,
     /// Registry logins given with deploys, by release.
     registry_logins: Mutex<HashMap<i64, (String, String)>>,
+    /// Environments whose in-flight deploy was asked to stop, and by whom.
+    aborts: Mutex<HashMap<String, String>>,
 }
 
 /// An open monitor window: the release watched, the warm standby kept for a fast way back,
@@ -144,6 +159,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 monitors: Mutex::default(),
                 secrets: Mutex::default(),
                 registry_logins: Mutex::default(),
+                aborts: Mutex::default(),
             }),
         })
     }

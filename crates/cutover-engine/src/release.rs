@@ -134,15 +134,17 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         if let Err(e) = config.check_overrides(&overrides) {
             return Outcome::refused(e.to_string(), None);
         }
-        if let Some(missing) = config
-            .secrets
-            .keys()
-            .find(|k| !req.secrets.contains_key(*k))
-        {
-            return Outcome::refused(
-                format!("secret {missing} was not provided with the deploy"),
-                Some("the CLI resolves [secrets] from their sources; run the deploy through `cutover deploy`".into()),
-            );
+        // The CLI resolves secrets where the deploy is asked for; a pipeline run or a webhook
+        // resolves them here, in the server's environment.
+        let mut req = req;
+        if config.secrets.keys().any(|k| !req.secrets.contains_key(k)) {
+            match config.resolve_secrets(&self.inner.options.repo_root) {
+                Ok(values) => req.secrets = values,
+                Err(e) => return Outcome::refused(e.to_string(), None),
+            }
+        }
+        if let Err(outcome) = self.check_gates(&req, &config, &env_cfg) {
+            return outcome;
         }
         let _guard = match self.lock_env(&req.env, req.queue, progress).await {
             Ok(g) => g,
@@ -160,17 +162,26 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             digest,
             snapshot: Snapshot {
                 config_text: artifact.config_text.clone(),
-                overrides: req.overrides,
+                overrides: req.overrides.clone(),
                 secrets: secrets_hashed,
             },
             kind: ReleaseKind::Deploy,
             restored_from: None,
-            requested_by: req.requested_by,
+            requested_by: req.requested_by.clone(),
+            trigger: req.trigger.clone(),
+            author: req.author.clone(),
         };
         let release = match self.with_ledger(|l| l.create_release(&new)) {
             Ok(r) => r,
             Err(e) => return Outcome::refused(e.to_string(), None),
         };
+        if env_cfg.approval == cutover_config::Approval::Manual {
+            if !req.is_person() {
+                return self.park(&release, &env_cfg, req.secrets);
+            }
+            // A person who deploys is the human click.
+            let _ = self.with_ledger(|l| l.approve(release.id, &req.requested_by));
+        }
         send(
             progress,
             Progress::step(format!(
@@ -225,6 +236,8 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             kind: ReleaseKind::Rollback,
             restored_from: Some(target.id),
             requested_by: req.requested_by,
+            trigger: "cli".into(),
+            author: None,
         };
         let release = match self.with_ledger(|l| l.create_release(&new)) {
             Ok(r) => r,
@@ -319,6 +332,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 None,
             );
         };
+        self.clear_abort(&env);
         // A new deploy closes the open monitor window: the monitored release counts as passed.
         self.close_monitor_window(&env, leaving == Leaving::Supersede, progress)
             .await;
@@ -342,6 +356,12 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 )),
             );
         }
+        // Getting the artifact in place (unpack, or the registry check and pull by digest) is
+        // part of refusing: no instance started, so a failure here is exit 1 and `failed`.
+        let placement = match self.place(&release, &config, &env_cfg, progress).await {
+            Ok(p) => p,
+            Err(f) => return self.refuse(&release, f.message, None),
+        };
         let recreate = env_cfg.strategy == Strategy::Recreate && !serving.is_empty();
         if recreate {
             let message = format!(
@@ -352,7 +372,10 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             send(progress, Progress::step(message));
             self.stop_instances(&serving).await;
         }
-        let instances = match self.bring_up(&release, &config, true, progress).await {
+        let instances = match self
+            .bring_up_placed(&release, &config, true, progress, Some(placement))
+            .await
+        {
             Ok(instances) => instances,
             Err(failure) => {
                 return self
@@ -637,12 +660,28 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         record: bool,
         progress: &ProgressTx,
     ) -> Result<Vec<InstanceInfo>, Failure> {
+        self.bring_up_placed(release, config, record, progress, None)
+            .await
+    }
+
+    /// [`Self::bring_up`] with the artifact already in place (or placed here when `None`).
+    async fn bring_up_placed(
+        &self,
+        release: &Release,
+        config: &Config,
+        record: bool,
+        progress: &ProgressTx,
+        placed: Option<Placement>,
+    ) -> Result<Vec<InstanceInfo>, Failure> {
         let env = &release.env;
         let env_cfg = config
             .environment(env)
             .map_err(|e| failure(e.to_string()))?
             .clone();
-        let placement = self.place(release, config, &env_cfg, progress).await?;
+        let placement = match placed {
+            Some(p) => p,
+            None => self.place(release, config, &env_cfg, progress).await?,
+        };
         let secrets = self
             .secrets_for(release, config, BTreeMap::new())
             .map_err(failure)?;
@@ -898,6 +937,9 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         let mut answered_fails = vec![0u32; instances.len()];
         let mut last_said = String::new();
         loop {
+            if let Some(by) = instances.first().and_then(|i| self.abort_requested(&i.env)) {
+                return Err(failure(format!("aborted by {by}")));
+            }
             for (i, instance) in instances.iter().enumerate() {
                 if passes[i] >= h.healthy_threshold {
                     continue;
@@ -1086,7 +1128,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         let _ = self.with_ledger(|l| l.add_event(id, kind, message));
     }
 
-    fn remember_secrets(&self, release: i64, secrets: BTreeMap<String, String>) {
+    pub(crate) fn remember_secrets(&self, release: i64, secrets: BTreeMap<String, String>) {
         self.inner
             .secrets
             .lock()

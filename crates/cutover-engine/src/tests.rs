@@ -304,6 +304,8 @@ async fn apply(engine: &TestEngine, versions: &[String], op: &Op) -> Outcome {
                 requested_by: "prop".into(),
                 queue: false,
                 registry_login: None,
+                trigger: "cli".into(),
+                author: None,
             };
             engine.deploy(req, &tx).await
         }

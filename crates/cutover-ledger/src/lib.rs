@@ -16,7 +16,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
-pub use model::{Event, NewRelease, Release, ReleaseKind, ReleaseState, Snapshot};
+pub use model::{
+    CheckRecord, Event, Freeze, NewRelease, Release, ReleaseKind, ReleaseState, Snapshot,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -61,10 +63,37 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_release ON events (release_id, id);
+CREATE TABLE IF NOT EXISTS freezes (
+    env TEXT PRIMARY KEY,
+    frozen_by TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha TEXT NOT NULL,
+    run TEXT NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    exit TEXT,
+    log_file TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checks_sha ON checks (sha, id);
 "#;
 
+/// Columns added after the first schema, with their definitions.
+const ADDED_RELEASE_COLUMNS: [(&str, &str); 4] = [
+    ("trigger", "TEXT NOT NULL DEFAULT 'cli'"),
+    ("author", "TEXT"),
+    ("approved_by", "TEXT"),
+    ("approved_at", "TEXT"),
+];
+
 const RELEASE_COLUMNS: &str = "id, app, env, version, artifact, digest, snapshot, kind, restored_from, \
-     requested_by, state, reason, passed_monitor, created_at, started_at, live_at, monitor_until, ended_at";
+     requested_by, state, reason, passed_monitor, created_at, started_at, live_at, monitor_until, ended_at, \
+     trigger, author, approved_by, approved_at";
 
 pub struct Ledger {
     conn: Connection,
@@ -78,6 +107,7 @@ impl Ledger {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let ledger = Ledger { conn };
         ledger.salt()?;
         Ok(ledger)
@@ -137,7 +167,8 @@ impl Ledger {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO releases (app, env, version, artifact, digest, snapshot, kind, restored_from, \
-             requested_by, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10)",
+             requested_by, state, created_at, trigger, author) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11, ?12)",
             params![
                 new.app,
                 new.env,
@@ -148,7 +179,9 @@ impl Ledger {
                 new.kind.as_str(),
                 new.restored_from,
                 new.requested_by,
-                now
+                now,
+                new.trigger,
+                new.author
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -349,6 +382,127 @@ impl Ledger {
         .collect()
     }
 
+    /// Releases waiting at an environment's manual gate, newest first.
+    pub fn awaiting(&self, env: &str) -> Result<Vec<Release>> {
+        self.query_releases(
+            &format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE env = ?1 AND state = 'awaiting-approval' ORDER BY id DESC"
+            ),
+            params![env],
+        )
+    }
+
+    /// Records who approved a release, and when.
+    pub fn approve(&mut self, id: i64, by: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE releases SET approved_by = ?1, approved_at = ?2 WHERE id = ?3",
+            params![by, now(), id],
+        )?;
+        insert_event(&tx, id, "approved", &format!("approved by {by}"))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether `version` passed a monitor window in `env` (what `requires` asks).
+    pub fn passed_in(&self, env: &str, version: &str) -> Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM releases WHERE env = ?1 AND version = ?2 AND passed_monitor = 1",
+            params![env, version],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Stops deploys to `env` (rollbacks still go) until [`Ledger::unfreeze`].
+    pub fn freeze(&mut self, env: &str, by: &str, reason: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO freezes (env, frozen_by, reason, at) VALUES (?1, ?2, ?3, ?4)",
+            params![env, by, reason, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Lifts a freeze; false if the environment was not frozen.
+    pub fn unfreeze(&mut self, env: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM freezes WHERE env = ?1", [env])?
+            > 0)
+    }
+
+    pub fn frozen(&self, env: &str) -> Result<Option<Freeze>> {
+        self.conn
+            .query_row(
+                "SELECT frozen_by, reason, at FROM freezes WHERE env = ?1",
+                [env],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()?
+            .map(|(by, reason, at)| {
+                Ok(Freeze {
+                    by,
+                    reason,
+                    at: parse_time(&at)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Records one check's result for a commit.
+    pub fn record_check(&mut self, sha: &str, run: &str, check: &CheckRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO checks (sha, run, name, status, duration_ms, exit, log_file, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                sha,
+                run,
+                check.name,
+                check.status,
+                check.duration_ms as i64,
+                check.exit,
+                check.log_file,
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The results of the latest checks run of a commit (empty: its checks never ran).
+    pub fn checks(&self, sha: &str) -> Result<Vec<CheckRecord>> {
+        let run: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT run FROM checks WHERE sha = ?1 ORDER BY id DESC LIMIT 1",
+                [sha],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(run) = run else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare(
+            "SELECT name, status, duration_ms, exit, log_file FROM checks WHERE sha = ?1 AND run = ?2 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![sha, run], |r| {
+            Ok(CheckRecord {
+                name: r.get(0)?,
+                status: r.get(1)?,
+                duration_ms: r.get::<_, i64>(2)? as u64,
+                exit: r.get(3)?,
+                log_file: r.get(4)?,
+            })
+        })?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(Into::into)
+    }
+
     fn query_releases(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Release>> {
         let mut stmt = self.conn.prepare(sql)?;
         let rows = stmt.query_map(params, row_to_release)?;
@@ -364,11 +518,27 @@ fn insert_event(conn: &Connection, id: i64, kind: &str, message: &str) -> Result
     Ok(())
 }
 
+fn migrate(conn: &Connection) -> Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('releases')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    for (name, definition) in ADDED_RELEASE_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE releases ADD COLUMN {name} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 fn row_to_release(r: &Row<'_>) -> rusqlite::Result<Result<Release>> {
     let snapshot: String = r.get(6)?;
     let kind: String = r.get(7)?;
     let state: String = r.get(10)?;
     let times: [Option<String>; 5] = [r.get(13)?, r.get(14)?, r.get(15)?, r.get(16)?, r.get(17)?];
+    let approved_at: Option<String> = r.get(21)?;
     let build = || -> Result<Release> {
         let opt = |s: &Option<String>| s.as_deref().map(parse_time).transpose();
         Ok(Release {
@@ -393,6 +563,10 @@ fn row_to_release(r: &Row<'_>) -> rusqlite::Result<Result<Release>> {
             live_at: opt(&times[2])?,
             monitor_until: opt(&times[3])?,
             ended_at: opt(&times[4])?,
+            trigger: r.get(18)?,
+            author: r.get(19)?,
+            approved_by: r.get(20)?,
+            approved_at: opt(&approved_at)?,
         })
     };
     Ok(build())

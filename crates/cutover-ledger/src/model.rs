@@ -110,6 +110,10 @@ pub struct NewRelease {
     pub kind: ReleaseKind,
     pub restored_from: Option<i64>,
     pub requested_by: String,
+    /// What brought it: "cli", "pipeline", "webhook", "watch".
+    pub trigger: String,
+    /// The commit's author (who may not approve it).
+    pub author: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,6 +136,29 @@ pub struct Release {
     pub live_at: Option<DateTime<Utc>>,
     pub monitor_until: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    pub trigger: String,
+    pub author: Option<String>,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
+}
+
+/// A freeze: no deploys to an environment (rollbacks still go) until it is lifted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Freeze {
+    pub by: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// One check's result for a commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub name: String,
+    /// "passed", "failed", "timed-out", "skipped".
+    pub status: String,
+    pub duration_ms: u64,
+    pub exit: Option<String>,
+    pub log_file: String,
 }
 
 impl Release {

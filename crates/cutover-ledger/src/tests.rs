@@ -18,6 +18,8 @@ fn deploy(ledger: &mut Ledger, version: &str) -> Release {
             kind: ReleaseKind::Deploy,
             restored_from: None,
             requested_by: "tester".into(),
+            trigger: "cli".into(),
+            author: None,
         })
         .unwrap()
 }
@@ -127,6 +129,8 @@ fn new_from(r: &Release) -> NewRelease {
         kind: r.kind,
         restored_from: r.restored_from,
         requested_by: "tester".into(),
+        trigger: "cli".into(),
+        author: None,
     }
 }
 

@@ -46,6 +46,11 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/down", post(down))
         .route("/v1/prune", post(prune))
+        .route("/v1/approve", post(approve))
+        .route("/v1/reject", post(reject))
+        .route("/v1/freeze", post(freeze))
+        .route("/v1/unfreeze", post(unfreeze))
+        .route("/v1/abort", post(abort))
         .with_state(state)
 }
 
@@ -136,6 +141,13 @@ async fn status(State(app): State<Shared>) -> Response {
             }),
             previous: previous.as_ref().map(views::release_ref),
             instances,
+            awaiting_approval: engine
+                .with_ledger(|l| l.awaiting(&name))
+                .unwrap_or_default()
+                .iter()
+                .map(views::release_ref)
+                .collect(),
+            frozen: engine.with_ledger(|l| l.frozen(&name)).ok().flatten(),
         });
     }
     Json(StatusView { environments }).into_response()
@@ -298,6 +310,71 @@ pub struct DeployBody {
     /// Registry login (user, password) for pulling the image.
     #[serde(default)]
     pub registry_login: Option<(String, String)>,
+    /// "cli" (a person), "pipeline", "webhook", "watch".
+    #[serde(default = "cli")]
+    pub trigger: String,
+    /// The commit's author, "Name <email>".
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+fn cli() -> String {
+    "cli".into()
+}
+
+/// `POST /v1/approve` and `/v1/reject`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateBody {
+    pub env: String,
+    pub by: String,
+    #[serde(default)]
+    pub release: Option<i64>,
+    #[serde(default)]
+    pub older: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/freeze`, `/v1/unfreeze` and `/v1/abort`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvBody {
+    pub env: String,
+    pub by: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+async fn approve(State(app): State<Shared>, Json(body): Json<GateBody>) -> Response {
+    let choice = cutover_engine::GateChoice {
+        release: body.release,
+        older: body.older,
+    };
+    stream_outcome(
+        move |engine, tx| async move { engine.approve(&body.env, &body.by, choice, &tx).await },
+        app.engine.clone(),
+    )
+}
+
+async fn reject(State(app): State<Shared>, Json(body): Json<GateBody>) -> Json<Outcome> {
+    let choice = cutover_engine::GateChoice {
+        release: body.release,
+        older: true,
+    };
+    let reason = body.reason.unwrap_or_else(|| "no reason given".into());
+    Json(app.engine.reject(&body.env, &body.by, &reason, choice))
+}
+
+async fn freeze(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<Outcome> {
+    let reason = body.reason.unwrap_or_else(|| "no reason given".into());
+    Json(app.engine.freeze(&body.env, &body.by, &reason))
+}
+
+async fn unfreeze(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<Outcome> {
+    Json(app.engine.unfreeze(&body.env))
+}
+
+async fn abort(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<Outcome> {
+    Json(app.engine.abort(&body.env, &body.by))
 }
 
 /// `POST /v1/rollback`.
@@ -325,6 +402,8 @@ async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Resp
         requested_by: body.requested_by,
         queue: body.queue,
         registry_login: body.registry_login,
+        trigger: body.trigger,
+        author: body.author,
     };
     stream_outcome(
         move |engine, tx| async move { engine.deploy(request, &tx).await },

@@ -21,6 +21,12 @@ pub struct EnvironmentView {
     /// The rollback target.
     pub previous: Option<ReleaseRef>,
     pub instances: Vec<InstanceView>,
+    /// Releases waiting at the manual gate, newest first.
+    #[serde(default)]
+    pub awaiting_approval: Vec<ReleaseRef>,
+    /// Set while deploys to the environment are frozen.
+    #[serde(default)]
+    pub frozen: Option<cutover_ledger::Freeze>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +103,10 @@ pub struct ReleaseView {
     pub known_good: bool,
     pub restored_from: Option<i64>,
     pub requested_by: String,
+    /// What brought it: "cli", "pipeline", "webhook", "watch".
+    pub trigger: String,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub live_at: Option<DateTime<Utc>>,
@@ -118,6 +128,9 @@ impl From<&Release> for ReleaseView {
             known_good: r.passed_monitor && matches!(r.state.as_str(), "live" | "superseded"),
             restored_from: r.restored_from,
             requested_by: r.requested_by.clone(),
+            trigger: r.trigger.clone(),
+            approved_by: r.approved_by.clone(),
+            approved_at: r.approved_at,
             created_at: r.created_at,
             started_at: r.started_at,
             live_at: r.live_at,

@@ -115,6 +115,8 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         requested_by: cutover_daemon::current_user(),
         queue: args.queue,
         registry_login: config.registry_credentials(&ctx.root)?,
+        trigger: "cli".into(),
+        author: commit_author(&ctx, &artifact.commit),
     };
     let outcome = client
         .stream("/v1/deploy", &body, |line| progress.line(line))
@@ -192,4 +194,11 @@ async fn finish(
         )
         .await?;
     Ok(report(&waited))
+}
+
+/// "Name <email>" of the commit's author, for the rule that nobody approves their own change.
+fn commit_author(ctx: &Context, sha: &str) -> Option<String> {
+    let repo = cutover_artifact::Repo::discover(&ctx.root).ok()?;
+    let info = repo.commit_info(sha).ok()?;
+    Some(format!("{} <{}>", info.author_name, info.author_email))
 }
