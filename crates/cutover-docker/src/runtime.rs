@@ -479,8 +479,9 @@ impl Runtime for DockerRuntime {
                         }
                     }
                 }
-                Ok(None) => {}
-                Err(e) => return Err(e),
+                // Gone between the listing and the inspection (removed meanwhile; Podman
+                // answers 500 rather than 404 for that): nothing to adopt.
+                Ok(None) | Err(_) => {}
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
