@@ -1,0 +1,5 @@
+//! Integration tests for cutover-hooks: one test binary, one module per part.
+
+mod notify;
+mod replay;
+mod webhooks;
