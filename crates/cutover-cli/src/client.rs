@@ -21,20 +21,7 @@ pub struct Client {
     socket: PathBuf,
 }
 
-/// An answer of the API that says no: shown as `error:` and `hint:` lines.
-#[derive(Debug)]
-pub struct Refusal {
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Refusal {}
+pub use cutover_server::Refusal;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);

@@ -72,6 +72,16 @@ impl Progress {
     }
 }
 
+impl cutover_server::builder::Report for Progress {
+    fn step(&self, message: &str) {
+        Progress::step(self, message)
+    }
+
+    fn detail(&self, message: &str) {
+        Progress::detail(self, message)
+    }
+}
+
 impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();

@@ -466,22 +466,18 @@ impl Runtime for DockerRuntime {
         let mut out = Vec::new();
         for c in containers {
             let Some(cid) = c.id else { continue };
-            match self.inspect_name(&cid).await {
-                Ok(Some(full)) => {
-                    if let Some(info) = info_of(&full) {
-                        if matches!(
-                            info.state,
-                            InstanceState::Running
-                                | InstanceState::Restarting
-                                | InstanceState::Starting
-                        ) {
-                            out.push(info);
-                        }
-                    }
+            // A container gone between the listing and the inspection (removed meanwhile;
+            // Podman answers 500 rather than 404 for that) has nothing to adopt.
+            let Ok(Some(full)) = self.inspect_name(&cid).await else {
+                continue;
+            };
+            if let Some(info) = info_of(&full) {
+                if matches!(
+                    info.state,
+                    InstanceState::Running | InstanceState::Restarting | InstanceState::Starting
+                ) {
+                    out.push(info);
                 }
-                // Gone between the listing and the inspection (removed meanwhile; Podman
-                // answers 500 rather than 404 for that): nothing to adopt.
-                Ok(None) | Err(_) => {}
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));

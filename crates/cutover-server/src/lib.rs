@@ -7,6 +7,7 @@
 //! traffic, and a restarted server reconciles with what it finds.
 
 pub mod api;
+pub mod builder;
 mod runtimes;
 mod views;
 
@@ -19,6 +20,21 @@ use cutover_ledger::Ledger;
 
 pub use api::{DeployBody, RollbackBody};
 pub use views::{EnvironmentView, HistoryView, LiveView, ReleaseView, ShowView, StatusView};
+
+/// A refusal with a hint: shown as `error:` and `hint:` lines, exit code 1.
+#[derive(Debug)]
+pub struct Refusal {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// The engine as the server runs it.
 pub type ServerEngine = Engine<runtimes::Runtimes, ProxyEdge, HttpProber>;

@@ -1,14 +1,10 @@
 //! `cutover build`: a commit, built once, into the content-addressed artifact store.
 
-use anyhow::Context as _;
 use clap::Args;
-use cutover_artifact::{
-    Artifact, ArtifactStore, BuildEvent, BuildRequest, ImageArtifact, ImageBuildInput, Repo,
-};
-use cutover_config::Config;
+use cutover_artifact::{Artifact, ArtifactStore};
 
 use crate::context::Context;
-use crate::output::{short, Progress};
+use crate::output::Progress;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -43,53 +39,9 @@ pub async fn build_in_background(
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let progress = Progress::new(verbose);
-        build(&ctx, &rev, allow_dirty, &progress, &handle)
+        cutover_server::builder::build(&ctx.root, &ctx.state, &rev, allow_dirty, &progress, &handle)
     })
     .await?
-}
-
-/// Builds `rev` (or finds it built) with progress on stderr.
-pub fn build(
-    ctx: &Context,
-    rev: &str,
-    allow_dirty: bool,
-    progress: &Progress,
-    handle: &tokio::runtime::Handle,
-) -> anyhow::Result<Artifact> {
-    ctx.state
-        .create()
-        .with_context(|| format!("creating {}", ctx.state.path.display()))?;
-    let repo = Repo::discover(&ctx.root)?;
-    let store = ArtifactStore::open(&ctx.state.path.join("artifacts"))?;
-    let work_dir = ctx.state.path.join("build");
-    let request = BuildRequest {
-        repo: &repo,
-        store: &store,
-        work_dir: &work_dir,
-        rev,
-        allow_dirty,
-        image_builder: Some(&mut |input| build_image(input, progress, handle)),
-    };
-    let artifact = cutover_artifact::build(request, &mut |event| match event {
-        BuildEvent::Started { version } => progress.step(&format!("building {}", short(&version))),
-        BuildEvent::Reused { artifact } => progress.step(&format!(
-            "{}:{} is already built ({}); reusing it",
-            artifact.app,
-            short(&artifact.version),
-            artifact.digest
-        )),
-        BuildEvent::Output(line) => progress.detail(&line),
-        BuildEvent::Collected { files, bytes } => {
-            progress.step(&format!("collected {files} file(s), {bytes} bytes"))
-        }
-        BuildEvent::Stored { artifact } => progress.step(&format!(
-            "stored {}:{} as {}",
-            artifact.app,
-            short(&artifact.version),
-            artifact.digest
-        )),
-    })?;
-    Ok(artifact)
 }
 
 /// An artifact already built, by full version or unique prefix. Never builds.
@@ -112,77 +64,4 @@ pub fn find(ctx: &Context, app: &str, version: &str) -> anyhow::Result<Artifact>
         }
         .into()),
     }
-}
-
-/// Builds the image of a commit whose config has `[build] dockerfile`, tagged
-/// `<repository>:<version>` and its moving tags.
-fn build_image(
-    input: ImageBuildInput<'_>,
-    progress: &Progress,
-    handle: &tokio::runtime::Handle,
-) -> Result<ImageArtifact, String> {
-    let config = input.config;
-    let dockerfile = config
-        .build
-        .dockerfile
-        .clone()
-        .unwrap_or_else(|| "Dockerfile".into());
-    let repository = image_repository(config);
-    let mut tags = vec![format!("{repository}:{}", input.version)];
-    tags.extend(
-        config
-            .build
-            .tags
-            .iter()
-            .map(|t| format!("{repository}:{t}")),
-    );
-    let context_dir = input.checkout.join(&config.build.context);
-    progress.step(&format!(
-        "building image {repository}:{} from {dockerfile}",
-        short(input.version)
-    ));
-    handle.block_on(async {
-        let engine = connect_engine(config).await.map_err(|e| e.to_string())?;
-        let spec = cutover_docker::BuildSpec {
-            context_dir: &context_dir,
-            dockerfile: &dockerfile,
-            tags,
-        };
-        let id = cutover_docker::build_image(&engine, spec, &mut |line| progress.detail(&line))
-            .await
-            .map_err(|e| e.to_string())?;
-        progress.step(&format!(
-            "image {repository}:{} is {id}",
-            short(input.version)
-        ));
-        Ok(ImageArtifact {
-            repository,
-            id,
-            moving_tags: config.build.tags.clone(),
-            registry_digest: None,
-        })
-    })
-}
-
-/// The image name of an app: `<registry>/<repository>`, or the app's name without a registry.
-pub fn image_repository(config: &Config) -> String {
-    config
-        .registry
-        .as_ref()
-        .map(|r| r.image())
-        .unwrap_or_else(|| config.app.name.to_string())
-}
-
-/// The container engine a config's environments use (Podman only if none uses Docker).
-pub async fn connect_engine(
-    config: &Config,
-) -> Result<cutover_docker::Engine, cutover_docker::DockerError> {
-    use cutover_config::RuntimeKind;
-    let kinds: Vec<RuntimeKind> = config.environments.values().map(|e| e.runtime).collect();
-    let kind = if kinds.contains(&RuntimeKind::Podman) && !kinds.contains(&RuntimeKind::Docker) {
-        cutover_docker::EngineKind::Podman
-    } else {
-        cutover_docker::EngineKind::Docker
-    };
-    cutover_docker::Engine::connect(config.docker.host.as_deref(), kind).await
 }

@@ -92,7 +92,7 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
             .as_ref()
             .is_some_and(|i| i.registry_digest.is_none());
     let artifact = if needs_publish {
-        crate::commands::publish::publish(&ctx, artifact, &progress).await?
+        cutover_server::builder::publish(&ctx.root, &ctx.state, artifact, &progress).await?
     } else {
         artifact
     };

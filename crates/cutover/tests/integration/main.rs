@@ -4,9 +4,15 @@
 //! `tasks-app` (compiled once per run with `rustc`), its own ports and state dir, and drives
 //! `cutover` in it as a user would. Tests are independent and may run in parallel.
 //!
+//! The container tests (`containers`) use a [`container_support::DockerLab`]: the same, shipped
+//! as an image to a registry of their own and run on the machine's Docker engine (skipped
+//! without one, unless `CUTOVER_REQUIRE_DOCKER=1`).
+//!
 //! Run: `cargo test -p cutover --test integration`.
 
 mod bad_input;
+mod container_support;
+mod containers;
 mod resilience;
 mod support;
 mod walk;

@@ -1,0 +1,227 @@
+//! Build once and publish: the artifact (and its image) of a commit, shared by `cutover build`,
+//! `cutover deploy` and the pipeline. Progress goes to a [`Report`].
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use cutover_artifact::{
+    Artifact, ArtifactStore, BuildEvent, BuildRequest, ImageArtifact, ImageBuildInput, Repo,
+};
+use cutover_config::Config;
+
+use crate::{Refusal, StateDir};
+
+/// Where build and publish progress goes (a terminal, a stream of JSON lines).
+pub trait Report: Sync {
+    fn step(&self, message: &str);
+    fn detail(&self, message: &str);
+}
+
+fn short(version: &str) -> &str {
+    &version[..version.len().min(12)]
+}
+
+/// Builds `rev` of the repository at `root` (or finds it built).
+pub fn build(
+    root: &Path,
+    state: &StateDir,
+    rev: &str,
+    allow_dirty: bool,
+    progress: &dyn Report,
+    handle: &tokio::runtime::Handle,
+) -> anyhow::Result<Artifact> {
+    state
+        .create()
+        .with_context(|| format!("creating {}", state.path.display()))?;
+    let repo = Repo::discover(root)?;
+    let store = ArtifactStore::open(&state.path.join("artifacts"))?;
+    let work_dir = state.path.join("build");
+    let request = BuildRequest {
+        repo: &repo,
+        store: &store,
+        work_dir: &work_dir,
+        rev,
+        allow_dirty,
+        image_builder: Some(&mut |input| build_image(input, progress, handle)),
+    };
+    let artifact = cutover_artifact::build(request, &mut |event| match event {
+        BuildEvent::Started { version } => progress.step(&format!("building {}", short(&version))),
+        BuildEvent::Reused { artifact } => progress.step(&format!(
+            "{}:{} is already built ({}); reusing it",
+            artifact.app,
+            short(&artifact.version),
+            artifact.digest
+        )),
+        BuildEvent::Output(line) => progress.detail(&line),
+        BuildEvent::Collected { files, bytes } => {
+            progress.step(&format!("collected {files} file(s), {bytes} bytes"))
+        }
+        BuildEvent::Stored { artifact } => progress.step(&format!(
+            "stored {}:{} as {}",
+            artifact.app,
+            short(&artifact.version),
+            artifact.digest
+        )),
+    })?;
+    Ok(artifact)
+}
+
+/// Builds the image of a commit whose config has `[build] dockerfile`, tagged
+/// `<repository>:<version>` and its moving tags.
+fn build_image(
+    input: ImageBuildInput<'_>,
+    progress: &dyn Report,
+    handle: &tokio::runtime::Handle,
+) -> Result<ImageArtifact, String> {
+    let config = input.config;
+    let dockerfile = config
+        .build
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| "Dockerfile".into());
+    let repository = image_repository(config);
+    let mut tags = vec![format!("{repository}:{}", input.version)];
+    tags.extend(
+        config
+            .build
+            .tags
+            .iter()
+            .map(|t| format!("{repository}:{t}")),
+    );
+    let context_dir = input.checkout.join(&config.build.context);
+    progress.step(&format!(
+        "building image {repository}:{} from {dockerfile}",
+        short(input.version)
+    ));
+    handle.block_on(async {
+        let engine = connect_engine(config).await.map_err(|e| e.to_string())?;
+        let spec = cutover_docker::BuildSpec {
+            context_dir: &context_dir,
+            dockerfile: &dockerfile,
+            tags,
+        };
+        let id = cutover_docker::build_image(&engine, spec, &mut |line| progress.detail(&line))
+            .await
+            .map_err(|e| e.to_string())?;
+        progress.step(&format!(
+            "image {repository}:{} is {id}",
+            short(input.version)
+        ));
+        Ok(ImageArtifact {
+            repository,
+            id,
+            moving_tags: config.build.tags.clone(),
+            registry_digest: None,
+        })
+    })
+}
+
+/// The image name of an app: `<registry>/<repository>`, or the app's name without a registry.
+pub fn image_repository(config: &Config) -> String {
+    config
+        .registry
+        .as_ref()
+        .map(|r| r.image())
+        .unwrap_or_else(|| config.app.name.to_string())
+}
+
+/// The container engine a config's environments use (Podman only if none uses Docker).
+pub async fn connect_engine(
+    config: &Config,
+) -> Result<cutover_docker::Engine, cutover_docker::DockerError> {
+    use cutover_config::RuntimeKind;
+    let kinds: Vec<RuntimeKind> = config.environments.values().map(|e| e.runtime).collect();
+    let kind = if kinds.contains(&RuntimeKind::Podman) && !kinds.contains(&RuntimeKind::Docker) {
+        cutover_docker::EngineKind::Podman
+    } else {
+        cutover_docker::EngineKind::Docker
+    };
+    cutover_docker::Engine::connect(config.docker.host.as_deref(), kind).await
+}
+
+/// Pushes the artifact's image unless the registry already has it at the recorded digest;
+/// returns the artifact with its registry digest recorded.
+pub async fn publish(
+    root: &Path,
+    state: &StateDir,
+    mut artifact: Artifact,
+    progress: &dyn Report,
+) -> anyhow::Result<Artifact> {
+    let config = Config::parse(
+        &artifact.config_text,
+        &format!("cutover.toml@{}", short(&artifact.version)),
+    )?;
+    let Some(registry) = &config.registry else {
+        return Err(Refusal {
+            message: format!(
+                "the config of {} has no [registry] to publish to",
+                short(&artifact.version)
+            ),
+            hint: Some(
+                "add [registry] with url and repository to cutover.toml and commit it".into(),
+            ),
+        }
+        .into());
+    };
+    let Some(image) = artifact.image.clone() else {
+        return Err(Refusal {
+            message: format!(
+                "{}:{} has no image to publish",
+                artifact.app,
+                short(&artifact.version)
+            ),
+            hint: Some("add [build] dockerfile to cutover.toml and commit it".into()),
+        }
+        .into());
+    };
+    let login = config.registry_credentials(root)?;
+    let creds =
+        login.map(|(username, password)| cutover_docker::Credentials { username, password });
+    let (host, name) = (registry.url.as_str(), registry.repository.as_str());
+    if let Some(recorded) = &image.registry_digest {
+        let now =
+            cutover_docker::registry_digest(host, name, &artifact.version, creds.as_ref()).await?;
+        if now.as_deref() == Some(recorded.as_str()) {
+            progress.step(&format!(
+                "{}:{} is already published as {recorded}",
+                image.repository,
+                short(&artifact.version)
+            ));
+            return Ok(artifact);
+        }
+    }
+    let engine = connect_engine(&config).await?;
+    let local = format!("{}:{}", image.repository, artifact.version);
+    if !cutover_docker::image_exists(&engine, &local).await? {
+        return Err(Refusal {
+            message: format!("the image {local} is no longer on the {} engine, so it cannot be published", engine.kind),
+            hint: Some("images are built once and never rebuilt: deploy a version that is still here, or build a new commit".into()),
+        }
+        .into());
+    }
+    progress.step(&format!("publishing {local} to {host}"));
+    let digest = cutover_docker::push(
+        &engine,
+        &image.repository,
+        &artifact.version,
+        creds.as_ref(),
+        &mut |line| progress.detail(&line),
+    )
+    .await?;
+    for tag in &image.moving_tags {
+        cutover_docker::push(
+            &engine,
+            &image.repository,
+            tag,
+            creds.as_ref(),
+            &mut |line| progress.detail(&line),
+        )
+        .await?;
+    }
+    progress.step(&format!("published {local} as {digest}"));
+    if let Some(img) = artifact.image.as_mut() {
+        img.registry_digest = Some(digest);
+    }
+    ArtifactStore::open(&state.path.join("artifacts"))?.put_manifest(&artifact)?;
+    Ok(artifact)
+}
