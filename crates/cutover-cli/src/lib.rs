@@ -44,6 +44,9 @@ enum Command {
     Publish(commands::publish::PublishArgs),
     /// Build (if needed), deploy, health-check and cut over an environment.
     Deploy(commands::deploy::DeployArgs),
+    /// The pipeline: checks → build → publish → staging → (approval) → production.
+    #[command(subcommand)]
+    Pipeline(commands::pipeline::PipelineCommand),
     /// Ship the release waiting at an environment's manual gate (you are the approver).
     Approve(commands::gate::ApproveArgs),
     /// Turn down the release waiting at an environment's manual gate.
@@ -103,6 +106,7 @@ pub fn main() -> i32 {
                 Command::Build(args) => commands::build::run(args, state_dir).await,
                 Command::Publish(args) => commands::publish::run(args, state_dir).await,
                 Command::Prune(args) => commands::prune::run(args, state_dir).await,
+                Command::Pipeline(command) => commands::pipeline::run(command, state_dir).await,
                 Command::Approve(args) => commands::gate::approve(args, state_dir).await,
                 Command::Reject(args) => commands::gate::reject(args, state_dir).await,
                 Command::Promote(args) => commands::gate::promote(args, state_dir).await,

@@ -92,6 +92,9 @@ impl Drop for Progress {
 pub fn report(outcome: &Outcome) -> i32 {
     if outcome.is_success() {
         eprintln!("{}", outcome.message);
+        if let Some(hint) = &outcome.hint {
+            eprintln!("hint: {hint}");
+        }
     } else {
         eprintln!("error: {}", outcome.message);
         if !outcome.logs.is_empty() {

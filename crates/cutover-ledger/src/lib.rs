@@ -17,7 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 pub use model::{
-    CheckRecord, Event, Freeze, NewRelease, Release, ReleaseKind, ReleaseState, Snapshot,
+    CheckRecord, Event, Freeze, NewRelease, PipelineRun, Release, ReleaseKind, ReleaseState,
+    Snapshot,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +82,17 @@ CREATE TABLE IF NOT EXISTS checks (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS checks_sha ON checks (sha, id);
+CREATE TABLE IF NOT EXISTS pipeline_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sha TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    message TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT
+);
 "#;
 
 /// Columns added after the first schema, with their definitions.
@@ -501,6 +513,74 @@ impl Ledger {
         })?;
         rows.collect::<std::result::Result<_, _>>()
             .map_err(Into::into)
+    }
+
+    /// Records the start of a pipeline run.
+    pub fn start_run(
+        &mut self,
+        sha: &str,
+        trigger: &str,
+        requested_by: &str,
+    ) -> Result<PipelineRun> {
+        self.conn.execute(
+            "INSERT INTO pipeline_runs (sha, trigger, requested_by, state, started_at) VALUES (?1, ?2, ?3, 'running', ?4)",
+            params![sha, trigger, requested_by, now()],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.run(id)?.ok_or(LedgerError::NoSuchRelease(id))
+    }
+
+    /// Records how a pipeline run ended.
+    pub fn finish_run(&mut self, id: i64, exit_code: i32, message: &str) -> Result<()> {
+        let state = match exit_code {
+            0 => "succeeded",
+            1 => "refused",
+            _ => "failed",
+        };
+        self.conn.execute(
+            "UPDATE pipeline_runs SET state = ?1, exit_code = ?2, message = ?3, ended_at = ?4 WHERE id = ?5",
+            params![state, exit_code, message, now(), id],
+        )?;
+        Ok(())
+    }
+
+    pub fn run(&self, id: i64) -> Result<Option<PipelineRun>> {
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            String,
+            Option<i32>,
+            Option<String>,
+            String,
+            Option<String>,
+        );
+        let row: Option<Row> = self
+            .conn
+            .query_row(
+                "SELECT id, sha, trigger, requested_by, state, exit_code, message, started_at, ended_at \
+                 FROM pipeline_runs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
+            )
+            .optional()?;
+        row.map(
+            |(id, sha, trigger, requested_by, state, exit_code, message, started, ended)| {
+                Ok(PipelineRun {
+                    id,
+                    sha,
+                    trigger,
+                    requested_by,
+                    state,
+                    exit_code,
+                    message,
+                    started_at: parse_time(&started)?,
+                    ended_at: ended.as_deref().map(parse_time).transpose()?,
+                })
+            },
+        )
+        .transpose()
     }
 
     fn query_releases(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Release>> {

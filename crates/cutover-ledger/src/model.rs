@@ -176,3 +176,19 @@ pub struct Event {
     pub kind: String,
     pub message: String,
 }
+
+/// One run of the pipeline: checks → build → publish → environments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineRun {
+    pub id: i64,
+    pub sha: String,
+    /// "cli", "webhook", "watch".
+    pub trigger: String,
+    pub requested_by: String,
+    /// "running", "succeeded", "refused", "failed".
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}

@@ -51,6 +51,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/freeze", post(freeze))
         .route("/v1/unfreeze", post(unfreeze))
         .route("/v1/abort", post(abort))
+        .route("/v1/pipeline/run", post(pipeline_run))
+        .route("/v1/pipeline/runs/{id}", get(pipeline_show))
         .with_state(state)
 }
 
@@ -375,6 +377,54 @@ async fn unfreeze(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<
 
 async fn abort(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<Outcome> {
     Json(app.engine.abort(&body.env, &body.by))
+}
+
+async fn pipeline_run(
+    State(app): State<Shared>,
+    Json(body): Json<crate::pipeline::RunRequest>,
+) -> Response {
+    let state = app.state.clone();
+    stream_outcome(
+        move |engine, tx| async move { crate::pipeline::run(engine, state, body, tx).await },
+        app.engine.clone(),
+    )
+}
+
+/// `GET /v1/pipeline/runs/{id}`: the whole run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunView {
+    pub run: cutover_ledger::PipelineRun,
+    pub checks: Vec<cutover_ledger::CheckRecord>,
+    pub events: Vec<serde_json::Value>,
+}
+
+async fn pipeline_show(State(app): State<Shared>, Path(id): Path<i64>) -> Response {
+    let run = match app.engine.with_ledger(|l| l.run(id)) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("there is no pipeline run {id}"),
+                None,
+            )
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    };
+    let checks = app
+        .engine
+        .with_ledger(|l| l.checks(&run.sha))
+        .unwrap_or_default();
+    let events = std::fs::read_to_string(crate::pipeline::events_file(&app.state, id))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Json(RunView {
+        run,
+        checks,
+        events,
+    })
+    .into_response()
 }
 
 /// `POST /v1/rollback`.

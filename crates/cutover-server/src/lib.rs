@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod builder;
+pub mod pipeline;
 mod runtimes;
 mod views;
 

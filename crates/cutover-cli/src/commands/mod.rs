@@ -5,6 +5,7 @@ pub mod demo;
 pub mod deploy;
 pub mod gate;
 pub mod init;
+pub mod pipeline;
 pub mod prune;
 pub mod publish;
 pub mod read;

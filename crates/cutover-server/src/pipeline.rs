@@ -1,0 +1,357 @@
+//! A pipeline run: checks (in a clean checkout of the exact commit) → build → publish → each
+//! environment in the order `requires` gives, waiting out each monitor window, stopping at a
+//! manual gate. Started by `cutover pipeline run`, a push webhook or `cutover watch`.
+//!
+//! Exit codes as DESIGN.md: 0 every stage it may run succeeded (parking at a manual gate
+//! included), 1 a check failed or a stage was refused, 3 a deploy rolled back, 4 restoring
+//! failed too.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use cutover_artifact::Repo;
+use cutover_config::{Config, CONFIG_FILE};
+use cutover_engine::{DeployRequest, Outcome, Progress};
+use cutover_ledger::{CheckRecord, ReleaseState};
+use cutover_pipeline::{CheckEvent, ChecksRequest};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::builder::Report;
+use crate::{ServerEngine, StateDir};
+
+/// What starts a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// A commit, branch or tag; resolved to a full sha.
+    pub rev: String,
+    /// "cli", "webhook", "watch".
+    pub trigger: String,
+    pub requested_by: String,
+    #[serde(default)]
+    pub skip_checks: bool,
+}
+
+/// Sends progress as NDJSON lines and keeps them in the run's event file.
+#[derive(Clone)]
+struct RunLog {
+    tx: UnboundedSender<Progress>,
+    file: std::sync::Arc<std::sync::Mutex<Option<std::fs::File>>>,
+}
+
+impl RunLog {
+    fn line(&self, p: Progress) {
+        if let Ok(mut guard) = self.file.lock() {
+            if let Some(f) = guard.as_mut() {
+                let _ = serde_json::to_writer(&mut *f, &p);
+                let _ = f.write_all(b"\n");
+            }
+        }
+        let _ = self.tx.send(p);
+    }
+}
+
+impl Report for RunLog {
+    fn step(&self, message: &str) {
+        self.line(Progress::step(message));
+    }
+
+    fn detail(&self, message: &str) {
+        self.line(Progress::detail(message));
+    }
+}
+
+/// Where a run's events are kept: `<state>/pipeline/runs/<id>.jsonl`.
+pub fn events_file(state: &StateDir, run: i64) -> PathBuf {
+    state
+        .path
+        .join("pipeline")
+        .join("runs")
+        .join(format!("{run}.jsonl"))
+}
+
+/// Runs the pipeline for `req`; progress goes to `tx`.
+pub async fn run(
+    engine: ServerEngine,
+    state: StateDir,
+    req: RunRequest,
+    tx: UnboundedSender<Progress>,
+) -> Outcome {
+    let root = state.repo_root();
+    let log = RunLog {
+        tx,
+        file: Default::default(),
+    };
+    let repo = match Repo::discover(&root) {
+        Ok(r) => r,
+        Err(e) => return Outcome::refused(e.to_string(), None),
+    };
+    let sha = match repo.resolve(&req.rev) {
+        Ok(s) => s,
+        Err(e) => return Outcome::refused(e.to_string(), None),
+    };
+    let config = match repo.show_file(&sha, CONFIG_FILE) {
+        Ok(Some(text)) => match Config::parse(&text, &format!("{}:{CONFIG_FILE}", short(&sha))) {
+            Ok(c) => c,
+            Err(e) => return Outcome::refused(e.to_string(), None),
+        },
+        Ok(None) => {
+            return Outcome::refused(format!("commit {} has no {CONFIG_FILE}", short(&sha)), None)
+        }
+        Err(e) => return Outcome::refused(e.to_string(), None),
+    };
+    let branch = &config.pipeline.branch;
+    if !on_branch(&root, &sha, branch) {
+        return Outcome::refused(
+            format!(
+                "commit {} is not on {branch}; only commits on [pipeline] branch ship",
+                short(&sha)
+            ),
+            Some(format!("merge it into {branch} first")),
+        );
+    }
+    let run = match engine.with_ledger(|l| l.start_run(&sha, &req.trigger, &req.requested_by)) {
+        Ok(r) => r,
+        Err(e) => return Outcome::refused(e.to_string(), None),
+    };
+    let events = events_file(&state, run.id);
+    if let Some(dir) = events.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut guard) = log.file.lock() {
+        *guard = std::fs::File::create(&events).ok();
+    }
+    log.step(&format!(
+        "pipeline run {} for {} on {branch} ({} by {})",
+        run.id,
+        short(&sha),
+        req.trigger,
+        req.requested_by
+    ));
+    let outcome = stages(&engine, &state, &req, &sha, &config, run.id, &log).await;
+    let _ = engine.with_ledger(|l| l.finish_run(run.id, outcome.exit_code, &outcome.message));
+    let mut outcome = outcome;
+    outcome.message = format!("pipeline run {}: {}", run.id, outcome.message);
+    outcome
+}
+
+async fn stages(
+    engine: &ServerEngine,
+    state: &StateDir,
+    req: &RunRequest,
+    sha: &str,
+    config: &Config,
+    run: i64,
+    log: &RunLog,
+) -> Outcome {
+    let root = state.repo_root();
+    // 1. Checks.
+    if req.skip_checks {
+        log.step("checks: skipped (--skip-checks)");
+    } else if !config.pipeline.checks.is_empty() {
+        log.step(&format!(
+            "checks: {} in a clean checkout of {}",
+            config.pipeline.checks.len(),
+            short(sha)
+        ));
+        let (checks, sha_owned, root_c, state_c) = (
+            config.pipeline.checks.clone(),
+            sha.to_string(),
+            root.clone(),
+            state.clone(),
+        );
+        let checks_log = log.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let work_dir = state_c.path.join("pipeline");
+            let log_dir = work_dir.join("logs").join(run.to_string());
+            let req = ChecksRequest {
+                repo_root: &root_c,
+                sha: &sha_owned,
+                checks: &checks,
+                work_dir: &work_dir,
+                log_dir: &log_dir,
+                max_parallel: 2,
+            };
+            cutover_pipeline::run_checks(req, &mut |event| {
+                let p = match &event {
+                    CheckEvent::Started { check } => {
+                        Progress::step(format!("check {check}: started"))
+                    }
+                    CheckEvent::Output { check, line } => {
+                        Progress::detail(format!("{check} | {line}"))
+                    }
+                    CheckEvent::Finished { result } => Progress::step(format!(
+                        "check {}: {} in {} ms{}",
+                        result.name,
+                        result.status.describe(),
+                        result.duration_ms,
+                        result
+                            .exit
+                            .as_ref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    )),
+                };
+                checks_log.line(p);
+            })
+        })
+        .await;
+        let outcome = match result {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return Outcome::refused(e.to_string(), None),
+            Err(e) => return Outcome::refused(e.to_string(), None),
+        };
+        for r in &outcome.results {
+            let record = CheckRecord {
+                name: r.name.clone(),
+                status: r.status.describe().replace(' ', "-"),
+                duration_ms: r.duration_ms,
+                exit: r.exit.clone(),
+                log_file: r.log_file.display().to_string(),
+            };
+            let _ = engine.with_ledger(|l| l.record_check(sha, &run.to_string(), &record));
+        }
+        if !outcome.passed {
+            let failed: Vec<&str> = outcome
+                .results
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.status,
+                        cutover_pipeline::CheckStatus::Failed
+                            | cutover_pipeline::CheckStatus::TimedOut
+                    )
+                })
+                .map(|r| r.name.as_str())
+                .collect();
+            return Outcome::refused(
+                format!(
+                    "check {} failed; nothing was built or deployed",
+                    failed.join(", ")
+                ),
+                Some(format!("see the output: cutover pipeline show {run}")),
+            );
+        }
+    }
+    // 2. Build once, 3. publish.
+    let handle = tokio::runtime::Handle::current();
+    let (root_b, state_b, sha_b) = (root.clone(), state.clone(), sha.to_string());
+    let build_log = log.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        crate::builder::build(&root_b, &state_b, &sha_b, false, &build_log, &handle)
+    })
+    .await;
+    let mut artifact = match built {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return Outcome::refused(format!("build failed: {e:#}"), None),
+        Err(e) => return Outcome::refused(e.to_string(), None),
+    };
+    if config.registry.is_some() && artifact.image.is_some() {
+        artifact = match crate::builder::publish(&root, state, artifact, log).await {
+            Ok(a) => a,
+            Err(e) => return Outcome::refused(format!("publish failed: {e:#}"), None),
+        };
+    }
+    // 4. Environments, in the order `requires` gives.
+    let mut last = None;
+    for env in deploy_order(config) {
+        log.step(&format!("deploy {} to {env}", short(sha)));
+        let request = DeployRequest {
+            env: env.clone(),
+            app: artifact.app.clone(),
+            version: artifact.version.clone(),
+            overrides: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            requested_by: req.requested_by.clone(),
+            queue: true,
+            registry_login: None,
+            trigger: if req.trigger == "cli" {
+                "pipeline".into()
+            } else {
+                req.trigger.clone()
+            },
+            author: commit_author(&root, sha),
+        };
+        let (deploy_tx, mut deploy_rx) = tokio::sync::mpsc::unbounded_channel();
+        let forward_log = log.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(p) = deploy_rx.recv().await {
+                forward_log.line(p);
+            }
+        });
+        let outcome = engine.deploy(request, &deploy_tx).await;
+        drop(deploy_tx);
+        let _ = forward.await;
+        if !outcome.is_success() {
+            return outcome;
+        }
+        let Some(release) = outcome.release else {
+            return outcome;
+        };
+        last = Some(release);
+        let parked = engine
+            .with_ledger(|l| l.get(release))
+            .map(|r| r.state == ReleaseState::AwaitingApproval)
+            .unwrap_or(false);
+        if parked {
+            log.step(&format!(
+                "{env}: release {release} waits at the manual gate"
+            ));
+            return Outcome::done(
+                release,
+                format!("release {release} waits for approval in {env}"),
+            )
+            .with_hint(format!("ship it with: cutover approve {env}"));
+        }
+        log.step(&format!("{env}: live; waiting out its monitor window"));
+        let watched = engine.wait_monitor(release).await;
+        if !watched.is_success() {
+            return watched;
+        }
+    }
+    match last {
+        Some(release) => Outcome::done(
+            release,
+            format!("{} shipped to every environment", short(sha)),
+        ),
+        None => Outcome::done(0, "no environment to deploy to"),
+    }
+}
+
+/// Environments with their `requires` first; among equals, by name.
+fn deploy_order(config: &Config) -> Vec<String> {
+    let mut done: Vec<String> = Vec::new();
+    while done.len() < config.environments.len() {
+        let next = config.environments.iter().find(|(name, env)| {
+            !done.contains(name) && env.requires.iter().all(|r| done.contains(r))
+        });
+        match next {
+            Some((name, _)) => done.push(name.clone()),
+            None => break, // config validation refuses cycles; stop rather than loop
+        }
+    }
+    done
+}
+
+fn on_branch(root: &std::path::Path, sha: &str, branch: &str) -> bool {
+    let is_ancestor = |reference: &str| {
+        std::process::Command::new("git")
+            .args(["merge-base", "--is-ancestor", sha, reference])
+            .current_dir(root)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    is_ancestor(&format!("refs/heads/{branch}"))
+        || is_ancestor(&format!("refs/remotes/origin/{branch}"))
+}
+
+fn commit_author(root: &std::path::Path, sha: &str) -> Option<String> {
+    let info = Repo::discover(root).ok()?.commit_info(sha).ok()?;
+    Some(format!("{} <{}>", info.author_name, info.author_email))
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
