@@ -96,6 +96,14 @@ pub fn main() -> i32 {
         }
     };
     let state_dir = cli.state_dir.as_deref();
+    if matches!(
+        cli.command,
+        Command::Status(_) | Command::History(_) | Command::Show(_) | Command::Logs(_)
+    ) {
+        // Their output is often piped to `head`: end quietly when the reader goes away.
+        // SAFETY: resetting a signal disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Supervise(args) => roles::supervise(args),
         Command::Proxy(args) => roles::proxy(args),

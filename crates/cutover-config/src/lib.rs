@@ -356,6 +356,28 @@ fn default_check_timeout() -> Duration {
 pub struct Webhook {
     /// The secret shared with the forge (HMAC key, or GitLab's token).
     pub secret: SecretSource,
+    /// Where `cutover server` listens for deliveries (`POST /hooks/push`).
+    #[serde(
+        default = "default_webhook_listen",
+        deserialize_with = "fields::listen"
+    )]
+    pub listen: SocketAddr,
+}
+
+fn default_webhook_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9870))
+}
+
+impl Webhook {
+    /// The shared secret's value, from its source; an empty one is refused.
+    pub fn resolve_secret(&self, base_dir: &Path) -> Result<String, SecretError> {
+        let mut sources = BTreeMap::new();
+        sources.insert("[webhook] secret".to_string(), self.secret.clone());
+        let value = secrets::resolve_all(&sources, base_dir)?
+            .remove("[webhook] secret")
+            .unwrap_or_default();
+        Ok(value)
+    }
 }
 
 /// `[[notify]]`: where release state changes are POSTed as JSON.

@@ -87,6 +87,9 @@ pub struct RollbackRequest {
 
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;
 
+/// Called with a release when it becomes awaiting-approval, live, failed or rolled-back.
+pub type Observer = Arc<dyn Fn(&cutover_ledger::Release) + Send + Sync>;
+
 /// The control plane's brain. Cheap to clone; clones share everything.
 pub struct Engine<R, E, P> {
     inner: Arc<Inner<R, E, P>>,
@@ -119,6 +122,8 @@ struct Inner<R, E, P> {
     registry_logins: Mutex<HashMap<i64, (String, String)>>,
     /// Environments whose in-flight deploy was asked to stop, and by whom.
     aborts: Mutex<HashMap<String, String>>,
+    /// Told of every release that reaches a state people are notified of.
+    observer: Mutex<Option<Observer>>,
 }
 
 /// An open monitor window: the release watched, the warm standby kept for a fast way back,
@@ -160,6 +165,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 secrets: Mutex::default(),
                 registry_logins: Mutex::default(),
                 aborts: Mutex::default(),
+                observer: Mutex::default(),
             }),
         })
     }
@@ -168,6 +174,15 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
         let mut guard = self.inner.ledger.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
+    }
+
+    /// Sets who is told of release state changes (notifications).
+    pub fn observe(&self, observer: Observer) {
+        *self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(observer);
     }
 
     pub fn runtime(&self) -> &R {

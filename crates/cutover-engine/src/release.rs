@@ -1121,6 +1121,25 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     ) {
         if let Err(e) = self.with_ledger(|l| l.transition(id, state, reason, message)) {
             eprintln!("cutover: ledger write failed for release {id} → {state}: {e}");
+            return;
+        }
+        let notable = matches!(
+            state,
+            ReleaseState::AwaitingApproval
+                | ReleaseState::Live
+                | ReleaseState::Failed
+                | ReleaseState::RolledBack
+        );
+        let observer = self
+            .inner
+            .observer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let (true, Some(observer)) = (notable, observer) {
+            if let Ok(release) = self.with_ledger(|l| l.get(id)) {
+                observer(&release);
+            }
         }
     }
 

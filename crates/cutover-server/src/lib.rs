@@ -10,6 +10,7 @@ pub mod api;
 pub mod builder;
 pub mod pipeline;
 mod runtimes;
+mod triggers;
 mod views;
 
 use std::path::{Path, PathBuf};
@@ -202,6 +203,19 @@ async fn serve(state: StateDir) -> i32 {
     );
     for line in engine.reconcile().await {
         eprintln!("reconcile: {line}");
+    }
+    if let Ok(config) =
+        cutover_config::Config::load(&state.repo_root().join(cutover_config::CONFIG_FILE))
+    {
+        for line in [
+            triggers::start_notifications(&engine, &config),
+            triggers::start_webhooks(engine.clone(), state.clone(), &config).await,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            eprintln!("{line}");
+        }
     }
     let watcher = engine.clone();
     tokio::spawn(async move { watcher.watch(std::time::Duration::from_secs(1)).await });

@@ -1,0 +1,186 @@
+//! What reaches the server from outside the machine's user: push webhooks from a forge (over
+//! TCP, verified by HMAC or token before anything is parsed) and notifications going out.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use cutover_config::Config;
+use cutover_hooks::{Delivery, Notifier, ReleaseEvent, ReplayGuard, Verified};
+use tokio::sync::Mutex;
+
+use crate::pipeline::RunRequest;
+use crate::{ServerEngine, StateDir};
+
+struct WebhookState {
+    engine: ServerEngine,
+    state: StateDir,
+    secret: String,
+    branch: String,
+    replays: Mutex<ReplayGuard>,
+}
+
+/// Starts the webhook listener if the working tree's config has `[webhook]`. Returns what it
+/// did, for the server's log.
+pub async fn start_webhooks(
+    engine: ServerEngine,
+    state: StateDir,
+    config: &Config,
+) -> Option<String> {
+    let webhook = config.webhook.as_ref()?;
+    let secret = match webhook.resolve_secret(&state.repo_root()) {
+        Ok(s) if !s.is_empty() => s,
+        Ok(_) => return Some("webhooks are off: the [webhook] secret is empty".into()),
+        Err(e) => return Some(format!("webhooks are off: {e}")),
+    };
+    let replays = match ReplayGuard::open(&state.path.join("pipeline").join("deliveries")) {
+        Ok(g) => g,
+        Err(e) => return Some(format!("webhooks are off: cannot open the replay log: {e}")),
+    };
+    let listener = match tokio::net::TcpListener::bind(webhook.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return Some(format!(
+                "webhooks are off: cannot listen on {}: {e}",
+                webhook.listen
+            ))
+        }
+    };
+    let shared = Arc::new(WebhookState {
+        engine,
+        state,
+        secret,
+        branch: config.pipeline.branch.clone(),
+        replays: Mutex::new(replays),
+    });
+    let app = Router::new()
+        .route("/hooks/push", post(receive))
+        .with_state(shared);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Some(format!(
+        "webhooks: POST http://{}/hooks/push (pushes to {} run the pipeline)",
+        webhook.listen, config.pipeline.branch
+    ))
+}
+
+fn answer(status: StatusCode, what: &str, detail: String) -> Response {
+    (status, Json(serde_json::json!({ what: detail }))).into_response()
+}
+
+async fn receive(
+    State(hook): State<Arc<WebhookState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let delivery = Delivery {
+        headers: &headers,
+        body: &body,
+    };
+    let verified = match cutover_hooks::verify(&delivery, hook.secret.as_bytes()) {
+        Ok(v) => v,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return answer(status, "error", e.to_string());
+        }
+    };
+    let push = match verified {
+        Verified::Push(push) => push,
+        Verified::Ping => return answer(StatusCode::OK, "pong", "cutover is listening".into()),
+        Verified::Ignored { event, reason } => {
+            return answer(
+                StatusCode::ACCEPTED,
+                "ignored",
+                format!("{event}: {reason}"),
+            )
+        }
+    };
+    if push.branch != hook.branch {
+        return answer(
+            StatusCode::ACCEPTED,
+            "ignored",
+            format!("a push to {}, not {}", push.branch, hook.branch),
+        );
+    }
+    if let Some(id) = &push.delivery_id {
+        match hook.replays.lock().await.first_time(id) {
+            Ok(true) => {}
+            Ok(false) => {
+                return answer(
+                    StatusCode::OK,
+                    "ignored",
+                    format!("delivery {id} was already received"),
+                )
+            }
+            Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, "error", e.to_string()),
+        }
+    }
+    let request = RunRequest {
+        rev: push.sha.clone(),
+        trigger: "webhook".into(),
+        requested_by: format!(
+            "webhook ({}{})",
+            push.forge,
+            push.pusher
+                .as_ref()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default()
+        ),
+        skip_checks: false,
+    };
+    let (engine, state) = (hook.engine.clone(), hook.state.clone());
+    tokio::spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let outcome = crate::pipeline::run(engine, state, request, tx).await;
+        eprintln!("webhook: {}", outcome.message);
+    });
+    answer(
+        StatusCode::ACCEPTED,
+        "started",
+        format!("a pipeline run for {}", push.sha),
+    )
+}
+
+/// Sends every notable release state change to the config's `[[notify]]` URLs.
+pub fn start_notifications(engine: &ServerEngine, config: &Config) -> Option<String> {
+    if config.notify.is_empty() {
+        return None;
+    }
+    let urls: Vec<String> = config.notify.iter().map(|n| n.url.clone()).collect();
+    let notifier = Notifier::new(urls.clone());
+    let handle = tokio::runtime::Handle::current();
+    engine.observe(Arc::new(move |release| {
+        let event = ReleaseEvent {
+            app: release.app.clone(),
+            environment: release.env.clone(),
+            release: release.id,
+            version: release.version.clone(),
+            digest: release.digest.clone(),
+            state: release.state.as_str().to_string(),
+            reason: release.reason.clone(),
+            at: chrono::Utc::now(),
+        };
+        let notifier = notifier.clone();
+        // The observer may be called outside the runtime's context (a blocking thread).
+        handle.spawn(async move { notifier.notify(event) });
+    }));
+    Some(format!(
+        "notifications: release state changes go to {}",
+        urls.join(", ")
+    ))
+}
