@@ -47,6 +47,8 @@ enum Command {
     /// The pipeline: checks → build → publish → staging → (approval) → production.
     #[command(subcommand)]
     Pipeline(commands::pipeline::PipelineCommand),
+    /// Poll a git remote for new commits on [pipeline] branch and run the pipeline for each.
+    Watch(commands::watch::WatchArgs),
     /// Ship the release waiting at an environment's manual gate (you are the approver).
     Approve(commands::gate::ApproveArgs),
     /// Turn down the release waiting at an environment's manual gate.
@@ -115,6 +117,7 @@ pub fn main() -> i32 {
                 Command::Publish(args) => commands::publish::run(args, state_dir).await,
                 Command::Prune(args) => commands::prune::run(args, state_dir).await,
                 Command::Pipeline(command) => commands::pipeline::run(command, state_dir).await,
+                Command::Watch(args) => commands::watch::run(args, state_dir).await,
                 Command::Approve(args) => commands::gate::approve(args, state_dir).await,
                 Command::Reject(args) => commands::gate::reject(args, state_dir).await,
                 Command::Promote(args) => commands::gate::promote(args, state_dir).await,

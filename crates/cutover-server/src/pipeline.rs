@@ -345,6 +345,7 @@ fn on_branch(root: &std::path::Path, sha: &str, branch: &str) -> bool {
     };
     is_ancestor(&format!("refs/heads/{branch}"))
         || is_ancestor(&format!("refs/remotes/origin/{branch}"))
+        || is_ancestor(&format!("refs/cutover/watch/{branch}"))
 }
 
 fn commit_author(root: &std::path::Path, sha: &str) -> Option<String> {

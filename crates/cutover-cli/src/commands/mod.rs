@@ -9,3 +9,4 @@ pub mod pipeline;
 pub mod prune;
 pub mod publish;
 pub mod read;
+pub mod watch;
