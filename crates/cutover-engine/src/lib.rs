@@ -63,6 +63,8 @@ pub struct DeployRequest {
     pub trigger: String,
     /// The commit's author, who may not approve it.
     pub author: Option<String>,
+    /// Its checks were skipped on purpose (`--skip-checks`): said in the release's timeline.
+    pub skip_checks: bool,
 }
 
 impl DeployRequest {

@@ -175,6 +175,13 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Ok(r) => r,
             Err(e) => return Outcome::refused(e.to_string(), None),
         };
+        if req.skip_checks {
+            self.event(
+                release.id,
+                "checks",
+                &format!("checks skipped (--skip-checks) by {}", req.requested_by),
+            );
+        }
         if env_cfg.approval == cutover_config::Approval::Manual {
             if !req.is_person() {
                 return self.park(&release, &env_cfg, req.secrets);

@@ -306,6 +306,7 @@ async fn apply(engine: &TestEngine, versions: &[String], op: &Op) -> Outcome {
                 registry_login: None,
                 trigger: "cli".into(),
                 author: None,
+                skip_checks: false,
             };
             engine.deploy(req, &tx).await
         }

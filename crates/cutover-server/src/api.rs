@@ -52,6 +52,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/unfreeze", post(unfreeze))
         .route("/v1/abort", post(abort))
         .route("/v1/pipeline/run", post(pipeline_run))
+        .route("/v1/checks/run", post(checks_run))
+        .route("/v1/checks/{sha}", get(checks_of))
         .route("/v1/pipeline/runs/{id}", get(pipeline_show))
         .with_state(state)
 }
@@ -318,6 +320,9 @@ pub struct DeployBody {
     /// The commit's author, "Name <email>".
     #[serde(default)]
     pub author: Option<String>,
+    /// The commit's checks were skipped with --skip-checks (recorded in the release).
+    #[serde(default)]
+    pub skip_checks: bool,
 }
 
 fn cli() -> String {
@@ -390,6 +395,29 @@ async fn pipeline_run(
     )
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChecksBody {
+    pub rev: String,
+}
+
+async fn checks_run(State(app): State<Shared>, Json(body): Json<ChecksBody>) -> Response {
+    let state = app.state.clone();
+    stream_outcome(
+        move |engine, tx| async move {
+            crate::pipeline::run_checks_only(engine, state, body.rev, tx).await
+        },
+        app.engine.clone(),
+    )
+}
+
+/// The latest check results of a commit (empty: its checks never ran).
+async fn checks_of(State(app): State<Shared>, Path(sha): Path<String>) -> Response {
+    match app.engine.with_ledger(|l| l.checks(&sha)) {
+        Ok(records) => Json(records).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
 /// `GET /v1/pipeline/runs/{id}`: the whole run.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RunView {
@@ -454,6 +482,7 @@ async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Resp
         registry_login: body.registry_login,
         trigger: body.trigger,
         author: body.author,
+        skip_checks: body.skip_checks,
     };
     stream_outcome(
         move |engine, tx| async move { engine.deploy(request, &tx).await },

@@ -83,23 +83,9 @@ pub async fn run(
         tx,
         file: Default::default(),
     };
-    let repo = match Repo::discover(&root) {
-        Ok(r) => r,
-        Err(e) => return Outcome::refused(e.to_string(), None),
-    };
-    let sha = match repo.resolve(&req.rev) {
-        Ok(s) => s,
-        Err(e) => return Outcome::refused(e.to_string(), None),
-    };
-    let config = match repo.show_file(&sha, CONFIG_FILE) {
-        Ok(Some(text)) => match Config::parse(&text, &format!("{}:{CONFIG_FILE}", short(&sha))) {
-            Ok(c) => c,
-            Err(e) => return Outcome::refused(e.to_string(), None),
-        },
-        Ok(None) => {
-            return Outcome::refused(format!("commit {} has no {CONFIG_FILE}", short(&sha)), None)
-        }
-        Err(e) => return Outcome::refused(e.to_string(), None),
+    let (sha, config) = match commit_config(&root, &req.rev) {
+        Ok(found) => found,
+        Err(outcome) => return outcome,
     };
     let branch = &config.pipeline.branch;
     if !on_branch(&root, &sha, branch) {
@@ -149,90 +135,8 @@ async fn stages(
     // 1. Checks.
     if req.skip_checks {
         log.step("checks: skipped (--skip-checks)");
-    } else if !config.pipeline.checks.is_empty() {
-        log.step(&format!(
-            "checks: {} in a clean checkout of {}",
-            config.pipeline.checks.len(),
-            short(sha)
-        ));
-        let (checks, sha_owned, root_c, state_c) = (
-            config.pipeline.checks.clone(),
-            sha.to_string(),
-            root.clone(),
-            state.clone(),
-        );
-        let checks_log = log.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let work_dir = state_c.path.join("pipeline");
-            let log_dir = work_dir.join("logs").join(run.to_string());
-            let req = ChecksRequest {
-                repo_root: &root_c,
-                sha: &sha_owned,
-                checks: &checks,
-                work_dir: &work_dir,
-                log_dir: &log_dir,
-                max_parallel: 2,
-            };
-            cutover_pipeline::run_checks(req, &mut |event| {
-                let p = match &event {
-                    CheckEvent::Started { check } => {
-                        Progress::step(format!("check {check}: started"))
-                    }
-                    CheckEvent::Output { check, line } => {
-                        Progress::detail(format!("{check} | {line}"))
-                    }
-                    CheckEvent::Finished { result } => Progress::step(format!(
-                        "check {}: {} in {} ms{}",
-                        result.name,
-                        result.status.describe(),
-                        result.duration_ms,
-                        result
-                            .exit
-                            .as_ref()
-                            .map(|e| format!(" ({e})"))
-                            .unwrap_or_default()
-                    )),
-                };
-                checks_log.line(p);
-            })
-        })
-        .await;
-        let outcome = match result {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return Outcome::refused(e.to_string(), None),
-            Err(e) => return Outcome::refused(e.to_string(), None),
-        };
-        for r in &outcome.results {
-            let record = CheckRecord {
-                name: r.name.clone(),
-                status: r.status.describe().replace(' ', "-"),
-                duration_ms: r.duration_ms,
-                exit: r.exit.clone(),
-                log_file: r.log_file.display().to_string(),
-            };
-            let _ = engine.with_ledger(|l| l.record_check(sha, &run.to_string(), &record));
-        }
-        if !outcome.passed {
-            let failed: Vec<&str> = outcome
-                .results
-                .iter()
-                .filter(|r| {
-                    matches!(
-                        r.status,
-                        cutover_pipeline::CheckStatus::Failed
-                            | cutover_pipeline::CheckStatus::TimedOut
-                    )
-                })
-                .map(|r| r.name.as_str())
-                .collect();
-            return Outcome::refused(
-                format!(
-                    "check {} failed; nothing was built or deployed",
-                    failed.join(", ")
-                ),
-                Some(format!("see the output: cutover pipeline show {run}")),
-            );
-        }
+    } else if let Err(outcome) = checks(engine, state, sha, config, &run.to_string(), log).await {
+        return outcome.with_hint(format!("see the output: cutover pipeline show {run}"));
     }
     // 2. Build once, 3. publish.
     let handle = tokio::runtime::Handle::current();
@@ -272,6 +176,7 @@ async fn stages(
                 req.trigger.clone()
             },
             author: commit_author(&root, sha),
+            skip_checks: req.skip_checks,
         };
         let (deploy_tx, mut deploy_rx) = tokio::sync::mpsc::unbounded_channel();
         let forward_log = log.clone();
@@ -355,4 +260,157 @@ fn commit_author(root: &std::path::Path, sha: &str) -> Option<String> {
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
+}
+
+/// Runs a commit's checks (if it declares any) in a clean checkout, records their results in
+/// the ledger under `label`, and refuses if one failed.
+async fn checks(
+    engine: &ServerEngine,
+    state: &StateDir,
+    sha: &str,
+    config: &Config,
+    label: &str,
+    log: &RunLog,
+) -> Result<(), Outcome> {
+    if config.pipeline.checks.is_empty() {
+        return Ok(());
+    }
+    let root = state.repo_root();
+    let label_owned = label.to_string();
+    log.step(&format!(
+        "checks: {} in a clean checkout of {}",
+        config.pipeline.checks.len(),
+        short(sha)
+    ));
+    let (list, sha_owned, root_c, state_c) = (
+        config.pipeline.checks.clone(),
+        sha.to_string(),
+        root.clone(),
+        state.clone(),
+    );
+    let checks_log = log.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let work_dir = state_c.path.join("pipeline");
+        let log_dir = work_dir.join("logs").join(&label_owned);
+        let req = ChecksRequest {
+            repo_root: &root_c,
+            sha: &sha_owned,
+            checks: &list,
+            work_dir: &work_dir,
+            log_dir: &log_dir,
+            max_parallel: 2,
+        };
+        cutover_pipeline::run_checks(req, &mut |event| {
+            let p = match &event {
+                CheckEvent::Started { check } => Progress::step(format!("check {check}: started")),
+                CheckEvent::Output { check, line } => Progress::detail(format!("{check} | {line}")),
+                CheckEvent::Finished { result } => Progress::step(format!(
+                    "check {}: {} in {} ms{}",
+                    result.name,
+                    result.status.describe(),
+                    result.duration_ms,
+                    result
+                        .exit
+                        .as_ref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                )),
+            };
+            checks_log.line(p);
+        })
+    })
+    .await;
+    let outcome = match result {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return Err(Outcome::refused(e.to_string(), None)),
+        Err(e) => return Err(Outcome::refused(e.to_string(), None)),
+    };
+    for r in &outcome.results {
+        let record = CheckRecord {
+            name: r.name.clone(),
+            status: r.status.describe().replace(' ', "-"),
+            duration_ms: r.duration_ms,
+            exit: r.exit.clone(),
+            log_file: r.log_file.display().to_string(),
+        };
+        let _ = engine.with_ledger(|l| l.record_check(sha, label, &record));
+    }
+    if !outcome.passed {
+        let failed: Vec<&str> = outcome
+            .results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.status,
+                    cutover_pipeline::CheckStatus::Failed | cutover_pipeline::CheckStatus::TimedOut
+                )
+            })
+            .map(|r| r.name.as_str())
+            .collect();
+        return Err(Outcome::refused(
+            format!(
+                "check {} failed; nothing was built or deployed",
+                failed.join(", ")
+            ),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/checks/run`: a commit's checks alone, as `build` and `deploy` run them for a
+/// commit whose checks never ran.
+pub async fn run_checks_only(
+    engine: ServerEngine,
+    state: StateDir,
+    rev: String,
+    tx: UnboundedSender<Progress>,
+) -> Outcome {
+    let log = RunLog {
+        tx,
+        file: Default::default(),
+    };
+    let root = state.repo_root();
+    let (sha, config) = match commit_config(&root, &rev) {
+        Ok(found) => found,
+        Err(outcome) => return outcome,
+    };
+    let label = format!("checks-{}", chrono::Utc::now().timestamp_millis());
+    log.step(&format!(
+        "checks of {} ({} declared)",
+        short(&sha),
+        config.pipeline.checks.len()
+    ));
+    match checks(&engine, &state, &sha, &config, &label, &log).await {
+        Ok(()) => Outcome::done(0, format!("the checks of {} passed", short(&sha))),
+        Err(outcome) => outcome.with_hint(format!(
+            "the output is in {}",
+            state
+                .path
+                .join("pipeline")
+                .join("logs")
+                .join(&label)
+                .display()
+        )),
+    }
+}
+
+/// The full sha of `rev` and the config committed in it.
+fn commit_config(root: &std::path::Path, rev: &str) -> Result<(String, Config), Outcome> {
+    let repo = Repo::discover(root).map_err(|e| Outcome::refused(e.to_string(), None))?;
+    let sha = repo
+        .resolve(rev)
+        .map_err(|e| Outcome::refused(e.to_string(), None))?;
+    let config = match repo.show_file(&sha, CONFIG_FILE) {
+        Ok(Some(text)) => Config::parse(&text, &format!("{}:{CONFIG_FILE}", short(&sha)))
+            .map_err(|e| Outcome::refused(e.to_string(), None))?,
+        Ok(None) => {
+            return Err(Outcome::refused(
+                format!("commit {} has no {CONFIG_FILE}", short(&sha)),
+                None,
+            ))
+        }
+        Err(e) => return Err(Outcome::refused(e.to_string(), None)),
+    };
+    Ok((sha, config))
 }

@@ -13,6 +13,9 @@ pub struct BuildArgs {
     /// Build a dirty working tree anyway; the artifact is tagged <sha>-dirty-<hash>.
     #[arg(long)]
     pub allow_dirty: bool,
+    /// Build even though the commit's checks failed or never ran (recorded when deployed).
+    #[arg(long)]
+    pub skip_checks: bool,
     /// Show every line of the build command's output.
     #[arg(short, long)]
     pub verbose: bool,
@@ -21,7 +24,11 @@ pub struct BuildArgs {
 pub async fn run(args: BuildArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
     let rev = args.rev.unwrap_or_else(|| "HEAD".into());
-    let artifact = build_in_background(ctx, rev, args.allow_dirty, args.verbose).await?;
+    let gate = Checks {
+        skip: args.skip_checks,
+        allow_dirty: args.allow_dirty,
+    };
+    let artifact = build_in_background(ctx, rev, gate, args.verbose).await?;
     println!("{}:{} {}", artifact.app, artifact.version, artifact.digest);
     if let Some(image) = &artifact.image {
         println!("{}:{} {}", image.repository, artifact.version, image.id);
@@ -29,19 +36,122 @@ pub async fn run(args: BuildArgs, state_dir: Option<&std::path::Path>) -> anyhow
     Ok(0)
 }
 
-/// [`build`] on a blocking thread (builds run commands and wait on them).
+/// How a build treats the commit's `[[pipeline.check]]`s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checks {
+    /// `--skip-checks`.
+    pub skip: bool,
+    /// A dirty build: checks run on commits, so there is nothing to check.
+    pub allow_dirty: bool,
+}
+
+/// Builds on a blocking thread (builds run commands and wait on them), after the checks gate:
+/// a commit whose checks failed is refused; one whose checks never ran has them run first.
 pub async fn build_in_background(
     ctx: Context,
     rev: String,
-    allow_dirty: bool,
+    checks: Checks,
     verbose: bool,
 ) -> anyhow::Result<Artifact> {
+    if !checks.skip && !already_built(&ctx, &rev) {
+        gate_on_checks(&ctx, &rev, checks, verbose).await?;
+    }
+    let allow_dirty = checks.allow_dirty;
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let progress = Progress::new(verbose);
         cutover_server::builder::build(&ctx.root, &ctx.state, &rev, allow_dirty, &progress, &handle)
     })
     .await?
+}
+
+/// Whether `rev` (a clean commit) is built already: then its checks were passed (or skipped) then.
+fn already_built(ctx: &Context, rev: &str) -> bool {
+    let Ok(repo) = cutover_artifact::Repo::discover(&ctx.root) else {
+        return false;
+    };
+    let Ok(sha) = repo.resolve(rev) else {
+        return false;
+    };
+    let Ok(Some(text)) = repo.show_file(&sha, cutover_config::CONFIG_FILE) else {
+        return false;
+    };
+    let Ok(config) = cutover_config::Config::parse(&text, "cutover.toml") else {
+        return false;
+    };
+    ArtifactStore::open(&ctx.state.path.join("artifacts"))
+        .ok()
+        .and_then(|s| s.get(config.app.name.as_str(), &sha).ok().flatten())
+        .is_some()
+}
+
+/// Refuses a commit whose checks failed; runs the checks of one whose checks never ran.
+async fn gate_on_checks(
+    ctx: &Context,
+    rev: &str,
+    checks: Checks,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let repo = cutover_artifact::Repo::discover(&ctx.root)?;
+    let sha = repo.resolve(rev)?;
+    let dirty = checks.allow_dirty && sha == repo.resolve("HEAD")? && repo.is_dirty()?;
+    let Some(text) = repo.show_file(&sha, cutover_config::CONFIG_FILE)? else {
+        return Ok(());
+    };
+    let config = cutover_config::Config::parse(
+        &text,
+        &format!("cutover.toml@{}", crate::output::short(&sha)),
+    )?;
+    if config.pipeline.checks.is_empty() || dirty {
+        return Ok(());
+    }
+    let client = crate::client::Client::connect_or_start(&ctx.state).await?;
+    let records: Vec<cutover_ledger::CheckRecord> =
+        client.get(&format!("/v1/checks/{sha}")).await?;
+    let refuse = |failed: Vec<String>, hint: String| -> anyhow::Error {
+        crate::client::Refusal {
+            message: format!(
+                "the checks of {} failed ({}); it is not built",
+                crate::output::short(&sha),
+                failed.join(", ")
+            ),
+            hint: Some(hint),
+        }
+        .into()
+    };
+    if records.is_empty() {
+        let progress = Progress::new(verbose);
+        progress.step(&format!(
+            "the checks of {} never ran: running them first",
+            crate::output::short(&sha)
+        ));
+        let body = cutover_server::api::ChecksBody { rev: sha.clone() };
+        let outcome = client
+            .stream("/v1/checks/run", &body, |line| progress.line(line))
+            .await?;
+        progress.finish();
+        if !outcome.is_success() {
+            let hint = outcome.hint.unwrap_or_default();
+            return Err(crate::client::Refusal {
+                message: outcome.message,
+                hint: Some(format!("{hint}; fix and commit, or pass --skip-checks")),
+            }
+            .into());
+        }
+        return Ok(());
+    }
+    let failed: Vec<String> = records
+        .iter()
+        .filter(|r| r.status != "passed")
+        .map(|r| format!("{} {}", r.name, r.status))
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(refuse(
+        failed,
+        "fix the commit (a new commit runs its checks again), or pass --skip-checks".into(),
+    ))
 }
 
 /// An artifact already built, by full version or unique prefix. Never builds.

@@ -35,6 +35,9 @@ pub struct DeployArgs {
     /// Stay until the monitor window closes; exit 3 if it rolled back.
     #[arg(long)]
     pub wait: bool,
+    /// Build and deploy even though the commit's checks failed or never ran (recorded).
+    #[arg(long)]
+    pub skip_checks: bool,
     /// Show every probe and build line.
     #[arg(short, long)]
     pub verbose: bool,
@@ -75,8 +78,11 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         None => {
             let rev = args.rev.clone().unwrap_or_else(|| "HEAD".into());
             let ctx = Context::at(&ctx.root, Some(&ctx.state.path));
-            crate::commands::build::build_in_background(ctx, rev, args.allow_dirty, args.verbose)
-                .await?
+            let checks = crate::commands::build::Checks {
+                skip: args.skip_checks,
+                allow_dirty: args.allow_dirty,
+            };
+            crate::commands::build::build_in_background(ctx, rev, checks, args.verbose).await?
         }
     };
     let config = Config::parse(
@@ -117,6 +123,7 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         registry_login: config.registry_credentials(&ctx.root)?,
         trigger: "cli".into(),
         author: commit_author(&ctx, &artifact.commit),
+        skip_checks: args.skip_checks,
     };
     let outcome = client
         .stream("/v1/deploy", &body, |line| progress.line(line))

@@ -178,6 +178,7 @@ pub async fn promote(
         allow_dirty: false,
         queue: args.queue,
         wait: args.wait,
+        skip_checks: false,
         verbose: args.verbose,
     };
     crate::commands::deploy::deploy(deploy, state_dir).await

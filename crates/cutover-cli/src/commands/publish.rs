@@ -16,8 +16,13 @@ pub struct PublishArgs {
 pub async fn run(args: PublishArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
     let rev = args.rev.unwrap_or_else(|| "HEAD".into());
-    let artifact =
-        crate::commands::build::build_in_background(ctx.clone(), rev, false, args.verbose).await?;
+    let artifact = crate::commands::build::build_in_background(
+        ctx.clone(),
+        rev,
+        Default::default(),
+        args.verbose,
+    )
+    .await?;
     let progress = Progress::new(args.verbose);
     let artifact =
         cutover_server::builder::publish(&ctx.root, &ctx.state, artifact, &progress).await?;
