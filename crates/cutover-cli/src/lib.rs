@@ -47,6 +47,9 @@ enum Command {
     /// The pipeline: checks → build → publish → staging → (approval) → production.
     #[command(subcommand)]
     Pipeline(commands::pipeline::PipelineCommand),
+    /// API tokens, one per person, for approving over the server's HTTP API.
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
     /// Poll a git remote for new commits on [pipeline] branch and run the pipeline for each.
     Watch(commands::watch::WatchArgs),
     /// Ship the release waiting at an environment's manual gate (you are the approver).
@@ -118,6 +121,7 @@ pub fn main() -> i32 {
                 Command::Prune(args) => commands::prune::run(args, state_dir).await,
                 Command::Pipeline(command) => commands::pipeline::run(command, state_dir).await,
                 Command::Watch(args) => commands::watch::run(args, state_dir).await,
+                Command::Token(command) => commands::token::run(command, state_dir).await,
                 Command::Approve(args) => commands::gate::approve(args, state_dir).await,
                 Command::Reject(args) => commands::gate::reject(args, state_dir).await,
                 Command::Promote(args) => commands::gate::promote(args, state_dir).await,

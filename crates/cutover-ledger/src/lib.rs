@@ -82,6 +82,12 @@ CREATE TABLE IF NOT EXISTS checks (
     at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS checks_sha ON checks (sha, id);
+CREATE TABLE IF NOT EXISTS tokens (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pipeline_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sha TEXT NOT NULL,
@@ -515,6 +521,45 @@ impl Ledger {
             .map_err(Into::into)
     }
 
+    /// Issues an API token for a person; returns the token (only its hash is kept).
+    pub fn create_token(&mut self, name: &str, created_by: &str) -> Result<String> {
+        let token = format!("cut_{}", hex::encode(rand::random::<[u8; 24]>()));
+        self.conn.execute(
+            "INSERT OR REPLACE INTO tokens (name, hash, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, token_hash(&token), created_by, now()],
+        )?;
+        Ok(token)
+    }
+
+    /// Whose token this is, if it is one.
+    pub fn token_owner(&self, token: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT name FROM tokens WHERE hash = ?1",
+                [token_hash(token)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(Into::into)
+    }
+
+    /// Names with a token, and when each was issued.
+    pub fn tokens(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, created_at FROM tokens ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(Into::into)
+    }
+
+    pub fn revoke_token(&mut self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM tokens WHERE name = ?1", [name])?
+            > 0)
+    }
+
     /// Records the start of a pipeline run.
     pub fn start_run(
         &mut self,
@@ -596,6 +641,10 @@ fn insert_event(conn: &Connection, id: i64, kind: &str, message: &str) -> Result
         params![id, now(), kind, message],
     )?;
     Ok(())
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 fn migrate(conn: &Connection) -> Result<()> {

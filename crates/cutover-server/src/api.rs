@@ -53,6 +53,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/abort", post(abort))
         .route("/v1/pipeline/run", post(pipeline_run))
         .route("/v1/checks/run", post(checks_run))
+        .route("/v1/tokens", get(tokens).post(create_token))
+        .route("/v1/tokens/revoke", post(revoke_token))
         .route("/v1/checks/{sha}", get(checks_of))
         .route("/v1/pipeline/runs/{id}", get(pipeline_show))
         .with_state(state)
@@ -393,6 +395,59 @@ async fn pipeline_run(
         move |engine, tx| async move { crate::pipeline::run(engine, state, body, tx).await },
         app.engine.clone(),
     )
+}
+
+/// `POST /v1/tokens`, `/v1/tokens/revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenBody {
+    pub name: String,
+    pub by: String,
+}
+
+async fn create_token(State(app): State<Shared>, Json(body): Json<TokenBody>) -> Response {
+    let valid = !body.name.is_empty()
+        && body
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if !valid {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{:?} is not a name for a token", body.name),
+            Some("use the person's login, e.g. alice".into()),
+        );
+    }
+    match app
+        .engine
+        .with_ledger(|l| l.create_token(&body.name, &body.by))
+    {
+        Ok(token) => Json(serde_json::json!({ "name": body.name, "token": token })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+async fn tokens(State(app): State<Shared>) -> Response {
+    match app.engine.with_ledger(|l| l.tokens()) {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|(name, at)| serde_json::json!({"name": name, "created_at": at}))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+async fn revoke_token(State(app): State<Shared>, Json(body): Json<TokenBody>) -> Response {
+    match app.engine.with_ledger(|l| l.revoke_token(&body.name)) {
+        Ok(true) => Json(serde_json::json!({ "revoked": body.name })).into_response(),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            format!("{} has no token", body.name),
+            None,
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

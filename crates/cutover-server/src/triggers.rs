@@ -59,6 +59,8 @@ pub async fn start_webhooks(
     });
     let app = Router::new()
         .route("/hooks/push", post(receive))
+        .route("/v1/approve", post(approve_with_token))
+        .route("/v1/reject", post(reject_with_token))
         .with_state(shared);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -154,6 +156,75 @@ async fn receive(
         "started",
         format!("a pipeline run for {}", push.sha),
     )
+}
+
+/// `POST /v1/approve` and `/v1/reject` over TCP: the person is whoever the bearer token was
+/// issued to (`cutover token create NAME`).
+#[derive(Debug, serde::Deserialize)]
+struct TokenGate {
+    env: String,
+    #[serde(default)]
+    release: Option<i64>,
+    #[serde(default)]
+    older: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn bearer_owner(hook: &WebhookState, headers: &HeaderMap) -> Result<String, Response> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    match hook.engine.with_ledger(|l| l.token_owner(token)) {
+        Ok(Some(name)) if !token.is_empty() => Ok(name),
+        _ => Err((
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({
+                "error": "no valid API token",
+                "hint": "send `Authorization: Bearer <token>`; a token is issued with `cutover token create NAME`"
+            })),
+        )
+            .into_response()),
+    }
+}
+
+async fn approve_with_token(
+    State(hook): State<Arc<WebhookState>>,
+    headers: HeaderMap,
+    Json(body): Json<TokenGate>,
+) -> Response {
+    let who = match bearer_owner(&hook, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let choice = cutover_engine::GateChoice {
+        release: body.release,
+        older: body.older,
+    };
+    let outcome = hook.engine.approve(&body.env, &who, choice, &tx).await;
+    Json(outcome).into_response()
+}
+
+async fn reject_with_token(
+    State(hook): State<Arc<WebhookState>>,
+    headers: HeaderMap,
+    Json(body): Json<TokenGate>,
+) -> Response {
+    let who = match bearer_owner(&hook, &headers) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let choice = cutover_engine::GateChoice {
+        release: body.release,
+        older: true,
+    };
+    let reason = body.reason.unwrap_or_else(|| "no reason given".into());
+    Json(hook.engine.reject(&body.env, &who, &reason, choice)).into_response()
 }
 
 /// Sends every notable release state change to the config's `[[notify]]` URLs.

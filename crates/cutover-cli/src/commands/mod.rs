@@ -9,4 +9,5 @@ pub mod pipeline;
 pub mod prune;
 pub mod publish;
 pub mod read;
+pub mod token;
 pub mod watch;

@@ -13,6 +13,7 @@
 mod bad_input;
 mod container_support;
 mod containers;
+mod pipeline;
 mod resilience;
 mod support;
 mod walk;
