@@ -171,24 +171,29 @@ struct TokenGate {
     reason: Option<String>,
 }
 
-fn bearer_owner(hook: &WebhookState, headers: &HeaderMap) -> Result<String, Response> {
+/// Whose bearer token the request carries, if a valid one.
+fn bearer_owner(hook: &WebhookState, headers: &HeaderMap) -> Option<String> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .unwrap_or_default();
-    match hook.engine.with_ledger(|l| l.token_owner(token)) {
-        Ok(Some(name)) if !token.is_empty() => Ok(name),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({
-                "error": "no valid API token",
-                "hint": "send `Authorization: Bearer <token>`; a token is issued with `cutover token create NAME`"
-            })),
-        )
-            .into_response()),
-    }
+        .filter(|t| !t.is_empty())?;
+    hook.engine
+        .with_ledger(|l| l.token_owner(token))
+        .ok()
+        .flatten()
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(serde_json::json!({
+            "error": "no valid API token",
+            "hint": "send `Authorization: Bearer <token>`; a token is issued with `cutover token create NAME`"
+        })),
+    )
+        .into_response()
 }
 
 async fn approve_with_token(
@@ -196,9 +201,8 @@ async fn approve_with_token(
     headers: HeaderMap,
     Json(body): Json<TokenGate>,
 ) -> Response {
-    let who = match bearer_owner(&hook, &headers) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(who) = bearer_owner(&hook, &headers) else {
+        return unauthorized();
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
@@ -215,9 +219,8 @@ async fn reject_with_token(
     headers: HeaderMap,
     Json(body): Json<TokenGate>,
 ) -> Response {
-    let who = match bearer_owner(&hook, &headers) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let Some(who) = bearer_owner(&hook, &headers) else {
+        return unauthorized();
     };
     let choice = cutover_engine::GateChoice {
         release: body.release,
