@@ -43,7 +43,7 @@ build_release() {
 # target dir cannot swap them mid-run. The scripts remove $BIN_SNAP on exit.
 snapshot_binaries() {
     BIN_SNAP="$(mktemp -d /tmp/cutover-bench-bin.XXXXXX)"
-    BUILD_GIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$( [ -n "$(git -C "$ROOT" status --porcelain -uno 2>/dev/null)" ] && echo ' + uncommitted changes')"
+    BUILD_GIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$( [ -n "$(git -C "$ROOT" status --porcelain -uno 2>/dev/null)" ] && echo ' + uncommitted changes' || true)"
     cp "$CUTOVER" "$BIN_SNAP/cutover"
     cp "$TASKS_BIN" "$BIN_SNAP/tasks-app"
     CUTOVER="$BIN_SNAP/cutover"

@@ -5,7 +5,7 @@ use crate::git::{git, Repo};
 use crate::store::{manifest_digest, Artifact, ArtifactStore, FileEntry, ImageArtifact};
 use cutover_config::{Config, CONFIG_FILE};
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -254,25 +254,7 @@ fn forward_lines(
     stream: impl Read + Send + 'static,
     tx: mpsc::Sender<String>,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stream);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    if tx
-                        .send(line.trim_end_matches(['\n', '\r']).to_string())
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-    })
+    std::thread::spawn(move || cutover_daemon::send_lines(stream, tx))
 }
 
 /// Never part of an artifact.

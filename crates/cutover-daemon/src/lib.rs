@@ -256,6 +256,29 @@ pub fn prepare_socket_dir(socket: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Sends each line of `stream` (without its line ending; invalid UTF-8 replaced) to `tx`
+/// until the stream ends or nobody listens. For pumping a child's output.
+pub fn send_lines(stream: impl io::Read, tx: std::sync::mpsc::Sender<String>) {
+    use io::BufRead;
+    let mut reader = io::BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                if tx
+                    .send(line.trim_end_matches(['\n', '\r']).to_string())
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Reads a pid file; `None` if it is missing or not a number.
 pub fn read_pid(path: &Path) -> Option<u32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()

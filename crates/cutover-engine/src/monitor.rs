@@ -76,19 +76,13 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             }
             for (i, instance) in instances.iter().enumerate() {
                 if let Some(exit) = self.exited(instance).await {
-                    let logs = self
-                        .inner
-                        .runtime
-                        .logs(&instance.id, 20)
-                        .await
-                        .unwrap_or_default();
-                    break 'watch Some(Failure {
-                        message: format!(
-                            "instance {} {exit} during the monitor window",
-                            instance.id
-                        ),
-                        logs,
-                    });
+                    break 'watch Some(
+                        self.failure_of(
+                            instance,
+                            format!("instance {} {exit} during the monitor window", instance.id),
+                        )
+                        .await,
+                    );
                 }
                 match self.inner.prober.probe(instance.address, &check).await {
                     Ok(()) => fails[i] = 0,
@@ -103,13 +97,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                             ),
                         );
                         if fails[i] >= h.unhealthy_threshold {
-                            let logs = self
-                                .inner
-                                .runtime
-                                .logs(&instance.id, 20)
-                                .await
-                                .unwrap_or_default();
-                            break 'watch Some(Failure { message: format!("failed {} health checks in a row during the monitor window; last: {f}", fails[i]), logs });
+                            let message = format!(
+                                "failed {} health checks in a row during the monitor window; last: {f}",
+                                fails[i]
+                            );
+                            break 'watch Some(self.failure_of(instance, message).await);
                         }
                     }
                 }

@@ -952,19 +952,12 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                     continue;
                 }
                 if let Some(exit) = self.exited(instance).await {
-                    let logs = self
-                        .inner
-                        .runtime
-                        .logs(&instance.id, LOG_LINES)
-                        .await
-                        .unwrap_or_default();
-                    return Err(Failure {
-                        message: format!(
-                            "instance {} {exit} before it became healthy",
-                            instance.id
-                        ),
-                        logs,
-                    });
+                    return Err(self
+                        .failure_of(
+                            instance,
+                            format!("instance {} {exit} before it became healthy", instance.id),
+                        )
+                        .await);
                 }
                 match self.inner.prober.probe(instance.address, &check).await {
                     Ok(()) => {
@@ -988,34 +981,26 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                         // that does not answer yet has until the deadline.
                         answered_fails[i] = if f.answered { answered_fails[i] + 1 } else { 0 };
                         if answered_fails[i] >= h.unhealthy_threshold {
-                            let logs = self
-                                .inner
-                                .runtime
-                                .logs(&instance.id, LOG_LINES)
-                                .await
-                                .unwrap_or_default();
-                            return Err(Failure {
-                                message: format!(
-                                    "health check failed {} times in a row: {f}",
-                                    answered_fails[i]
-                                ),
-                                logs,
-                            });
+                            return Err(self
+                                .failure_of(
+                                    instance,
+                                    format!(
+                                        "health check failed {} times in a row: {f}",
+                                        answered_fails[i]
+                                    ),
+                                )
+                                .await);
                         }
                         if Instant::now() >= deadline {
-                            let logs = self
-                                .inner
-                                .runtime
-                                .logs(&instance.id, LOG_LINES)
-                                .await
-                                .unwrap_or_default();
-                            return Err(Failure {
-                                message: format!(
+                            return Err(self
+                                .failure_of(
+                                    instance,
+                                    format!(
                                     "health check failed: no healthy response within {}; last: {f}",
                                     cutover_config::format_duration(h.deadline)
                                 ),
-                                logs,
-                            });
+                                )
+                                .await);
                         }
                     }
                 }
@@ -1025,6 +1010,17 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             }
             tokio::time::sleep(h.interval).await;
         }
+    }
+
+    /// A failure of `instance`, with its last lines of output.
+    pub(crate) async fn failure_of(&self, instance: &InstanceInfo, message: String) -> Failure {
+        let logs = self
+            .inner
+            .runtime
+            .logs(&instance.id, LOG_LINES)
+            .await
+            .unwrap_or_default();
+        Failure { message, logs }
     }
 
     /// How an instance stopped running, if it did: a crash, even one its supervisor restarted.

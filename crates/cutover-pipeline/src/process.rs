@@ -5,7 +5,7 @@
 use crate::{CheckEvent, CheckResult, CheckStatus};
 use cutover_config::Check;
 use std::fs::File;
-use std::io::{BufRead, BufReader, LineWriter, Write};
+use std::io::{LineWriter, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -100,7 +100,7 @@ fn execute(
     let pgid = child.id();
 
     let (line_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || read_lines(read_end, line_tx));
+    std::thread::spawn(move || cutover_daemon::send_lines(read_end, line_tx));
     let mut forward = |line: String| {
         let _ = writeln!(log, "{line}");
         let _ = events.send(CheckEvent::Output {
@@ -182,26 +182,6 @@ fn pump(
         }
         Err(RecvTimeoutError::Timeout) => true,
         Err(RecvTimeoutError::Disconnected) => false,
-    }
-}
-
-fn read_lines(stream: File, tx: Sender<String>) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                if tx
-                    .send(line.trim_end_matches(['\n', '\r']).to_string())
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
     }
 }
 
