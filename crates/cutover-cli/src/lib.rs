@@ -43,6 +43,12 @@ enum Command {
     /// Push a version's image to the registry and record its digest.
     Publish(commands::publish::PublishArgs),
     /// Build (if needed), deploy, health-check and cut over an environment.
+    #[command(
+        after_help = "Examples:\n  cutover deploy staging                    HEAD, built once if needed\n  \
+cutover deploy staging --env BREAK=1      a one-off setting, recorded in the release\n  \
+cutover deploy production --version 9f3a2c1   an artifact already built, never rebuilt\n\n\
+Exit codes: 0 live · 1 refused, nothing changed · 3 the new version failed and the previous one serves · 4 restoring failed too"
+    )]
     Deploy(commands::deploy::DeployArgs),
     /// The pipeline: checks → build → publish → staging → (approval) → production.
     #[command(subcommand)]
@@ -65,6 +71,11 @@ enum Command {
     /// Stop the deploy in flight in an environment; the known-good keeps serving.
     Abort(commands::gate::EnvArgs),
     /// Go back to the previous known-good release (or the one given with --to).
+    #[command(
+        after_help = "A rollback is a new release of a known-good artifact and config; inside the monitor \
+window it is a switch to the still-warm previous instances. A second rollback walks further back.\n\n\
+Examples:\n  cutover rollback staging\n  cutover rollback production --to 7        release 7 (see `cutover history production`)"
+    )]
     Rollback(commands::deploy::RollbackArgs),
     /// What is live in each environment, since when, and which instances serve it.
     Status(commands::read::StatusArgs),
