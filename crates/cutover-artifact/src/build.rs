@@ -104,7 +104,7 @@ pub fn build(
                 .ok_or_else(|| ArtifactError::NoConfig {
                     what: format!("commit {short}"),
                 })?;
-        (text, format!("{short}:{CONFIG_FILE}"), sha.clone())
+        (text, cutover_config::committed_origin(&sha), sha.clone())
     };
     let config = Config::parse(&config_text, &origin)?;
     let app = config.app.name.to_string();

@@ -23,6 +23,11 @@ use std::time::Duration;
 /// The conventional name of the config file.
 pub const CONFIG_FILE: &str = "cutover.toml";
 
+/// How errors name the config committed in `version`: git's `<sha>:cutover.toml`, shortened.
+pub fn committed_origin(version: &str) -> String {
+    format!("{}:{CONFIG_FILE}", &version[..version.len().min(12)])
+}
+
 /// Environment variables cutover sets on every instance (besides the `port_env` one); config
 /// may not set them.
 pub const RESERVED_ENV: &[&str] = &[

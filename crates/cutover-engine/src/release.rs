@@ -44,7 +44,7 @@ pub(crate) fn send(progress: &ProgressTx, p: Progress) {
 pub(crate) fn parse_config(release: &Release) -> Result<Config, String> {
     Config::parse(
         &release.snapshot.config_text,
-        &format!("cutover.toml@{}", release.short_version()),
+        &cutover_config::committed_origin(&release.version),
     )
     .map_err(|e| e.to_string())
 }
@@ -81,7 +81,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         };
         let config = match Config::parse(
             &artifact.config_text,
-            &format!("cutover.toml@{}", short(&req.version)),
+            &cutover_config::committed_origin(&req.version),
         ) {
             Ok(c) => c,
             Err(e) => {

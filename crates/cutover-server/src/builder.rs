@@ -149,7 +149,7 @@ pub async fn publish(
 ) -> anyhow::Result<Artifact> {
     let config = Config::parse(
         &artifact.config_text,
-        &format!("cutover.toml@{}", short(&artifact.version)),
+        &cutover_config::committed_origin(&artifact.version),
     )?;
     let Some(registry) = &config.registry else {
         return Err(Refusal {

@@ -224,13 +224,21 @@ async fn stages(
     }
 }
 
-/// Environments with their `requires` first; among equals, by name.
+/// Environments with their `requires` first; among equals, those with `approval = "auto"`
+/// before manual ones (a run stops at the first manual gate, which must not keep it from
+/// environments that need no person), then by name.
 fn deploy_order(config: &Config) -> Vec<String> {
     let mut done: Vec<String> = Vec::new();
     while done.len() < config.environments.len() {
-        let next = config.environments.iter().find(|(name, env)| {
+        let ready = |(name, env): &(&String, &cutover_config::Environment)| {
             !done.contains(name) && env.requires.iter().all(|r| done.contains(r))
-        });
+        };
+        let next = config
+            .environments
+            .iter()
+            .filter(ready)
+            .find(|(_, env)| env.approval == cutover_config::Approval::Auto)
+            .or_else(|| config.environments.iter().find(ready));
         match next {
             Some((name, _)) => done.push(name.clone()),
             None => break, // config validation refuses cycles; stop rather than loop
@@ -402,7 +410,7 @@ fn commit_config(root: &std::path::Path, rev: &str) -> Result<(String, Config), 
         .resolve(rev)
         .map_err(|e| Outcome::refused(e.to_string(), None))?;
     let config = match repo.show_file(&sha, CONFIG_FILE) {
-        Ok(Some(text)) => Config::parse(&text, &format!("{}:{CONFIG_FILE}", short(&sha)))
+        Ok(Some(text)) => Config::parse(&text, &cutover_config::committed_origin(&sha))
             .map_err(|e| Outcome::refused(e.to_string(), None))?,
         Ok(None) => {
             return Err(Outcome::refused(

@@ -98,10 +98,7 @@ async fn gate_on_checks(
     let Some(text) = repo.show_file(&sha, cutover_config::CONFIG_FILE)? else {
         return Ok(());
     };
-    let config = cutover_config::Config::parse(
-        &text,
-        &format!("cutover.toml@{}", crate::output::short(&sha)),
-    )?;
+    let config = cutover_config::Config::parse(&text, &cutover_config::committed_origin(&sha))?;
     if config.pipeline.checks.is_empty() || dirty {
         return Ok(());
     }

@@ -87,7 +87,7 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
     };
     let config = Config::parse(
         &artifact.config_text,
-        &format!("cutover.toml@{}", short(&artifact.version)),
+        &cutover_config::committed_origin(&artifact.version),
     )?;
     let env_cfg = config.environment(&args.env)?;
     // A container environment pulls the image by its registry digest: publish it first, once.
@@ -157,7 +157,7 @@ pub async fn rollback(
         .await?;
     let config = Config::parse(
         &target.config_text,
-        &format!("cutover.toml@{}", short(&target.release.version)),
+        &cutover_config::committed_origin(&target.release.version),
     )
     .context("the rollback target's committed config")?;
     let secrets: BTreeMap<String, String> = config.resolve_secrets(&ctx.root)?;
