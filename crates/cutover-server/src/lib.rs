@@ -241,6 +241,11 @@ async fn serve(state: StateDir) -> i32 {
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = std::fs::remove_file(&socket);
+    // The socket folder goes too once the proxies' sockets are gone (remove_dir keeps a
+    // folder that is not empty).
+    if let Some(dir) = socket.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
     match result {
         Ok(()) => 0,
         Err(e) => {

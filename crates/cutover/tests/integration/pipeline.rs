@@ -488,10 +488,14 @@ fn promote_ships_the_digest_live_in_staging_and_requires_refuses_what_never_pass
 
 #[test]
 fn abort_during_verifying_ends_the_deploy_and_the_known_good_keeps_serving() {
-    // A long health deadline: a version that never becomes healthy would verify for a minute.
+    // A long health deadline and a patient health check: a version that answers 500 would
+    // verify for a minute and a half.
     let pipe = Pipe::with(
         |s| {
-            s.health = s.health.replace("deadline = \"5s\"", "deadline = \"90s\"");
+            s.health = s
+                .health
+                .replace("deadline = \"5s\"", "deadline = \"90s\"")
+                .replace("unhealthy_threshold = 3", "unhealthy_threshold = 100000");
         },
         "",
         "",
@@ -521,7 +525,7 @@ fn abort_during_verifying_ends_the_deploy_and_the_known_good_keeps_serving() {
     let abort = pipe.run_env(&["abort", "staging"], &[("CUTOVER_USER", "dave")]);
     let run = wait_run(deploy);
     let ended = asked.elapsed();
-    abort.expect(0);
+    assert_eq!(abort.code, 0, "{abort:?}\n{run:?}");
     let run = run.expect(3);
     assert!(
         ended < Duration::from_secs(20),
@@ -639,6 +643,9 @@ fn webhook_deliveries_signed_right_run_the_pipeline_and_nothing_else_does() {
     no_run("bad and foreign deliveries");
 
     // Signed right: 202, and the pipeline runs to staging (production waits for a person).
+    // Production has no `requires` here: the run must still reach staging rather than stop at
+    // production's gate first (regression: environments were taken by name, "production"
+    // before "staging", and the run parked there without ever deploying staging).
     let (status, answer) = deliver(hook, secret, "push", "d-6", &body);
     assert_eq!(status, 202, "{answer}");
     poll(RUN_LIMIT, "staging to be live by the webhook", || {
