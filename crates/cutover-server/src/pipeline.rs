@@ -44,7 +44,12 @@ impl RunLog {
     fn line(&self, p: Progress) {
         if let Ok(mut guard) = self.file.lock() {
             if let Some(f) = guard.as_mut() {
-                let _ = serde_json::to_writer(&mut *f, &p);
+                // Kept events carry their time, so a run's stages can be timed afterwards.
+                let mut event = serde_json::to_value(&p).unwrap_or_default();
+                if let Some(map) = event.as_object_mut() {
+                    map.insert("at".into(), chrono::Utc::now().to_rfc3339().into());
+                }
+                let _ = serde_json::to_writer(&mut *f, &event);
                 let _ = f.write_all(b"\n");
             }
         }
