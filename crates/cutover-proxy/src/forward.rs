@@ -8,11 +8,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::request::Parts;
+use hyper::http::uri::{self, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -20,8 +19,10 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::routes::{InflightGuard, Routes};
 
-pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
-type UpstreamClient = Client<HttpConnector, ProxyBody>;
+/// What is sent upstream: nothing (a request without a body, which can be sent again) or the
+/// client's body streamed through. No boxing per request.
+type UpstreamBody = Either<Empty<Bytes>, Incoming>;
+type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -72,15 +73,16 @@ impl Forwarder {
         }
     }
 
+    /// `client_ip` is the client's address as a header value, made once per connection.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client_ip: &HeaderValue,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let (mut parts, body) = request.into_parts();
         // Without a body the request can be rebuilt, so it can be sent a second time.
         let retryable = is_idempotent(&parts.method) && body.is_end_stream();
-        prepare_request_headers(&mut parts.headers, peer);
+        prepare_request_headers(&mut parts.headers, client_ip);
 
         let Some(guard) = self.routes.pick(None) else {
             return Ok(text(
@@ -88,29 +90,40 @@ impl Forwarder {
                 format!("no version of the app is live in {}\n", self.env),
             ));
         };
-        let body = if retryable {
-            empty()
-        } else {
-            body.boxed_unsync()
-        };
-        let first = self.send(&self.pooled, &parts, guard.addr, body).await;
-        let (error, addr) = match first {
-            Ok(response) => return Ok(relay(response, guard)),
-            Err(_) if retryable => {
-                let failed = guard.addr;
-                drop(guard);
-                let Some(guard) = self.routes.pick(Some(failed)) else {
-                    return Ok(text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("no version of the app is live in {}\n", self.env),
-                    ));
-                };
-                match self.send(&self.fresh, &parts, guard.addr, empty()).await {
-                    Ok(response) => return Ok(relay(response, guard)),
-                    Err(error) => (error, guard.addr),
+        let path = path_and_query(&parts.uri);
+        let (error, addr) = if retryable {
+            let headers = parts.headers.clone();
+            let first = self.send(&self.pooled, &parts.method, &path, headers, &guard, empty());
+            match first.await {
+                Ok(response) => return Ok(relay(response, guard)),
+                Err(_) => {
+                    let failed = guard.addr;
+                    drop(guard);
+                    let Some(guard) = self.routes.pick(Some(failed)) else {
+                        return Ok(text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("no version of the app is live in {}\n", self.env),
+                        ));
+                    };
+                    let headers = std::mem::take(&mut parts.headers);
+                    let again =
+                        self.send(&self.fresh, &parts.method, &path, headers, &guard, empty());
+                    match again.await {
+                        Ok(response) => return Ok(relay(response, guard)),
+                        Err(error) => (error, guard.addr),
+                    }
                 }
             }
-            Err(error) => (error, guard.addr),
+        } else {
+            let headers = std::mem::take(&mut parts.headers);
+            let body = Either::Right(body);
+            match self
+                .send(&self.pooled, &parts.method, &path, headers, &guard, body)
+                .await
+            {
+                Ok(response) => return Ok(relay(response, guard)),
+                Err(error) => (error, guard.addr),
+            }
         };
         match error {
             SendError::BadTarget => Ok(text(
@@ -136,29 +149,32 @@ impl Forwarder {
     async fn send(
         &self,
         client: &UpstreamClient,
-        parts: &Parts,
-        addr: SocketAddr,
-        body: ProxyBody,
+        method: &Method,
+        path: &PathAndQuery,
+        headers: HeaderMap,
+        guard: &InflightGuard,
+        body: UpstreamBody,
     ) -> Result<Response<Incoming>, SendError> {
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .filter(|p| p.starts_with('/'))
-            .unwrap_or("/");
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(addr.to_string())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| SendError::BadTarget)?;
+        let mut target = uri::Parts::default();
+        target.scheme = Some(Scheme::HTTP);
+        target.authority = Some(guard.authority.clone());
+        target.path_and_query = Some(path.clone());
+        let uri = Uri::from_parts(target).map_err(|_| SendError::BadTarget)?;
         let mut request = Request::new(body);
-        *request.method_mut() = parts.method.clone();
+        *request.method_mut() = method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() = headers;
         client.request(request).await.map_err(SendError::Upstream)
     }
+}
+
+/// The request target sent upstream: the client's path and query (origin form), else "/".
+fn path_and_query(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query()
+        .filter(|p| p.as_str().starts_with('/'))
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
 }
 
 enum SendError {
@@ -173,18 +189,12 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn empty() -> ProxyBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
+fn empty() -> UpstreamBody {
+    Either::Left(Empty::new())
 }
 
 fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut response = Response::new(ProxyBody::Text(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -220,21 +230,28 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-fn prepare_request_headers(headers: &mut HeaderMap, peer: SocketAddr) {
+/// The client's address as an `X-Forwarded-For` entry (made once per client connection).
+pub(crate) fn client_ip_header(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(peer.ip().to_canonical().to_string()))
+        .expect("an IP address is a valid header value")
+}
+
+fn prepare_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     strip_hop_by_hop(headers);
-    let client_ip = peer.ip().to_canonical().to_string();
     let previous: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let forwarded_for = if previous.is_empty() {
-        client_ip
+    if previous.is_empty() {
+        // The common case: no allocation, the value is shared with the connection.
+        headers.insert(X_FORWARDED_FOR, client_ip.clone());
     } else {
-        format!("{}, {client_ip}", previous.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
+        let client_ip = client_ip.to_str().unwrap_or_default();
+        let forwarded_for = format!("{}, {client_ip}", previous.join(", "));
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
@@ -249,12 +266,53 @@ fn relay(response: Response<Incoming>, guard: InflightGuard) -> Response<ProxyBo
         inner: body,
         guard: Some(guard),
     };
-    Response::from_parts(parts, body.boxed_unsync())
+    Response::from_parts(parts, ProxyBody::Upstream(body))
+}
+
+/// What the proxy answers with: the upstream's body, or a short text of its own. An enum, not a
+/// box: no allocation per response.
+pub(crate) enum ProxyBody {
+    Upstream(TrackedBody),
+    Text(Full<Bytes>),
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Text(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Text(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Text(body) => body.size_hint(),
+        }
+    }
 }
 
 /// A response body streamed from the upstream; the request counts as in flight until the body
 /// has been sent in full or dropped.
-struct TrackedBody {
+pub(crate) struct TrackedBody {
     inner: Incoming,
     guard: Option<InflightGuard>,
 }
@@ -299,7 +357,8 @@ mod tests {
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         headers.insert("x-app", HeaderValue::from_static("kept"));
-        prepare_request_headers(&mut headers, SocketAddr::from(([127, 0, 0, 1], 5000)));
+        let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
+        prepare_request_headers(&mut headers, &client_ip_header(peer));
         assert!(headers.get(header::CONNECTION).is_none());
         assert!(headers.get("x-secret").is_none());
         assert!(headers.get("keep-alive").is_none());

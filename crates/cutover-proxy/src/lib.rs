@@ -13,6 +13,7 @@ mod routes;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,20 +128,99 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProxyE
 }
 
 /// Runs the proxy until it is told to shut down (admin `shutdown`, SIGTERM or SIGINT). Builds
-/// its own tokio runtime.
+/// its own tokio runtimes: one single-threaded runtime per serving thread (see [`serve`]).
 pub fn run(options: ProxyOptions) -> Result<(), ProxyError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(format!("proxy-{}", options.env))
-        .build()
-        .map_err(io_error("could not start the async runtime"))?;
-    let result = runtime.block_on(serve(options));
+    let runtime =
+        single_threaded_runtime().map_err(io_error("could not start the async runtime"))?;
+    let mut workers = Vec::new();
+    let result = runtime.block_on(serve(options, &mut workers));
     // Drops what is left (idle admin connections, stuck requests past the grace period).
     runtime.shutdown_timeout(Duration::from_secs(1));
+    for worker in workers {
+        let _ = worker.join();
+    }
     result
 }
 
-async fn serve(options: ProxyOptions) -> Result<(), ProxyError> {
+fn single_threaded_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
+/// How many threads serve client connections: `TOKIO_WORKER_THREADS` if set (as for tokio's
+/// default runtime), else one per core.
+fn serving_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Starts the extra serving threads (the calling thread serves too): each one accepts from the
+/// same listening socket and forwards with its own upstream connection pool on its own
+/// single-threaded runtime, so a request, its upstream connection and their wakeups stay on
+/// one thread (no work stealing, no cross-thread wakeups, no contended pool lock), as in
+/// nginx's workers. Each sends on its `done` channel once its connections have finished.
+fn start_serving_threads(
+    listener: &TcpListener,
+    count: usize,
+    env: &str,
+    routes: &Arc<Routes>,
+    shutdown: &watch::Receiver<bool>,
+    workers: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+    let mut done = Vec::new();
+    for i in 1..count {
+        // The same listening socket (a duplicated descriptor), registered with another runtime.
+        let listener = match listener.as_fd().try_clone_to_owned() {
+            Ok(fd) => std::net::TcpListener::from(fd),
+            Err(e) => {
+                eprintln!("edge proxy for {env}: serving with {i} threads: {e}");
+                break;
+            }
+        };
+        let forwarder = Arc::new(Forwarder::new(env.to_string(), routes.clone()));
+        let shutdown = shutdown.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("proxy-{env}-{i}"))
+            .spawn(move || {
+                let runtime = match single_threaded_runtime() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        eprintln!("edge proxy: a serving thread could not start: {e}");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => accept_until_shutdown(listener, forwarder, shutdown).await,
+                        Err(e) => eprintln!("edge proxy: a serving thread could not start: {e}"),
+                    }
+                });
+                let _ = done_tx.send(());
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            });
+        match spawned {
+            Ok(handle) => {
+                workers.push(handle);
+                done.push(done_rx);
+            }
+            Err(e) => {
+                eprintln!("edge proxy for {env}: serving with {i} threads: {e}");
+                break;
+            }
+        }
+    }
+    done
+}
+
+async fn serve(
+    options: ProxyOptions,
+    workers: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<(), ProxyError> {
     let listener =
         TcpListener::bind(options.listen)
             .await
@@ -205,8 +285,19 @@ async fn serve(options: ProxyOptions) -> Result<(), ProxyError> {
         describe(&initial.upstreams)
     );
 
+    let done = start_serving_threads(
+        &listener,
+        serving_threads(),
+        &options.env,
+        &routes,
+        &shutdown_rx,
+        workers,
+    );
     let forwarder = Arc::new(Forwarder::new(options.env.clone(), routes));
     accept_until_shutdown(listener, forwarder, shutdown_rx).await;
+    for finished in done {
+        let _ = finished.await;
+    }
 
     admin_task.abort();
     let _ = std::fs::remove_file(&options.admin_socket);
@@ -257,9 +348,11 @@ async fn connection(
     _alive: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let client_ip = forward::client_ip_header(peer);
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
-        async move { forwarder.handle(request, peer).await }
+        let client_ip = client_ip.clone();
+        async move { forwarder.handle(request, &client_ip).await }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use hyper::http::uri::Authority;
 use serde::{Deserialize, Serialize};
 
 /// What the proxy keeps on disk (and what one `set` installs).
@@ -42,6 +43,8 @@ impl RoutesFile {
 
 struct Upstream {
     addr: SocketAddr,
+    /// `addr` as the authority of request URIs, made once per table rather than per request.
+    authority: Authority,
     inflight: Arc<AtomicU64>,
 }
 
@@ -54,6 +57,7 @@ struct Table {
 #[derive(Debug)]
 pub(crate) struct InflightGuard {
     pub addr: SocketAddr,
+    pub authority: Authority,
     counter: Arc<AtomicU64>,
 }
 
@@ -99,8 +103,11 @@ impl Routes {
                 continue;
             }
             let inflight = counters.entry(*addr).or_default().clone();
+            let authority = Authority::try_from(addr.to_string())
+                .expect("a socket address is a valid URI authority");
             upstreams.push(Upstream {
                 addr: *addr,
+                authority,
                 inflight,
             });
         }
@@ -125,12 +132,18 @@ impl Routes {
     /// counts the request in flight. `None` when no upstream is routed.
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<InflightGuard> {
         loop {
-            let table = self.table.load_full();
+            // `load` (not `load_full`): no reference count shared by all threads on the hot path.
+            let table = self.table.load();
             let len = table.upstreams.len();
             if len == 0 {
                 return None;
             }
-            let mut i = self.next.fetch_add(1, Ordering::Relaxed) % len;
+            // One upstream (the usual case): no shared round-robin counter to bounce between cores.
+            let mut i = if len == 1 {
+                0
+            } else {
+                self.next.fetch_add(1, Ordering::Relaxed) % len
+            };
             if len > 1 && Some(table.upstreams[i].addr) == avoid {
                 i = (i + 1) % len;
             }
@@ -138,11 +151,12 @@ impl Routes {
             upstream.inflight.fetch_add(1, Ordering::SeqCst);
             let guard = InflightGuard {
                 addr: upstream.addr,
+                authority: upstream.authority.clone(),
                 counter: upstream.inflight.clone(),
             };
             // If a swap happened between the load and the increment, a drain may already have
             // seen zero for this upstream: pick again from the new table.
-            if Arc::ptr_eq(&table, &self.table.load()) {
+            if Arc::ptr_eq(&*table, &*self.table.load()) {
                 return Some(guard);
             }
         }
