@@ -1200,3 +1200,67 @@ fn the_test_hmac_matches_rfc_4231() {
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
 }
+
+#[test]
+fn a_person_approves_over_http_with_their_token_and_nobody_without_one() {
+    let hook: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let rest =
+        format!("[webhook]\nsecret = {{ env = \"LAB_WEBHOOK_SECRET\" }}\nlisten = \"{hook}\"\n");
+    let pipe = Pipe::with(
+        |_| {},
+        "",
+        "approval = \"manual\"",
+        &rest,
+        &[("LAB_WEBHOOK_SECRET", "lab-secret")],
+    );
+    let v1 = pipe.head();
+    pipe.run(&["pipeline", "run"]).expect(0);
+    poll(Duration::from_secs(30), "the HTTP listener", || {
+        TcpStream::connect_timeout(&hook, Duration::from_secs(1)).ok()
+    });
+    let body = br#"{"env":"production"}"#;
+    let json = ("Content-Type", "application/json");
+
+    // No token, or a made-up one: 401 and nothing ships.
+    let (status, answer) = post_raw(hook, "/v1/approve", &[json], body).unwrap();
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("cutover token create"), "{answer}");
+    let forged = ("Authorization", "Bearer cut_not-a-real-token");
+    let (status, answer) = post_raw(hook, "/v1/approve", &[json, forged], body).unwrap();
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(pipe.production_serving(), None);
+
+    // dave's token ships it, and the ledger says dave approved.
+    let token = pipe
+        .run(&["token", "create", "dave"])
+        .expect(0)
+        .stdout
+        .trim()
+        .to_string();
+    assert!(token.starts_with("cut_"), "{token:?}");
+    let bearer = format!("Bearer {token}");
+    let (status, answer) = post_raw(
+        hook,
+        "/v1/approve",
+        &[json, ("Authorization", &bearer)],
+        body,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"exit_code\":0"), "{answer}");
+    pipe.wait_production(&v1);
+    let id = release_id(&pipe.history_of("production")[0]);
+    let shown = pipe.run(&["show", &id, "--json"]).expect(0).json();
+    assert_eq!(shown["release"]["approved_by"], "dave", "{shown:#}");
+
+    // A revoked token approves nothing more.
+    pipe.run(&["token", "revoke", "dave"]).expect(0);
+    let (status, _) = post_raw(
+        hook,
+        "/v1/approve",
+        &[json, ("Authorization", &bearer)],
+        body,
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+}
