@@ -350,6 +350,14 @@ fn classify_registry_error(registry: &str, reference: &str, message: String) -> 
             reference: reference.to_string(),
             detail: message,
         }
+    } else if any(&["405", "method not allowed", "read-only", "readonly"]) {
+        DockerError::Registry {
+            registry: registry.to_string(),
+            detail: format!(
+                "it refused {reference} ({message})\n  hint: the registry does not accept pushes \
+                 (read-only or maintenance mode, or a mirror); publish to a registry that does"
+            ),
+        }
     } else {
         DockerError::Registry {
             registry: registry.to_string(),

@@ -203,6 +203,45 @@ async fn push_to_an_unreachable_registry_says_so() {
 }
 
 #[tokio::test]
+async fn a_registry_that_refuses_the_push_is_named_and_nothing_is_recorded() {
+    let engine = require!(engine().await);
+    let dir = tempfile::tempdir().unwrap();
+    let readonly = "  maintenance:\n    readonly:\n      enabled: true\n";
+    let (mut child, addr) = match spawn_registry_with(dir.path(), readonly) {
+        Ok(found) => found,
+        Err(reason) => return skip(&reason),
+    };
+    let t = token("push-refused");
+    let mut clean = Cleanup::new(&engine, &t);
+    let repo = format!("{addr}/cutover-test-{t}");
+    let tag = format!("{repo}:v1");
+    clean.images.push(tag.clone());
+    build_app(&engine, &t, std::slice::from_ref(&tag)).await;
+    let err = push(&engine, &repo, "v1", None, &mut |_| {})
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !matches!(err, DockerError::RegistryUnreachable { .. }),
+        "refused is not unreachable: {msg}"
+    );
+    assert!(msg.contains(&addr), "the error names the registry: {msg}");
+    assert!(
+        msg.contains("does not accept pushes"),
+        "the error says what happened: {msg}"
+    );
+    assert_eq!(
+        registry_digest(&addr, &format!("cutover-test-{t}"), "v1", None)
+            .await
+            .ok()
+            .flatten(),
+        None
+    );
+}
+
+#[tokio::test]
 async fn pulling_a_digest_the_registry_does_not_have_is_not_found() {
     let engine = require!(engine().await);
     let reg = require!(registry());

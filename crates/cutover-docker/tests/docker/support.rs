@@ -113,6 +113,11 @@ pub fn registry_binary() -> Option<PathBuf> {
 
 /// Starts a registry serving `dir` on a free port; the caller owns the child.
 pub fn spawn_registry(dir: &Path) -> Result<(Child, String), String> {
+    spawn_registry_with(dir, "")
+}
+
+/// [`spawn_registry`] with more keys under `storage:` (two-space indented YAML lines).
+pub fn spawn_registry_with(dir: &Path, storage_extra: &str) -> Result<(Child, String), String> {
     let bin = registry_binary().ok_or_else(|| {
         "the `docker-registry` binary is missing (apt-get install -y docker-registry)".to_string()
     })?;
@@ -120,7 +125,7 @@ pub fn spawn_registry(dir: &Path) -> Result<(Child, String), String> {
     let addr = format!("127.0.0.1:{port}");
     std::fs::create_dir_all(dir.join("storage")).map_err(|e| e.to_string())?;
     let config = format!(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n{storage_extra}http:\n  addr: {addr}\n",
         dir.join("storage").display()
     );
     let config_path = dir.join("config.yml");
