@@ -539,16 +539,7 @@ pub fn http_request(
     stream.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no complete response: {text:?}")))?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head:?}")))?;
-    Ok((status, head.to_string(), body.to_string()))
+    crate::support::split_response(&raw)
 }
 
 /// Returns from the test when the expression is `None` (a skip has been printed).

@@ -994,31 +994,7 @@ fn bad_pipeline_config_is_refused_naming_the_field_and_changes_nothing() {
 // ---------------------------------------------------------------------------------------------
 
 fn git_in(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.email=upstream@example.com",
-            "-c",
-            "user.name=Upstream",
-        ])
-        .args([
-            "-c",
-            "commit.gpgsign=false",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    git_as("Upstream", "upstream@example.com", dir, args)
 }
 
 /// One POST over a fresh TCP connection: (status, body).
@@ -1052,14 +1028,8 @@ fn http_exchange(
     stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad answer: {text:?}")))?;
-    Ok((status, rest.to_string()))
+    let (status, _head, body) = split_response(&raw)?;
+    Ok((status, body))
 }
 
 /// POSTs JSON to the server's local API (its unix socket, found as cutover finds it).
