@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use cutover_config::{Approval, Config, Environment};
+use cutover_config::{Approval, Environment};
 use cutover_ledger::{Release, ReleaseState};
 use cutover_runtime::Runtime;
 
@@ -25,7 +25,6 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     pub(crate) fn check_gates(
         &self,
         req: &DeployRequest,
-        config: &Config,
         env_cfg: &Environment,
     ) -> Result<(), Outcome> {
         let env = &req.env;
@@ -61,7 +60,6 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         if env_cfg.approval == Approval::Manual && req.is_person() {
             self.may_approve(&req.requested_by, req.author.as_deref(), env, env_cfg)?;
         }
-        let _ = config;
         Ok(())
     }
 
@@ -286,21 +284,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
 
     /// Stops the deploy in flight in `env`; the known-good keeps (or resumes) serving.
     pub fn abort(&self, env: &str, by: &str) -> Outcome {
-        let holder = self
-            .inner
-            .holders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(env)
-            .cloned();
+        let holder = self.holder(env);
         let Some(holder) = holder else {
             return Outcome::refused(format!("no deploy is in flight in {env}"), None);
         };
-        self.inner
-            .aborts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(env.to_string(), by.to_string());
+        crate::locked(&self.inner.aborts).insert(env.to_string(), by.to_string());
         Outcome {
             exit_code: 0,
             release: None,
@@ -312,20 +300,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
 
     /// Who asked to abort the deploy in flight in `env`, if anyone did.
     pub(crate) fn abort_requested(&self, env: &str) -> Option<String> {
-        self.inner
-            .aborts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(env)
-            .cloned()
+        crate::locked(&self.inner.aborts).get(env).cloned()
     }
 
     pub(crate) fn clear_abort(&self, env: &str) {
-        self.inner
-            .aborts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(env);
+        crate::locked(&self.inner.aborts).remove(env);
     }
 }
 

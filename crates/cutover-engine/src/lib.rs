@@ -174,17 +174,13 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
 
     /// Runs `f` with the ledger. Ledger calls are short; never hold it across an await.
     pub fn with_ledger<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
-        let mut guard = self.inner.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::locked(&self.inner.ledger);
         f(&mut guard)
     }
 
     /// Sets who is told of release state changes (notifications).
     pub fn observe(&self, observer: Observer) {
-        *self
-            .inner
-            .observer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(observer);
+        *crate::locked(&self.inner.observer) = Some(observer);
     }
 
     pub fn runtime(&self) -> &R {
@@ -202,11 +198,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     /// Waits until the monitor window of `release` closes; returns how it ended.
     pub async fn wait_monitor(&self, release: i64) -> Outcome {
         let done = {
-            let monitors = self
-                .inner
-                .monitors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let monitors = crate::locked(&self.inner.monitors);
             monitors
                 .values()
                 .find(|m| m.release == release)
@@ -250,11 +242,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     /// Stops every instance and proxy this engine knows of (for `cutover down`).
     pub async fn shut_down_everything(&self) {
         let cancels: Vec<_> = {
-            let mut monitors = self
-                .inner
-                .monitors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut monitors = crate::locked(&self.inner.monitors);
             monitors.drain().map(|(_, m)| m.cancel).collect()
         };
         for c in cancels {
@@ -268,6 +256,12 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             self.inner.edge.stop(&env).await;
         }
     }
+}
+
+/// Locks a std mutex, taking the data even if a panicking thread poisoned it: the engine's
+/// maps stay usable, and the ledger is the source of truth anyway.
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -26,11 +26,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         let (done_tx, done_rx) = watch::channel(None);
         let env = release.env.clone();
         {
-            let mut monitors = self
-                .inner
-                .monitors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut monitors = crate::locked(&self.inner.monitors);
             monitors.insert(
                 env,
                 MonitorSlot {
@@ -109,14 +105,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         };
         // Whatever happens next changes the environment: take its lock (a deploy that holds it
         // closes this window itself).
-        let lock = {
-            let mut locks = self
-                .inner
-                .env_locks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            locks.entry(release.env.clone()).or_default().clone()
-        };
+        let lock = self.env_lock(&release.env);
         let _guard = tokio::select! {
             _ = cancel.changed() => return self.closed_early(release.id),
             guard = lock.lock_owned() => guard,
@@ -153,11 +142,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     }
 
     fn take_slot(&self, env: &str, release: i64) -> Option<MonitorSlot> {
-        let mut monitors = self
-            .inner
-            .monitors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut monitors = crate::locked(&self.inner.monitors);
         if monitors.get(env).map(|m| m.release) == Some(release) {
             monitors.remove(env)
         } else {
@@ -279,11 +264,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     /// monitored release counts as known-good; its standby is retired.
     pub(crate) async fn close_monitor_window(&self, env: &str, pass: bool, progress: &ProgressTx) {
         let slot = {
-            let mut monitors = self
-                .inner
-                .monitors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut monitors = crate::locked(&self.inner.monitors);
             monitors.remove(env)
         };
         let Some(slot) = slot else { return };

@@ -57,12 +57,7 @@ pub(crate) struct Holding<R, E, P> {
 
 impl<R, E, P> Drop for Holding<R, E, P> {
     fn drop(&mut self) {
-        self.engine
-            .inner
-            .holders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.env);
+        crate::locked(&self.engine.inner.holders).remove(&self.env);
     }
 }
 
@@ -143,7 +138,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 Err(e) => return Outcome::refused(e.to_string(), None),
             }
         }
-        if let Err(outcome) = self.check_gates(&req, &config, &env_cfg) {
+        if let Err(outcome) = self.check_gates(&req, &env_cfg) {
             return outcome;
         }
         let _guard = match self.lock_env(&req.env, req.queue, progress).await {
@@ -196,14 +191,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 release.id, release.artifact, release.env
             )),
         );
-        self.remember_secrets(release.id, req.secrets);
-        if let Some(login) = req.registry_login {
-            self.inner
-                .registry_logins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(release.id, login);
-        }
+        self.remember(release.id, req.secrets, req.registry_login);
         let _holding = self.hold(&release.env, release.id, "being deployed");
         self.roll_out(release.clone(), config, Leaving::Supersede, progress)
             .await
@@ -260,14 +248,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 target.short_version()
             )),
         );
-        self.remember_secrets(release.id, secrets);
-        if let Some(login) = req.registry_login {
-            self.inner
-                .registry_logins
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(release.id, login);
-        }
+        self.remember(release.id, secrets, req.registry_login);
         let _holding = self.hold(&release.env, release.id, "rolling back");
         match self.take_warm_standby(&req.env, target.id).await {
             Some(standby) => {
@@ -913,11 +894,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         release: &Release,
         config: &Config,
     ) -> Option<(String, String)> {
-        let given = self
-            .inner
-            .registry_logins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let given = crate::locked(&self.inner.registry_logins);
         let from = release.restored_from.unwrap_or(release.id);
         if let Some(login) = given.get(&release.id).or_else(|| given.get(&from)) {
             return Some(login.clone());
@@ -1133,12 +1110,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 | ReleaseState::Failed
                 | ReleaseState::RolledBack
         );
-        let observer = self
-            .inner
-            .observer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let observer = crate::locked(&self.inner.observer).clone();
         if let (true, Some(observer)) = (notable, observer) {
             if let Ok(release) = self.with_ledger(|l| l.get(id)) {
                 observer(&release);
@@ -1150,12 +1122,34 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         let _ = self.with_ledger(|l| l.add_event(id, kind, message));
     }
 
+    /// Keeps a release's secret values and registry login in memory, for restarts and restores.
+    fn remember(
+        &self,
+        release: i64,
+        secrets: BTreeMap<String, String>,
+        login: Option<(String, String)>,
+    ) {
+        self.remember_secrets(release, secrets);
+        if let Some(login) = login {
+            crate::locked(&self.inner.registry_logins).insert(release, login);
+        }
+    }
+
+    /// The deploy lock of an environment.
+    pub(crate) fn env_lock(&self, env: &str) -> Arc<tokio::sync::Mutex<()>> {
+        crate::locked(&self.inner.env_locks)
+            .entry(env.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// What holds an environment's deploy lock, in words, if anything does.
+    pub(crate) fn holder(&self, env: &str) -> Option<String> {
+        crate::locked(&self.inner.holders).get(env).cloned()
+    }
+
     pub(crate) fn remember_secrets(&self, release: i64, secrets: BTreeMap<String, String>) {
-        self.inner
-            .secrets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(release, secrets);
+        crate::locked(&self.inner.secrets).insert(release, secrets);
     }
 
     /// The secret values of a release: given by the caller, remembered from its start, or
@@ -1169,7 +1163,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         if config.secrets.keys().all(|k| given.contains_key(k)) {
             return Ok(given);
         }
-        let remembered = self.inner.secrets.lock().unwrap_or_else(|p| p.into_inner());
+        let remembered = crate::locked(&self.inner.secrets);
         let from = release.restored_from.unwrap_or(release.id);
         for id in [release.id, from] {
             if let Some(s) = remembered.get(&id) {
@@ -1191,27 +1185,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         queue: bool,
         progress: &ProgressTx,
     ) -> Result<tokio::sync::OwnedMutexGuard<()>, Outcome> {
-        let lock = {
-            let mut locks = self
-                .inner
-                .env_locks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            locks
-                .entry(env.to_string())
-                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-                .clone()
-        };
+        let lock = self.env_lock(env);
         if let Ok(guard) = lock.clone().try_lock_owned() {
             return Ok(guard);
         }
-        let holder = self
-            .inner
-            .holders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(env)
-            .cloned();
+        let holder = self.holder(env);
         let who = holder.unwrap_or_else(|| "another deploy holds it".to_string());
         if !queue {
             return Err(Outcome::refused(
@@ -1229,11 +1207,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     /// Notes who holds the environment's lock until the returned guard drops.
     pub(crate) fn hold(&self, env: &str, release: i64, doing: &str) -> Holding<R, E, P> {
         let text = format!("release {release} is {doing}");
-        self.inner
-            .holders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(env.to_string(), text);
+        crate::locked(&self.inner.holders).insert(env.to_string(), text);
         Holding {
             engine: self.clone(),
             env: env.to_string(),
@@ -1244,11 +1218,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     /// `release` and still runs; the window is closed without passing.
     async fn take_warm_standby(&self, env: &str, release: i64) -> Option<Standby> {
         let slot = {
-            let mut monitors = self
-                .inner
-                .monitors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut monitors = crate::locked(&self.inner.monitors);
             monitors.remove(env)?
         };
         let _ = slot.cancel.send(true);

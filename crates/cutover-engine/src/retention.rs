@@ -68,11 +68,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 );
                 running.push(r.id);
             }
-            let standby = self
-                .inner
-                .monitors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            let standby = crate::locked(&self.inner.monitors)
                 .get(&env)
                 .and_then(|m| m.standby.as_ref().map(|s| s.release));
             if let Some(id) = standby {
