@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
-use cutover_daemon::FileLock;
-use cutover_engine::Outcome;
-use cutover_server::api::{ApiError, StreamLine};
-use cutover_server::StateDir;
+use cutover_api::{Line, Outcome, Refusal};
+use cutover_daemon::{FileLock, StateDir};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
@@ -20,8 +18,6 @@ use serde::Serialize;
 pub struct Client {
     socket: PathBuf,
 }
-
-pub use cutover_server::Refusal;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -167,12 +163,8 @@ impl Client {
             )
         })??;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<ApiError>(&bytes) {
-                Ok(e) => Refusal {
-                    message: e.error,
-                    hint: e.hint,
-                }
-                .into(),
+            return Err(match serde_json::from_slice::<Refusal>(&bytes) {
+                Ok(refusal) => refusal.into(),
                 Err(_) => anyhow!(
                     "the server answered {status}: {}",
                     String::from_utf8_lossy(&bytes)
@@ -192,7 +184,7 @@ impl Client {
         &self,
         path: &str,
         body: &impl Serialize,
-        mut on_line: impl FnMut(&StreamLine),
+        mut on_line: impl FnMut(&Line),
     ) -> anyhow::Result<Outcome> {
         let (status, mut incoming) = self
             .send("POST", path, Some(serde_json::to_vec(body)?))
@@ -210,8 +202,8 @@ impl Client {
                 if !status.is_success() {
                     continue;
                 }
-                match serde_json::from_slice::<StreamLine>(&line) {
-                    Ok(StreamLine::Outcome(o)) => outcome = Some(o),
+                match serde_json::from_slice::<Line>(&line) {
+                    Ok(Line::Outcome(o)) => outcome = Some(o),
                     Ok(other) => on_line(&other),
                     Err(_) => {}
                 }
@@ -219,12 +211,8 @@ impl Client {
         }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&buffer).to_string();
-            return Err(match serde_json::from_str::<ApiError>(&text) {
-                Ok(e) => Refusal {
-                    message: e.error,
-                    hint: e.hint,
-                }
-                .into(),
+            return Err(match serde_json::from_str::<Refusal>(&text) {
+                Ok(refusal) => refusal.into(),
                 Err(_) => anyhow!("the server answered {status}: {text}"),
             });
         }

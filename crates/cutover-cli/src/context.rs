@@ -3,8 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
+use cutover_api::Refusal;
 use cutover_config::{Config, CONFIG_FILE};
-use cutover_server::StateDir;
+use cutover_daemon::StateDir;
 
 #[derive(Clone)]
 pub struct Context {
@@ -19,13 +20,13 @@ impl Context {
     pub fn discover(state_dir: Option<&Path>) -> anyhow::Result<Context> {
         let cwd = std::env::current_dir().context("reading the current folder")?;
         let Some(root) = cwd.ancestors().find(|d| d.join(CONFIG_FILE).is_file()) else {
-            bail!(crate::client::Refusal {
-                message: format!(
+            bail!(Refusal::new(
+                format!(
                     "no {CONFIG_FILE} in {} or any folder above it",
                     cwd.display()
                 ),
-                hint: Some("create one with `cutover init`".into()),
-            });
+                Some("create one with `cutover init`".into()),
+            ));
         };
         Ok(Context::at(root, state_dir))
     }

@@ -1,7 +1,7 @@
 //! The `cutover` command line: argument parsing, the client side of the server's API, and the
 //! dispatch to the binary's other roles (server, edge proxy, instance supervisor).
 //!
-//! Exit codes (stable, DESIGN.md): 0 done · 1 refused, nothing changed · 2 usage error ·
+//! Exit codes (stable): 0 done · 1 refused, nothing changed · 2 usage error ·
 //! 3 a new instance failed and the rollback target serves · 4 restoring failed too.
 
 mod client;

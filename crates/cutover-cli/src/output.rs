@@ -4,20 +4,18 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use cutover_engine::Outcome;
-use cutover_server::api::StreamLine;
+use cutover_api::{Line, Outcome, Refusal};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::client::Refusal;
-
-/// Progress of a long command on stderr.
-pub struct Progress {
+/// The one renderer of progress lines ([`Line`]), whether they come from the server's NDJSON
+/// answers or from a build in this process: on stderr, a spinner on a terminal.
+pub struct Renderer {
     bar: Option<ProgressBar>,
     verbose: bool,
 }
 
-impl Progress {
-    pub fn new(verbose: bool) -> Progress {
+impl Renderer {
+    pub fn new(verbose: bool) -> Renderer {
         let fancy = std::io::stderr().is_terminal()
             && std::env::var_os("NO_COLOR").is_none()
             && std::env::var_os("CI").is_none();
@@ -30,7 +28,7 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
-        Progress { bar, verbose }
+        Renderer { bar, verbose }
     }
 
     /// A step: shown as the spinner's message and kept as a line.
@@ -45,7 +43,7 @@ impl Progress {
     }
 
     /// Detail: shown on the spinner, kept as a line only with --verbose or without a TTY.
-    pub fn detail(&self, message: &str) {
+    fn detail(&self, message: &str) {
         match &self.bar {
             Some(bar) => {
                 if self.verbose {
@@ -57,11 +55,12 @@ impl Progress {
         }
     }
 
-    pub fn line(&self, line: &StreamLine) {
+    /// A progress line; an outcome is printed by [`report`] once the command ends.
+    pub fn line(&self, line: &Line) {
         match line {
-            StreamLine::Step { message } => self.step(message),
-            StreamLine::Detail { message } => self.detail(message),
-            StreamLine::Outcome(_) => {}
+            Line::Step { message } => self.step(message),
+            Line::Detail { message } => self.detail(message),
+            Line::Outcome(_) => {}
         }
     }
 
@@ -72,17 +71,7 @@ impl Progress {
     }
 }
 
-impl cutover_server::builder::Report for Progress {
-    fn step(&self, message: &str) {
-        Progress::step(self, message)
-    }
-
-    fn detail(&self, message: &str) {
-        Progress::detail(self, message)
-    }
-}
-
-impl Drop for Progress {
+impl Drop for Renderer {
     fn drop(&mut self) {
         self.finish();
     }
@@ -140,6 +129,4 @@ pub fn ago(t: chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-pub fn short(version: &str) -> &str {
-    &version[..version.len().min(12)]
-}
+pub use cutover_api::short;

@@ -67,14 +67,14 @@ pub struct ServerArgs {
 /// `cutover server`: the control plane, in the foreground unless `--detach`.
 pub fn server(args: ServerArgs, state_dir: Option<&std::path::Path>) -> i32 {
     let state = match state_dir {
-        Some(dir) => cutover_server::StateDir::new(dir),
+        Some(dir) => cutover_daemon::StateDir::new(dir),
         None => match crate::context::Context::discover(None) {
             Ok(ctx) => ctx.state,
             Err(e) => return crate::output::report_error(&e),
         },
     };
     let state =
-        cutover_server::StateDir::new(std::path::absolute(&state.path).unwrap_or(state.path));
+        cutover_daemon::StateDir::new(std::path::absolute(&state.path).unwrap_or(state.path));
     if args.detach {
         if let Err(e) = state.create() {
             eprintln!("error: cannot create {}: {e}", state.path.display());

@@ -1,11 +1,8 @@
 //! How a deploy or rollback ended, mapped onto the exit codes users script against, and the
-//! progress lines a deploy reports while it runs.
-
-use serde::{Deserialize, Serialize};
+//! progress lines a deploy reports while it runs. The server turns both into wire types.
 
 /// One line of progress.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
     /// A step of the state machine ("starting 1 instance", "cutting over").
     Step { message: String },
@@ -27,18 +24,16 @@ impl Progress {
     }
 }
 
-/// How a command that changes an environment ended (DESIGN.md exit codes):
+/// How a command that changes an environment ended (the exit codes):
 /// `0` the requested version is live · `1` refused, nothing changed · `3` a new instance failed
 /// and the rollback target serves · `4` it failed and restoring the rollback target failed too.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub exit_code: i32,
     pub release: Option<i64>,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
     /// The failing instance's last log lines.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
 }
 

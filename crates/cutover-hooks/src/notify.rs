@@ -5,12 +5,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT as USER_AGENT_HEADER};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
@@ -21,19 +19,7 @@ pub const USER_AGENT: &str = concat!("cutover/", env!("CARGO_PKG_VERSION"));
 /// How many given-up deliveries [`Notifier::failures`] keeps.
 const MAX_FAILURES: usize = 100;
 
-/// The JSON document POSTed on a release state change.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ReleaseEvent {
-    pub app: String,
-    pub environment: String,
-    pub release: i64,
-    pub version: String,
-    pub digest: String,
-    /// `"awaiting-approval"`, `"live"`, `"failed"`, `"rolled-back"`, …
-    pub state: String,
-    pub reason: Option<String>,
-    pub at: DateTime<Utc>,
-}
+pub use cutover_api::ReleaseEvent;
 
 /// How hard a delivery is tried.
 #[derive(Debug, Clone, PartialEq, Eq)]

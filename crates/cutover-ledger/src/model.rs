@@ -3,11 +3,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Where a release is in the deploy state machine (DESIGN.md):
+/// Where a release is in the deploy state machine:
 /// `pending → (awaiting-approval) → starting → verifying → live → superseded`,
 /// or one of the two other ends, `failed` and `rolled-back`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseState {
     Pending,
     AwaitingApproval,
@@ -63,8 +62,7 @@ impl std::fmt::Display for ReleaseState {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseKind {
     Deploy,
     Rollback,
@@ -116,7 +114,7 @@ pub struct NewRelease {
     pub author: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Release {
     pub id: i64,
     pub app: String,
@@ -143,7 +141,7 @@ pub struct Release {
 }
 
 /// A freeze: no deploys to an environment (rollbacks still go) until it is lifted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Freeze {
     pub by: String,
     pub reason: String,
@@ -151,7 +149,7 @@ pub struct Freeze {
 }
 
 /// One check's result for a commit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckRecord {
     pub name: String,
     /// "passed", "failed", "timed-out", "skipped".
@@ -168,7 +166,7 @@ impl Release {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: i64,
     pub release: i64,
@@ -178,7 +176,7 @@ pub struct Event {
 }
 
 /// One run of the pipeline: checks → build → publish → environments.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PipelineRun {
     pub id: i64,
     pub sha: String,

@@ -2,7 +2,6 @@
 //! object per line, then one `{"type":"outcome", …}` line. The work runs in its own task,
 //! so a client that disconnects (Ctrl-C) never leaves a release half-done.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -12,18 +11,22 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cutover_api::{
+    ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryView, InstanceLogs, Kept,
+    Line, Ping, PruneBody, PruneReport, Refusal, Removed, Revoked, RollbackBody, RunEvent,
+    RunRequest, RunView, ShowView, StatusView, Stopped, TargetView, TokenBody, TokenCreated,
+    TokenEntry,
+};
 use cutover_config::Config;
+use cutover_daemon::StateDir;
 use cutover_engine::{DeployRequest, Outcome, Progress, RollbackRequest};
 use cutover_ledger::ReleaseState;
 use cutover_runtime::Runtime;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use crate::views::{
-    self, EnvironmentView, EventView, HistoryView, InstanceView, LiveView, ReleaseView, ShowView,
-    SnapshotView, StatusView,
-};
-use crate::{ServerEngine, StateDir};
+use crate::convert;
+use crate::ServerEngine;
 
 pub struct AppState {
     pub engine: ServerEngine,
@@ -60,36 +63,20 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// An error answer: `{"error": "...", "hint": "..."}` with a status code.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ApiError {
-    pub error: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
-}
-
+/// An error answer: a [`Refusal`] with a status code.
 fn error(status: StatusCode, message: impl Into<String>, hint: Option<String>) -> Response {
-    (
-        status,
-        Json(ApiError {
-            error: message.into(),
-            hint,
-        }),
-    )
-        .into_response()
+    (status, Json(Refusal::new(message, hint))).into_response()
 }
 
-#[derive(Serialize)]
-struct Ping {
-    pid: u32,
-    version: &'static str,
-    state_dir: String,
+/// An engine's outcome as the wire's.
+fn answer(outcome: Outcome) -> Json<cutover_api::Outcome> {
+    Json(convert::outcome(outcome))
 }
 
 async fn ping(State(app): State<Shared>) -> Json<Ping> {
     Json(Ping {
         pid: std::process::id(),
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").into(),
         state_dir: app.state.path.display().to_string(),
     })
 }
@@ -128,32 +115,25 @@ async fn status(State(app): State<Shared>) -> Response {
         let instances = all_instances
             .iter()
             .filter(|i| i.env == name)
-            .map(|i| InstanceView::new(i, serving.contains(&i.id)))
+            .map(|i| convert::instance(i, serving.contains(&i.id)))
             .collect();
         environments.push(EnvironmentView {
             name: name.clone(),
             listen,
-            live: live.map(|r| LiveView {
-                release: r.id,
-                version: r.version.clone(),
-                digest: r.digest.clone(),
-                since: r.live_at,
-                deployed_by: r.requested_by.clone(),
-                monitoring_until: if r.passed_monitor {
-                    None
-                } else {
-                    r.monitor_until
-                },
-            }),
-            previous: previous.as_ref().map(views::release_ref),
+            live: live.as_ref().map(convert::live),
+            previous: previous.as_ref().map(convert::release_ref),
             instances,
             awaiting_approval: engine
                 .with_ledger(|l| l.awaiting(&name))
                 .unwrap_or_default()
                 .iter()
-                .map(views::release_ref)
+                .map(convert::release_ref)
                 .collect(),
-            frozen: engine.with_ledger(|l| l.frozen(&name)).ok().flatten(),
+            frozen: engine
+                .with_ledger(|l| l.frozen(&name))
+                .ok()
+                .flatten()
+                .map(convert::freeze),
         });
     }
     Json(StatusView { environments }).into_response()
@@ -175,7 +155,7 @@ async fn history(
     {
         Ok(releases) => Json(HistoryView {
             environment: env,
-            releases: releases.iter().map(ReleaseView::from).collect(),
+            releases: releases.iter().map(convert::release).collect(),
         })
         .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
@@ -212,36 +192,24 @@ async fn show(State(app): State<Shared>, Path(id): Path<i64>) -> Response {
         .filter(|i| {
             i.release == id || (release.state == ReleaseState::Live && serving.contains(&i.id))
         })
-        .map(|i| InstanceView::new(i, serving.contains(&i.id)))
+        .map(|i| convert::instance(i, serving.contains(&i.id)))
         .collect();
     Json(ShowView {
-        release: ReleaseView::from(&release),
-        config: SnapshotView {
-            config_text: release.snapshot.config_text.clone(),
-            overrides: release.snapshot.overrides.clone(),
-            secrets: release.snapshot.secrets.clone(),
-        },
-        events: events.iter().map(EventView::from).collect(),
+        release: convert::release(&release),
+        config: convert::snapshot(&release),
+        events: events.iter().map(convert::event).collect(),
         instances,
     })
     .into_response()
 }
 
-async fn wait(State(app): State<Shared>, Path(id): Path<i64>) -> Json<Outcome> {
-    Json(app.engine.wait_monitor(id).await)
+async fn wait(State(app): State<Shared>, Path(id): Path<i64>) -> Json<cutover_api::Outcome> {
+    answer(app.engine.wait_monitor(id).await)
 }
 
 #[derive(Deserialize)]
 struct TargetQuery {
     to: Option<String>,
-}
-
-/// The release a rollback would restore, with its committed config, so that the CLI can
-/// resolve that config's secrets before asking for the rollback.
-#[derive(Serialize, Deserialize)]
-pub struct RollbackTarget {
-    pub release: ReleaseView,
-    pub config_text: String,
 }
 
 async fn rollback_target(
@@ -250,8 +218,8 @@ async fn rollback_target(
     Query(q): Query<TargetQuery>,
 ) -> Response {
     match app.engine.rollback_target(&env, q.to.as_deref()) {
-        Ok(r) => Json(RollbackTarget {
-            release: ReleaseView::from(&r),
+        Ok(r) => Json(TargetView {
+            release: convert::release(&r),
             config_text: r.snapshot.config_text.clone(),
         })
         .into_response(),
@@ -262,14 +230,6 @@ async fn rollback_target(
 #[derive(Deserialize)]
 struct LogsQuery {
     lines: Option<usize>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct InstanceLogs {
-    pub id: String,
-    pub release: i64,
-    pub log_file: String,
-    pub lines: Vec<String>,
 }
 
 async fn logs(
@@ -300,59 +260,6 @@ async fn logs(
     Json(out).into_response()
 }
 
-/// `POST /v1/deploy`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeployBody {
-    pub env: String,
-    pub app: String,
-    pub version: String,
-    #[serde(default)]
-    pub overrides: BTreeMap<String, String>,
-    #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
-    pub requested_by: String,
-    #[serde(default)]
-    pub queue: bool,
-    /// Registry login (user, password) for pulling the image.
-    #[serde(default)]
-    pub registry_login: Option<(String, String)>,
-    /// "cli" (a person), "pipeline", "webhook", "watch".
-    #[serde(default = "cli")]
-    pub trigger: String,
-    /// The commit's author, "Name <email>".
-    #[serde(default)]
-    pub author: Option<String>,
-    /// The commit's checks were skipped with --skip-checks (recorded in the release).
-    #[serde(default)]
-    pub skip_checks: bool,
-}
-
-fn cli() -> String {
-    "cli".into()
-}
-
-/// `POST /v1/approve` and `/v1/reject`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GateBody {
-    pub env: String,
-    pub by: String,
-    #[serde(default)]
-    pub release: Option<i64>,
-    #[serde(default)]
-    pub older: bool,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// `POST /v1/freeze`, `/v1/unfreeze` and `/v1/abort`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EnvBody {
-    pub env: String,
-    pub by: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
 async fn approve(State(app): State<Shared>, Json(body): Json<GateBody>) -> Response {
     let choice = cutover_engine::GateChoice {
         release: body.release,
@@ -364,44 +271,43 @@ async fn approve(State(app): State<Shared>, Json(body): Json<GateBody>) -> Respo
     )
 }
 
-async fn reject(State(app): State<Shared>, Json(body): Json<GateBody>) -> Json<Outcome> {
+async fn reject(
+    State(app): State<Shared>,
+    Json(body): Json<GateBody>,
+) -> Json<cutover_api::Outcome> {
     let choice = cutover_engine::GateChoice {
         release: body.release,
         older: true,
     };
     let reason = body.reason.unwrap_or_else(|| "no reason given".into());
-    Json(app.engine.reject(&body.env, &body.by, &reason, choice))
+    answer(app.engine.reject(&body.env, &body.by, &reason, choice))
 }
 
-async fn freeze(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<Outcome> {
-    let reason = body.reason.unwrap_or_else(|| "no reason given".into());
-    Json(app.engine.freeze(&body.env, &body.by, &reason))
-}
-
-async fn unfreeze(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<Outcome> {
-    Json(app.engine.unfreeze(&body.env))
-}
-
-async fn abort(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<Outcome> {
-    Json(app.engine.abort(&body.env, &body.by))
-}
-
-async fn pipeline_run(
+async fn freeze(
     State(app): State<Shared>,
-    Json(body): Json<crate::pipeline::RunRequest>,
-) -> Response {
+    Json(body): Json<EnvBody>,
+) -> Json<cutover_api::Outcome> {
+    let reason = body.reason.unwrap_or_else(|| "no reason given".into());
+    answer(app.engine.freeze(&body.env, &body.by, &reason))
+}
+
+async fn unfreeze(
+    State(app): State<Shared>,
+    Json(body): Json<EnvBody>,
+) -> Json<cutover_api::Outcome> {
+    answer(app.engine.unfreeze(&body.env))
+}
+
+async fn abort(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Json<cutover_api::Outcome> {
+    answer(app.engine.abort(&body.env, &body.by))
+}
+
+async fn pipeline_run(State(app): State<Shared>, Json(body): Json<RunRequest>) -> Response {
     let state = app.state.clone();
     stream_outcome(
         move |engine, tx| async move { crate::pipeline::run(engine, state, body, tx).await },
         app.engine.clone(),
     )
-}
-
-/// `POST /v1/tokens`, `/v1/tokens/revoke`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TokenBody {
-    pub name: String,
-    pub by: String,
 }
 
 async fn create_token(State(app): State<Shared>, Json(body): Json<TokenBody>) -> Response {
@@ -421,7 +327,11 @@ async fn create_token(State(app): State<Shared>, Json(body): Json<TokenBody>) ->
         .engine
         .with_ledger(|l| l.create_token(&body.name, &body.by))
     {
-        Ok(token) => Json(serde_json::json!({ "name": body.name, "token": token })).into_response(),
+        Ok(token) => Json(TokenCreated {
+            name: body.name,
+            token,
+        })
+        .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
 }
@@ -430,7 +340,7 @@ async fn tokens(State(app): State<Shared>) -> Response {
     match app.engine.with_ledger(|l| l.tokens()) {
         Ok(list) => Json(
             list.into_iter()
-                .map(|(name, at)| serde_json::json!({"name": name, "created_at": at}))
+                .map(|(name, created_at)| TokenEntry { created_at, name })
                 .collect::<Vec<_>>(),
         )
         .into_response(),
@@ -440,7 +350,7 @@ async fn tokens(State(app): State<Shared>) -> Response {
 
 async fn revoke_token(State(app): State<Shared>, Json(body): Json<TokenBody>) -> Response {
     match app.engine.with_ledger(|l| l.revoke_token(&body.name)) {
-        Ok(true) => Json(serde_json::json!({ "revoked": body.name })).into_response(),
+        Ok(true) => Json(Revoked { revoked: body.name }).into_response(),
         Ok(false) => error(
             StatusCode::NOT_FOUND,
             format!("{} has no token", body.name),
@@ -448,11 +358,6 @@ async fn revoke_token(State(app): State<Shared>, Json(body): Json<TokenBody>) ->
         ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChecksBody {
-    pub rev: String,
 }
 
 async fn checks_run(State(app): State<Shared>, Json(body): Json<ChecksBody>) -> Response {
@@ -468,17 +373,11 @@ async fn checks_run(State(app): State<Shared>, Json(body): Json<ChecksBody>) -> 
 /// The latest check results of a commit (empty: its checks never ran).
 async fn checks_of(State(app): State<Shared>, Path(sha): Path<String>) -> Response {
     match app.engine.with_ledger(|l| l.checks(&sha)) {
-        Ok(records) => Json(records).into_response(),
+        Ok(records) => {
+            Json(records.into_iter().map(convert::check).collect::<Vec<_>>()).into_response()
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
-}
-
-/// `GET /v1/pipeline/runs/{id}`: the whole run.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RunView {
-    pub run: cutover_ledger::PipelineRun,
-    pub checks: Vec<cutover_ledger::CheckRecord>,
-    pub events: Vec<serde_json::Value>,
 }
 
 async fn pipeline_show(State(app): State<Shared>, Path(id): Path<i64>) -> Response {
@@ -500,29 +399,14 @@ async fn pipeline_show(State(app): State<Shared>, Path(id): Path<i64>) -> Respon
     let events = std::fs::read_to_string(crate::pipeline::events_file(&app.state, id))
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter_map(|l| serde_json::from_str::<RunEvent>(l).ok())
         .collect();
     Json(RunView {
-        run,
-        checks,
+        run: convert::run(run),
+        checks: checks.into_iter().map(convert::check).collect(),
         events,
     })
     .into_response()
-}
-
-/// `POST /v1/rollback`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RollbackBody {
-    pub env: String,
-    #[serde(default)]
-    pub to: Option<String>,
-    #[serde(default)]
-    pub secrets: BTreeMap<String, String>,
-    pub requested_by: String,
-    #[serde(default)]
-    pub queue: bool,
-    #[serde(default)]
-    pub registry_login: Option<(String, String)>,
 }
 
 async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Response {
@@ -560,15 +444,6 @@ async fn rollback(State(app): State<Shared>, Json(body): Json<RollbackBody>) -> 
     )
 }
 
-/// One line of an NDJSON answer.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum StreamLine {
-    Step { message: String },
-    Detail { message: String },
-    Outcome(Outcome),
-}
-
 fn stream_outcome<F, Fut>(work: F, engine: ServerEngine) -> Response
 where
     F: FnOnce(ServerEngine, mpsc::UnboundedSender<Progress>) -> Fut + Send + 'static,
@@ -580,16 +455,12 @@ where
         let forward_tx = line_tx.clone();
         let forward = tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
-                let line = match p {
-                    Progress::Step { message } => StreamLine::Step { message },
-                    Progress::Detail { message } => StreamLine::Detail { message },
-                };
-                let _ = forward_tx.send(to_line(&line));
+                let _ = forward_tx.send(to_line(&convert::line(p)));
             }
         });
         let outcome = work(engine, tx).await;
         let _ = forward.await;
-        let _ = line_tx.send(to_line(&StreamLine::Outcome(outcome)));
+        let _ = line_tx.send(to_line(&Line::Outcome(convert::outcome(outcome))));
     });
     let stream = futures_util::stream::unfold(line_rx, |mut rx| async move {
         rx.recv()
@@ -602,46 +473,10 @@ where
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-fn to_line(line: &StreamLine) -> Bytes {
+fn to_line(line: &Line) -> Bytes {
     let mut s = serde_json::to_string(line).unwrap_or_else(|_| "{}".into());
     s.push('\n');
     Bytes::from(s)
-}
-
-/// `POST /v1/prune`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PruneBody {
-    pub app: String,
-    /// Known-good releases per environment to keep (`[retention] keep`).
-    pub keep: u32,
-    /// Say what would go, remove nothing.
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PruneReport {
-    pub kept: Vec<Kept>,
-    pub removed: Vec<Removed>,
-    pub release_dirs_removed: usize,
-    pub bytes_freed: u64,
-    pub dry_run: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Kept {
-    pub version: String,
-    pub reasons: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Removed {
-    pub version: String,
-    /// The image references removed from the engine, if the artifact had an image.
-    pub images: Vec<String>,
-    /// Why an image could not be removed, if it could not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 async fn prune(State(app): State<Shared>, Json(body): Json<PruneBody>) -> Response {
@@ -702,5 +537,5 @@ async fn prune(State(app): State<Shared>, Json(body): Json<PruneBody>) -> Respon
 async fn down(State(app): State<Shared>) -> Response {
     app.engine.shut_down_everything().await;
     let _ = app.stop.send(true);
-    Json(serde_json::json!({"stopped": true})).into_response()
+    Json(Stopped { stopped: true }).into_response()
 }

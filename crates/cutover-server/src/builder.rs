@@ -1,24 +1,21 @@
 //! Build once and publish: the artifact (and its image) of a commit, shared by `cutover build`,
-//! `cutover deploy` and the pipeline. Progress goes to a [`Report`].
+//! `cutover deploy` and the pipeline. Progress goes to a [`Report`] as wire progress lines.
 
 use std::path::Path;
 
 use anyhow::Context as _;
+use cutover_api::{short, Line, Refusal};
 use cutover_artifact::{
     Artifact, ArtifactStore, BuildEvent, BuildRequest, ImageArtifact, ImageBuildInput, Repo,
 };
 use cutover_config::Config;
-
-use crate::{Refusal, StateDir};
+use cutover_daemon::StateDir;
 
 /// Where build and publish progress goes (a terminal, a stream of JSON lines).
-pub trait Report: Sync {
-    fn step(&self, message: &str);
-    fn detail(&self, message: &str);
-}
+pub type Report<'a> = dyn Fn(Line) + Sync + 'a;
 
-fn short(version: &str) -> &str {
-    &version[..version.len().min(12)]
+fn step(progress: &Report<'_>, message: String) {
+    progress(Line::Step { message })
 }
 
 /// Builds `rev` of the repository at `root` (or finds it built).
@@ -27,14 +24,14 @@ pub fn build(
     state: &StateDir,
     rev: &str,
     allow_dirty: bool,
-    progress: &dyn Report,
+    progress: &Report<'_>,
     handle: &tokio::runtime::Handle,
 ) -> anyhow::Result<Artifact> {
     state
         .create()
         .with_context(|| format!("creating {}", state.path.display()))?;
     let repo = Repo::discover(root)?;
-    let store = ArtifactStore::open(&state.path.join("artifacts"))?;
+    let store = ArtifactStore::open(&state.artifacts())?;
     let work_dir = state.path.join("build");
     let request = BuildRequest {
         repo: &repo,
@@ -45,23 +42,30 @@ pub fn build(
         image_builder: Some(&mut |input| build_image(input, progress, handle)),
     };
     let artifact = cutover_artifact::build(request, &mut |event| match event {
-        BuildEvent::Started { version } => progress.step(&format!("building {}", short(&version))),
-        BuildEvent::Reused { artifact } => progress.step(&format!(
-            "{}:{} is already built ({}); reusing it",
-            artifact.app,
-            short(&artifact.version),
-            artifact.digest
-        )),
-        BuildEvent::Output(line) => progress.detail(&line),
-        BuildEvent::Collected { files, bytes } => {
-            progress.step(&format!("collected {files} file(s), {bytes} bytes"))
-        }
-        BuildEvent::Stored { artifact } => progress.step(&format!(
-            "stored {}:{} as {}",
-            artifact.app,
-            short(&artifact.version),
-            artifact.digest
-        )),
+        BuildEvent::Started { version } => step(progress, format!("building {}", short(&version))),
+        BuildEvent::Reused { artifact } => step(
+            progress,
+            format!(
+                "{}:{} is already built ({}); reusing it",
+                artifact.app,
+                short(&artifact.version),
+                artifact.digest
+            ),
+        ),
+        BuildEvent::Output(message) => progress(Line::Detail { message }),
+        BuildEvent::Collected { files, bytes } => step(
+            progress,
+            format!("collected {files} file(s), {bytes} bytes"),
+        ),
+        BuildEvent::Stored { artifact } => step(
+            progress,
+            format!(
+                "stored {}:{} as {}",
+                artifact.app,
+                short(&artifact.version),
+                artifact.digest
+            ),
+        ),
     })?;
     Ok(artifact)
 }
@@ -70,7 +74,7 @@ pub fn build(
 /// `<repository>:<version>` and its moving tags.
 fn build_image(
     input: ImageBuildInput<'_>,
-    progress: &dyn Report,
+    progress: &Report<'_>,
     handle: &tokio::runtime::Handle,
 ) -> Result<ImageArtifact, String> {
     let config = input.config;
@@ -89,10 +93,13 @@ fn build_image(
             .map(|t| format!("{repository}:{t}")),
     );
     let context_dir = input.checkout.join(&config.build.context);
-    progress.step(&format!(
-        "building image {repository}:{} from {dockerfile}",
-        short(input.version)
-    ));
+    step(
+        progress,
+        format!(
+            "building image {repository}:{} from {dockerfile}",
+            short(input.version)
+        ),
+    );
     handle.block_on(async {
         let engine = connect_engine(config).await.map_err(|e| e.to_string())?;
         let spec = cutover_docker::BuildSpec {
@@ -100,13 +107,15 @@ fn build_image(
             dockerfile: &dockerfile,
             tags,
         };
-        let id = cutover_docker::build_image(&engine, spec, &mut |line| progress.detail(&line))
-            .await
-            .map_err(|e| e.to_string())?;
-        progress.step(&format!(
-            "image {repository}:{} is {id}",
-            short(input.version)
-        ));
+        let id = cutover_docker::build_image(&engine, spec, &mut |line| {
+            progress(Line::Detail { message: line })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        step(
+            progress,
+            format!("image {repository}:{} is {id}", short(input.version)),
+        );
         Ok(ImageArtifact {
             repository,
             id,
@@ -145,33 +154,31 @@ pub async fn publish(
     root: &Path,
     state: &StateDir,
     mut artifact: Artifact,
-    progress: &dyn Report,
+    progress: &Report<'_>,
 ) -> anyhow::Result<Artifact> {
     let config = Config::parse(
         &artifact.config_text,
         &cutover_config::committed_origin(&artifact.version),
     )?;
     let Some(registry) = &config.registry else {
-        return Err(Refusal {
-            message: format!(
+        return Err(Refusal::new(
+            format!(
                 "the config of {} has no [registry] to publish to",
                 short(&artifact.version)
             ),
-            hint: Some(
-                "add [registry] with url and repository to cutover.toml and commit it".into(),
-            ),
-        }
+            Some("add [registry] with url and repository to cutover.toml and commit it".into()),
+        )
         .into());
     };
     let Some(image) = artifact.image.clone() else {
-        return Err(Refusal {
-            message: format!(
+        return Err(Refusal::new(
+            format!(
                 "{}:{} has no image to publish",
                 artifact.app,
                 short(&artifact.version)
             ),
-            hint: Some("add [build] dockerfile to cutover.toml and commit it".into()),
-        }
+            Some("add [build] dockerfile to cutover.toml and commit it".into()),
+        )
         .into());
     };
     let login = config.registry_credentials(root)?;
@@ -182,30 +189,33 @@ pub async fn publish(
         let now =
             cutover_docker::registry_digest(host, name, &artifact.version, creds.as_ref()).await?;
         if now.as_deref() == Some(recorded.as_str()) {
-            progress.step(&format!(
-                "{}:{} is already published as {recorded}",
-                image.repository,
-                short(&artifact.version)
-            ));
+            step(
+                progress,
+                format!(
+                    "{}:{} is already published as {recorded}",
+                    image.repository,
+                    short(&artifact.version)
+                ),
+            );
             return Ok(artifact);
         }
     }
     let engine = connect_engine(&config).await?;
     let local = format!("{}:{}", image.repository, artifact.version);
     if !cutover_docker::image_exists(&engine, &local).await? {
-        return Err(Refusal {
-            message: format!("the image {local} is no longer on the {} engine, so it cannot be published", engine.kind),
-            hint: Some("images are built once and never rebuilt: deploy a version that is still here, or build a new commit".into()),
-        }
+        return Err(Refusal::new(
+            format!("the image {local} is no longer on the {} engine, so it cannot be published", engine.kind),
+            Some("images are built once and never rebuilt: deploy a version that is still here, or build a new commit".into()),
+        )
         .into());
     }
-    progress.step(&format!("publishing {local} to {host}"));
+    step(progress, format!("publishing {local} to {host}"));
     let digest = cutover_docker::push(
         &engine,
         &image.repository,
         &artifact.version,
         creds.as_ref(),
-        &mut |line| progress.detail(&line),
+        &mut |line| progress(Line::Detail { message: line }),
     )
     .await?;
     for tag in &image.moving_tags {
@@ -214,14 +224,14 @@ pub async fn publish(
             &image.repository,
             tag,
             creds.as_ref(),
-            &mut |line| progress.detail(&line),
+            &mut |line| progress(Line::Detail { message: line }),
         )
         .await?;
     }
-    progress.step(&format!("published {local} as {digest}"));
+    step(progress, format!("published {local} as {digest}"));
     if let Some(img) = artifact.image.as_mut() {
         img.registry_digest = Some(digest);
     }
-    ArtifactStore::open(&state.path.join("artifacts"))?.put_manifest(&artifact)?;
+    ArtifactStore::open(&state.artifacts())?.put_manifest(&artifact)?;
     Ok(artifact)
 }

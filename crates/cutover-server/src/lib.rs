@@ -1,97 +1,26 @@
 //! The control plane (`cutover server`): one per state dir. It owns the ledger and the engine
-//! and answers the CLI over a unix socket with a small JSON API. Only this crate knows the
-//! wire format.
+//! and answers the CLI over a unix socket with a small JSON API whose documents are
+//! `cutover_api`'s; `convert.rs` is where engine and ledger types become them.
 //!
 //! Architecture invariant: the server is never on the data path. Edge proxies and instance
 //! supervisors are separate processes; killing the server (even with `kill -9`) stops no
 //! traffic, and a restarted server reconciles with what it finds.
 
-pub mod api;
+mod api;
 pub mod builder;
-pub mod pipeline;
+mod convert;
+mod pipeline;
 mod runtimes;
 mod triggers;
-mod views;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cutover_daemon::FileLock;
+use cutover_daemon::{FileLock, StateDir};
 use cutover_engine::{Engine, EngineOptions, HttpProber, ProxyEdge};
 use cutover_ledger::Ledger;
 
-pub use api::{DeployBody, RollbackBody};
-pub use views::{EnvironmentView, HistoryView, LiveView, ReleaseView, ShowView, StatusView};
-
-/// A refusal with a hint: shown as `error:` and `hint:` lines, exit code 1.
-#[derive(Debug)]
-pub struct Refusal {
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Refusal {}
-
 /// The engine as the server runs it.
 pub type ServerEngine = Engine<runtimes::Runtimes, ProxyEdge, HttpProber>;
-
-/// Files of a state dir that the server and the CLI both need to find.
-#[derive(Debug, Clone)]
-pub struct StateDir {
-    pub path: PathBuf,
-}
-
-impl StateDir {
-    pub fn new(path: impl Into<PathBuf>) -> StateDir {
-        StateDir { path: path.into() }
-    }
-
-    pub fn socket(&self) -> PathBuf {
-        cutover_daemon::socket_path(&self.path, "server")
-    }
-
-    pub fn pid_file(&self) -> PathBuf {
-        self.path.join("server.pid")
-    }
-
-    /// Held by the running server for its whole life.
-    pub fn run_lock(&self) -> PathBuf {
-        self.path.join("server.lock")
-    }
-
-    /// Held by a CLI while it starts a server, so that two CLIs do not start two.
-    pub fn start_lock(&self) -> PathBuf {
-        self.path.join("server.start.lock")
-    }
-
-    pub fn log_file(&self) -> PathBuf {
-        self.path.join("logs").join("server.log")
-    }
-
-    /// The repository the state dir belongs to (its parent).
-    pub fn repo_root(&self) -> PathBuf {
-        self.path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
-    }
-
-    /// Creates the state dir with a `.gitignore` of `*`, so it never dirties the repo.
-    pub fn create(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.path)?;
-        let ignore = self.path.join(".gitignore");
-        if !ignore.exists() {
-            std::fs::write(ignore, "*\n")?;
-        }
-        Ok(())
-    }
-}
 
 /// Runs the server in the foreground until `cutover down` or a signal. Returns the exit code.
 pub fn run(state: StateDir) -> i32 {

@@ -2,7 +2,7 @@
 //! environment in the order `requires` gives, waiting out each monitor window, stopping at a
 //! manual gate. Started by `cutover pipeline run`, a push webhook or `cutover watch`.
 //!
-//! Exit codes as DESIGN.md: 0 every stage it may run succeeded (parking at a manual gate
+//! Exit codes: 0 every stage it may run succeeded (parking at a manual gate
 //! included), 1 a check failed or a stage was refused, 3 a deploy rolled back, 4 restoring
 //! failed too.
 
@@ -10,28 +10,16 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
+use cutover_api::{short, Line, RunEvent, RunRequest};
 use cutover_artifact::Repo;
 use cutover_config::{Config, CONFIG_FILE};
+use cutover_daemon::StateDir;
 use cutover_engine::{DeployRequest, Outcome, Progress};
 use cutover_ledger::{CheckRecord, ReleaseState};
 use cutover_pipeline::{CheckEvent, ChecksRequest};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::builder::Report;
-use crate::{ServerEngine, StateDir};
-
-/// What starts a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRequest {
-    /// A commit, branch or tag; resolved to a full sha.
-    pub rev: String,
-    /// "cli", "webhook", "watch".
-    pub trigger: String,
-    pub requested_by: String,
-    #[serde(default)]
-    pub skip_checks: bool,
-}
+use crate::ServerEngine;
 
 /// Sends progress as NDJSON lines and keeps them in the run's event file.
 #[derive(Clone)]
@@ -45,25 +33,27 @@ impl RunLog {
         if let Ok(mut guard) = self.file.lock() {
             if let Some(f) = guard.as_mut() {
                 // Kept events carry their time, so a run's stages can be timed afterwards.
-                let mut event = serde_json::to_value(&p).unwrap_or_default();
-                if let Some(map) = event.as_object_mut() {
-                    map.insert("at".into(), chrono::Utc::now().to_rfc3339().into());
+                let line = crate::convert::line(p.clone());
+                if let Some(event) = RunEvent::new(&line, chrono::Utc::now()) {
+                    let _ = serde_json::to_writer(&mut *f, &event);
+                    let _ = f.write_all(b"\n");
                 }
-                let _ = serde_json::to_writer(&mut *f, &event);
-                let _ = f.write_all(b"\n");
             }
         }
         let _ = self.tx.send(p);
     }
-}
 
-impl Report for RunLog {
     fn step(&self, message: &str) {
         self.line(Progress::step(message));
     }
 
-    fn detail(&self, message: &str) {
-        self.line(Progress::detail(message));
+    /// The log as a build's or publish's report.
+    fn report(&self, line: Line) {
+        match line {
+            Line::Step { message } => self.line(Progress::Step { message }),
+            Line::Detail { message } => self.line(Progress::Detail { message }),
+            Line::Outcome(_) => {}
+        }
     }
 }
 
@@ -148,7 +138,14 @@ async fn stages(
     let (root_b, state_b, sha_b) = (root.clone(), state.clone(), sha.to_string());
     let build_log = log.clone();
     let built = tokio::task::spawn_blocking(move || {
-        crate::builder::build(&root_b, &state_b, &sha_b, false, &build_log, &handle)
+        crate::builder::build(
+            &root_b,
+            &state_b,
+            &sha_b,
+            false,
+            &|line| build_log.report(line),
+            &handle,
+        )
     })
     .await;
     let mut artifact = match built {
@@ -157,10 +154,11 @@ async fn stages(
         Err(e) => return Outcome::refused(e.to_string(), None),
     };
     if config.registry.is_some() && artifact.image.is_some() {
-        artifact = match crate::builder::publish(&root, state, artifact, log).await {
-            Ok(a) => a,
-            Err(e) => return Outcome::refused(format!("publish failed: {e:#}"), None),
-        };
+        artifact =
+            match crate::builder::publish(&root, state, artifact, &|line| log.report(line)).await {
+                Ok(a) => a,
+                Err(e) => return Outcome::refused(format!("publish failed: {e:#}"), None),
+            };
     }
     // 4. Environments, in the order `requires` gives.
     let mut last = None;
@@ -269,10 +267,6 @@ fn on_branch(root: &std::path::Path, sha: &str, branch: &str) -> bool {
 fn commit_author(root: &std::path::Path, sha: &str) -> Option<String> {
     let info = Repo::discover(root).ok()?.commit_info(sha).ok()?;
     Some(format!("{} <{}>", info.author_name, info.author_email))
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
 }
 
 /// Runs a commit's checks (if it declares any) in a clean checkout, records their results in

@@ -9,12 +9,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use cutover_api::{HookAnswer, Refusal, RunRequest, TokenGate};
 use cutover_config::Config;
-use cutover_hooks::{Delivery, Notifier, ReleaseEvent, ReplayGuard, Verified};
+use cutover_daemon::StateDir;
+use cutover_hooks::{Delivery, Notifier, ReplayGuard, Verified};
 use tokio::sync::Mutex;
 
-use crate::pipeline::RunRequest;
-use crate::{ServerEngine, StateDir};
+use crate::{convert, ServerEngine};
 
 struct WebhookState {
     engine: ServerEngine,
@@ -71,8 +72,8 @@ pub async fn start_webhooks(
     ))
 }
 
-fn answer(status: StatusCode, what: &str, detail: String) -> Response {
-    (status, Json(serde_json::json!({ what: detail }))).into_response()
+fn answer(status: StatusCode, answer: HookAnswer) -> Response {
+    (status, Json(answer)).into_response()
 }
 
 async fn receive(
@@ -97,25 +98,28 @@ async fn receive(
         Ok(v) => v,
         Err(e) => {
             let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            return answer(status, "error", e.to_string());
+            return answer(status, HookAnswer::Error(e.to_string()));
         }
     };
     let push = match verified {
         Verified::Push(push) => push,
-        Verified::Ping => return answer(StatusCode::OK, "pong", "cutover is listening".into()),
+        Verified::Ping => {
+            return answer(
+                StatusCode::OK,
+                HookAnswer::Pong("cutover is listening".into()),
+            )
+        }
         Verified::Ignored { event, reason } => {
             return answer(
                 StatusCode::ACCEPTED,
-                "ignored",
-                format!("{event}: {reason}"),
+                HookAnswer::Ignored(format!("{event}: {reason}")),
             )
         }
     };
     if push.branch != hook.branch {
         return answer(
             StatusCode::ACCEPTED,
-            "ignored",
-            format!("a push to {}, not {}", push.branch, hook.branch),
+            HookAnswer::Ignored(format!("a push to {}, not {}", push.branch, hook.branch)),
         );
     }
     if let Some(id) = &push.delivery_id {
@@ -124,11 +128,15 @@ async fn receive(
             Ok(false) => {
                 return answer(
                     StatusCode::OK,
-                    "ignored",
-                    format!("delivery {id} was already received"),
+                    HookAnswer::Ignored(format!("delivery {id} was already received")),
                 )
             }
-            Err(e) => return answer(StatusCode::INTERNAL_SERVER_ERROR, "error", e.to_string()),
+            Err(e) => {
+                return answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    HookAnswer::Error(e.to_string()),
+                )
+            }
         }
     }
     let request = RunRequest {
@@ -153,22 +161,8 @@ async fn receive(
     });
     answer(
         StatusCode::ACCEPTED,
-        "started",
-        format!("a pipeline run for {}", push.sha),
+        HookAnswer::Started(format!("a pipeline run for {}", push.sha)),
     )
-}
-
-/// `POST /v1/approve` and `/v1/reject` over TCP: the person is whoever the bearer token was
-/// issued to (`cutover token create NAME`).
-#[derive(Debug, serde::Deserialize)]
-struct TokenGate {
-    env: String,
-    #[serde(default)]
-    release: Option<i64>,
-    #[serde(default)]
-    older: bool,
-    #[serde(default)]
-    reason: Option<String>,
 }
 
 /// Whose bearer token the request carries, if a valid one.
@@ -188,10 +182,13 @@ fn bearer_owner(hook: &WebhookState, headers: &HeaderMap) -> Option<String> {
 fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        Json(serde_json::json!({
-            "error": "no valid API token",
-            "hint": "send `Authorization: Bearer <token>`; a token is issued with `cutover token create NAME`"
-        })),
+        Json(Refusal::new(
+            "no valid API token",
+            Some(
+                "send `Authorization: Bearer <token>`; a token is issued with `cutover token create NAME`"
+                    .to_string(),
+            ),
+        )),
     )
         .into_response()
 }
@@ -211,7 +208,7 @@ async fn approve_with_token(
         older: body.older,
     };
     let outcome = hook.engine.approve(&body.env, &who, choice, &tx).await;
-    Json(outcome).into_response()
+    Json(convert::outcome(outcome)).into_response()
 }
 
 async fn reject_with_token(
@@ -227,7 +224,10 @@ async fn reject_with_token(
         older: true,
     };
     let reason = body.reason.unwrap_or_else(|| "no reason given".into());
-    Json(hook.engine.reject(&body.env, &who, &reason, choice)).into_response()
+    Json(convert::outcome(
+        hook.engine.reject(&body.env, &who, &reason, choice),
+    ))
+    .into_response()
 }
 
 /// Sends every notable release state change to the config's `[[notify]]` URLs.
@@ -239,16 +239,7 @@ pub fn start_notifications(engine: &ServerEngine, config: &Config) -> Option<Str
     let notifier = Notifier::new(urls.clone());
     let handle = tokio::runtime::Handle::current();
     engine.observe(Arc::new(move |release| {
-        let event = ReleaseEvent {
-            app: release.app.clone(),
-            environment: release.env.clone(),
-            release: release.id,
-            version: release.version.clone(),
-            digest: release.digest.clone(),
-            state: release.state.as_str().to_string(),
-            reason: release.reason.clone(),
-            at: chrono::Utc::now(),
-        };
+        let event = convert::release_event(release);
         let notifier = notifier.clone();
         // The observer may be called outside the runtime's context (a blocking thread).
         handle.spawn(async move { notifier.notify(event) });

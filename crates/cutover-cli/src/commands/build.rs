@@ -4,7 +4,7 @@ use clap::Args;
 use cutover_artifact::{Artifact, ArtifactStore};
 
 use crate::context::Context;
-use crate::output::Progress;
+use crate::output::Renderer;
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -59,8 +59,15 @@ pub async fn build_in_background(
     let allow_dirty = checks.allow_dirty;
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        let progress = Progress::new(verbose);
-        cutover_server::builder::build(&ctx.root, &ctx.state, &rev, allow_dirty, &progress, &handle)
+        let progress = Renderer::new(verbose);
+        cutover_server::builder::build(
+            &ctx.root,
+            &ctx.state,
+            &rev,
+            allow_dirty,
+            &|line| progress.line(&line),
+            &handle,
+        )
     })
     .await?
 }
@@ -103,10 +110,9 @@ async fn gate_on_checks(
         return Ok(());
     }
     let client = crate::client::Client::connect_or_start(&ctx.state).await?;
-    let records: Vec<cutover_ledger::CheckRecord> =
-        client.get(&format!("/v1/checks/{sha}")).await?;
+    let records: Vec<cutover_api::CheckView> = client.get(&format!("/v1/checks/{sha}")).await?;
     let refuse = |failed: Vec<String>, hint: String| -> anyhow::Error {
-        crate::client::Refusal {
+        cutover_api::Refusal {
             message: format!(
                 "the checks of {} failed ({}); it is not built",
                 crate::output::short(&sha),
@@ -117,19 +123,19 @@ async fn gate_on_checks(
         .into()
     };
     if records.is_empty() {
-        let progress = Progress::new(verbose);
+        let progress = Renderer::new(verbose);
         progress.step(&format!(
             "the checks of {} never ran: running them first",
             crate::output::short(&sha)
         ));
-        let body = cutover_server::api::ChecksBody { rev: sha.clone() };
+        let body = cutover_api::ChecksBody { rev: sha.clone() };
         let outcome = client
             .stream("/v1/checks/run", &body, |line| progress.line(line))
             .await?;
         progress.finish();
         if !outcome.is_success() {
             let hint = outcome.hint.unwrap_or_default();
-            return Err(crate::client::Refusal {
+            return Err(cutover_api::Refusal {
                 message: outcome.message,
                 hint: Some(format!("{hint}; fix and commit, or pass --skip-checks")),
             }
@@ -160,12 +166,12 @@ pub fn find(ctx: &Context, app: &str, version: &str) -> anyhow::Result<Artifact>
     let mut found = store.find_by_prefix(app, version)?;
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(crate::client::Refusal {
+        0 => Err(cutover_api::Refusal {
             message: format!("{version:?} is not a known artifact of {app}"),
             hint: Some("build it first with `cutover build <rev>`, or deploy a commit with `cutover deploy <env> --rev <rev>`".into()),
         }
         .into()),
-        n => Err(crate::client::Refusal {
+        n => Err(cutover_api::Refusal {
             message: format!("{version:?} matches {n} artifacts of {app}"),
             hint: Some("give more characters of the version".into()),
         }

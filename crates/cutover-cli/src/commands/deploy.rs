@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use clap::Args;
+use cutover_api::Outcome;
+use cutover_api::{DeployBody, RollbackBody, TargetView};
 use cutover_config::Config;
-use cutover_engine::Outcome;
-use cutover_server::api::RollbackTarget;
-use cutover_server::{DeployBody, RollbackBody};
 
-use crate::client::{Client, Refusal};
+use crate::client::Client;
 use crate::context::Context;
-use crate::output::{report, short, Progress};
+use crate::output::{report, short, Renderer};
+use cutover_api::Refusal;
 
 #[derive(Args, Debug)]
 pub struct DeployArgs {
@@ -69,7 +69,7 @@ fn parse_assignment(s: &str) -> Result<(String, String), String> {
 
 pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    let progress = Progress::new(args.verbose);
+    let progress = Renderer::new(args.verbose);
     let artifact = match &args.version {
         Some(version) => {
             let app = ctx.working_config()?.app.name.to_string();
@@ -98,7 +98,10 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
             .as_ref()
             .is_some_and(|i| i.registry_digest.is_none());
     let artifact = if needs_publish {
-        cutover_server::builder::publish(&ctx.root, &ctx.state, artifact, &progress).await?
+        cutover_server::builder::publish(&ctx.root, &ctx.state, artifact, &|line| {
+            progress.line(&line)
+        })
+        .await?
     } else {
         artifact
     };
@@ -145,14 +148,14 @@ pub async fn rollback(
             .into());
         }
     }
-    let progress = Progress::new(args.verbose);
+    let progress = Renderer::new(args.verbose);
     let client = Client::connect_or_start(&ctx.state).await?;
     let query = args
         .to
         .as_ref()
         .map(|t| format!("?to={t}"))
         .unwrap_or_default();
-    let target: RollbackTarget = client
+    let target: TargetView = client
         .get(&format!("/v1/rollback-target/{}{query}", args.env))
         .await?;
     let config = Config::parse(
@@ -180,7 +183,7 @@ async fn finish(
     client: &Client,
     outcome: Outcome,
     wait: bool,
-    progress: &Progress,
+    progress: &Renderer,
 ) -> anyhow::Result<i32> {
     progress.finish();
     let code = report(&outcome);

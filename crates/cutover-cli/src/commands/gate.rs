@@ -2,13 +2,13 @@
 //! running them is the human click, recorded in the ledger.
 
 use clap::Args;
-use cutover_engine::Outcome;
-use cutover_server::api::{EnvBody, GateBody};
-use cutover_server::StatusView;
+use cutover_api::Outcome;
+use cutover_api::{EnvBody, GateBody, StatusView};
 
-use crate::client::{Client, Refusal};
+use crate::client::Client;
 use crate::context::Context;
-use crate::output::{report, Progress};
+use crate::output::{report, Renderer};
+use cutover_api::Refusal;
 
 #[derive(Args, Debug)]
 pub struct ApproveArgs {
@@ -71,7 +71,7 @@ pub async fn approve(
 ) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
     let client = Client::connect_or_start(&ctx.state).await?;
-    let progress = Progress::new(args.verbose);
+    let progress = Renderer::new(args.verbose);
     let body = GateBody {
         env: args.env,
         by: me(),

@@ -2,12 +2,11 @@
 //! (approval) → production, the same way a push webhook or `cutover watch` runs it.
 
 use clap::{Args, Subcommand};
-use cutover_server::api::{RunView, StreamLine};
-use cutover_server::pipeline::RunRequest;
+use cutover_api::{Line, RunEventKind, RunRequest, RunView};
 
 use crate::client::Client;
 use crate::context::Context;
-use crate::output::{report, Progress};
+use crate::output::{report, Renderer};
 
 #[derive(Subcommand, Debug)]
 pub enum PipelineCommand {
@@ -58,7 +57,7 @@ async fn run_pipeline(args: RunArgs, state_dir: Option<&std::path::Path>) -> any
         requested_by: cutover_daemon::current_user(),
         skip_checks: args.skip_checks,
     };
-    let progress = Progress::new(args.verbose);
+    let progress = Renderer::new(args.verbose);
     let json = args.json;
     let outcome = client
         .stream("/v1/pipeline/run", &body, |line| {
@@ -75,7 +74,7 @@ async fn run_pipeline(args: RunArgs, state_dir: Option<&std::path::Path>) -> any
     if json {
         println!(
             "{}",
-            serde_json::to_string(&StreamLine::Outcome(outcome.clone()))?
+            serde_json::to_string(&Line::Outcome(outcome.clone()))?
         );
     }
     Ok(report(&outcome))
@@ -111,8 +110,8 @@ async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow::Re
         );
     }
     for e in &view.events {
-        if e["type"] == "step" {
-            println!("  {}", e["message"].as_str().unwrap_or_default());
+        if e.kind == RunEventKind::Step {
+            println!("  {}", e.message);
         }
     }
     Ok(0)

@@ -1,7 +1,7 @@
 //! `cutover prune`: remove old images, artifacts and unpacked releases — never the way back.
 
 use clap::Args;
-use cutover_server::api::{PruneBody, PruneReport};
+use cutover_api::{PruneBody, PruneReport};
 
 use crate::client::Client;
 use crate::context::Context;
@@ -25,7 +25,7 @@ pub async fn run(args: PruneArgs, state_dir: Option<&std::path::Path>) -> anyhow
     let config = ctx.working_config()?;
     let keep = args.keep.unwrap_or(config.retention.keep);
     if keep == 0 {
-        return Err(crate::client::Refusal {
+        return Err(cutover_api::Refusal {
             message: "--keep 0 would leave no way back".into(),
             hint: Some("keep at least 1 known-good release per environment".into()),
         }

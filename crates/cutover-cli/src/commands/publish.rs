@@ -2,7 +2,7 @@
 //! registry's digest (what every deploy of it pulls).
 
 use crate::context::Context;
-use crate::output::Progress;
+use crate::output::Renderer;
 use clap::Args;
 
 #[derive(Args, Debug)]
@@ -23,9 +23,11 @@ pub async fn run(args: PublishArgs, state_dir: Option<&std::path::Path>) -> anyh
         args.verbose,
     )
     .await?;
-    let progress = Progress::new(args.verbose);
-    let artifact =
-        cutover_server::builder::publish(&ctx.root, &ctx.state, artifact, &progress).await?;
+    let progress = Renderer::new(args.verbose);
+    let artifact = cutover_server::builder::publish(&ctx.root, &ctx.state, artifact, &|line| {
+        progress.line(&line)
+    })
+    .await?;
     progress.finish();
     if let Some(image) = &artifact.image {
         println!(

@@ -7,8 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use clap::Args;
-use cutover_server::api::InstanceLogs;
-use cutover_server::{HistoryView, ShowView, StatusView};
+use cutover_api::{HistoryView, InstanceLogs, ShowView, StatusView};
 
 use crate::client::Client;
 use crate::context::Context;
@@ -275,7 +274,7 @@ pub async fn down(state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
         "stopping every instance, the edge proxies and the server of {}",
         ctx.state.path.display()
     );
-    let _: serde_json::Value = client
+    let _: cutover_api::Stopped = client
         .call_within(Duration::from_secs(120), "POST", "/v1/down", None::<&()>)
         .await?;
     let pid_file = ctx.state.pid_file();

@@ -1,7 +1,7 @@
 //! `cutover token`: API tokens, one per person, for approving over the server's HTTP API.
 
 use clap::{Args, Subcommand};
-use cutover_server::api::TokenBody;
+use cutover_api::{Revoked, TokenBody, TokenCreated, TokenEntry};
 
 use crate::client::Client;
 use crate::context::Context;
@@ -31,7 +31,7 @@ pub async fn run(
     let by = cutover_daemon::current_user();
     match command {
         TokenCommand::Create(args) => {
-            let answer: serde_json::Value = client
+            let answer: TokenCreated = client
                 .call(
                     "POST",
                     "/v1/tokens",
@@ -41,7 +41,7 @@ pub async fn run(
                     }),
                 )
                 .await?;
-            println!("{}", answer["token"].as_str().unwrap_or_default());
+            println!("{}", answer.token);
             eprintln!(
                 "a token for {}: send it as `Authorization: Bearer <token>` to POST /v1/approve on the server's \
                  HTTP listener ([webhook] listen); it is shown only now",
@@ -49,17 +49,13 @@ pub async fn run(
             );
         }
         TokenCommand::List => {
-            let list: Vec<serde_json::Value> = client.get("/v1/tokens").await?;
+            let list: Vec<TokenEntry> = client.get("/v1/tokens").await?;
             for t in list {
-                println!(
-                    "{}  issued {}",
-                    t["name"].as_str().unwrap_or_default(),
-                    t["created_at"].as_str().unwrap_or_default()
-                );
+                println!("{}  issued {}", t.name, t.created_at);
             }
         }
         TokenCommand::Revoke(args) => {
-            let _: serde_json::Value = client
+            let _: Revoked = client
                 .call(
                     "POST",
                     "/v1/tokens/revoke",

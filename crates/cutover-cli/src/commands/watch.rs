@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use cutover_server::pipeline::RunRequest;
+use cutover_api::RunRequest;
 
 use crate::client::Client;
 use crate::context::Context;
-use crate::output::{report, Progress};
+use crate::output::{report, Renderer};
 
 #[derive(Args, Debug)]
 pub struct WatchArgs {
@@ -45,7 +45,7 @@ pub async fn run(args: WatchArgs, state_dir: Option<&std::path::Path>) -> anyhow
                 requested_by: format!("watch ({})", args.remote),
                 skip_checks: false,
             };
-            let progress = Progress::new(false);
+            let progress = Renderer::new(false);
             let outcome = client
                 .stream("/v1/pipeline/run", &body, |line| progress.line(line))
                 .await?;

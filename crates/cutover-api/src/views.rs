@@ -1,12 +1,13 @@
-//! The JSON documents of `status`, `history` and `show` (stable: users script against them).
+//! The JSON documents of `status`, `history`, `show` and `pipeline show` (stable: users script
+//! against their `--json`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
-use cutover_ledger::{Event, Release};
-use cutover_runtime::InstanceInfo;
 use serde::{Deserialize, Serialize};
 
+/// `GET /v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusView {
     pub environments: Vec<EnvironmentView>,
@@ -26,7 +27,7 @@ pub struct EnvironmentView {
     pub awaiting_approval: Vec<ReleaseRef>,
     /// Set while deploys to the environment are frozen.
     #[serde(default)]
-    pub frozen: Option<cutover_ledger::Freeze>,
+    pub frozen: Option<FreezeView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +48,14 @@ pub struct ReleaseRef {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// A freeze: no deploys to the environment until it is lifted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FreezeView {
+    pub by: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceView {
     pub id: String,
@@ -63,27 +72,7 @@ pub struct InstanceView {
     pub log_file: String,
 }
 
-impl InstanceView {
-    pub fn new(i: &InstanceInfo, serving: bool) -> InstanceView {
-        InstanceView {
-            id: i.id.clone(),
-            release: i.release,
-            version: i.version.clone(),
-            address: i.address,
-            pid: i.pid,
-            supervisor_pid: i.supervisor_pid,
-            state: serde_json::to_value(i.state)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-            role: if serving { "serving" } else { "standby" }.into(),
-            restarts: i.restarts,
-            started_at: i.started_at,
-            log_file: i.log_file.display().to_string(),
-        }
-    }
-}
-
+/// `GET /v1/history/{env}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryView {
     pub environment: String,
@@ -97,6 +86,7 @@ pub struct ReleaseView {
     pub version: String,
     pub artifact: String,
     pub digest: String,
+    /// `deploy` or `rollback`.
     pub kind: String,
     pub state: String,
     pub reason: Option<String>,
@@ -114,32 +104,7 @@ pub struct ReleaseView {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
-impl From<&Release> for ReleaseView {
-    fn from(r: &Release) -> ReleaseView {
-        ReleaseView {
-            id: r.id,
-            environment: r.env.clone(),
-            version: r.version.clone(),
-            artifact: r.artifact.clone(),
-            digest: r.digest.clone(),
-            kind: r.kind.as_str().into(),
-            state: r.state.as_str().into(),
-            reason: r.reason.clone(),
-            known_good: r.passed_monitor && matches!(r.state.as_str(), "live" | "superseded"),
-            restored_from: r.restored_from,
-            requested_by: r.requested_by.clone(),
-            trigger: r.trigger.clone(),
-            approved_by: r.approved_by.clone(),
-            approved_at: r.approved_at,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            live_at: r.live_at,
-            monitor_until: r.monitor_until,
-            ended_at: r.ended_at,
-        }
-    }
-}
-
+/// `GET /v1/releases/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShowView {
     pub release: ReleaseView,
@@ -152,8 +117,8 @@ pub struct ShowView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotView {
     pub config_text: String,
-    pub overrides: std::collections::BTreeMap<String, String>,
-    pub secrets: std::collections::BTreeMap<String, String>,
+    pub overrides: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,21 +128,36 @@ pub struct EventView {
     pub message: String,
 }
 
-impl From<&Event> for EventView {
-    fn from(e: &Event) -> EventView {
-        EventView {
-            at: e.at,
-            kind: e.kind.clone(),
-            message: e.message.clone(),
-        }
-    }
+/// `GET /v1/pipeline/runs/{id}`: the whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunView {
+    pub run: PipelineRunView,
+    pub checks: Vec<CheckView>,
+    pub events: Vec<crate::RunEvent>,
 }
 
-pub fn release_ref(r: &Release) -> ReleaseRef {
-    ReleaseRef {
-        release: r.id,
-        version: r.version.clone(),
-        digest: r.digest.clone(),
-        since: r.live_at,
-    }
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineRunView {
+    pub id: i64,
+    pub sha: String,
+    /// "cli", "webhook", "watch".
+    pub trigger: String,
+    pub requested_by: String,
+    /// "running", "succeeded", "refused", "failed".
+    pub state: String,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// One check's latest result for a commit (`GET /v1/checks/{sha}` lists them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckView {
+    pub name: String,
+    /// "passed", "failed", "timed-out", "skipped".
+    pub status: String,
+    pub duration_ms: u64,
+    pub exit: Option<String>,
+    pub log_file: String,
 }

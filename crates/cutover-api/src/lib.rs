@@ -1,0 +1,32 @@
+//! Every document cutover sends or receives as JSON: request bodies, answers, the NDJSON
+//! progress lines of long commands, the views of `status`, `history`, `show` and
+//! `pipeline show` (stable: users script against their `--json`), notifications and webhook
+//! answers.
+//!
+//! This crate depends on none of cutover's other crates. The server converts its engine's and
+//! ledger's types into these explicitly (the engine and the ledger do not know the wire shape),
+//! and the CLI reads them, so a change of a JSON shape is a change of this crate.
+
+mod line;
+mod requests;
+mod responses;
+mod views;
+
+pub use line::{Line, Outcome, RunEvent, RunEventKind};
+pub use requests::{
+    ChecksBody, DeployBody, EnvBody, GateBody, PruneBody, RollbackBody, RunRequest, TokenBody,
+    TokenGate,
+};
+pub use responses::{
+    HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, ReleaseEvent, Removed, Revoked,
+    Stopped, TargetView, TokenCreated, TokenEntry,
+};
+pub use views::{
+    CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,
+    PipelineRunView, ReleaseRef, ReleaseView, RunView, ShowView, SnapshotView, StatusView,
+};
+
+/// The first 12 characters of a version (a commit sha), as people say it.
+pub fn short(version: &str) -> &str {
+    &version[..version.len().min(12)]
+}

@@ -1,0 +1,124 @@
+//! What clients send: the bodies of the server's `POST` endpoints.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/deploy`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployBody {
+    pub env: String,
+    pub app: String,
+    pub version: String,
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+    /// Secret values resolved by the caller, by name (kept in memory only).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    pub requested_by: String,
+    #[serde(default)]
+    pub queue: bool,
+    /// Registry login (user, password) for pulling the image.
+    #[serde(default)]
+    pub registry_login: Option<(String, String)>,
+    /// "cli" (a person), "pipeline", "webhook", "watch".
+    #[serde(default = "cli")]
+    pub trigger: String,
+    /// The commit's author, "Name <email>".
+    #[serde(default)]
+    pub author: Option<String>,
+    /// The commit's checks were skipped with --skip-checks (recorded in the release).
+    #[serde(default)]
+    pub skip_checks: bool,
+}
+
+fn cli() -> String {
+    "cli".into()
+}
+
+/// `POST /v1/rollback`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackBody {
+    pub env: String,
+    /// A known-good release id or version prefix; default: the rollback target.
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    pub requested_by: String,
+    #[serde(default)]
+    pub queue: bool,
+    #[serde(default)]
+    pub registry_login: Option<(String, String)>,
+}
+
+/// `POST /v1/approve` and `/v1/reject` on the unix socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GateBody {
+    pub env: String,
+    pub by: String,
+    #[serde(default)]
+    pub release: Option<i64>,
+    #[serde(default)]
+    pub older: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/approve` and `/v1/reject` over TCP: the person is whoever the bearer token was
+/// issued to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenGate {
+    pub env: String,
+    #[serde(default)]
+    pub release: Option<i64>,
+    #[serde(default)]
+    pub older: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/freeze`, `/v1/unfreeze` and `/v1/abort`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvBody {
+    pub env: String,
+    pub by: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/tokens`, `/v1/tokens/revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenBody {
+    pub name: String,
+    pub by: String,
+}
+
+/// `POST /v1/checks/run`: a commit's checks alone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChecksBody {
+    pub rev: String,
+}
+
+/// `POST /v1/pipeline/run`: what starts a pipeline run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// A commit, branch or tag; resolved to a full sha.
+    pub rev: String,
+    /// "cli", "webhook", "watch".
+    pub trigger: String,
+    pub requested_by: String,
+    #[serde(default)]
+    pub skip_checks: bool,
+}
+
+/// `POST /v1/prune`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneBody {
+    pub app: String,
+    /// Known-good releases per environment to keep (`[retention] keep`).
+    pub keep: u32,
+    /// Say what would go, remove nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,137 @@
+//! What the server answers besides the views, and what it sends to others (notifications,
+//! webhook answers).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::views::ReleaseView;
+
+/// A refusal: `{"error": "...", "hint": "..."}`, the answer of every endpoint that says no
+/// (with a 4xx or 5xx status). Shown as `error:` and `hint:` lines, exit code 1. The CLI uses
+/// it for its own refusals too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    #[serde(rename = "error")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(message: impl Into<String>, hint: impl Into<Option<String>>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// `GET /v1/ping`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ping {
+    pub pid: u32,
+    pub version: String,
+    pub state_dir: String,
+}
+
+/// A release with the config committed in its version, so that the caller can resolve that
+/// config's secrets before asking for it (`GET /v1/rollback-target/{env}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetView {
+    pub release: ReleaseView,
+    pub config_text: String,
+}
+
+/// `GET /v1/logs/{env}`: one entry per instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceLogs {
+    pub id: String,
+    pub release: i64,
+    pub log_file: String,
+    pub lines: Vec<String>,
+}
+
+/// `POST /v1/prune`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub kept: Vec<Kept>,
+    pub removed: Vec<Removed>,
+    pub release_dirs_removed: usize,
+    pub bytes_freed: u64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Kept {
+    pub version: String,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Removed {
+    pub version: String,
+    /// The image references removed from the engine, if the artifact had an image.
+    pub images: Vec<String>,
+    /// Why an image could not be removed, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /v1/tokens`: the token, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub name: String,
+    pub token: String,
+}
+
+/// `GET /v1/tokens`: who has a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenEntry {
+    pub created_at: String,
+    pub name: String,
+}
+
+/// `POST /v1/tokens/revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revoked {
+    pub revoked: String,
+}
+
+/// `POST /v1/down`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stopped {
+    pub stopped: bool,
+}
+
+/// The answer to a push webhook: `{"started": …}`, `{"ignored": …}`, `{"pong": …}` or
+/// `{"error": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookAnswer {
+    Started(String),
+    Ignored(String),
+    Pong(String),
+    Error(String),
+}
+
+/// The JSON document POSTed to each `[[notify]]` URL on a release state change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReleaseEvent {
+    pub app: String,
+    pub environment: String,
+    pub release: i64,
+    pub version: String,
+    pub digest: String,
+    /// `"awaiting-approval"`, `"live"`, `"failed"`, `"rolled-back"`, …
+    pub state: String,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}

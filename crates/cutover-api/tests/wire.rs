@@ -1,0 +1,81 @@
+//! The JSON shapes users and scripts depend on, byte for byte.
+
+use chrono::{TimeZone, Utc};
+use cutover_api::{HookAnswer, Line, Outcome, Refusal, RunEvent, RunEventKind};
+
+#[test]
+fn progress_and_outcome_lines_keep_their_shape() {
+    let step = serde_json::to_string(&Line::step("cutting over")).unwrap();
+    assert_eq!(step, r#"{"type":"step","message":"cutting over"}"#);
+    let detail = serde_json::to_string(&Line::detail("probe 1: 500")).unwrap();
+    assert_eq!(detail, r#"{"type":"detail","message":"probe 1: 500"}"#);
+    let done = Line::Outcome(Outcome {
+        exit_code: 0,
+        release: Some(7),
+        message: "live".into(),
+        hint: None,
+        logs: Vec::new(),
+    });
+    assert_eq!(
+        serde_json::to_string(&done).unwrap(),
+        r#"{"type":"outcome","exit_code":0,"release":7,"message":"live"}"#
+    );
+    let failed = Line::Outcome(Outcome {
+        exit_code: 3,
+        release: None,
+        message: "failed".into(),
+        hint: Some("see logs".into()),
+        logs: vec!["boom".into()],
+    });
+    let text = serde_json::to_string(&failed).unwrap();
+    assert_eq!(
+        text,
+        r#"{"type":"outcome","exit_code":3,"release":null,"message":"failed","hint":"see logs","logs":["boom"]}"#
+    );
+    assert_eq!(serde_json::from_str::<Line>(&text).unwrap(), failed);
+}
+
+#[test]
+fn a_refusal_is_error_and_hint() {
+    let r = Refusal::new("env is busy", Some("pass --queue".to_string()));
+    assert_eq!(
+        serde_json::to_string(&r).unwrap(),
+        r#"{"error":"env is busy","hint":"pass --queue"}"#
+    );
+    let bare: Refusal = serde_json::from_str(r#"{"error":"no"}"#).unwrap();
+    assert_eq!(bare, Refusal::new("no", None));
+}
+
+#[test]
+fn run_events_are_kept_with_an_offset_time_and_read_without_one() {
+    let at = Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+    let event = RunEvent::new(&Line::step("checks: 2"), at).unwrap();
+    let text = serde_json::to_string(&event).unwrap();
+    assert_eq!(
+        text,
+        r#"{"at":"2025-01-02T03:04:05+00:00","message":"checks: 2","type":"step"}"#
+    );
+    assert_eq!(serde_json::from_str::<RunEvent>(&text).unwrap(), event);
+    let old: RunEvent = serde_json::from_str(r#"{"type":"detail","message":"x"}"#).unwrap();
+    assert_eq!((old.at, old.kind), (None, RunEventKind::Detail));
+    let outcome = Line::Outcome(Outcome {
+        exit_code: 0,
+        release: None,
+        message: String::new(),
+        hint: None,
+        logs: Vec::new(),
+    });
+    assert!(RunEvent::new(&outcome, at).is_none());
+}
+
+#[test]
+fn webhook_answers_are_one_key_objects() {
+    assert_eq!(
+        serde_json::to_string(&HookAnswer::Started("a pipeline run for abc".into())).unwrap(),
+        r#"{"started":"a pipeline run for abc"}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&HookAnswer::Ignored("x".into())).unwrap(),
+        r#"{"ignored":"x"}"#
+    );
+}
