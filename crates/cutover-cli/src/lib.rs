@@ -1,5 +1,7 @@
-//! The `cutover` command line: argument parsing, the client side of the server's API, and the
-//! dispatch to the binary's other roles (server, edge proxy, instance supervisor).
+//! The `cutover` command line: argument parsing, the client side of the server's API, and
+//! human output. It parses the binary's background roles too (server, edge proxy, instance
+//! supervisor) but does not run them: [`parse`] hands a [`Role`] to the `cutover` binary,
+//! which runs it in its crate, and [`run`] runs every other command.
 //!
 //! Exit codes (stable): 0 done · 1 refused, nothing changed · 2 usage error ·
 //! 3 a new instance failed and the rollback target serves · 4 restoring failed too.
@@ -14,6 +16,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use output::report_error;
+pub use roles::{ProxyArgs, Role, SuperviseArgs};
+
+/// The parsed command line.
 #[derive(Parser, Debug)]
 #[command(
     name = "cutover",
@@ -26,7 +32,7 @@ Start with `cutover init` in your repository, then `cutover deploy staging`. \
     after_help = "Exit codes: 0 done · 1 refused, nothing changed · 2 usage error · \
 3 the new version failed and the previous one serves · 4 restoring failed too"
 )]
-struct Cli {
+pub struct Cli {
     /// The state dir (default: `.cutover/` beside cutover.toml).
     #[arg(long, global = true, env = "CUTOVER_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -102,15 +108,41 @@ Examples:\n  cutover rollback staging\n  cutover rollback production --to 7     
     Proxy(roles::ProxyArgs),
 }
 
-/// Runs the command line and returns the process exit code.
-pub fn main() -> i32 {
+/// What the command line asks for.
+pub enum Invocation {
+    /// A command of the CLI: give it to [`run`].
+    Command(Cli),
+    /// A background role, for the binary to run.
+    Role(Role),
+    /// Nothing more to do (help, a usage error): exit with this code.
+    Exit(i32),
+}
+
+/// Parses the process's arguments.
+pub fn parse() -> Invocation {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return Invocation::Exit(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    match cli.command {
+        Command::Supervise(args) => Invocation::Role(Role::Supervise(args)),
+        Command::Proxy(args) => Invocation::Role(Role::Proxy(args)),
+        Command::Server(args) => match roles::server_state(cli.state_dir.as_deref()) {
+            Ok(state) => Invocation::Role(Role::Server {
+                state,
+                detach: args.detach,
+            }),
+            Err(e) => Invocation::Exit(report_error(&e)),
+        },
+        _ => Invocation::Command(cli),
+    }
+}
+
+/// Runs a command of the CLI and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
     let state_dir = cli.state_dir.as_deref();
     if matches!(
         cli.command,
@@ -121,9 +153,6 @@ pub fn main() -> i32 {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.command {
-        Command::Supervise(args) => roles::supervise(args),
-        Command::Proxy(args) => roles::proxy(args),
-        Command::Server(args) => roles::server(args, state_dir),
         Command::Init(args) => commands::init::run(args),
         command => block_on(async move {
             match command {
@@ -147,7 +176,11 @@ pub fn main() -> i32 {
                 Command::Logs(args) => commands::read::logs(args, state_dir).await,
                 Command::Down => commands::read::down(state_dir).await,
                 Command::Demo(args) => commands::demo::run(args).await,
-                _ => Ok(2),
+                Command::Init(_)
+                | Command::Server(_)
+                | Command::Supervise(_)
+                // parse() hands roles to the binary; init runs above.
+                | Command::Proxy(_) => Ok(2),
             }
         }),
     }

@@ -1,8 +1,11 @@
-//! The binary's background roles. Each detaches first (before any thread exists) when asked to.
+//! The binary's background roles as the command line names them. The CLI only parses them
+//! (so that `cutover --help` and usage errors stay one thing); the `cutover` binary runs each
+//! role in its own crate.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use cutover_daemon::StateDir;
 
 #[derive(Args, Debug)]
 pub struct SuperviseArgs {
@@ -12,16 +15,6 @@ pub struct SuperviseArgs {
     /// Detach from the caller (print the pid and return at once).
     #[arg(long)]
     pub detach: bool,
-}
-
-pub fn supervise(args: SuperviseArgs) -> i32 {
-    if args.detach {
-        if let Err(e) = cutover_daemon::detach(None) {
-            eprintln!("error: could not detach the supervisor: {e}");
-            return 1;
-        }
-    }
-    cutover_runtime::supervisor::run(&args.state_dir)
 }
 
 #[derive(Args, Debug)]
@@ -40,23 +33,6 @@ pub struct ProxyArgs {
     pub detach: bool,
 }
 
-pub fn proxy(args: ProxyArgs) -> i32 {
-    let options = cutover_proxy::ProxyOptions::new(&args.state_dir, &args.env, args.listen);
-    if args.detach {
-        if let Err(e) = cutover_daemon::detach(Some(&options.log_file)) {
-            eprintln!("error: could not detach the edge proxy: {e}");
-            return 1;
-        }
-    }
-    match cutover_proxy::run(options) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: edge proxy for {}: {e}", args.env);
-            1
-        }
-    }
-}
-
 #[derive(Args, Debug)]
 pub struct ServerArgs {
     /// Detach from the caller (print the pid and return at once).
@@ -64,27 +40,25 @@ pub struct ServerArgs {
     pub detach: bool,
 }
 
-/// `cutover server`: the control plane, in the foreground unless `--detach`.
-pub fn server(args: ServerArgs, state_dir: Option<&std::path::Path>) -> i32 {
+/// A background role to run instead of a command.
+#[derive(Debug)]
+pub enum Role {
+    /// `cutover server`: the control plane of `state` (an absolute path), in the foreground
+    /// unless `detach`.
+    Server { state: StateDir, detach: bool },
+    /// `cutover proxy`: an environment's edge proxy.
+    Proxy(ProxyArgs),
+    /// `cutover supervise`: one instance under its supervisor.
+    Supervise(SuperviseArgs),
+}
+
+/// The state dir a `cutover server` serves: the one given, or the one beside cutover.toml.
+pub(crate) fn server_state(state_dir: Option<&std::path::Path>) -> anyhow::Result<StateDir> {
     let state = match state_dir {
-        Some(dir) => cutover_daemon::StateDir::new(dir),
-        None => match crate::context::Context::discover(None) {
-            Ok(ctx) => ctx.state,
-            Err(e) => return crate::output::report_error(&e),
-        },
+        Some(dir) => StateDir::new(dir),
+        None => crate::context::Context::discover(None)?.state,
     };
-    let state =
-        cutover_daemon::StateDir::new(std::path::absolute(&state.path).unwrap_or(state.path));
-    if args.detach {
-        if let Err(e) = state.create() {
-            eprintln!("error: cannot create {}: {e}", state.path.display());
-            return 1;
-        }
-        if let Err(e) = cutover_daemon::detach(Some(&state.log_file())) {
-            eprintln!("error: could not detach the server: {e}");
-            return 1;
-        }
-        cutover_daemon::close_stdin();
-    }
-    cutover_server::run(state)
+    Ok(StateDir::new(
+        std::path::absolute(&state.path).unwrap_or(state.path),
+    ))
 }

@@ -20,6 +20,11 @@ pub struct DemoArgs {
     pub keep: bool,
 }
 
+/// A loopback address nobody listens on now, for one of the demo's environments.
+fn free_address() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()
+}
+
 struct Demo {
     repo: PathBuf,
     exe: PathBuf,
@@ -32,8 +37,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
             bail!("the demo needs `{tool}` on PATH to build the sample app");
         }
     }
-    let listen = SocketAddr::from(([127, 0, 0, 1], cutover_runtime::free_port()?));
-    let production = SocketAddr::from(([127, 0, 0, 1], cutover_runtime::free_port()?));
+    let listen = free_address()?;
+    let production = free_address()?;
     let repo = std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()));
     let demo = Demo {
         repo,

@@ -1,0 +1,59 @@
+//! The background roles, each run by its crate. Each detaches first (before any thread
+//! exists) when asked to.
+
+use cutover_cli::{ProxyArgs, Role, SuperviseArgs};
+use cutover_daemon::StateDir;
+
+pub fn run(role: Role) -> i32 {
+    match role {
+        Role::Server { state, detach } => server(state, detach),
+        Role::Proxy(args) => proxy(args),
+        Role::Supervise(args) => supervise(args),
+    }
+}
+
+/// `cutover supervise`: one instance under its supervisor (started by the server).
+fn supervise(args: SuperviseArgs) -> i32 {
+    if args.detach {
+        if let Err(e) = cutover_daemon::detach(None) {
+            eprintln!("error: could not detach the supervisor: {e}");
+            return 1;
+        }
+    }
+    cutover_runtime::supervisor::run(&args.state_dir)
+}
+
+/// `cutover proxy`: an environment's edge proxy (started by the server).
+fn proxy(args: ProxyArgs) -> i32 {
+    let options = cutover_proxy::ProxyOptions::new(&args.state_dir, &args.env, args.listen);
+    if args.detach {
+        if let Err(e) = cutover_daemon::detach(Some(&options.log_file)) {
+            eprintln!("error: could not detach the edge proxy: {e}");
+            return 1;
+        }
+    }
+    match cutover_proxy::run(options) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: edge proxy for {}: {e}", args.env);
+            1
+        }
+    }
+}
+
+/// `cutover server`: the control plane, in the foreground unless `--detach` (the CLI starts
+/// it so when none runs).
+fn server(state: StateDir, detach: bool) -> i32 {
+    if detach {
+        if let Err(e) = state.create() {
+            eprintln!("error: cannot create {}: {e}", state.path.display());
+            return 1;
+        }
+        if let Err(e) = cutover_daemon::detach(Some(&state.log_file())) {
+            eprintln!("error: could not detach the server: {e}");
+            return 1;
+        }
+        cutover_daemon::close_stdin();
+    }
+    cutover_server::run(state)
+}
