@@ -8,7 +8,8 @@ use cutover_config::{Approval, Environment};
 use cutover_ledger::{Release, ReleaseState};
 use cutover_runtime::Runtime;
 
-use crate::release::{parse_config, send, short, Leaving};
+use crate::converge::{Leaving, Source};
+use crate::record::{parse_config, send, short};
 use crate::{DeployRequest, Edge, Engine, Outcome, Prober, Progress, ProgressTx};
 
 /// Which waiting release `approve` / `reject` mean.
@@ -181,7 +182,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             )),
         );
         let _holding = self.hold(env, release.id, "being deployed");
-        self.roll_out(release, config, Leaving::Supersede, progress)
+        self.roll_out(release, config, Leaving::Supersede, Source::Fresh, progress)
             .await
     }
 

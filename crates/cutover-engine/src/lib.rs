@@ -2,8 +2,10 @@
 //! traits. It does not know whether an instance is a process or a container (`Runtime`), how
 //! traffic is switched (`Edge`) or how health is asked (`Prober`).
 //!
-//! Deploy, rollback, automatic rollback and crash recovery share one path: bring a release's
-//! instances up ([`Engine::bring_up`]), verify them, then cut the environment over to them.
+//! Every change of which release serves an environment — deploy, manual and automatic
+//! rollback, the restore after a failed recreate, start-up reconciliation and the watcher's
+//! healing — goes through one converge path (`converge.rs`): ledger first, then the edge, and a
+//! refused switch is reverted.
 //!
 //! Architecture invariants:
 //! - Every state change is written to the ledger before it takes effect.
@@ -12,14 +14,20 @@
 //!   to instances that passed their health check, and old instances stop only after the
 //!   switch and a drain.
 
+mod converge;
 mod gates;
+mod instances;
+mod locks;
+mod memory;
 mod monitor;
 mod outcome;
 pub mod ports;
 mod reconcile;
+mod record;
 mod release;
 mod restarts;
 mod retention;
+mod strategy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -122,6 +130,8 @@ struct Inner<R, E, P> {
     secrets: Mutex<HashMap<i64, BTreeMap<String, String>>>,
     /// Registry logins given with deploys, by release.
     registry_logins: Mutex<HashMap<i64, (String, String)>>,
+    /// Environments the server's watcher is healing right now.
+    healing: Mutex<std::collections::HashSet<String>>,
     /// Environments whose in-flight deploy was asked to stop, and by whom.
     aborts: Mutex<HashMap<String, String>>,
     /// Told of every release that reaches a state people are notified of.
@@ -166,6 +176,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 monitors: Mutex::default(),
                 secrets: Mutex::default(),
                 registry_logins: Mutex::default(),
+                healing: Mutex::default(),
                 aborts: Mutex::default(),
                 observer: Mutex::default(),
             }),

@@ -3,15 +3,15 @@
 //! (an automatic rollback adds no release: the bad one is marked `rolled-back`). If it holds,
 //! it becomes known-good and the standby is drained and stopped.
 
-use std::net::SocketAddr;
-
 use chrono::Utc;
 use cutover_config::Config;
 use cutover_ledger::{Release, ReleaseState};
 use cutover_runtime::{InstanceInfo, Runtime};
 use tokio::sync::watch;
 
-use crate::release::{http_check, send, Failure};
+use crate::converge::{Ending, Goal, Missed, Source};
+use crate::instances::{http_check, Failure};
+use crate::record::{parse_config, send};
 use crate::{Edge, Engine, MonitorSlot, Outcome, Prober, Progress, ProgressTx, Standby};
 
 impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
@@ -191,49 +191,53 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             }
             None => None,
         };
-        self.transition(
-            bad.id,
-            ReleaseState::RolledBack,
-            Some(&failure.message),
-            &format!(
-                "automatic rollback to release {}: {}",
-                target.id, failure.message
-            ),
-        );
-        let restored = match warm {
-            Some(instances) => {
-                let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
-                self.transition(
-                    target.id,
-                    ReleaseState::Live,
-                    None,
-                    &format!(
-                        "restored by the automatic rollback of release {} (warm standby)",
-                        bad.id
+        let config = match parse_config(&target) {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::failed_unrestored(
+                    Some(bad.id),
+                    format!(
+                        "release {} failed: {}; release {} cannot be restored: {e}",
+                        bad.id, failure.message, target.id
                     ),
-                );
-                self.inner
-                    .edge
-                    .switch(env, &addrs)
-                    .await
-                    .map_err(|e| Failure {
-                        message: e,
-                        logs: Vec::new(),
-                    })
+                    failure.logs,
+                )
             }
-            None => self.restore(&target, &progress).await.map(|_| ()),
         };
-        match restored {
-            Ok(()) => {
+        let how = if warm.is_some() {
+            " (warm standby)"
+        } else {
+            ""
+        };
+        let goal = Goal {
+            release: target.clone(),
+            config,
+            source: warm.map(Source::Warm).unwrap_or(Source::Fresh),
+            new: false,
+            ending: Some(Ending {
+                release: bad.clone(),
+                state: ReleaseState::RolledBack,
+                reason: Some(failure.message.clone()),
+                message: format!(
+                    "automatic rollback to release {}: {}",
+                    target.id, failure.message
+                ),
+            }),
+            why: format!(
+                "restored by the automatic rollback of release {}{how}",
+                bad.id
+            ),
+        };
+        match self.converge(&goal, &progress).await {
+            Ok(_) => {
                 self.retire_later(env, bad_instances);
                 Outcome::failed_restored(Some(bad.id), format!("release {} failed during its monitor window: {}; release {} ({}) serves {env} again", bad.id, failure.message, target.id, target.short_version()), failure.logs)
             }
-            Err(e) => {
-                // Nothing better exists: leave the bad release serving rather than nothing.
-                self.transition(
+            Err(Missed::Refused(e) | Missed::Failed { failure: e, .. }) => {
+                // Nothing better exists: the bad release keeps serving rather than nothing.
+                self.event(
                     bad.id,
-                    ReleaseState::Live,
-                    None,
+                    "rollback-failed",
                     &format!(
                         "restoring release {} failed ({}); kept serving",
                         target.id, e.message

@@ -1,11 +1,12 @@
-//! What a (re)started server does first: find the edge proxies and instances that outlived
-//! the previous server, resolve releases it left in flight, and reopen monitor windows.
+//! What a (re)started server does first — a reload from nothing: resolve the releases the
+//! previous server left in flight, bring every environment back to its live release through
+//! the converge path ([`Engine::heal`]), and reopen monitor windows.
 
 use chrono::Utc;
 use cutover_ledger::ReleaseState;
 use cutover_runtime::Runtime;
 
-use crate::release::parse_config;
+use crate::record::parse_config;
 use crate::{Edge, Engine, Prober, Progress, Standby};
 
 impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
@@ -29,36 +30,28 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         }
 
         for env in self.with_ledger(|l| l.environments()).unwrap_or_default() {
+            let lock = self.env_lock(&env);
+            let _guard = lock.lock().await;
+            said.extend(self.heal(&env, false, &progress).await);
             let Ok(Some(live)) = self.with_ledger(|l| l.live(&env)) else {
                 continue;
             };
             let Ok(config) = parse_config(&live) else {
                 continue;
             };
-            let Ok(env_cfg) = config.environment(&env).cloned() else {
-                continue;
-            };
-            if let Err(e) = self.inner.edge.ensure(&env, env_cfg.listen).await {
-                said.push(format!("{env}: the edge proxy cannot start: {e}"));
-                continue;
-            }
             let upstreams = self.inner.edge.upstreams(&env).await.unwrap_or_default();
-            let here: Vec<_> = instances.iter().filter(|i| i.env == env).cloned().collect();
+            let here: Vec<_> = self
+                .inner
+                .runtime
+                .list()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| i.env == env)
+                .collect();
             let (serving, others): (Vec<_>, Vec<_>) = here
                 .into_iter()
                 .partition(|i| upstreams.contains(&i.address));
-            if serving.is_empty() {
-                match self.restore(&live, &progress).await {
-                    Ok(_) => said.push(format!(
-                        "{env}: restarted release {} (its instances were gone)",
-                        live.id
-                    )),
-                    Err(f) => said.push(format!(
-                        "{env}: could not restart release {}: {}",
-                        live.id, f.message
-                    )),
-                }
-            }
             let window_open =
                 !live.passed_monitor && live.monitor_until.is_some_and(|t| t > Utc::now());
             if !live.passed_monitor && !window_open {

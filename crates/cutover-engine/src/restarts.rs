@@ -1,13 +1,14 @@
 //! The server's watch over the data plane between deploys: every restart of an instance (its
-//! supervisor restarted it after a crash) goes into the timeline of its release, and an edge
-//! proxy that died is started again (it reloads its routes from disk).
+//! supervisor restarted it after a crash) goes into the timeline of its release, and every
+//! environment is healed through the converge path ([`Engine::heal`]) when its edge proxy died
+//! or its live release's instances are gone — without waiting for a server restart.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use cutover_runtime::Runtime;
 
-use crate::{Edge, Engine, Prober};
+use crate::{Edge, Engine, Prober, Progress};
 
 impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     /// Polls the runtime and the proxies every `every`. Runs until the server stops.
@@ -42,38 +43,28 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 }
             }
             seen.retain(|id, _| instances.iter().any(|i| &i.id == id));
-            self.restart_dead_proxies().await;
+            self.heal_all().await;
             tokio::time::sleep(every).await;
         }
     }
-}
 
-impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
-    async fn restart_dead_proxies(&self) {
+    /// Heals every environment that no deploy, rollback or monitor window is busy with (those
+    /// judge their own instances).
+    async fn heal_all(&self) {
+        let (progress, _rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
         for env in self.with_ledger(|l| l.environments()).unwrap_or_default() {
-            let Ok(Some(live)) = self.with_ledger(|l| l.live(&env)) else {
-                continue;
-            };
-            if self.inner.edge.upstreams(&env).await.is_some() {
+            // Look first without the lock: a user's command never waits on a look.
+            if !self.needs_healing(&env).await {
                 continue;
             }
-            let Ok(config) = crate::release::parse_config(&live) else {
+            let Ok(_guard) = self.env_lock(&env).try_lock_owned() else {
                 continue;
             };
-            let Ok(env_cfg) = config.environment(&env) else {
-                continue;
-            };
-            match self.inner.edge.ensure(&env, env_cfg.listen).await {
-                Ok(()) => self.event(
-                    live.id,
-                    "proxy",
-                    &format!("the edge proxy of {env} had stopped; started it again"),
-                ),
-                Err(e) => self.event(
-                    live.id,
-                    "proxy",
-                    &format!("the edge proxy of {env} had stopped and cannot start: {e}"),
-                ),
+            let _healing = self.hold_for_healing(&env);
+            // An open monitor window judges its instances itself; a dead proxy is still started.
+            let edge_only = crate::locked(&self.inner.monitors).contains_key(&env);
+            for line in self.heal(&env, edge_only, &progress).await {
+                eprintln!("cutover server: {line}");
             }
         }
     }

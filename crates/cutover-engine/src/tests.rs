@@ -24,6 +24,8 @@ struct World {
     instances: HashMap<String, (InstanceInfo, bool)>,
     upstreams: HashMap<String, Vec<SocketAddr>>,
     ever_live: bool,
+    /// The edge refuses every switch (its admin socket is broken, say).
+    refuse_switches: bool,
     violations: Vec<String>,
 }
 
@@ -122,6 +124,9 @@ impl Edge for FakeEdge {
 
     async fn switch(&self, env: &str, upstreams: &[SocketAddr]) -> Result<(), String> {
         let mut world = self.0.lock().unwrap();
+        if world.refuse_switches {
+            return Err("the admin socket refused".into());
+        }
         if let Some(bad) = upstreams.iter().find(|a| !world.healthy(**a)) {
             world.violations.push(format!(
                 "switched {env} to {bad}, which is not a healthy instance"
@@ -465,4 +470,47 @@ async fn a_second_deploy_to_a_busy_environment_is_refused_naming_the_holder() {
         outcome.message
     );
     drop(guard);
+}
+
+/// Regression (restore without revert): an automatic rollback whose switch the edge refuses
+/// puts the ledger back — the release that serves stays live, the target it could not restore
+/// is not marked live — instead of leaving the ledger saying something that does not serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_reverts_a_failed_switch() {
+    let (_state, engine, world, versions) = engine();
+    for version in [1, 0] {
+        let op = Op::Deploy {
+            version,
+            broken: false,
+        };
+        assert_eq!(apply(&engine, &versions, &op).await.exit_code, 0);
+    }
+    let live = engine.with_ledger(|l| l.live("staging")).unwrap().unwrap();
+    let before = engine.with_ledger(|l| l.history("staging", 10)).unwrap();
+    {
+        let mut w = world.lock().unwrap();
+        w.refuse_switches = true;
+        for (info, healthy) in w.instances.values_mut() {
+            if info.release == live.id {
+                *healthy = false;
+            }
+        }
+    }
+    let outcome = engine.wait_monitor(live.id).await;
+    assert_eq!(outcome.exit_code, 4, "{outcome:?}");
+    let history = engine.with_ledger(|l| l.history("staging", 10)).unwrap();
+    let states: Vec<_> = history.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        vec![ReleaseState::Live, ReleaseState::Superseded],
+        "the serving release stays live and the target stays superseded: {history:#?}"
+    );
+    assert_eq!(
+        engine
+            .with_ledger(|l| l.live("staging"))
+            .unwrap()
+            .map(|r| r.id),
+        Some(live.id)
+    );
+    assert_eq!(before.len(), history.len(), "no release added");
 }

@@ -83,6 +83,9 @@ pub enum InstanceState {
     Restarting,
     Stopping,
     Stopped,
+    /// Its supervisor died and left it running: it may still answer, but nothing restarts it
+    /// or collects its output. Stopping it ends it.
+    Unsupervised,
 }
 
 /// What a runtime knows about a running instance (never its `vars`).

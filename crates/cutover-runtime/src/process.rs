@@ -43,13 +43,19 @@ impl ProcessRuntime {
         read_state_file(&state_path(&self.state_dir, id))
     }
 
-    /// The state of `id` if its supervisor is alive; removes the file of a dead one.
+    /// The state of `id` if its supervisor is alive, or `unsupervised` if the supervisor died
+    /// and left its instance running (killed with SIGKILL, say): the instance still answers,
+    /// and only a stop may end it. Removes the file of one that is gone altogether.
     fn live_state(&self, id: &str) -> Result<Option<StateFile>, RuntimeError> {
         let path = state_path(&self.state_dir, id);
-        let Some(state) = read_state_file(&path)? else {
+        let Some(mut state) = read_state_file(&path)? else {
             return Ok(None);
         };
         if pid_runs(state.info.supervisor_pid, SUPERVISOR_MARK) {
+            return Ok(Some(state));
+        }
+        if state.info.pid.is_some_and(|pid| is_instance(pid, id)) {
+            state.info.state = InstanceState::Unsupervised;
             return Ok(Some(state));
         }
         remove(&path)?;
@@ -69,6 +75,26 @@ fn read_state_file(path: &Path) -> Result<Option<StateFile>, RuntimeError> {
             io::Error::new(io::ErrorKind::InvalidData, e),
         )
     })
+}
+
+/// Whether the process group led by `pid` (an instance: its supervisor makes it a group
+/// leader) still has a member.
+fn group_alive(pid: u32) -> bool {
+    let Ok(pgid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks that the group exists and may be signalled.
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
+/// Whether `pid` is still the process of instance `id` (not a reused pid): its environment
+/// names the instance, as the supervisor sets it.
+fn is_instance(pid: u32, id: &str) -> bool {
+    let Ok(environ) = fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let mark = format!("CUTOVER_INSTANCE={id}");
+    group_alive(pid) && environ.split(|b| *b == 0).any(|v| v == mark.as_bytes())
 }
 
 fn remove(path: &Path) -> Result<(), RuntimeError> {
@@ -145,7 +171,17 @@ impl Runtime for ProcessRuntime {
             return Ok(());
         };
         let pid = state.info.supervisor_pid;
-        if pid_runs(pid, SUPERVISOR_MARK) {
+        if !pid_runs(pid, SUPERVISOR_MARK) {
+            // Its supervisor died: stop the orphaned instance's process group ourselves.
+            if let Some(child) = state.info.pid.filter(|c| is_instance(*c, id)) {
+                cutover_daemon::signal_group(child, libc::SIGTERM);
+                let deadline = Instant::now() + state.stop_timeout;
+                while group_alive(child) && Instant::now() < deadline {
+                    tokio::time::sleep(POLL).await;
+                }
+                cutover_daemon::signal_group(child, libc::SIGKILL);
+            }
+        } else {
             cutover_daemon::signal(pid, libc::SIGTERM);
             let deadline = Instant::now() + state.stop_timeout + STOP_GRACE;
             while pid_runs(pid, SUPERVISOR_MARK) && Instant::now() < deadline {

@@ -263,7 +263,9 @@ impl Supervisor {
     /// Starts the child; an error message that names the command and the instance.
     fn spawn(&self) -> Result<u32, String> {
         let spec = &self.spec;
-        let env = child_env(&spec.vars);
+        let mut env = child_env(&spec.vars);
+        // How a runtime recognises its instance's process after the supervisor is gone.
+        env.insert("CUTOVER_INSTANCE".into(), spec.id.clone());
         let program = resolve(spec, env.get("PATH").map(String::as_str))?;
         let (read, write) =
             pipe().map_err(|e| format!("could not create a pipe for {}: {e}", spec.id))?;

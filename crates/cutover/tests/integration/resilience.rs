@@ -490,3 +490,76 @@ fn a_restarted_server_keeps_watching_an_open_monitor_window() {
     assert_eq!(history.len(), 2, "{history:#?}");
     assert_eq!(lab.staging()["live"]["version"], v1.as_str());
 }
+
+/// Regression (no healing between deploys): when the live instance and its supervisor are both
+/// killed, the server's watcher brings the live release back by itself — no CLI command, no
+/// server restart, no new release.
+#[test]
+fn the_watcher_heals_between_deploys() {
+    let lab = Lab::new();
+    let v1 = lab.head();
+    lab.deploy().expect(0);
+    lab.assert_serving(&v1);
+    let env = lab.staging();
+    let serving = env["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["role"] == "serving")
+        .cloned()
+        .unwrap_or_else(|| panic!("no serving instance: {env:#}"));
+    let pid = serving["pid"].as_u64().unwrap() as u32;
+    let supervisor = serving["supervisor_pid"].as_u64().unwrap() as u32;
+    signal(supervisor, "KILL");
+    signal(pid, "KILL");
+    eventually(Duration::from_secs(2), "the instance to die", || {
+        (!alive(pid)).then_some(())
+    });
+    // Only the edge is asked from here on: the server must heal by itself.
+    lab.wait_serving(&v1, Duration::from_secs(10));
+    let env = lab.staging();
+    let now = env["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["role"] == "serving")
+        .and_then(|i| i["pid"].as_u64())
+        .unwrap_or_else(|| panic!("no serving instance after healing: {env:#}"))
+        as u32;
+    assert_ne!(now, pid, "a fresh instance serves");
+    let history = lab.history();
+    assert_eq!(history.len(), 1, "healing adds no release: {history:#?}");
+    assert_eq!(history[0]["state"], "live", "{history:#?}");
+}
+
+/// Regression (an orphaned instance): killing only the supervisor leaves the instance
+/// answering; the watcher replaces it with a supervised one and stops the orphan.
+#[test]
+fn an_instance_whose_supervisor_died_is_replaced_and_stopped() {
+    let lab = Lab::new();
+    let v1 = lab.head();
+    lab.deploy().expect(0);
+    let env = lab.staging();
+    let serving = env["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["role"] == "serving")
+        .cloned()
+        .unwrap_or_else(|| panic!("no serving instance: {env:#}"));
+    let pid = serving["pid"].as_u64().unwrap() as u32;
+    let supervisor = serving["supervisor_pid"].as_u64().unwrap() as u32;
+    let watch = lab.watch();
+    signal(supervisor, "KILL");
+    eventually(Duration::from_secs(15), "the orphan to be stopped", || {
+        (!alive(pid)).then_some(())
+    });
+    lab.wait_serving(&v1, Duration::from_secs(5));
+    watch.wait_for(5);
+    let seen = watch.stop();
+    assert!(
+        seen.iter().all(|s| s.as_deref() == Ok(v1.as_str())),
+        "v1 served every request while its instance was replaced: {seen:?}"
+    );
+    assert_eq!(lab.history().len(), 1);
+}

@@ -1,0 +1,474 @@
+//! A release's instances: getting its artifact in place, starting instances, verifying them
+//! against the health check, finding the ones that serve, and draining and stopping the ones
+//! that no longer do.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cutover_config::Config;
+use cutover_health::HttpCheck;
+use cutover_ledger::{Release, ReleaseState};
+use cutover_runtime::{free_port, ImagePull, InstanceInfo, InstanceSpec, InstanceState, Runtime};
+use tokio::time::Instant;
+
+use crate::record::send;
+use crate::{Edge, Engine, Prober, Progress, ProgressTx};
+
+/// Why a release's instances could not be brought up, with the failing instance's output.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub message: String,
+    pub hint: Option<String>,
+    pub logs: Vec<String>,
+}
+
+const LOG_LINES: usize = 20;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
+    /// Starts a release's instances (its artifact already placed) and verifies them. `record`
+    /// writes the release's own state changes (a restore of an older release does not).
+    pub(crate) async fn bring_up(
+        &self,
+        release: &Release,
+        config: &Config,
+        record: bool,
+        progress: &ProgressTx,
+        placement: Placement,
+    ) -> Result<Vec<InstanceInfo>, Failure> {
+        let env = &release.env;
+        let env_cfg = config
+            .environment(env)
+            .map_err(|e| failure(e.to_string()))?
+            .clone();
+        let secrets = self
+            .secrets_for(release, config, BTreeMap::new())
+            .map_err(failure)?;
+        if record {
+            self.transition(
+                release.id,
+                ReleaseState::Starting,
+                None,
+                &format!(
+                    "starting {} instance(s) of {}",
+                    env_cfg.instances, release.artifact
+                ),
+            );
+        }
+        let mut started: Vec<InstanceInfo> = Vec::new();
+        for n in 1..=env_cfg.instances {
+            let port = match free_port() {
+                Ok(p) => p,
+                Err(e) => {
+                    self.stop_instances(&started).await;
+                    return Err(failure(format!("no free port: {e}")));
+                }
+            };
+            let id = format!("{env}-r{}-{n}-{}", release.id, short_nonce());
+            let mut vars = BTreeMap::new();
+            vars.extend(config.env.clone());
+            vars.extend(env_cfg.env.clone());
+            vars.extend(release.snapshot.overrides.clone());
+            vars.extend(secrets.clone());
+            let inner_port = match &placement {
+                Placement::Process { .. } => port,
+                Placement::Container { .. } => config.run.port.unwrap_or(port),
+            };
+            vars.insert(config.run.port_env.clone(), inner_port.to_string());
+            vars.insert("APP_VERSION".into(), release.version.clone());
+            vars.insert("CUTOVER_APP".into(), release.app.clone());
+            vars.insert("CUTOVER_ENV".into(), env.clone());
+            vars.insert("CUTOVER_RELEASE".into(), release.id.to_string());
+            vars.insert("CUTOVER_INSTANCE".into(), id.clone());
+            match &placement {
+                Placement::Process { data_dir, .. } => {
+                    vars.insert("CUTOVER_DATA_DIR".into(), data_dir.display().to_string());
+                }
+                Placement::Container { .. } => {
+                    // In a container, the data dir is the first named volume.
+                    if let Some((_, path)) =
+                        config.run.volumes.first().and_then(|v| v.split_once(':'))
+                    {
+                        vars.insert("CUTOVER_DATA_DIR".into(), path.to_string());
+                    }
+                }
+            }
+            let spec = InstanceSpec {
+                id: id.clone(),
+                app: release.app.clone(),
+                env: env.clone(),
+                release: release.id,
+                version: release.version.clone(),
+                argv: config.run.command.clone(),
+                cwd: match &placement {
+                    Placement::Process { release_dir, .. } => release_dir.clone(),
+                    Placement::Container { .. } => PathBuf::from("/"),
+                },
+                vars,
+                port,
+                stop_timeout: config.run.stop_timeout,
+                image: None,
+                container_port: None,
+                volumes: Vec::new(),
+                engine: None,
+            };
+            let spec = match &placement {
+                Placement::Process { .. } => spec,
+                Placement::Container { image, engine } => InstanceSpec {
+                    image: Some(image.clone()),
+                    container_port: config.run.port,
+                    volumes: scoped_volumes(&release.app, env, &config.run.volumes),
+                    engine: Some(engine.clone()),
+                    ..spec
+                },
+            };
+            send(
+                progress,
+                Progress::step(format!("starting instance {id} on 127.0.0.1:{port}")),
+            );
+            match self.inner.runtime.start(spec).await {
+                Ok(info) => {
+                    self.event(
+                        release.id,
+                        "instance",
+                        &format!(
+                            "instance {id} started (pid {}) on {}",
+                            info.pid.unwrap_or_default(),
+                            info.address
+                        ),
+                    );
+                    started.push(info);
+                }
+                Err(e) => {
+                    let logs = self
+                        .inner
+                        .runtime
+                        .logs(&id, LOG_LINES)
+                        .await
+                        .unwrap_or_default();
+                    self.stop_instances(&started).await;
+                    let _ = self.inner.runtime.stop(&id).await;
+                    return Err(Failure {
+                        message: format!("instance {id} did not start: {e}"),
+                        hint: None,
+                        logs,
+                    });
+                }
+            }
+        }
+        if record {
+            let h = &config.health;
+            self.transition(
+                release.id,
+                ReleaseState::Verifying,
+                None,
+                &format!(
+                    "health-checking GET {} ({} passes in a row, deadline {})",
+                    h.path,
+                    h.healthy_threshold,
+                    cutover_config::format_duration(h.deadline)
+                ),
+            );
+        }
+        match self.verify(&started, config, progress).await {
+            Ok(()) => Ok(started),
+            Err(f) => {
+                self.stop_instances(&started).await;
+                Err(f)
+            }
+        }
+    }
+
+    /// Gets a release's artifact where its runtime runs it: a bundle unpacked into the
+    /// release's folder, or an image pulled by digest into the container engine.
+    pub(crate) async fn place(
+        &self,
+        release: &Release,
+        config: &Config,
+        env_cfg: &cutover_config::Environment,
+        progress: &ProgressTx,
+    ) -> Result<Placement, Failure> {
+        let env = &release.env;
+        let (app, version) = release
+            .artifact
+            .split_once(':')
+            .unwrap_or((&release.app, &release.version));
+        let artifact = match self.inner.store.get(app, version) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                return Err(failure(format!(
+                    "artifact {} is no longer in the store",
+                    release.artifact
+                )))
+            }
+            Err(e) => return Err(failure(e.to_string())),
+        };
+        if env_cfg.runtime.is_container() {
+            let Some(image) = &artifact.image else {
+                return Err(failure(format!(
+                    "artifact {} has no image, but {env} runs containers",
+                    release.artifact
+                )));
+            };
+            let engine = match env_cfg.runtime {
+                cutover_config::RuntimeKind::Podman => "podman",
+                _ => "docker",
+            }
+            .to_string();
+            let reference = match &image.registry_digest {
+                Some(digest) => format!("{}@{digest}", image.repository),
+                None => image.id.clone(),
+            };
+            let pull = ImagePull {
+                engine: engine.clone(),
+                reference: reference.clone(),
+                repository: image.repository.clone(),
+                digest: image.registry_digest.clone(),
+                tag: release.version.clone(),
+                credentials: self.registry_credentials_for(release, config),
+            };
+            send(progress, Progress::step(format!("pulling {reference}")));
+            self.inner
+                .runtime
+                .prepare(&pull)
+                .await
+                .map_err(|e| failure(e.to_string()))?;
+            return Ok(Placement::Container {
+                image: reference,
+                engine,
+            });
+        }
+        let state_dir = &self.inner.options.state_dir;
+        let release_dir = state_dir
+            .join("releases")
+            .join(env)
+            .join(release.id.to_string());
+        let data_dir = state_dir.join("data").join(env);
+        if !release_dir.join(".unpacked").exists() {
+            let _ = std::fs::remove_dir_all(&release_dir);
+            self.inner
+                .store
+                .unpack(&artifact, &release_dir)
+                .map_err(|e| failure(format!("unpacking {}: {e}", release.artifact)))?;
+            let _ = std::fs::write(release_dir.join(".unpacked"), &artifact.digest);
+        }
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| failure(format!("creating {}: {e}", data_dir.display())))?;
+        Ok(Placement::Process {
+            release_dir,
+            data_dir,
+        })
+    }
+
+    /// Probes every instance until each passed `healthy_threshold` times in a row, an
+    /// instance exits, or the deadline passes.
+    async fn verify(
+        &self,
+        instances: &[InstanceInfo],
+        config: &Config,
+        progress: &ProgressTx,
+    ) -> Result<(), Failure> {
+        let h = &config.health;
+        let check = http_check(config);
+        let deadline = Instant::now() + h.deadline;
+        let mut passes = vec![0u32; instances.len()];
+        let mut answered_fails = vec![0u32; instances.len()];
+        let mut last_said = String::new();
+        loop {
+            if let Some(by) = instances.first().and_then(|i| self.abort_requested(&i.env)) {
+                return Err(failure(format!("aborted by {by}")));
+            }
+            for (i, instance) in instances.iter().enumerate() {
+                if passes[i] >= h.healthy_threshold {
+                    continue;
+                }
+                if let Some(exit) = self.exited(instance).await {
+                    return Err(self
+                        .failure_of(
+                            instance,
+                            format!("instance {} {exit} before it became healthy", instance.id),
+                        )
+                        .await);
+                }
+                match self.inner.prober.probe(instance.address, &check).await {
+                    Ok(()) => {
+                        passes[i] += 1;
+                        answered_fails[i] = 0;
+                        send(
+                            progress,
+                            Progress::detail(format!(
+                                "{}: GET {} passed ({}/{})",
+                                instance.id, h.path, passes[i], h.healthy_threshold
+                            )),
+                        );
+                    }
+                    Err(f) => {
+                        passes[i] = 0;
+                        if f.message != last_said {
+                            send(progress, Progress::detail(format!("{}: {f}", instance.id)));
+                            last_said = f.message.clone();
+                        }
+                        // An instance that answers and says it is unwell is judged at once; one
+                        // that does not answer yet has until the deadline.
+                        answered_fails[i] = if f.answered { answered_fails[i] + 1 } else { 0 };
+                        if answered_fails[i] >= h.unhealthy_threshold {
+                            return Err(self
+                                .failure_of(
+                                    instance,
+                                    format!(
+                                        "health check failed {} times in a row: {f}",
+                                        answered_fails[i]
+                                    ),
+                                )
+                                .await);
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(self
+                                .failure_of(
+                                    instance,
+                                    format!(
+                                    "health check failed: no healthy response within {}; last: {f}",
+                                    cutover_config::format_duration(h.deadline)
+                                ),
+                                )
+                                .await);
+                        }
+                    }
+                }
+            }
+            if passes.iter().all(|p| *p >= h.healthy_threshold) {
+                return Ok(());
+            }
+            tokio::time::sleep(h.interval).await;
+        }
+    }
+
+    /// A failure of `instance`, with its last lines of output.
+    pub(crate) async fn failure_of(&self, instance: &InstanceInfo, message: String) -> Failure {
+        let logs = self
+            .inner
+            .runtime
+            .logs(&instance.id, LOG_LINES)
+            .await
+            .unwrap_or_default();
+        Failure {
+            message,
+            hint: None,
+            logs,
+        }
+    }
+
+    /// How an instance stopped running, if it did: a crash, even one its supervisor restarted.
+    pub(crate) async fn exited(&self, instance: &InstanceInfo) -> Option<String> {
+        match self.inner.runtime.inspect(&instance.id).await {
+            Ok(Some(now))
+                if now.restarts > instance.restarts || now.state != InstanceState::Running =>
+            {
+                let status = now
+                    .exits
+                    .last()
+                    .map(|e| e.status.clone())
+                    .unwrap_or_else(|| format!("{:?}", now.state).to_lowercase());
+                Some(format!("exited ({status})"))
+            }
+            Ok(Some(_)) => None,
+            Ok(None) => Some("is gone".into()),
+            Err(e) => Some(format!("cannot be inspected ({e})")),
+        }
+    }
+
+    /// The instances that receive the environment's traffic now.
+    pub async fn serving_instances(&self, env: &str) -> Vec<InstanceInfo> {
+        let Some(upstreams) = self.inner.edge.upstreams(env).await else {
+            return Vec::new();
+        };
+        self.inner
+            .runtime
+            .list()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.env == env && upstreams.contains(&i.address))
+            .collect()
+    }
+
+    /// Stops instances together (each stop waits out its own graceful timeout).
+    pub(crate) async fn stop_instances(&self, instances: &[InstanceInfo]) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for instance in instances {
+            let engine = self.clone();
+            let id = instance.id.clone();
+            tasks.spawn(async move { engine.inner.runtime.stop(&id).await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Drains and stops instances that no longer get traffic, in the background.
+    pub(crate) fn retire_later(&self, env: &str, instances: Vec<InstanceInfo>) {
+        if instances.is_empty() {
+            return;
+        }
+        let engine = self.clone();
+        let env = env.to_string();
+        tokio::spawn(async move { engine.retire(&env, &instances).await });
+    }
+
+    pub(crate) async fn retire(&self, env: &str, instances: &[InstanceInfo]) {
+        let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
+        let _ = self.inner.edge.drain(env, &addrs, DRAIN_TIMEOUT).await;
+        self.stop_instances(instances).await;
+    }
+}
+
+/// Where a release's instances run from.
+pub(crate) enum Placement {
+    Process {
+        release_dir: PathBuf,
+        data_dir: PathBuf,
+    },
+    Container {
+        image: String,
+        engine: String,
+    },
+}
+
+/// Named volumes belong to one app in one environment: `data:/x` becomes
+/// `<app>-<env>-data:/x`, so staging and production never share one.
+fn scoped_volumes(app: &str, env: &str, volumes: &[String]) -> Vec<String> {
+    volumes.iter().map(|v| format!("{app}-{env}-{v}")).collect()
+}
+
+pub(crate) fn http_check(config: &Config) -> HttpCheck {
+    HttpCheck {
+        path: config.health.path.clone(),
+        status: config.health.status,
+        body_contains: config.health.body_contains.clone(),
+        timeout: config.health.timeout,
+    }
+}
+
+pub(crate) fn failure(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        hint: None,
+        logs: Vec::new(),
+    }
+}
+
+pub(crate) fn join(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn short_nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:04x}", (nanos ^ std::process::id()) & 0xffff)
+}

@@ -1,0 +1,74 @@
+//! Writing the ledger from the engine: state changes (told to the observer when people are
+//! notified of them), events, refusals; and reading a release's committed config back.
+
+use cutover_config::Config;
+use cutover_ledger::{Release, ReleaseState};
+use cutover_runtime::Runtime;
+
+use crate::{Edge, Engine, Outcome, Prober, Progress, ProgressTx};
+
+pub(crate) fn send(progress: &ProgressTx, p: Progress) {
+    let _ = progress.send(p);
+}
+
+/// The config a release runs: `cutover.toml` as committed in its version.
+pub(crate) fn parse_config(release: &Release) -> Result<Config, String> {
+    Config::parse(
+        &release.snapshot.config_text,
+        &cutover_config::committed_origin(&release.version),
+    )
+    .map_err(|e| e.to_string())
+}
+
+impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
+    /// Marks a release `failed` before any of its instances started: exit 1, nothing changed.
+    pub(crate) fn refuse(
+        &self,
+        release: &Release,
+        message: String,
+        hint: Option<String>,
+    ) -> Outcome {
+        self.transition(
+            release.id,
+            ReleaseState::Failed,
+            Some(&message),
+            &format!("refused: {message}"),
+        );
+        Outcome::refused(message, hint).with_release(release.id)
+    }
+
+    pub(crate) fn transition(
+        &self,
+        id: i64,
+        state: ReleaseState,
+        reason: Option<&str>,
+        message: &str,
+    ) {
+        if let Err(e) = self.with_ledger(|l| l.transition(id, state, reason, message)) {
+            eprintln!("cutover: ledger write failed for release {id} → {state}: {e}");
+            return;
+        }
+        let notable = matches!(
+            state,
+            ReleaseState::AwaitingApproval
+                | ReleaseState::Live
+                | ReleaseState::Failed
+                | ReleaseState::RolledBack
+        );
+        let observer = crate::locked(&self.inner.observer).clone();
+        if let (true, Some(observer)) = (notable, observer) {
+            if let Ok(release) = self.with_ledger(|l| l.get(id)) {
+                observer(&release);
+            }
+        }
+    }
+
+    pub(crate) fn event(&self, id: i64, kind: &str, message: &str) {
+        let _ = self.with_ledger(|l| l.add_event(id, kind, message));
+    }
+}
+
+/// The first 12 characters of a version, as people read it.
+pub(crate) fn short(version: &str) -> &str {
+    &version[..version.len().min(12)]
+}
