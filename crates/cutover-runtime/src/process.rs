@@ -13,8 +13,9 @@ use crate::{
     InstanceState, Runtime, RuntimeError, StateFile,
 };
 
-/// How long `start` waits for the supervisor to report that the instance started.
-const START_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `start` waits for the supervisor to report that the instance started (generous: a
+/// loaded machine can take seconds to fork, exec and schedule it).
+const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// What `stop` waits for a supervisor beyond the instance's stop_timeout.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 const POLL: Duration = Duration::from_millis(20);
