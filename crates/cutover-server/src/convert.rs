@@ -118,6 +118,7 @@ fn instance_state(s: InstanceState) -> &'static str {
         InstanceState::Restarting => "restarting",
         InstanceState::Stopping => "stopping",
         InstanceState::Stopped => "stopped",
+        InstanceState::Unsupervised => "unsupervised",
     }
 }
 
