@@ -2,7 +2,9 @@
 
 use crate::error::{io, ArtifactError};
 use crate::git::{git, Repo};
-use crate::store::{manifest_digest, Artifact, ArtifactStore, FileEntry, ImageArtifact};
+use crate::store::{
+    manifest_digest, Artifact, ArtifactStore, FileEntry, ImageArtifact, SymlinkEntry,
+};
 use cutover_config::{Config, CONFIG_FILE};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
@@ -49,6 +51,7 @@ pub enum BuildEvent {
     /// One line of the build command's stdout or stderr.
     Output(String),
     Collected {
+        /// Regular files and symlinks.
         files: usize,
         bytes: u64,
     },
@@ -138,20 +141,26 @@ pub fn build(
     };
     let found = collect(&checkout, &config.build.files)?;
     let mut files = Vec::with_capacity(found.len());
+    let mut symlinks = Vec::new();
     let mut bytes = 0;
-    for (path, source) in &found {
-        let meta = std::fs::metadata(source).map_err(io("read", source))?;
-        let (digest, size) = req.store.put_file(source)?;
-        bytes += size;
-        files.push(FileEntry {
-            path: path.clone(),
-            digest,
-            size,
-            executable: meta.permissions().mode() & 0o111 != 0,
-        });
+    for (path, item) in found {
+        match item {
+            Found::File(source) => {
+                let meta = std::fs::metadata(&source).map_err(io("read", &source))?;
+                let (digest, size) = req.store.put_file(&source)?;
+                bytes += size;
+                files.push(FileEntry {
+                    path,
+                    digest,
+                    size,
+                    executable: meta.permissions().mode() & 0o111 != 0,
+                });
+            }
+            Found::Symlink(target) => symlinks.push(SymlinkEntry { path, target }),
+        }
     }
     on_event(BuildEvent::Collected {
-        files: files.len(),
+        files: files.len() + symlinks.len(),
         bytes,
     });
 
@@ -161,11 +170,12 @@ pub fn build(
         commit: sha,
         // An image-only artifact is identified by its image; a bundle by its files.
         digest: match &image {
-            Some(image) if files.is_empty() => image.id.clone(),
-            _ => manifest_digest(&files),
+            Some(image) if files.is_empty() && symlinks.is_empty() => image.id.clone(),
+            _ => manifest_digest(&files, &symlinks),
         },
         created_at: chrono::Utc::now(),
         files,
+        symlinks,
         config_text,
         image,
     };
@@ -262,30 +272,98 @@ fn excluded(relative: &Path) -> bool {
     relative.components().any(|c| c.as_os_str() == ".git") || relative.starts_with(".cutover")
 }
 
-/// Files matched by `patterns` under `root`: relative `/`-path → absolute path.
-fn collect(root: &Path, patterns: &[String]) -> Result<BTreeMap<String, PathBuf>, ArtifactError> {
+/// What a path of the bundle is in the build checkout.
+enum Found {
+    /// A regular file, stored as a blob.
+    File(PathBuf),
+    /// A symbolic link, kept as a link: its target text.
+    Symlink(String),
+}
+
+/// How patterns match: `*` stays within one path component, as in a shell; `**` crosses them.
+const MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+/// What `patterns` match under `root`: relative `/`-path → file or symlink. A matched
+/// directory brings everything under it. Symlinks are never followed (a link to a directory
+/// is one entry, not a copy of the directory), so a link loop cannot loop.
+fn collect(root: &Path, patterns: &[String]) -> Result<BTreeMap<String, Found>, ArtifactError> {
     let mut found = BTreeMap::new();
-    let base = glob::Pattern::escape(&root.to_string_lossy());
     for pattern in patterns {
-        let bad = |reason: &str| ArtifactError::BadPattern {
+        let bad = |reason: String| ArtifactError::BadPattern {
             pattern: pattern.clone(),
-            reason: reason.to_string(),
+            reason,
         };
-        let relative = Path::new(pattern);
-        if relative.is_absolute() || relative.components().any(|c| c == Component::ParentDir) {
-            return Err(bad("leaves the repository"));
+        let mut parts = Vec::new();
+        for component in Path::new(pattern).components() {
+            match component {
+                Component::Normal(part) => parts.push(part.to_string_lossy().to_string()),
+                Component::CurDir => {}
+                _ => return Err(bad("leaves the repository".to_string())),
+            }
         }
-        let full = format!("{base}/{}", pattern.trim_start_matches("./"));
-        let paths =
-            glob::glob(&full).map_err(|e| bad(&format!("is not a valid glob: {}", e.msg)))?;
+        let matcher = glob::Pattern::new(&parts.join("/"))
+            .map_err(|e| bad(format!("is not a valid glob: {}", e.msg)))?;
+        // The walk starts at the longest leading part without glob characters.
+        let literal = parts
+            .iter()
+            .take_while(|p| !p.contains(['*', '?', '[']))
+            .count();
+        let mut base = PathBuf::new();
+        for (i, part) in parts[..literal].iter().enumerate() {
+            base.push(part);
+            // The pattern itself may name a symlink; a path through one would copy what the
+            // link points to under the link's name, beside the link.
+            let whole = i + 1 == parts.len();
+            if !whole && is_symlink(&root.join(&base)) {
+                return Err(ArtifactError::ThroughSymlink {
+                    pattern: pattern.clone(),
+                    link: base.to_string_lossy().to_string(),
+                });
+            }
+        }
+        let max_depth = if parts.iter().any(|p| p.contains("**")) {
+            usize::MAX
+        } else {
+            parts.len() - literal
+        };
         let mut matched = 0;
-        for path in paths {
-            let path = path.map_err(|e| ArtifactError::Io {
-                action: "read",
-                path: e.path().to_path_buf(),
-                source: std::io::Error::new(e.error().kind(), e.error().to_string()),
-            })?;
-            matched += add_path(root, &path, &mut found)?;
+        let mut walk = walkdir::WalkDir::new(root.join(&base))
+            .follow_links(false)
+            .follow_root_links(false)
+            .max_depth(max_depth)
+            .into_iter();
+        while let Some(entry) = walk.next() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e)
+                    if e.depth() == 0
+                        && e.io_error()
+                            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+                {
+                    break
+                }
+                Err(e) => return Err(walk_error(e)),
+            };
+            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            if excluded(relative) {
+                if entry.file_type().is_dir() {
+                    walk.skip_current_dir();
+                }
+                continue;
+            }
+            if !matcher.matches_path_with(relative, MATCH) {
+                continue;
+            }
+            if entry.file_type().is_dir() {
+                matched += add_tree(root, entry.path(), &mut found)?;
+                walk.skip_current_dir();
+            } else {
+                matched += add_entry(root, &entry, &mut found)?;
+            }
         }
         if matched == 0 {
             return Err(ArtifactError::NoMatch {
@@ -296,40 +374,77 @@ fn collect(root: &Path, patterns: &[String]) -> Result<BTreeMap<String, PathBuf>
     Ok(found)
 }
 
-/// Adds the file at `path`, or the files under it; returns how many it saw.
-fn add_path(
-    root: &Path,
-    path: &Path,
-    found: &mut BTreeMap<String, PathBuf>,
-) -> Result<usize, ArtifactError> {
-    let Ok(relative) = path.strip_prefix(root) else {
-        return Ok(0);
-    };
-    if excluded(relative) {
-        return Ok(0);
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+fn walk_error(e: walkdir::Error) -> ArtifactError {
+    let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+    let source = e
+        .into_io_error()
+        .unwrap_or_else(|| std::io::Error::other("a filesystem loop"));
+    ArtifactError::Io {
+        action: "read",
+        path,
+        source,
     }
+}
+
+/// Adds everything under the directory `dir`; returns how many entries it added.
+fn add_tree(
+    root: &Path,
+    dir: &Path,
+    found: &mut BTreeMap<String, Found>,
+) -> Result<usize, ArtifactError> {
     let mut seen = 0;
-    let meta = std::fs::metadata(path).map_err(io("read", path))?;
-    if meta.is_dir() {
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-            return Err(ArtifactError::BadPattern {
-                pattern: relative.to_string_lossy().to_string(),
-                reason: "is a symlink to a directory, which cutover does not follow".to_string(),
-            });
+    let mut walk = walkdir::WalkDir::new(dir).follow_links(false).into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(walk_error)?;
+        let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        if excluded(relative) {
+            if entry.file_type().is_dir() {
+                walk.skip_current_dir();
+            }
+            continue;
         }
-        let entries = std::fs::read_dir(path).map_err(io("list", path))?;
-        for entry in entries {
-            seen += add_path(root, &entry.map_err(io("list", path))?.path(), found)?;
-        }
-    } else if meta.is_file() {
-        let Some(name) = relative.to_str() else {
-            return Err(ArtifactError::BadPattern {
-                pattern: relative.to_string_lossy().to_string(),
-                reason: "is not a UTF-8 path".to_string(),
-            });
-        };
-        found.insert(name.to_string(), path.to_path_buf());
-        seen += 1;
+        seen += add_entry(root, &entry, found)?;
     }
     Ok(seen)
+}
+
+/// Adds a regular file or a symlink (anything else is skipped); returns how many it added.
+fn add_entry(
+    root: &Path,
+    entry: &walkdir::DirEntry,
+    found: &mut BTreeMap<String, Found>,
+) -> Result<usize, ArtifactError> {
+    let path = entry.path();
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    let not_utf8 = |what: &str| ArtifactError::BadPattern {
+        pattern: relative.to_string_lossy().to_string(),
+        reason: format!("{what} not UTF-8"),
+    };
+    let Some(name) = relative.to_str() else {
+        return Err(not_utf8("is"));
+    };
+    let kind = entry.file_type();
+    let item = if kind.is_symlink() {
+        let target = std::fs::read_link(path).map_err(io("read the symlink", path))?;
+        let Some(target) = target.to_str() else {
+            return Err(not_utf8("is a symlink whose target is"));
+        };
+        if crate::store::escapes(name, target) {
+            return Err(ArtifactError::SymlinkEscapes {
+                path: name.to_string(),
+                target: target.to_string(),
+            });
+        }
+        Found::Symlink(target.to_string())
+    } else if kind.is_file() {
+        Found::File(path.to_path_buf())
+    } else {
+        return Ok(0);
+    };
+    found.insert(name.to_string(), item);
+    Ok(1)
 }

@@ -37,6 +37,10 @@ pub enum ArtifactError {
     NoMatch { pattern: String },
     #[error("[build] files: {pattern:?} {reason}\n  hint: use a path or glob relative to the repository root, e.g. \"dist/**\"")]
     BadPattern { pattern: String, reason: String },
+    #[error("[build] files: {path:?} is a symlink to {target:?}, outside the bundle\n  hint: the bundle is unpacked elsewhere, where that target is not; add what it points to to [build] files and link to it inside the bundle, or use an absolute target that exists on every machine")]
+    SymlinkEscapes { path: String, target: String },
+    #[error("[build] files: {pattern:?} goes through the symlink {link:?}, which the bundle keeps as a link\n  hint: name the symlink itself (\"{link}\"), or the directory it points to")]
+    ThroughSymlink { pattern: String, link: String },
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
         action: &'static str,

@@ -9,4 +9,4 @@ mod store;
 pub use build::{build, BuildEvent, BuildRequest, ImageBuildInput, ImageBuilder};
 pub use error::ArtifactError;
 pub use git::{CommitInfo, Repo};
-pub use store::{manifest_digest, Artifact, ArtifactStore, FileEntry, ImageArtifact};
+pub use store::{manifest_digest, Artifact, ArtifactStore, FileEntry, ImageArtifact, SymlinkEntry};

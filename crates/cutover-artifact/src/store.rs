@@ -18,11 +18,15 @@ pub struct Artifact {
     /// The full commit sha, or `<sha>-dirty-<hash>` for a build of uncommitted changes.
     pub version: String,
     pub commit: String,
-    /// `sha256:<hex>` over the sorted (path, digest, executable) list: identical bytes give
-    /// an identical digest whatever the version.
+    /// `sha256:<hex>` over the sorted (path, digest, executable) list, then the sorted
+    /// (path, target) list of symlinks: identical bytes give an identical digest whatever the
+    /// version (see [`manifest_digest`]).
     pub digest: String,
     pub created_at: DateTime<Utc>,
     pub files: Vec<FileEntry>,
+    /// Symbolic links, kept as links (absent from manifests of bundles without any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symlinks: Vec<SymlinkEntry>,
     /// `cutover.toml` as committed in that version (the working tree's for a dirty build).
     pub config_text: String,
     /// The OCI image built from this version, when its config has `[build] dockerfile`.
@@ -68,8 +72,20 @@ pub struct FileEntry {
     pub executable: bool,
 }
 
-/// The digest of a list of files: sha256 over `path \0 digest \0 x|- \n` lines, sorted by path.
-pub fn manifest_digest(files: &[FileEntry]) -> String {
+/// One symbolic link of an artifact, kept as a link (as tar and OCI layers do).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SymlinkEntry {
+    /// Relative, `/`-separated.
+    pub path: String,
+    /// The link's target text, verbatim: absolute, or relative to the link's directory and
+    /// then inside the bundle.
+    pub target: String,
+}
+
+/// The digest of a bundle: sha256 over `path \0 digest \0 x|- \n` lines of its files sorted
+/// by path, then `path \0 symlink:target \0 l \n` lines of its symlinks sorted by path. A
+/// bundle without symlinks hashes its file lines only, as before symlinks were kept.
+pub fn manifest_digest(files: &[FileEntry], symlinks: &[SymlinkEntry]) -> String {
     let mut sorted: Vec<&FileEntry> = files.iter().collect();
     sorted.sort_by(|a, b| a.path.cmp(&b.path));
     let mut hasher = Sha256::new();
@@ -77,7 +93,40 @@ pub fn manifest_digest(files: &[FileEntry]) -> String {
         let exec = if f.executable { "x" } else { "-" };
         hasher.update(format!("{}\0{}\0{exec}\n", f.path, f.digest));
     }
+    let mut links: Vec<&SymlinkEntry> = symlinks.iter().collect();
+    links.sort_by(|a, b| a.path.cmp(&b.path));
+    for l in links {
+        hasher.update(format!("{}\0symlink:{}\0l\n", l.path, l.target));
+    }
     format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// Whether the relative target of the symlink at `path` (both inside the bundle, `/`-separated)
+/// leads out of the bundle, judged on the text alone. Absolute targets are kept verbatim and
+/// never escape.
+pub(crate) fn escapes(path: &str, target: &str) -> bool {
+    let target = Path::new(target);
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth = Path::new(path).components().count().saturating_sub(1);
+    for component in target.components() {
+        match component {
+            Component::Normal(_) => depth += 1,
+            Component::ParentDir if depth == 0 => return true,
+            Component::ParentDir => depth -= 1,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// A relative path made of plain components only (no `..`, no leading `/`).
+fn is_safe_path(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// The artifact store in `<state dir>/artifacts`.
@@ -317,7 +366,7 @@ impl ArtifactStore {
     }
 
     /// Copies the files of `artifact` into `dest` (absent or empty), with their exec bits,
-    /// verifying every blob's digest on the way. On error `dest` is removed again.
+    /// verifying every blob's digest on the way, then makes its symlinks. On error `dest` is removed again.
     pub fn unpack(&self, artifact: &Artifact, dest: &Path) -> Result<(), ArtifactError> {
         let non_empty = fs::read_dir(dest)
             .map(|mut d| d.next().is_some())
@@ -341,20 +390,37 @@ impl ArtifactStore {
             what,
             manifest: self.manifest_path(&artifact.app, &artifact.version),
         };
-        if manifest_digest(&artifact.files) != artifact.digest {
+        if manifest_digest(&artifact.files, &artifact.symlinks) != artifact.digest {
             return Err(corrupt(format!(
                 "its file list does not match its digest {}",
                 artifact.digest
             )));
         }
+        // Nothing may be written through a link: no entry lies under a symlink's path, and the
+        // links are made after every file.
+        let links: std::collections::HashSet<&Path> = artifact
+            .symlinks
+            .iter()
+            .map(|l| Path::new(&l.path))
+            .collect();
+        let paths = artifact.files.iter().map(|f| &f.path);
+        for path in paths.chain(artifact.symlinks.iter().map(|l| &l.path)) {
+            if !is_safe_path(path) {
+                return Err(corrupt(format!("unsafe path {path:?}")));
+            }
+            if let Some(link) = Path::new(path)
+                .ancestors()
+                .skip(1)
+                .find(|a| links.contains(a))
+            {
+                return Err(corrupt(format!(
+                    "{path} lies under the symlink {}",
+                    link.display()
+                )));
+            }
+        }
         for file in &artifact.files {
             let relative = Path::new(&file.path);
-            if !relative
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)))
-            {
-                return Err(corrupt(format!("unsafe path {:?}", file.path)));
-            }
             let blob = self.blob_path(&file.digest).ok_or_else(|| {
                 corrupt(format!("bad digest {:?} for {}", file.digest, file.path))
             })?;
@@ -376,6 +442,20 @@ impl ArtifactStore {
             let mode = if file.executable { 0o755 } else { 0o644 };
             fs::set_permissions(&target, fs::Permissions::from_mode(mode))
                 .map_err(io("set permissions of", &target))?;
+        }
+        for link in &artifact.symlinks {
+            if escapes(&link.path, &link.target) {
+                return Err(corrupt(format!(
+                    "the symlink {} -> {} leads out of the bundle",
+                    link.path, link.target
+                )));
+            }
+            let path = dest.join(&link.path);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io("create", parent))?;
+            }
+            std::os::unix::fs::symlink(&link.target, &path)
+                .map_err(io("create the symlink", &path))?;
         }
         Ok(())
     }

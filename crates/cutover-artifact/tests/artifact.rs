@@ -46,6 +46,12 @@ impl Fixture {
         fs::write(path, content).unwrap();
     }
 
+    fn symlink(&self, path: &str, target: &str) {
+        let path = self.root.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, path).unwrap();
+    }
+
     fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
         self.git(&[
@@ -412,7 +418,7 @@ fn identical_content_in_two_commits_has_one_digest() {
     let b = f.build(&second, false).0.unwrap();
     assert_ne!(a.version, b.version);
     assert_eq!(a.digest, b.digest);
-    assert_eq!(manifest_digest(&a.files), a.digest);
+    assert_eq!(manifest_digest(&a.files, &a.symlinks), a.digest);
 }
 
 #[test]
@@ -531,4 +537,185 @@ fn repo_helpers() {
     let elsewhere = tempfile::tempdir().unwrap();
     let err = Repo::discover(elsewhere.path()).unwrap_err();
     assert!(matches!(err, ArtifactError::NotARepo { .. }), "{err}");
+}
+
+/// A virtualenv-like tree: a directory symlink, an absolute link out of the tree, a library
+/// version link, and a link back up that would loop if followed.
+fn fake_venv(f: &Fixture) {
+    f.write(".venv/lib/python3/site-packages/app.py", "print('app')\n");
+    f.write(".venv/lib/libfoo.so.1", "ELF");
+    f.symlink(".venv/lib/libfoo.so", "libfoo.so.1");
+    f.symlink(".venv/lib64", "lib");
+    f.symlink(".venv/bin/python", "/usr/bin/python3");
+    f.symlink(".venv/lib/python3/up", "..");
+}
+
+#[test]
+fn bundle_keeps_symlinks_as_symlinks() {
+    let f = Fixture::new();
+    f.write(
+        "cutover.toml",
+        &config("true", r#"[".venv/**", "serve.py"]"#),
+    );
+    f.write("serve.py", "print(1)\n");
+    fake_venv(&f);
+    f.commit("a venv");
+
+    let (artifact, events) = f.build("HEAD", false);
+    let artifact = artifact.unwrap();
+    // The directory behind `lib64` and `up` is in the bundle once, under its own name.
+    let files: Vec<&str> = artifact.files.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        files,
+        [
+            ".venv/lib/libfoo.so.1",
+            ".venv/lib/python3/site-packages/app.py",
+            "serve.py"
+        ]
+    );
+    let links: Vec<(&str, &str)> = artifact
+        .symlinks
+        .iter()
+        .map(|l| (l.path.as_str(), l.target.as_str()))
+        .collect();
+    assert_eq!(
+        links,
+        [
+            (".venv/bin/python", "/usr/bin/python3"),
+            (".venv/lib/libfoo.so", "libfoo.so.1"),
+            (".venv/lib/python3/up", ".."),
+            (".venv/lib64", "lib"),
+        ]
+    );
+    assert!(matches!(
+        events[events.len() - 2],
+        BuildEvent::Collected { files: 7, .. }
+    ));
+    // The digest covers the links and their targets.
+    assert_eq!(
+        manifest_digest(&artifact.files, &artifact.symlinks),
+        artifact.digest
+    );
+    assert_ne!(manifest_digest(&artifact.files, &[]), artifact.digest);
+    let manifest = fs::read_to_string(f.store().manifest_path("tasks", &artifact.version)).unwrap();
+    assert!(
+        manifest.contains("\"target\": \"/usr/bin/python3\""),
+        "{manifest}"
+    );
+    assert_eq!(
+        f.store().get("tasks", &artifact.version).unwrap().unwrap(),
+        artifact
+    );
+
+    let dest = f.unpack(&artifact);
+    let link = |p: &str| fs::read_link(dest.join(p)).unwrap();
+    assert_eq!(link(".venv/lib64"), PathBuf::from("lib"));
+    assert_eq!(link(".venv/bin/python"), PathBuf::from("/usr/bin/python3"));
+    assert_eq!(link(".venv/lib/libfoo.so"), PathBuf::from("libfoo.so.1"));
+    assert_eq!(
+        fs::read_to_string(dest.join(".venv/lib64/python3/site-packages/app.py")).unwrap(),
+        "print('app')\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dest.join(".venv/lib/libfoo.so")).unwrap(),
+        "ELF"
+    );
+    assert!(fs::symlink_metadata(dest.join(".venv/lib"))
+        .unwrap()
+        .file_type()
+        .is_dir());
+
+    // A manifest whose link was redirected is refused at unpack.
+    let mut edited = artifact.clone();
+    edited.symlinks[0].target = "/bin/sh".to_string();
+    let err = f
+        .store()
+        .unpack(&edited, &f._tmp.path().join("edited"))
+        .unwrap_err();
+    assert!(matches!(err, ArtifactError::Corrupt { .. }), "{err}");
+    // So is one that would write a file through a link, even with a matching digest.
+    let mut through = artifact.clone();
+    through.files[1].path = ".venv/lib64/python3/site-packages/app.py".to_string();
+    through.digest = manifest_digest(&through.files, &through.symlinks);
+    let err = f
+        .store()
+        .unpack(&through, &f._tmp.path().join("through"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("under the symlink .venv/lib64"),
+        "{err}"
+    );
+
+    // Naming the link itself, or the directory holding it, keeps it a link too.
+    f.write(
+        "cutover.toml",
+        &config("true", r#"[".venv/lib64", ".venv/bin"]"#),
+    );
+    f.commit("only the links");
+    let only = f.build("HEAD", false).0.unwrap();
+    assert!(only.files.is_empty());
+    let links: Vec<&str> = only.symlinks.iter().map(|l| l.path.as_str()).collect();
+    assert_eq!(links, [".venv/bin/python", ".venv/lib64"]);
+}
+
+#[test]
+fn symlink_escaping_the_bundle_is_refused_by_name() {
+    let f = Fixture::new();
+    f.write("cutover.toml", &config("true", r#"[".venv"]"#));
+    fake_venv(&f);
+    f.symlink(".venv/lib/shared", "../../../shared/lib");
+    f.commit("a venv linking out");
+    let err = f.build("HEAD", false).0.unwrap_err();
+    assert!(matches!(err, ArtifactError::SymlinkEscapes { .. }), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains(
+            "\".venv/lib/shared\" is a symlink to \"../../../shared/lib\", outside the bundle"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("hint: ") && shown.contains("absolute target"),
+        "{shown}"
+    );
+    assert!(f.store().list("tasks").unwrap().is_empty());
+
+    // A pattern that goes through a directory link is named with the link.
+    let f = Fixture::new();
+    f.write(
+        "cutover.toml",
+        &config("true", r#"[".venv/lib64/python3/**"]"#),
+    );
+    fake_venv(&f);
+    f.commit("a pattern through a link");
+    let err = f.build("HEAD", false).0.unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("goes through the symlink \".venv/lib64\"") && shown.contains("hint: "),
+        "{shown}"
+    );
+}
+
+#[test]
+fn bundle_without_symlinks_keeps_its_digest() {
+    let f = Fixture::new();
+    f.write("cutover.toml", &config("true", r#"["bin", "*.py"]"#));
+    f.write("serve.py", "print(1)\n");
+    f.write("bin/start.sh", "#!/bin/sh\necho start\n");
+    fs::set_permissions(
+        f.root.join("bin/start.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    f.commit("first");
+    let artifact = f.build("HEAD", false).0.unwrap();
+    assert!(artifact.symlinks.is_empty());
+    // sha256 over "bin/start.sh\0sha256:<content>\0x\n" "serve.py\0sha256:<content>\0-\n", the
+    // digest these files had before symlinks were kept.
+    assert_eq!(
+        artifact.digest,
+        "sha256:eded1cb128a8e6131439c316691dd0f02d80cd7e5451f2dc8dbfee704425c36c"
+    );
+    let manifest = fs::read_to_string(f.store().manifest_path("tasks", &artifact.version)).unwrap();
+    assert!(!manifest.contains("symlinks"), "{manifest}");
 }

@@ -19,7 +19,9 @@ name = "{APP}"
 # CUTOVER_VERSION holds the version being built. Leave it out if there is nothing to build.
 # command = "make release"
 # Required. Paths or globs (relative to the repository root) that make up the artifact;
-# directories are taken whole. A pattern that matches nothing fails the build.
+# directories are taken whole. A pattern that matches nothing fails the build. Symlinks
+# (a virtualenv's lib64, libfoo.so) stay symlinks and are never followed; a relative one
+# must point inside the bundle.
 files = ["serve.py"]
 
 [run]

@@ -4,6 +4,8 @@
 //! `tasks-app` (compiled once per run with `rustc`), its own ports and state dir, and drives
 //! `cutover` in it as a user would. Tests are independent and may run in parallel.
 //!
+//! `real_apps` deploys apps shaped like real ones (a virtualenv's symlinks).
+//!
 //! The container tests (`containers`) use a [`container_support::DockerLab`]: the same, shipped
 //! as an image to a registry of their own and run on the machine's Docker engine (skipped
 //! without one, unless `CUTOVER_REQUIRE_DOCKER=1`).
@@ -14,6 +16,7 @@ mod bad_input;
 mod container_support;
 mod containers;
 mod pipeline;
+mod real_apps;
 mod resilience;
 mod support;
 mod walk;
