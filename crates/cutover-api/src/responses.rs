@@ -55,7 +55,8 @@ pub struct TargetView {
 pub struct InstanceLogs {
     pub id: String,
     pub release: i64,
-    pub log_file: String,
+    /// `null` where the runtime keeps the output itself (a container engine).
+    pub log_file: Option<String>,
     pub lines: Vec<String>,
 }
 

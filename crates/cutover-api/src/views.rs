@@ -63,13 +63,15 @@ pub struct InstanceView {
     pub version: String,
     pub address: SocketAddr,
     pub pid: Option<u32>,
-    pub supervisor_pid: u32,
+    /// `null` where the runtime has no supervisor process of its own (a container engine).
+    pub supervisor_pid: Option<u32>,
     pub state: String,
     /// `serving` (gets traffic) or `standby` (kept warm through a monitor window).
     pub role: String,
     pub restarts: u32,
     pub started_at: DateTime<Utc>,
-    pub log_file: String,
+    /// `null` where the runtime keeps the output itself (a container engine).
+    pub log_file: Option<String>,
 }
 
 /// `GET /v1/history/{env}`.

@@ -119,7 +119,7 @@ pub struct DockerSettings {
 }
 
 /// What runs an environment's instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuntimeKind {
     /// Plain processes under cutover's supervisors (nothing to install).

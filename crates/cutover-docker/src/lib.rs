@@ -27,7 +27,7 @@ pub use image::{
     ImageSummary,
 };
 pub use registry::{registry_digest, split_repository};
-pub use runtime::{prepare_image, DockerRuntime};
+pub use runtime::{prepare_image, DockerRuntime, ImagePull};
 
 /// How long one engine request may take (a build or a push streams for at most this long).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);

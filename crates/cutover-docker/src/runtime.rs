@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::models::{
@@ -15,7 +14,8 @@ use bollard::query_parameters::{
 };
 use chrono::{DateTime, Utc};
 use cutover_runtime::{
-    ExitRecord, ImagePull, InstanceInfo, InstanceSpec, InstanceState, Runtime, RuntimeError,
+    free_port, launch_env, ExitRecord, InstanceInfo, InstanceSpec, InstanceState, PlaceRequest,
+    Placement, Runtime, RuntimeError, Workload,
 };
 use futures_util::StreamExt;
 
@@ -151,20 +151,9 @@ impl DockerRuntime {
 }
 
 fn validate(spec: &InstanceSpec) -> Result<(&str, u16), RuntimeError> {
-    let id_ok = !spec.id.is_empty()
-        && spec.id.len() <= 100
-        && spec
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !id_ok {
-        return Err(RuntimeError::InvalidSpec(format!(
-            "instance id `{}` must be 1-100 characters of a-z, 0-9 and -",
-            spec.id
-        )));
-    }
-    let image = match spec.image.as_deref() {
-        Some(i) if !i.trim().is_empty() => i,
+    cutover_runtime::validate_id(&spec.id).map_err(RuntimeError::InvalidSpec)?;
+    let image = match &spec.placement.workload {
+        Workload::Image { reference } if !reference.trim().is_empty() => reference.as_str(),
         _ => {
             return Err(RuntimeError::InvalidSpec(format!(
             "instance {} has no image: the docker runtime runs an image by digest (repo@sha256:…)",
@@ -172,19 +161,13 @@ fn validate(spec: &InstanceSpec) -> Result<(&str, u16), RuntimeError> {
         )))
         }
     };
-    let Some(container_port) = spec.container_port.filter(|p| *p != 0) else {
+    let Some(container_port) = spec.app_port.filter(|p| *p != 0) else {
         return Err(RuntimeError::InvalidSpec(format!(
             "instance {} has no container port: set [run] port to the port the app listens on inside the container",
             spec.id
         )));
     };
-    if spec.port == 0 {
-        return Err(RuntimeError::InvalidSpec(format!(
-            "instance {} has no host port",
-            spec.id
-        )));
-    }
-    for v in &spec.volumes {
+    for v in &spec.placement.volumes {
         volume_bind(v).map_err(RuntimeError::InvalidSpec)?;
     }
     for k in spec.vars.keys() {
@@ -283,7 +266,7 @@ fn info_of(c: &ContainerInspectResponse) -> Option<InstanceInfo> {
         version: label(LABEL_VERSION),
         port,
         address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        supervisor_pid: 0,
+        supervisor_pid: None,
         pid: if instance_state == InstanceState::Running {
             pid
         } else {
@@ -293,13 +276,62 @@ fn info_of(c: &ContainerInspectResponse) -> Option<InstanceInfo> {
         started_at,
         restarts,
         exits,
-        log_file: PathBuf::from(format!("docker:{}", c.id.clone().unwrap_or_default())),
+        log_file: None,
     })
 }
 
 impl Runtime for DockerRuntime {
+    /// A container release is identified by its image's registry digest (or, without a
+    /// registry, the local image id).
+    async fn identify(&self, req: &PlaceRequest<'_>) -> Result<String, RuntimeError> {
+        let image = image_of(req)?;
+        match (&req.config.registry, &image.registry_digest) {
+            (Some(_), Some(digest)) => Ok(digest.clone()),
+            (Some(_), None) => Err(RuntimeError::Place(format!(
+                "image {}:{} was never published\nhint: publish it first: cutover publish {}",
+                image.repository, req.version, req.version
+            ))),
+            (None, _) => Ok(image.id.clone()),
+        }
+    }
+
+    /// Checks that the registry still maps the version tag to the recorded digest (a tag moved
+    /// under us is refused), then pulls `repository@digest` unless the engine has it already.
+    /// Without a digest (never published) the image must already be on the engine. Named
+    /// volumes are scoped to the app and environment.
+    async fn place(&self, req: &PlaceRequest<'_>) -> Result<Placement, RuntimeError> {
+        let image = image_of(req)?;
+        let reference = match &image.registry_digest {
+            Some(digest) => format!("{}@{digest}", image.repository),
+            None => image.id.clone(),
+        };
+        let pull = ImagePull {
+            reference: reference.clone(),
+            repository: image.repository.clone(),
+            digest: image.registry_digest.clone(),
+            tag: req.version.to_string(),
+            credentials: req.credentials.cloned(),
+        };
+        prepare_image(&self.engine, &pull).await?;
+        let volumes = &req.config.run.volumes;
+        Ok(Placement {
+            workload: Workload::Image { reference },
+            // In a container, the data dir is where the first named volume is mounted.
+            data_dir: volumes
+                .first()
+                .and_then(|v| v.split_once(':'))
+                .map(|(_, path)| path.to_string()),
+            volumes: volumes
+                .iter()
+                .map(|v| format!("{}-{}-{v}", req.app, req.env))
+                .collect(),
+        })
+    }
+
     async fn start(&self, spec: InstanceSpec) -> Result<InstanceInfo, RuntimeError> {
         let (image, container_port) = validate(&spec)?;
+        let port = free_port().map_err(|e| RuntimeError::io("picking a free port", e))?;
+        let (_argv, vars) = launch_env(&spec, container_port)?;
         let name = Self::container_name(&spec.id);
         if let Some(existing) = self.inspect_raw(&spec.id).await? {
             let running = existing
@@ -320,7 +352,7 @@ impl Runtime for DockerRuntime {
             (LABEL_RELEASE.to_string(), spec.release.to_string()),
             (LABEL_VERSION.to_string(), spec.version.clone()),
             (LABEL_INSTANCE.to_string(), spec.id.clone()),
-            (LABEL_PORT.to_string(), spec.port.to_string()),
+            (LABEL_PORT.to_string(), port.to_string()),
             (
                 LABEL_STOP_TIMEOUT.to_string(),
                 spec.stop_timeout.as_millis().to_string(),
@@ -335,10 +367,10 @@ impl Runtime for DockerRuntime {
                 port_key.clone(),
                 Some(vec![PortBinding {
                     host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(spec.port.to_string()),
+                    host_port: Some(port.to_string()),
                 }]),
             )])),
-            binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+            binds: (!spec.placement.volumes.is_empty()).then(|| spec.placement.volumes.clone()),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::ON_FAILURE),
                 maximum_retry_count: Some(MAX_RESTARTS),
@@ -347,7 +379,7 @@ impl Runtime for DockerRuntime {
         };
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
-            env: Some(spec.vars.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(vars.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
             exposed_ports: Some(vec![port_key]),
             host_config: Some(host_config),
@@ -386,7 +418,7 @@ impl Runtime for DockerRuntime {
             let _ = self.remove(&name).await;
             let mut msg = engine_message(&e);
             if msg.contains("port is already allocated") || msg.contains("address already in use") {
-                msg = format!("host port 127.0.0.1:{} is already in use: {msg}", spec.port);
+                msg = format!("host port 127.0.0.1:{port} is already in use: {msg}");
             }
             return Err(RuntimeError::Start(format!(
                 "starting container {name} (image {image}, instance {}): {msg}",
@@ -400,13 +432,6 @@ impl Runtime for DockerRuntime {
                 "container {name} vanished right after it started (removed by someone else?)"
             ))),
         }
-    }
-
-    /// Checks that the registry still maps the version tag to the recorded digest (a tag moved
-    /// under us is refused), then pulls `repository@digest` unless the engine has it already.
-    /// Without a digest (never published) the image must already be on the engine.
-    async fn prepare(&self, image: &ImagePull) -> Result<(), RuntimeError> {
-        prepare_image(&self.engine, image).await
     }
 
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
@@ -509,9 +534,41 @@ impl Runtime for DockerRuntime {
     }
 }
 
-/// What [`DockerRuntime::prepare`] does, usable without a runtime.
+/// The image of the artifact a container release runs.
+fn image_of<'a>(
+    req: &PlaceRequest<'a>,
+) -> Result<&'a cutover_artifact::ImageArtifact, RuntimeError> {
+    req.artifact.image.as_ref().ok_or_else(|| {
+        RuntimeError::Place(format!(
+            "artifact {}:{} has no image, but {} runs containers\n\
+             hint: add [build] dockerfile to cutover.toml, commit, and deploy the new commit",
+            req.app,
+            &req.version[..req.version.len().min(12)],
+            req.env
+        ))
+    })
+}
+
+/// An image a container runtime must have before instances of it start: pulled by digest,
+/// and checked against the registry (a tag moved under us is refused).
+#[derive(Debug, Clone)]
+pub struct ImagePull {
+    /// What instances run: `repository@sha256:…` (or a local image id without a registry).
+    pub reference: String,
+    /// `host[:port]/name`, without tag or digest.
+    pub repository: String,
+    /// The registry digest recorded when the artifact was published; `None`: never published.
+    pub digest: Option<String>,
+    /// The version tag (the full sha) the registry must still map to `digest`.
+    pub tag: String,
+    /// Registry login, resolved from its secret sources by whoever asked for the deploy.
+    pub credentials: Option<(String, String)>,
+}
+
+/// Checks the registry and pulls by digest ([`DockerRuntime`]'s placement), usable without a
+/// runtime.
 pub async fn prepare_image(engine: &Engine, image: &ImagePull) -> Result<(), RuntimeError> {
-    let fail = |msg: String| RuntimeError::Start(msg);
+    let fail = |msg: String| RuntimeError::Place(msg);
     let Some(digest) = image.digest.as_deref() else {
         return match crate::image_exists(engine, &image.reference).await {
             Ok(true) => Ok(()),

@@ -629,7 +629,7 @@ fn is_sound(upstreams: &[SocketAddr], supervised: &[InstanceInfo]) -> bool {
             .all(|u| supervised.iter().any(|i| i.address == *u))
 }
 
-/// Whether a supervisor (or the container engine) looks after the instance: it runs, or is
+/// Whether a supervisor (the runtime's own, or its engine) looks after the instance: it runs, or is
 /// being restarted after a crash.
 fn is_supervised(instance: &InstanceInfo) -> bool {
     matches!(

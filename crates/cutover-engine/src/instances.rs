@@ -4,16 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use cutover_config::Config;
 use cutover_health::HttpCheck;
 use cutover_ledger::{Release, ReleaseState};
-use cutover_runtime::{free_port, ImagePull, InstanceInfo, InstanceSpec, InstanceState, Runtime};
+use cutover_runtime::{
+    InstanceInfo, InstanceSpec, InstanceState, PlaceRequest, Placement, Runtime,
+};
 use tokio::time::Instant;
 
-use crate::record::send;
+use crate::record::{send, split_hint};
 use crate::{Edge, Engine, Prober, Progress, ProgressTx};
 
 /// Why a release's instances could not be brought up, with the failing instance's output.
@@ -59,41 +60,19 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         }
         let mut started: Vec<InstanceInfo> = Vec::new();
         for n in 1..=env_cfg.instances {
-            let port = match free_port() {
-                Ok(p) => p,
-                Err(e) => {
-                    self.stop_instances(&started).await;
-                    return Err(failure(format!("no free port: {e}")));
-                }
-            };
             let id = format!("{env}-r{}-{n}-{}", release.id, short_nonce());
             let mut vars = BTreeMap::new();
             vars.extend(config.env.clone());
             vars.extend(env_cfg.env.clone());
             vars.extend(release.snapshot.overrides.clone());
             vars.extend(secrets.clone());
-            let inner_port = match &placement {
-                Placement::Process { .. } => port,
-                Placement::Container { .. } => config.run.port.unwrap_or(port),
-            };
-            vars.insert(config.run.port_env.clone(), inner_port.to_string());
             vars.insert("APP_VERSION".into(), release.version.clone());
             vars.insert("CUTOVER_APP".into(), release.app.clone());
             vars.insert("CUTOVER_ENV".into(), env.clone());
             vars.insert("CUTOVER_RELEASE".into(), release.id.to_string());
             vars.insert("CUTOVER_INSTANCE".into(), id.clone());
-            match &placement {
-                Placement::Process { data_dir, .. } => {
-                    vars.insert("CUTOVER_DATA_DIR".into(), data_dir.display().to_string());
-                }
-                Placement::Container { .. } => {
-                    // In a container, the data dir is the first named volume.
-                    if let Some((_, path)) =
-                        config.run.volumes.first().and_then(|v| v.split_once(':'))
-                    {
-                        vars.insert("CUTOVER_DATA_DIR".into(), path.to_string());
-                    }
-                }
+            if let Some(data_dir) = &placement.data_dir {
+                vars.insert("CUTOVER_DATA_DIR".into(), data_dir.clone());
             }
             let spec = InstanceSpec {
                 id: id.clone(),
@@ -101,33 +80,15 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 env: env.clone(),
                 release: release.id,
                 version: release.version.clone(),
+                kind: env_cfg.runtime,
+                placement: placement.clone(),
                 argv: config.run.command.clone(),
-                cwd: match &placement {
-                    Placement::Process { release_dir, .. } => release_dir.clone(),
-                    Placement::Container { .. } => PathBuf::from("/"),
-                },
                 vars,
-                port,
+                port_env: config.run.port_env.clone(),
+                app_port: config.run.port,
                 stop_timeout: config.run.stop_timeout,
-                image: None,
-                container_port: None,
-                volumes: Vec::new(),
-                engine: None,
             };
-            let spec = match &placement {
-                Placement::Process { .. } => spec,
-                Placement::Container { image, engine } => InstanceSpec {
-                    image: Some(image.clone()),
-                    container_port: config.run.port,
-                    volumes: scoped_volumes(&release.app, env, &config.run.volumes),
-                    engine: Some(engine.clone()),
-                    ..spec
-                },
-            };
-            send(
-                progress,
-                Progress::step(format!("starting instance {id} on 127.0.0.1:{port}")),
-            );
+            send(progress, Progress::step(format!("starting instance {id}")));
             match self.inner.runtime.start(spec).await {
                 Ok(info) => {
                     self.event(
@@ -181,8 +142,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         }
     }
 
-    /// Gets a release's artifact where its runtime runs it: a bundle unpacked into the
-    /// release's folder, or an image pulled by digest into the container engine.
+    /// Gets a release's artifact where its runtime runs it (the runtime knows how).
     pub(crate) async fn place(
         &self,
         release: &Release,
@@ -190,7 +150,6 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         env_cfg: &cutover_config::Environment,
         progress: &ProgressTx,
     ) -> Result<Placement, Failure> {
-        let env = &release.env;
         let (app, version) = release
             .artifact
             .split_once(':')
@@ -205,60 +164,28 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             }
             Err(e) => return Err(failure(e.to_string())),
         };
-        if env_cfg.runtime.is_container() {
-            let Some(image) = &artifact.image else {
-                return Err(failure(format!(
-                    "artifact {} has no image, but {env} runs containers",
-                    release.artifact
-                )));
-            };
-            let engine = match env_cfg.runtime {
-                cutover_config::RuntimeKind::Podman => "podman",
-                _ => "docker",
+        let credentials = self.registry_credentials_for(release, config);
+        let req = PlaceRequest {
+            kind: env_cfg.runtime,
+            app: &release.app,
+            env: &release.env,
+            release: release.id,
+            version: &release.version,
+            artifact: &artifact,
+            config,
+            credentials: credentials.as_ref(),
+        };
+        send(
+            progress,
+            Progress::step(format!("placing {} for {}", release.artifact, release.env)),
+        );
+        self.inner.runtime.place(&req).await.map_err(|e| {
+            let (message, hint) = split_hint(&e.to_string());
+            Failure {
+                message,
+                hint,
+                logs: Vec::new(),
             }
-            .to_string();
-            let reference = match &image.registry_digest {
-                Some(digest) => format!("{}@{digest}", image.repository),
-                None => image.id.clone(),
-            };
-            let pull = ImagePull {
-                engine: engine.clone(),
-                reference: reference.clone(),
-                repository: image.repository.clone(),
-                digest: image.registry_digest.clone(),
-                tag: release.version.clone(),
-                credentials: self.registry_credentials_for(release, config),
-            };
-            send(progress, Progress::step(format!("pulling {reference}")));
-            self.inner
-                .runtime
-                .prepare(&pull)
-                .await
-                .map_err(|e| failure(e.to_string()))?;
-            return Ok(Placement::Container {
-                image: reference,
-                engine,
-            });
-        }
-        let state_dir = &self.inner.options.state_dir;
-        let release_dir = state_dir
-            .join("releases")
-            .join(env)
-            .join(release.id.to_string());
-        let data_dir = state_dir.join("data").join(env);
-        if !release_dir.join(".unpacked").exists() {
-            let _ = std::fs::remove_dir_all(&release_dir);
-            self.inner
-                .store
-                .unpack(&artifact, &release_dir)
-                .map_err(|e| failure(format!("unpacking {}: {e}", release.artifact)))?;
-            let _ = std::fs::write(release_dir.join(".unpacked"), &artifact.digest);
-        }
-        std::fs::create_dir_all(&data_dir)
-            .map_err(|e| failure(format!("creating {}: {e}", data_dir.display())))?;
-        Ok(Placement::Process {
-            release_dir,
-            data_dir,
         })
     }
 
@@ -420,24 +347,6 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         let _ = self.inner.edge.drain(env, &addrs, DRAIN_TIMEOUT).await;
         self.stop_instances(instances).await;
     }
-}
-
-/// Where a release's instances run from.
-pub(crate) enum Placement {
-    Process {
-        release_dir: PathBuf,
-        data_dir: PathBuf,
-    },
-    Container {
-        image: String,
-        engine: String,
-    },
-}
-
-/// Named volumes belong to one app in one environment: `data:/x` becomes
-/// `<app>-<env>-data:/x`, so staging and production never share one.
-fn scoped_volumes(app: &str, env: &str, volumes: &[String]) -> Vec<String> {
-    volumes.iter().map(|v| format!("{app}-{env}-{v}")).collect()
 }
 
 pub(crate) fn http_check(config: &Config) -> HttpCheck {

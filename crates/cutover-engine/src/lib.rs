@@ -1,5 +1,5 @@
 //! The engine: the release state machine (DESIGN.md) and its strategies, as plain logic over
-//! traits. It does not know whether an instance is a process or a container (`Runtime`), how
+//! traits. It does not know what runs an instance or where its artifact comes from (`Runtime`), how
 //! traffic is switched (`Edge`) or how health is asked (`Prober`).
 //!
 //! Every change of which release serves an environment — deploy, manual and automatic
@@ -65,7 +65,7 @@ pub struct DeployRequest {
     pub requested_by: String,
     /// Wait for a busy environment instead of refusing at once.
     pub queue: bool,
-    /// Registry login (user, password) for pulling the image, resolved by the caller.
+    /// Registry login (user, password) for placing the artifact, resolved by the caller.
     pub registry_login: Option<(String, String)>,
     /// What asked: "cli" (a person: the human click), "pipeline", "webhook" or "watch".
     pub trigger: String,
@@ -91,7 +91,7 @@ pub struct RollbackRequest {
     pub secrets: BTreeMap<String, String>,
     pub requested_by: String,
     pub queue: bool,
-    /// Registry login (user, password) for pulling the image, resolved by the caller.
+    /// Registry login (user, password) for placing the artifact, resolved by the caller.
     pub registry_login: Option<(String, String)>,
 }
 

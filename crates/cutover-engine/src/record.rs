@@ -72,3 +72,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
 pub(crate) fn short(version: &str) -> &str {
     &version[..version.len().min(12)]
 }
+
+/// Splits a runtime's error text into its message and the `hint:` line it may end with.
+pub(crate) fn split_hint(text: &str) -> (String, Option<String>) {
+    match text.split_once("\nhint: ") {
+        Some((message, hint)) => (message.to_string(), Some(hint.to_string())),
+        None => (text.to_string(), None),
+    }
+}

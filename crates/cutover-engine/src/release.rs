@@ -3,10 +3,10 @@
 
 use cutover_config::Config;
 use cutover_ledger::{NewRelease, Release, ReleaseKind, Snapshot};
-use cutover_runtime::Runtime;
+use cutover_runtime::{PlaceRequest, Runtime};
 
 use crate::converge::{Leaving, Source};
-use crate::record::{parse_config, send, short};
+use crate::record::{parse_config, send, short, split_hint};
 use crate::{
     DeployRequest, Edge, Engine, Outcome, Prober, Progress, ProgressTx, RollbackRequest, Standby,
 };
@@ -43,37 +43,24 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Ok(e) => e.clone(),
             Err(e) => return Outcome::refused(e.to_string(), None),
         };
-        // What the release runs is identified by the image's registry digest on containers.
-        let digest = if env_cfg.runtime.is_container() {
-            match (&artifact.image, &config.registry) {
-                (None, _) => return Outcome::refused(
-                    format!(
-                        "artifact {}:{} has no image, but {} runs containers",
-                        req.app,
-                        short(&req.version),
-                        req.env
-                    ),
-                    Some(
-                        "add [build] dockerfile to cutover.toml, commit, and deploy the new commit"
-                            .into(),
-                    ),
-                ),
-                (Some(image), Some(_)) => match &image.registry_digest {
-                    Some(d) => d.clone(),
-                    None => {
-                        return Outcome::refused(
-                            format!(
-                                "image {}:{} was never published",
-                                image.repository, req.version
-                            ),
-                            Some(format!("publish it first: cutover publish {}", req.version)),
-                        )
-                    }
-                },
-                (Some(image), None) => image.id.clone(),
+        // What the release runs, by digest, as its runtime identifies it (refused here if that
+        // runtime cannot run this artifact: nothing is recorded yet).
+        let identify = PlaceRequest {
+            kind: env_cfg.runtime,
+            app: &req.app,
+            env: &req.env,
+            release: 0,
+            version: &req.version,
+            artifact: &artifact,
+            config: &config,
+            credentials: None,
+        };
+        let digest = match self.inner.runtime.identify(&identify).await {
+            Ok(d) => d,
+            Err(e) => {
+                let (message, hint) = split_hint(&e.to_string());
+                return Outcome::refused(message, hint);
             }
-        } else {
-            artifact.digest.clone()
         };
         let overrides: Vec<(String, String)> = req.overrides.clone().into_iter().collect();
         if let Err(e) = config.check_overrides(&overrides) {

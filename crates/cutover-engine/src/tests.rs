@@ -13,7 +13,10 @@ use std::time::Duration;
 use chrono::Utc;
 use cutover_health::{HttpCheck, ProbeFailure};
 use cutover_ledger::{Ledger, ReleaseState};
-use cutover_runtime::{InstanceInfo, InstanceSpec, InstanceState, Runtime, RuntimeError};
+use cutover_runtime::{
+    InstanceInfo, InstanceSpec, InstanceState, PlaceRequest, Placement, Runtime, RuntimeError,
+    Workload,
+};
 use proptest::prelude::*;
 
 use super::*;
@@ -56,23 +59,38 @@ struct FakeEdge(Shared);
 struct FakeProber(Shared);
 
 impl Runtime for FakeRuntime {
+    async fn identify(&self, req: &PlaceRequest<'_>) -> Result<String, RuntimeError> {
+        Ok(req.artifact.digest.clone())
+    }
+
+    async fn place(&self, _req: &PlaceRequest<'_>) -> Result<Placement, RuntimeError> {
+        Ok(Placement {
+            workload: Workload::Bundle {
+                dir: PathBuf::from("/nowhere"),
+            },
+            data_dir: None,
+            volumes: Vec::new(),
+        })
+    }
+
     async fn start(&self, spec: InstanceSpec) -> Result<InstanceInfo, RuntimeError> {
         let healthy = spec.vars.get("BREAK").map(String::as_str) != Some("1");
+        let port = cutover_runtime::free_port().unwrap();
         let info = InstanceInfo {
             id: spec.id.clone(),
             app: spec.app,
             env: spec.env,
             release: spec.release,
             version: spec.version,
-            port: spec.port,
-            address: SocketAddr::from(([127, 0, 0, 1], spec.port)),
-            supervisor_pid: 1,
+            port,
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            supervisor_pid: Some(1),
             pid: Some(1),
             state: InstanceState::Running,
             started_at: Utc::now(),
             restarts: 0,
             exits: Vec::new(),
-            log_file: PathBuf::from("/dev/null"),
+            log_file: None,
         };
         self.0
             .lock()

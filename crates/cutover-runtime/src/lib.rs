@@ -1,78 +1,87 @@
-//! cutover-runtime: starts, stops and finds instances. See docs/ARCHITECTURE.md.
+//! cutover-runtime: what the engine asks of whatever runs instances, as a trait and a neutral
+//! spec. The implementations live in their own crates (`cutover-process`, the embedded default;
+//! `cutover-docker`, Docker and Podman), and the server picks one per environment from the
+//! config's `RuntimeKind` ([`DynRuntime`] lets it hold them side by side).
 //!
-//! The [`Runtime`] trait is what the engine codes against. [`ProcessRuntime`] is the embedded
-//! default: every instance runs under its own supervisor process (`cutover supervise`, see
-//! [`supervisor`]) that is not a child of the server, owns the instance's process group, writes
-//! its log and restarts it when it exits. The supervisor publishes an [`InstanceInfo`] in
-//! `<state dir>/instances/<id>.json` on every change; that file is how the server (or a restarted
-//! one) finds it again.
-
-mod log;
-mod process;
-pub mod supervisor;
+//! A runtime gets a release's artifact in place ([`Runtime::place`]: unpack a bundle, or check
+//! an image's registry digest and pull it by digest), picks each instance's port, starts, stops,
+//! finds and tails instances. The engine never learns which kind of runtime it talks to.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use cutover_artifact::Artifact;
+use cutover_config::{Config, RuntimeKind};
 use serde::{Deserialize, Serialize};
 
-pub use process::ProcessRuntime;
+/// What to place: one release's artifact, for one environment, on the runtime its config
+/// names.
+#[derive(Debug, Clone, Copy)]
+pub struct PlaceRequest<'a> {
+    pub kind: RuntimeKind,
+    pub app: &'a str,
+    pub env: &'a str,
+    pub release: i64,
+    pub version: &'a str,
+    /// The artifact's manifest (its bundle, and its image if it has one).
+    pub artifact: &'a Artifact,
+    /// The config the release runs (`cutover.toml` as committed in its version).
+    pub config: &'a Config,
+    /// Registry login, resolved from its secret sources by whoever asked for the deploy.
+    pub credentials: Option<&'a (String, String)>,
+}
 
-/// Everything needed to start one instance. Contains secret values (in `vars`): it is handed
-/// to the supervisor on its standard input and never written to disk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What instances run: a directory with the unpacked bundle, or an image by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Workload {
+    Bundle { dir: PathBuf },
+    Image { reference: String },
+}
+
+/// A release's artifact in place on a runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub workload: Workload,
+    /// `CUTOVER_DATA_DIR` of the release's instances: a directory kept across releases, or
+    /// where the environment's data volume is mounted.
+    pub data_dir: Option<String>,
+    /// Named data volumes (`name:/path`) scoped to the app and environment, for runtimes that
+    /// mount them.
+    pub volumes: Vec<String>,
+}
+
+/// Everything needed to start one instance. Contains secret values (in `vars`): a runtime
+/// hands it over in memory (a pipe, an API call) and never writes it to disk.
+#[derive(Debug, Clone)]
 pub struct InstanceSpec {
-    /// Unique, `[a-z0-9-]`, e.g. `staging-r7-1`.
+    /// Unique, `[a-z0-9-]`, e.g. `staging-r7-1-ab12`.
     pub id: String,
     pub app: String,
     pub env: String,
     pub release: i64,
     pub version: String,
-    /// `argv[0]` is resolved relative to `cwd` if it contains a `/`, else via `PATH`.
+    /// Which runtime starts it.
+    pub kind: RuntimeKind,
+    pub placement: Placement,
+    /// `run.command` as configured; `$PORT`-style references are expanded by the runtime once
+    /// it has picked the port ([`launch_env`]). Empty: the workload's own command (an image's).
     pub argv: Vec<String>,
-    /// The unpacked release dir.
-    pub cwd: PathBuf,
-    /// The instance's whole cutover-given environment (PORT, APP_VERSION, secrets …).
+    /// The instance's cutover-given environment (APP_VERSION, `[env]`, secrets …) without its
+    /// port, which the runtime adds under `port_env`.
     pub vars: BTreeMap<String, String>,
-    pub port: u16,
-    #[serde(with = "millis")]
+    /// The variable that carries the port (`run.port_env`, default `PORT`).
+    pub port_env: String,
+    /// The port the app listens on inside its sandbox (`run.port`), where it has one of its
+    /// own; `None`: the app listens on the port the runtime picks.
+    pub app_port: Option<u16>,
     pub stop_timeout: Duration,
-    /// For container runtimes: the image to run, by digest (`repo@sha256:…`). The process
-    /// runtime runs `argv` in `cwd` instead.
-    #[serde(default)]
-    pub image: Option<String>,
-    /// For container runtimes: the port the app listens on inside the container; `port` is
-    /// where it is published on 127.0.0.1.
-    #[serde(default)]
-    pub container_port: Option<u16>,
-    /// For container runtimes: named volumes, `name:/path`, kept across releases.
-    #[serde(default)]
-    pub volumes: Vec<String>,
-    /// For container runtimes: which engine runs it ("docker" or "podman").
-    #[serde(default)]
-    pub engine: Option<String>,
-}
-
-/// An image a container runtime must have before instances of it start: pulled by digest,
-/// and checked against the registry (a tag moved under us is refused).
-#[derive(Debug, Clone)]
-pub struct ImagePull {
-    /// "docker" or "podman".
-    pub engine: String,
-    /// What instances run: `repository@sha256:…` (or a local image id without a registry).
-    pub reference: String,
-    /// `host[:port]/name`, without tag or digest.
-    pub repository: String,
-    /// The registry digest recorded when the artifact was published; `None`: never published.
-    pub digest: Option<String>,
-    /// The version tag (the full sha) the registry must still map to `digest`.
-    pub tag: String,
-    /// Registry login, resolved from its secret sources by whoever asked for the deploy.
-    pub credentials: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,9 +106,12 @@ pub struct InstanceInfo {
     pub release: i64,
     pub version: String,
     pub port: u16,
-    /// `127.0.0.1:port`.
+    /// Where the edge reaches it: `127.0.0.1:port`.
     pub address: SocketAddr,
-    pub supervisor_pid: u32,
+    /// The pid of its supervisor; `None` where the runtime has none of its own (a container
+    /// engine supervises).
+    #[serde(default)]
+    pub supervisor_pid: Option<u32>,
     /// The pid of the instance's process (the leader of its process group), while it runs.
     pub pid: Option<u32>,
     pub state: InstanceState,
@@ -107,7 +119,9 @@ pub struct InstanceInfo {
     pub restarts: u32,
     /// The last 20 exits of the child, oldest first.
     pub exits: Vec<ExitRecord>,
-    pub log_file: PathBuf,
+    /// Where its output is kept, if in a file (a container engine keeps it itself).
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,33 +131,102 @@ pub struct ExitRecord {
     pub status: String,
 }
 
-/// How the engine starts, stops and finds instances, whatever runs them.
+/// How the engine places artifacts and starts, stops and finds instances, whatever runs them.
 pub trait Runtime: Send + Sync + 'static {
-    /// Starts an instance; returns once its process started (or failed to).
+    /// What a release of `req.artifact` runs, by digest, as the ledger records it: the bundle's
+    /// digest, or the image's registry digest. Refuses an artifact this runtime cannot run.
+    fn identify(
+        &self,
+        req: &PlaceRequest<'_>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Gets the artifact where instances of the release run from.
+    fn place(
+        &self,
+        req: &PlaceRequest<'_>,
+    ) -> impl Future<Output = Result<Placement, RuntimeError>> + Send;
+    /// Picks a port and starts an instance; returns once its process started (or failed to).
     fn start(
         &self,
         spec: InstanceSpec,
     ) -> impl Future<Output = Result<InstanceInfo, RuntimeError>> + Send;
-    /// Graceful stop: SIGTERM to the instance's process group, wait stop_timeout, then SIGKILL;
-    /// returns once the supervisor is gone.
+    /// Graceful stop (SIGTERM, `stop_timeout`, SIGKILL); returns once it is gone.
     fn stop(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn inspect(
         &self,
         id: &str,
     ) -> impl Future<Output = Result<Option<InstanceInfo>, RuntimeError>> + Send;
-    /// Every instance whose supervisor is alive (this is how a restarted server re-adopts them).
+    /// Every instance this runtime looks after (this is how a restarted server adopts them).
     fn list(&self) -> impl Future<Output = Result<Vec<InstanceInfo>, RuntimeError>> + Send;
-    /// Makes `image` available before instances of it start. The process runtime needs
-    /// nothing.
-    fn prepare(&self, _image: &ImagePull) -> impl Future<Output = Result<(), RuntimeError>> + Send {
-        async { Ok(()) }
-    }
-    /// The last `lines` lines of the instance's output (current and rotated log files).
+    /// The last `lines` lines of the instance's output.
     fn logs(
         &self,
         id: &str,
         lines: usize,
     ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`Runtime`] as a trait object, so that one server can hold runtimes of several kinds side by
+/// side. Every `Runtime` is one.
+pub trait DynRuntime: Send + Sync + 'static {
+    fn identify<'a>(
+        &'a self,
+        req: &'a PlaceRequest<'a>,
+    ) -> BoxFuture<'a, Result<String, RuntimeError>>;
+    fn place<'a>(
+        &'a self,
+        req: &'a PlaceRequest<'a>,
+    ) -> BoxFuture<'a, Result<Placement, RuntimeError>>;
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<InstanceInfo, RuntimeError>>;
+    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<InstanceInfo>, RuntimeError>>;
+    fn list(&self) -> BoxFuture<'_, Result<Vec<InstanceInfo>, RuntimeError>>;
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        lines: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>>;
+}
+
+impl<R: Runtime> DynRuntime for R {
+    fn identify<'a>(
+        &'a self,
+        req: &'a PlaceRequest<'a>,
+    ) -> BoxFuture<'a, Result<String, RuntimeError>> {
+        Box::pin(Runtime::identify(self, req))
+    }
+    fn place<'a>(
+        &'a self,
+        req: &'a PlaceRequest<'a>,
+    ) -> BoxFuture<'a, Result<Placement, RuntimeError>> {
+        Box::pin(Runtime::place(self, req))
+    }
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<InstanceInfo, RuntimeError>> {
+        Box::pin(Runtime::start(self, spec))
+    }
+    fn stop<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(Runtime::stop(self, id))
+    }
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<InstanceInfo>, RuntimeError>> {
+        Box::pin(Runtime::inspect(self, id))
+    }
+    fn list(&self) -> BoxFuture<'_, Result<Vec<InstanceInfo>, RuntimeError>> {
+        Box::pin(Runtime::list(self))
+    }
+    fn logs<'a>(
+        &'a self,
+        id: &'a str,
+        lines: usize,
+    ) -> BoxFuture<'a, Result<Vec<String>, RuntimeError>> {
+        Box::pin(Runtime::logs(self, id, lines))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +236,10 @@ pub enum RuntimeError {
     InvalidSpec(String),
     #[error("instance {0} is already running")]
     AlreadyRunning(String),
+    /// The artifact cannot be run or put in place here (no image, never published, a tag that
+    /// moved, a pull that failed, a bundle that does not unpack).
+    #[error("{0}")]
+    Place(String),
     /// The instance's process could not be started; the message names the command and why,
     /// e.g. "run command `./nope` not found in /path (instance staging-r7-1)".
     #[error("{0}")]
@@ -171,7 +258,7 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
-    fn io(context: impl Into<String>, source: std::io::Error) -> RuntimeError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> RuntimeError {
         RuntimeError::Io {
             context: context.into(),
             source,
@@ -179,41 +266,43 @@ impl RuntimeError {
     }
 }
 
-/// A free TCP port on 127.0.0.1: binds port 0, reads the port, drops the socket.
+/// The environment and command line an instance is started with once its runtime picked
+/// `port` (the port the app listens on): `vars` plus the port under `port_env`, and `argv`.
+pub fn launch_env(
+    spec: &InstanceSpec,
+    port: u16,
+) -> Result<(Vec<String>, BTreeMap<String, String>), RuntimeError> {
+    let mut vars = spec.vars.clone();
+    vars.insert(spec.port_env.clone(), port.to_string());
+    Ok((spec.argv.clone(), vars))
+}
+
+/// How long a port handed out by [`free_port`] is not handed out again.
+const PORT_QUARANTINE: Duration = Duration::from_secs(120);
+
+/// A free TCP port on 127.0.0.1 for an instance to listen on. The kernel picks it (bind to
+/// port 0); the port is then remembered for a while so that two instances started close
+/// together by this process never get the same one, even before either has bound it.
 pub fn free_port() -> std::io::Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?.port())
+    static GIVEN: Mutex<Vec<(u16, Instant)>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    given.retain(|(_, at)| at.elapsed() < PORT_QUARANTINE);
+    for _ in 0..64 {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let port = listener.local_addr()?.port();
+        if !given.iter().any(|(p, _)| *p == port) {
+            given.push((port, Instant::now()));
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port on 127.0.0.1 after 64 tries",
+    ))
 }
 
-/// How many exits an [`InstanceInfo`] keeps.
-const MAX_EXITS: usize = 20;
-
-/// What a supervisor publishes in `<state dir>/instances/<id>.json`: the [`InstanceInfo`] plus
-/// what the runtime needs to stop it and the error that ended it, if any.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StateFile {
-    #[serde(flatten)]
-    info: InstanceInfo,
-    #[serde(with = "millis")]
-    stop_timeout: Duration,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-fn instances_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("instances")
-}
-
-fn state_path(state_dir: &Path, id: &str) -> PathBuf {
-    instances_dir(state_dir).join(format!("{id}.json"))
-}
-
-fn log_path(state_dir: &Path, env: &str, id: &str) -> PathBuf {
-    state_dir.join("logs").join(env).join(format!("{id}.log"))
-}
-
-/// Instance ids become file names: `[a-z0-9-]`, 1-100 characters.
-fn validate_id(id: &str) -> Result<(), String> {
+/// Instance ids become file and container names: `[a-z0-9-]`, 1-100 characters.
+pub fn validate_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 100
         && id
@@ -228,8 +317,8 @@ fn validate_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// Checks the parts of a spec that become file names or a command line.
-fn validate(spec: &InstanceSpec) -> Result<(), String> {
+/// Checks the parts of a spec that become file names: its id and environment name.
+pub fn validate(spec: &InstanceSpec) -> Result<(), String> {
     validate_id(&spec.id)?;
     let env_ok = !spec.env.is_empty()
         && !spec.env.starts_with('.')
@@ -243,70 +332,61 @@ fn validate(spec: &InstanceSpec) -> Result<(), String> {
             spec.env, spec.id
         ));
     }
-    if !matches!(spec.argv.first(), Some(a) if !a.is_empty()) {
-        return Err(format!("instance {} has an empty run command", spec.id));
-    }
     Ok(())
-}
-
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn spec(id: &str, env: &str, argv: &[&str]) -> InstanceSpec {
+    fn spec(id: &str, env: &str) -> InstanceSpec {
         InstanceSpec {
             id: id.into(),
             app: "app".into(),
             env: env.into(),
             release: 1,
             version: "abc".into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            cwd: PathBuf::from("/tmp"),
+            kind: RuntimeKind::Process,
+            placement: Placement {
+                workload: Workload::Bundle {
+                    dir: PathBuf::from("/tmp"),
+                },
+                data_dir: None,
+                volumes: Vec::new(),
+            },
+            argv: vec!["x".into()],
             vars: BTreeMap::new(),
-            port: 1234,
+            port_env: "PORT".into(),
+            app_port: None,
             stop_timeout: Duration::from_millis(1500),
-            image: None,
-            container_port: None,
-            volumes: Vec::new(),
-            engine: None,
         }
     }
 
     #[test]
     fn validate_rejects_ids_and_envs_that_would_escape_the_state_dir() {
-        assert!(validate(&spec("staging-r7-1", "staging", &["x"])).is_ok());
-        assert!(validate(&spec("../x", "staging", &["x"])).is_err());
-        assert!(validate(&spec("A", "staging", &["x"])).is_err());
-        assert!(validate(&spec("a", "../etc", &["x"])).is_err());
-        assert!(validate(&spec("a", "", &["x"])).is_err());
-        let err = validate(&spec("a", "staging", &[])).unwrap_err();
-        assert!(err.contains("empty run command"), "{err}");
+        assert!(validate(&spec("staging-r7-1", "staging")).is_ok());
+        assert!(validate(&spec("../x", "staging")).is_err());
+        assert!(validate(&spec("A", "staging")).is_err());
+        assert!(validate(&spec("a", "../etc")).is_err());
+        assert!(validate(&spec("a", "")).is_err());
     }
 
     #[test]
-    fn stop_timeout_travels_as_milliseconds() {
-        let json = serde_json::to_value(spec("a", "b", &["x"])).unwrap();
-        assert_eq!(json["stop_timeout"], 1500);
-        let back: InstanceSpec = serde_json::from_value(json).unwrap();
-        assert_eq!(back.stop_timeout, Duration::from_millis(1500));
+    fn the_port_goes_under_port_env() {
+        let mut s = spec("a", "b");
+        s.port_env = "HTTP_PORT".into();
+        let (_, vars) = launch_env(&s, 8080).unwrap();
+        assert_eq!(vars["HTTP_PORT"], "8080");
+        assert!(!vars.contains_key("PORT"));
     }
 
     #[test]
-    fn free_port_is_nonzero() {
-        assert_ne!(free_port().unwrap(), 0);
+    fn free_ports_are_not_handed_out_twice() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len());
+        assert!(ports.iter().all(|p| *p != 0));
     }
 }

@@ -253,7 +253,7 @@ async fn logs(
         out.push(InstanceLogs {
             id: instance.id,
             release: instance.release,
-            log_file: instance.log_file.display().to_string(),
+            log_file: instance.log_file.map(|f| f.display().to_string()),
             lines,
         });
     }

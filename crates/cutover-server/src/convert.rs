@@ -107,7 +107,7 @@ pub fn instance(i: &InstanceInfo, serving: bool) -> api::InstanceView {
         role: if serving { "serving" } else { "standby" }.into(),
         restarts: i.restarts,
         started_at: i.started_at,
-        log_file: i.log_file.display().to_string(),
+        log_file: i.log_file.as_ref().map(|f| f.display().to_string()),
     }
 }
 

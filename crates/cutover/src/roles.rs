@@ -20,7 +20,7 @@ fn supervise(args: SuperviseArgs) -> i32 {
             return 1;
         }
     }
-    cutover_runtime::supervisor::run(&args.state_dir)
+    cutover_process::supervisor::run(&args.state_dir)
 }
 
 /// `cutover proxy`: an environment's edge proxy (started by the server).

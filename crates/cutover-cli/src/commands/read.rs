@@ -210,17 +210,19 @@ pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow
         for line in &i.lines {
             println!("{}  {line}", i.id);
         }
-        offsets.insert(
-            i.log_file.clone(),
-            std::fs::metadata(&i.log_file).map(|m| m.len()).unwrap_or(0),
-        );
+        if let Some(file) = &i.log_file {
+            offsets.insert(
+                file.clone(),
+                std::fs::metadata(file).map(|m| m.len()).unwrap_or(0),
+            );
+        }
     }
     if !args.follow {
         return Ok(0);
     }
     let mut names: HashMap<String, String> = instances
         .iter()
-        .map(|i| (i.log_file.clone(), i.id.clone()))
+        .filter_map(|i| Some((i.log_file.clone()?, i.id.clone())))
         .collect();
     let mut tick = 0u32;
     loop {
@@ -233,8 +235,10 @@ pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow
                 .await
             {
                 for i in now {
-                    offsets.entry(i.log_file.clone()).or_insert(0);
-                    names.insert(i.log_file, i.id);
+                    if let Some(file) = i.log_file {
+                        offsets.entry(file.clone()).or_insert(0);
+                        names.insert(file, i.id);
+                    }
                 }
             }
         }

@@ -307,11 +307,11 @@ async fn an_unreachable_engine_names_the_socket_and_the_fix() {
     );
 }
 
-/// `Runtime::prepare`: pulls by digest when missing, refuses a tag that moved under us and a
-/// version that was never published.
+/// Placement (`prepare_image`): pulls by digest when missing, refuses a tag that moved under us
+/// and a version that was never published.
 #[tokio::test]
 async fn prepare_pulls_by_digest_and_refuses_a_moved_tag() {
-    use cutover_runtime::{ImagePull, Runtime};
+    use cutover_docker::{prepare_image, ImagePull};
     let engine = require!(engine().await);
     let reg = require!(registry());
     let t = token("prepare");
@@ -329,24 +329,22 @@ async fn prepare_pulls_by_digest_and_refuses_a_moved_tag() {
         .await
         .unwrap();
 
-    let rt = cutover_docker::DockerRuntime::new(engine.clone(), None);
     let pull = ImagePull {
-        engine: "docker".into(),
         reference: format!("{repo}@{d1}"),
         repository: repo.clone(),
         digest: Some(d1.clone()),
         tag: sha.into(),
         credentials: None,
     };
-    rt.prepare(&pull).await.unwrap();
+    prepare_image(&engine, &pull).await.unwrap();
     assert!(image_exists(&engine, &pull.reference).await.unwrap());
-    rt.prepare(&pull).await.unwrap(); // already there: no pull, still checked
+    prepare_image(&engine, &pull).await.unwrap(); // already there: no pull, still checked
 
     // Someone re-pushes :<sha> with other bytes.
     build_app(&engine, &format!("{t}-2"), std::slice::from_ref(&tag)).await;
     let d2 = push(&engine, &repo, sha, None, &mut |_| {}).await.unwrap();
     clean.images.push(format!("{repo}@{d2}"));
-    let err = rt.prepare(&pull).await.unwrap_err().to_string();
+    let err = prepare_image(&engine, &pull).await.unwrap_err().to_string();
     assert!(
         err.contains(&d1) && err.contains(&d2) && err.contains("re-pushed"),
         "{err}"
@@ -359,7 +357,10 @@ async fn prepare_pulls_by_digest_and_refuses_a_moved_tag() {
         tag: "never".into(),
         ..pull.clone()
     };
-    let err = rt.prepare(&never).await.unwrap_err().to_string();
+    let err = prepare_image(&engine, &never)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("never published"), "{err}");
 
     // Published once, tag gone from the registry (another name).
@@ -367,6 +368,6 @@ async fn prepare_pulls_by_digest_and_refuses_a_moved_tag() {
         repository: format!("{}/cutover-test-gone-{t}", reg.addr),
         ..pull
     };
-    let err = rt.prepare(&gone).await.unwrap_err().to_string();
+    let err = prepare_image(&engine, &gone).await.unwrap_err().to_string();
     assert!(err.contains("no longer has the tag"), "{err}");
 }

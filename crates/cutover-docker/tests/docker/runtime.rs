@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use cutover_docker::{DockerRuntime, Engine};
-use cutover_runtime::{free_port, InstanceState, Runtime, RuntimeError};
+use cutover_runtime::{InstanceState, Runtime, RuntimeError};
 
 use crate::require;
 use crate::support::*;
@@ -22,13 +22,11 @@ pub async fn setup(engine: &Engine, test: &str) -> (DockerRuntime, Cleanup, Stri
 
 pub async fn start_health_secret_stop(engine: Engine) {
     let (rt, clean, image) = setup(&engine, "start-stop").await;
-    let port = free_port().unwrap();
     let id = format!("{}-1", clean.token);
     let s = spec(
         &id,
         "tasks-app",
         &image,
-        port,
         &[("APP_VERSION", "abc123"), ("API_TOKEN", "s3cret-value-42")],
     );
     let t0 = Instant::now();
@@ -36,14 +34,16 @@ pub async fn start_health_secret_stop(engine: Engine) {
     let start_time = t0.elapsed();
     assert_eq!(info.id, id);
     assert_eq!(info.state, InstanceState::Running);
+    let port = info.port;
+    assert_ne!(port, 0, "the runtime picked a host port");
     assert_eq!(info.address.to_string(), format!("127.0.0.1:{port}"));
-    assert_eq!(info.port, port);
     assert_eq!(info.release, 7);
     assert_eq!(info.version, "abc123");
     assert!(info.pid.is_some());
     assert_eq!(info.restarts, 0);
     assert!(info.exits.is_empty(), "{:?}", info.exits);
-    assert!(info.log_file.to_string_lossy().starts_with("docker:"));
+    assert!(info.log_file.is_none(), "the engine keeps the output");
+    assert!(info.supervisor_pid.is_none(), "the engine supervises");
 
     let (status, body, ready) = wait_health(&info.address.to_string()).await;
     assert_eq!(status, 200, "{body}");
@@ -82,7 +82,7 @@ pub async fn start_health_secret_stop(engine: Engine) {
 
     // Starting the same id again is refused.
     let again = rt
-        .start(spec(&id, "tasks-app", &image, free_port().unwrap(), &[]))
+        .start(spec(&id, "tasks-app", &image, &[]))
         .await
         .unwrap_err();
     assert!(matches!(again, RuntimeError::AlreadyRunning(_)), "{again}");
@@ -126,12 +126,12 @@ pub async fn readoption_by_labels(engine: Engine) {
     let b = format!("{}-b", clean.token);
     let app_a = format!("app-{}", clean.token);
     let app_b = format!("other-{}", clean.token);
-    let pa = free_port().unwrap();
-    let pb = free_port().unwrap();
-    rt.start(spec(&a, &app_a, &image, pa, &[("APP_VERSION", "va")]))
+    let pa = rt
+        .start(spec(&a, &app_a, &image, &[("APP_VERSION", "va")]))
         .await
-        .unwrap();
-    rt.start(spec(&b, &app_b, &image, pb, &[("APP_VERSION", "vb")]))
+        .unwrap()
+        .port;
+    rt.start(spec(&b, &app_b, &image, &[("APP_VERSION", "vb")]))
         .await
         .unwrap();
 
@@ -171,13 +171,7 @@ pub async fn broken_and_crashing(engine: Engine) {
     // BREAK=1: starts, answers 500.
     let broken = format!("{}-b", clean.token);
     let info = rt
-        .start(spec(
-            &broken,
-            "tasks-app",
-            &image,
-            free_port().unwrap(),
-            &[("BREAK", "1")],
-        ))
+        .start(spec(&broken, "tasks-app", &image, &[("BREAK", "1")]))
         .await
         .unwrap();
     let (status, body, _) = wait_health(&info.address.to_string()).await;
@@ -185,16 +179,10 @@ pub async fn broken_and_crashing(engine: Engine) {
 
     // Exits at once (a bad PORT): start is Ok, inspect tells; the engine restarts it.
     let crash = format!("{}-c", clean.token);
-    let info = rt
-        .start(spec(
-            &crash,
-            "tasks-app",
-            &image,
-            free_port().unwrap(),
-            &[("PORT", "notaport")],
-        ))
-        .await
-        .unwrap();
+    let mut bad_port = spec(&crash, "tasks-app", &image, &[("PORT", "notaport")]);
+    // The runtime gives the port under port_env: put it elsewhere so PORT stays broken.
+    bad_port.port_env = "CUTOVER_TEST_PORT".into();
+    let info = rt.start(bad_port).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     let seen = loop {
         let now = rt.inspect(&crash).await.unwrap().expect("still there");
@@ -242,15 +230,8 @@ pub async fn logs_volumes_and_bad_input(engine: Engine) {
     let volume = format!("cutover-test-{}", clean.token);
     clean.volumes.push(volume.clone());
     let id1 = format!("{}-1", clean.token);
-    let port = free_port().unwrap();
-    let mut s = spec(
-        &id1,
-        "tasks-app",
-        &image,
-        port,
-        &[("CUTOVER_DATA_DIR", "/data")],
-    );
-    s.volumes = vec![format!("{volume}:/data")];
+    let mut s = spec(&id1, "tasks-app", &image, &[("CUTOVER_DATA_DIR", "/data")]);
+    s.placement.volumes = vec![format!("{volume}:/data")];
     let info = rt.start(s.clone()).await.unwrap();
     let addr = info.address.to_string();
     wait_health(&addr).await;
@@ -283,41 +264,19 @@ pub async fn logs_volumes_and_bad_input(engine: Engine) {
     assert_eq!(two.len(), 2, "{all:?}");
     assert_eq!(two[..], all[all.len() - 2..], "{all:?}");
 
-    // Bad input: the host port is taken.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let taken_port = taken.local_addr().unwrap().port();
-    let err = rt
-        .start(spec(
-            &format!("{}-x", clean.token),
-            "tasks-app",
-            &image,
-            taken_port,
-            &[],
-        ))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(&taken_port.to_string()) && err.contains("in use"),
-        "{err}"
-    );
-    assert!(rt
-        .inspect(&format!("{}-x", clean.token))
-        .await
-        .unwrap()
-        .is_none());
+    // (A taken host port cannot be asked for any more: the runtime picks a free one itself.)
 
     // No image / no container port / a host path as volume / an image the engine lacks.
-    let mut bad = spec("x-1", "a", &image, 1, &[]);
-    bad.image = None;
+    let mut bad = spec("x-1", "a", &image, &[]);
+    bad.placement.workload = cutover_runtime::Workload::Bundle { dir: "/".into() };
     let e = rt.start(bad).await.unwrap_err().to_string();
     assert!(e.contains("has no image"), "{e}");
-    let mut bad = spec("x-1", "a", &image, 1, &[]);
-    bad.container_port = None;
+    let mut bad = spec("x-1", "a", &image, &[]);
+    bad.app_port = None;
     let e = rt.start(bad).await.unwrap_err().to_string();
     assert!(e.contains("no container port"), "{e}");
-    let mut bad = spec("x-1", "a", &image, 1, &[]);
-    bad.volumes = vec!["/etc:/data".into()];
+    let mut bad = spec("x-1", "a", &image, &[]);
+    bad.placement.volumes = vec!["/etc:/data".into()];
     let e = rt.start(bad).await.unwrap_err().to_string();
     assert!(e.contains("/etc:/data"), "{e}");
     let e = rt
@@ -325,7 +284,6 @@ pub async fn logs_volumes_and_bad_input(engine: Engine) {
             &format!("{}-y", clean.token),
             "a",
             "cutover-test-no-such-image:v0",
-            free_port().unwrap(),
             &[],
         ))
         .await
@@ -338,7 +296,6 @@ pub async fn logs_volumes_and_bad_input(engine: Engine) {
     let id2 = format!("{}-2", clean.token);
     let mut s2 = s;
     s2.id = id2.clone();
-    s2.port = free_port().unwrap();
     let info = rt.start(s2).await.unwrap();
     let addr = info.address.to_string();
     wait_health(&addr).await;

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cutover_docker::{build_image, BuildSpec, Engine, EngineKind};
-use cutover_runtime::InstanceSpec;
+use cutover_runtime::{InstanceSpec, Placement, Workload};
 
 /// The label every container/volume a test creates carries (value: the test's token).
 pub const TEST_LABEL: &str = "cutover.test";
@@ -243,9 +243,9 @@ pub async fn build_app(engine: &Engine, variant: &str, tags: &[String]) -> (Stri
     (id, t.elapsed())
 }
 
-pub fn spec(id: &str, app: &str, image: &str, port: u16, vars: &[(&str, &str)]) -> InstanceSpec {
+/// A spec of the test image; the runtime picks the host port.
+pub fn spec(id: &str, app: &str, image: &str, vars: &[(&str, &str)]) -> InstanceSpec {
     let mut all: BTreeMap<String, String> = BTreeMap::new();
-    all.insert("PORT".into(), CONTAINER_PORT.to_string());
     all.insert("APP_VERSION".into(), "v-test".into());
     for (k, v) in vars {
         all.insert((*k).into(), (*v).into());
@@ -256,15 +256,19 @@ pub fn spec(id: &str, app: &str, image: &str, port: u16, vars: &[(&str, &str)]) 
         env: "staging".into(),
         release: 7,
         version: all["APP_VERSION"].clone(),
+        kind: cutover_config::RuntimeKind::Docker,
+        placement: Placement {
+            workload: Workload::Image {
+                reference: image.into(),
+            },
+            data_dir: None,
+            volumes: Vec::new(),
+        },
         argv: Vec::new(),
-        cwd: PathBuf::from("/"),
         vars: all,
-        port,
+        port_env: "PORT".into(),
+        app_port: Some(CONTAINER_PORT),
         stop_timeout: Duration::from_secs(5),
-        image: Some(image.into()),
-        container_port: Some(CONTAINER_PORT),
-        volumes: Vec::new(),
-        engine: None,
     }
 }
 

@@ -7,11 +7,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cutover_daemon::{pid_alive, pid_runs};
-
-use crate::{
-    instances_dir, log, log_path, state_path, validate, validate_id, InstanceInfo, InstanceSpec,
-    InstanceState, Runtime, RuntimeError, StateFile,
+use cutover_runtime::{
+    free_port, launch_env, validate_id, InstanceInfo, InstanceSpec, InstanceState, PlaceRequest,
+    Placement, Runtime, RuntimeError, Workload,
 };
+
+use crate::{instances_dir, log, log_path, state_path, validate, Launch, StateFile};
 
 /// How long `start` waits for the supervisor to report that the instance started (generous: a
 /// loaded machine can take seconds to fork, exec and schedule it).
@@ -52,7 +53,11 @@ impl ProcessRuntime {
         let Some(mut state) = read_state_file(&path)? else {
             return Ok(None);
         };
-        if pid_runs(state.info.supervisor_pid, SUPERVISOR_MARK) {
+        if state
+            .info
+            .supervisor_pid
+            .is_some_and(|pid| pid_runs(pid, SUPERVISOR_MARK))
+        {
             return Ok(Some(state));
         }
         if state.info.pid.is_some_and(|pid| is_instance(pid, id)) {
@@ -108,7 +113,66 @@ fn remove(path: &Path) -> Result<(), RuntimeError> {
 }
 
 impl Runtime for ProcessRuntime {
+    async fn identify(&self, req: &PlaceRequest<'_>) -> Result<String, RuntimeError> {
+        Ok(req.artifact.digest.clone())
+    }
+
+    async fn place(&self, req: &PlaceRequest<'_>) -> Result<Placement, RuntimeError> {
+        let release_dir = self
+            .state_dir
+            .join("releases")
+            .join(req.env)
+            .join(req.release.to_string());
+        let data_dir = self.state_dir.join("data").join(req.env);
+        let store_dir = self.state_dir.join("artifacts");
+        let artifact = req.artifact.clone();
+        let name = format!("{}:{}", req.app, req.version);
+        let dir = release_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), RuntimeError> {
+            if !dir.join(".unpacked").exists() {
+                let _ = fs::remove_dir_all(&dir);
+                let store = cutover_artifact::ArtifactStore::open(&store_dir)
+                    .map_err(|e| RuntimeError::Place(format!("opening the artifact store: {e}")))?;
+                store
+                    .unpack(&artifact, &dir)
+                    .map_err(|e| RuntimeError::Place(format!("unpacking {name}: {e}")))?;
+                let _ = fs::write(dir.join(".unpacked"), &artifact.digest);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| RuntimeError::Place(format!("unpacking: {e}")))??;
+        fs::create_dir_all(&data_dir)
+            .map_err(|e| RuntimeError::io(format!("creating {}", data_dir.display()), e))?;
+        Ok(Placement {
+            workload: Workload::Bundle { dir: release_dir },
+            data_dir: Some(data_dir.display().to_string()),
+            volumes: Vec::new(),
+        })
+    }
+
     async fn start(&self, spec: InstanceSpec) -> Result<InstanceInfo, RuntimeError> {
+        cutover_runtime::validate(&spec).map_err(RuntimeError::InvalidSpec)?;
+        let Workload::Bundle { dir } = &spec.placement.workload else {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "instance {} is not a bundle: the process runtime runs unpacked bundles",
+                spec.id
+            )));
+        };
+        let port = free_port().map_err(|e| RuntimeError::io("picking a free port", e))?;
+        let (argv, vars) = launch_env(&spec, port)?;
+        let spec = Launch {
+            id: spec.id.clone(),
+            app: spec.app.clone(),
+            env: spec.env.clone(),
+            release: spec.release,
+            version: spec.version.clone(),
+            argv,
+            cwd: dir.clone(),
+            vars,
+            port,
+            stop_timeout: spec.stop_timeout,
+        };
         validate(&spec).map_err(RuntimeError::InvalidSpec)?;
         if self.live_state(&spec.id)?.is_some() {
             return Err(RuntimeError::AlreadyRunning(spec.id));
@@ -139,7 +203,7 @@ impl Runtime for ProcessRuntime {
             // exited in between is still heard.
             let alive = pid_alive(pid);
             if let Some(state) = read_state_file(&path)? {
-                if state.info.supervisor_pid == pid {
+                if state.info.supervisor_pid == Some(pid) {
                     if let Some(error) = state.error {
                         remove(&path)?;
                         return Err(RuntimeError::Start(error));
@@ -171,8 +235,8 @@ impl Runtime for ProcessRuntime {
         let Some(state) = self.read_state(id)? else {
             return Ok(());
         };
-        let pid = state.info.supervisor_pid;
-        if !pid_runs(pid, SUPERVISOR_MARK) {
+        let pid = state.info.supervisor_pid.unwrap_or(0);
+        if pid == 0 || !pid_runs(pid, SUPERVISOR_MARK) {
             // Its supervisor died: stop the orphaned instance's process group ourselves.
             if let Some(child) = state.info.pid.filter(|c| is_instance(*c, id)) {
                 cutover_daemon::signal_group(child, libc::SIGTERM);
@@ -245,11 +309,16 @@ impl Runtime for ProcessRuntime {
     async fn logs(&self, id: &str, lines: usize) -> Result<Vec<String>, RuntimeError> {
         validate_id(id).map_err(RuntimeError::InvalidSpec)?;
         let path = match self.read_state(id)? {
-            Some(state) => state.info.log_file,
+            Some(StateFile {
+                info:
+                    InstanceInfo {
+                        log_file: Some(file),
+                        ..
+                    },
+                ..
+            }) => file,
             // A stopped instance keeps its log; find it under any environment.
-            None => {
-                find_log(&self.state_dir, id)?.ok_or_else(|| RuntimeError::NotFound(id.into()))?
-            }
+            _ => find_log(&self.state_dir, id)?.ok_or_else(|| RuntimeError::NotFound(id.into()))?,
         };
         log::tail(&path, lines)
             .map_err(|e| RuntimeError::io(format!("reading {}", path.display()), e))

@@ -10,8 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cutover_process::ProcessRuntime;
 use cutover_runtime::{
-    free_port, InstanceInfo, InstanceSpec, InstanceState, ProcessRuntime, Runtime, RuntimeError,
+    InstanceInfo, InstanceSpec, InstanceState, Placement, Runtime, RuntimeError, Workload,
 };
 
 const SECRET: &str = "s3cr3t-value-never-on-disk";
@@ -110,7 +111,7 @@ fn supervise(args: &[String]) -> i32 {
             return 1;
         }
     }
-    cutover_runtime::supervisor::run(&state_dir)
+    cutover_process::supervisor::run(&state_dir)
 }
 
 /// One test's state dir, runtime and instances; stops every instance it started when dropped,
@@ -142,9 +143,7 @@ impl Fixture {
     }
 
     fn spec(&self, id: &str, script: &str) -> InstanceSpec {
-        let port = free_port().unwrap();
         let vars = BTreeMap::from([
-            ("PORT".to_string(), port.to_string()),
             ("APP_VERSION".to_string(), "abc123".to_string()),
             ("SECRET_TOKEN".to_string(), SECRET.to_string()),
         ]);
@@ -154,15 +153,19 @@ impl Fixture {
             env: "staging".into(),
             release: 7,
             version: "abc123".into(),
+            kind: cutover_config::RuntimeKind::Process,
+            placement: Placement {
+                workload: Workload::Bundle {
+                    dir: self.dir.path().to_path_buf(),
+                },
+                data_dir: None,
+                volumes: Vec::new(),
+            },
             argv: vec!["sh".into(), "-c".into(), script.into()],
-            cwd: self.dir.path().to_path_buf(),
             vars,
-            port,
+            port_env: "PORT".into(),
+            app_port: None,
             stop_timeout: Duration::from_secs(5),
-            image: None,
-            container_port: None,
-            volumes: Vec::new(),
-            engine: None,
         }
     }
 
@@ -239,17 +242,17 @@ fn starts_with_its_env_and_keeps_secrets_off_disk() {
         "echo PORT=$PORT VERSION=$APP_VERSION SECRET_LEN=${#SECRET_TOKEN}; \
          echo CARGO=${CARGO_MANIFEST_DIR:-unset}; echo oops >&2; sleep 60",
     );
-    let port = spec.port;
     let info = fx.start(spec).unwrap();
+    let port = info.port;
     assert_eq!(info.state, InstanceState::Running);
     assert_eq!(info.address.to_string(), format!("127.0.0.1:{port}"));
     let pid = info.pid.expect("a running instance has a pid");
     assert!(cutover_daemon::pid_alive(pid));
 
     // The supervisor is detached: not our child, and the app leads its own process group.
-    let (ppid, _) = ppid_and_pgrp(info.supervisor_pid);
+    let (ppid, _) = ppid_and_pgrp(info.supervisor_pid.unwrap());
     assert_ne!(ppid, std::process::id());
-    assert_eq!(ppid_and_pgrp(pid), (info.supervisor_pid, pid));
+    assert_eq!(ppid_and_pgrp(pid), (info.supervisor_pid.unwrap(), pid));
 
     assert!(
         wait_until(Duration::from_secs(3), || fx
@@ -273,12 +276,12 @@ fn starts_with_its_env_and_keeps_secrets_off_disk() {
     assert!(log.contains("CARGO=unset"), "{log}");
     assert_eq!(
         info.log_file,
-        fx.state_dir().join("logs/staging/staging-r7-1.log")
+        Some(fx.state_dir().join("logs/staging/staging-r7-1.log"))
     );
 
     // Nothing in the state dir holds the secret, nor does the supervisor's command line.
     assert!(all_files_contain(&fx.state_dir(), SECRET).is_empty());
-    let cmdline = fs::read(format!("/proc/{}/cmdline", info.supervisor_pid)).unwrap();
+    let cmdline = fs::read(format!("/proc/{}/cmdline", info.supervisor_pid.unwrap())).unwrap();
     assert!(!String::from_utf8_lossy(&cmdline).contains(SECRET));
     let state = fs::read_to_string(fx.state_dir().join("instances/staging-r7-1.json")).unwrap();
     assert!(!state.contains("SECRET_TOKEN"), "{state}");
@@ -323,7 +326,7 @@ fn stop_kills_an_app_that_ignores_sigterm_after_stop_timeout() {
     );
     spec.stop_timeout = Duration::from_millis(300);
     let info = fx.start(spec).unwrap();
-    let (supervisor, pid) = (info.supervisor_pid, info.pid.unwrap());
+    let (supervisor, pid) = (info.supervisor_pid.unwrap(), info.pid.unwrap());
     assert!(wait_until(Duration::from_secs(3), || fx
         .log_text("stubborn-1")
         .contains("ready")));
@@ -358,7 +361,7 @@ fn stop_of_a_well_behaved_app_is_quick_and_unknown_ids_are_ok() {
         "{:?}",
         began.elapsed()
     );
-    assert!(!cutover_daemon::pid_alive(info.supervisor_pid));
+    assert!(!cutover_daemon::pid_alive(info.supervisor_pid.unwrap()));
     assert!(!cutover_daemon::pid_alive(info.pid.unwrap()));
     assert!(fx
         .log_text("calm-1")
@@ -379,7 +382,7 @@ fn a_fresh_runtime_adopts_running_instances_and_drops_dead_ones() {
     let stale = fs::read_to_string(fx.state_dir().join("instances/adopt-a.json"))
         .unwrap()
         .replace(
-            &format!("\"supervisor_pid\": {}", a.supervisor_pid),
+            &format!("\"supervisor_pid\": {}", a.supervisor_pid.unwrap()),
             &format!("\"supervisor_pid\": {dead_pid}"),
         )
         .replace("adopt-a", "gone-1");
@@ -390,11 +393,14 @@ fn a_fresh_runtime_adopts_running_instances_and_drops_dead_ones() {
     let listed = fx.tokio.block_on(fresh.list()).unwrap();
     let ids: Vec<(&str, u32)> = listed
         .iter()
-        .map(|i| (i.id.as_str(), i.supervisor_pid))
+        .map(|i| (i.id.as_str(), i.supervisor_pid.unwrap()))
         .collect();
     assert_eq!(
         ids,
-        [("adopt-a", a.supervisor_pid), ("adopt-b", b.supervisor_pid)]
+        [
+            ("adopt-a", a.supervisor_pid.unwrap()),
+            ("adopt-b", b.supervisor_pid.unwrap())
+        ]
     );
     assert!(!stale_path.exists(), "the stale state file is removed");
     assert!(fx
@@ -405,7 +411,7 @@ fn a_fresh_runtime_adopts_running_instances_and_drops_dead_ones() {
 
     // The fresh runtime can stop what the old one started.
     fx.tokio.block_on(fresh.stop("adopt-a")).unwrap();
-    assert!(!cutover_daemon::pid_alive(a.supervisor_pid));
+    assert!(!cutover_daemon::pid_alive(a.supervisor_pid.unwrap()));
     let listed = fx.tokio.block_on(fresh.list()).unwrap();
     assert_eq!(listed.len(), 1);
 }
@@ -479,8 +485,8 @@ fn starting_a_running_id_again_is_refused() {
     let err = fx.start(fx.spec("twice-1", "sleep 60")).unwrap_err();
     assert!(matches!(err, RuntimeError::AlreadyRunning(_)), "{err:?}");
     assert_eq!(
-        fx.inspect("twice-1").unwrap().supervisor_pid,
-        first.supervisor_pid
+        fx.inspect("twice-1").unwrap().supervisor_pid.unwrap(),
+        first.supervisor_pid.unwrap()
     );
 }
 

@@ -1,6 +1,6 @@
 //! The instance supervisor role (`cutover supervise`).
 //!
-//! One small process per instance, like Podman's conmon: it reads the [`InstanceSpec`] from its
+//! One small process per instance, like Podman's conmon: it reads the [`Launch`] from its
 //! standard input (the spec holds secrets: it is never written to disk, logged or put in argv),
 //! starts the instance in its own process group with a minimal environment, pipes its output
 //! into the instance's log, restarts it with backoff when it exits, and stops it gracefully on
@@ -27,10 +27,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::log::{LogFile, MAX_LOG_BYTES};
-use crate::{
-    log_path, state_path, validate, ExitRecord, InstanceInfo, InstanceSpec, InstanceState,
-    StateFile, MAX_EXITS,
-};
+use crate::{log_path, state_path, validate, Launch, StateFile, MAX_EXITS};
+use cutover_runtime::{ExitRecord, InstanceInfo, InstanceState};
 
 /// First restart delay; doubles up to [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
@@ -53,7 +51,7 @@ pub fn run(state_dir: &Path) -> i32 {
         return 1;
     }
     // The error must not quote the input: it holds secret values.
-    let spec: InstanceSpec = match serde_json::from_str(&input) {
+    let spec: Launch = match serde_json::from_str(&input) {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!(
@@ -107,7 +105,7 @@ enum Event {
 }
 
 struct Supervisor {
-    spec: InstanceSpec,
+    spec: Launch,
     state_path: PathBuf,
     info: InstanceInfo,
     log: Arc<Mutex<LogFile>>,
@@ -116,12 +114,13 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(state_dir: &Path, spec: InstanceSpec) -> Result<Supervisor, String> {
+    fn new(state_dir: &Path, spec: Launch) -> Result<Supervisor, String> {
         let info = initial_info(state_dir, &spec);
-        let log = LogFile::open(&info.log_file, MAX_LOG_BYTES).map_err(|e| {
+        let log_file = log_path(state_dir, &spec.env, &spec.id);
+        let log = LogFile::open(&log_file, MAX_LOG_BYTES).map_err(|e| {
             format!(
                 "could not open the log {} of instance {}: {e}",
-                info.log_file.display(),
+                log_file.display(),
                 spec.id
             )
         })?;
@@ -356,7 +355,7 @@ impl Supervisor {
     }
 }
 
-fn initial_info(state_dir: &Path, spec: &InstanceSpec) -> InstanceInfo {
+fn initial_info(state_dir: &Path, spec: &Launch) -> InstanceInfo {
     InstanceInfo {
         id: spec.id.clone(),
         app: spec.app.clone(),
@@ -365,13 +364,13 @@ fn initial_info(state_dir: &Path, spec: &InstanceSpec) -> InstanceInfo {
         version: spec.version.clone(),
         port: spec.port,
         address: SocketAddr::from((Ipv4Addr::LOCALHOST, spec.port)),
-        supervisor_pid: std::process::id(),
+        supervisor_pid: Some(std::process::id()),
         pid: None,
         state: InstanceState::Starting,
         started_at: Utc::now(),
         restarts: 0,
         exits: Vec::new(),
-        log_file: log_path(state_dir, &spec.env, &spec.id),
+        log_file: Some(log_path(state_dir, &spec.env, &spec.id)),
     }
 }
 
@@ -386,7 +385,7 @@ fn child_env(vars: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 }
 
 /// Finds the program of `argv[0]`: relative to the cwd if it contains a `/`, else on `PATH`.
-fn resolve(spec: &InstanceSpec, path_var: Option<&str>) -> Result<PathBuf, String> {
+fn resolve(spec: &Launch, path_var: Option<&str>) -> Result<PathBuf, String> {
     let name = &spec.argv[0];
     if name.contains('/') {
         let program = std::path::absolute(spec.cwd.join(name))
@@ -507,8 +506,8 @@ fn wait_for_stop_signals(set: libc::sigset_t, tx: Sender<Event>) {
 mod tests {
     use super::*;
 
-    fn spec(argv: &[&str], cwd: &Path) -> InstanceSpec {
-        InstanceSpec {
+    fn spec(argv: &[&str], cwd: &Path) -> Launch {
+        Launch {
             id: "staging-r7-1".into(),
             app: "app".into(),
             env: "staging".into(),
@@ -519,10 +518,6 @@ mod tests {
             vars: BTreeMap::new(),
             port: 1234,
             stop_timeout: Duration::from_secs(1),
-            image: None,
-            container_port: None,
-            volumes: Vec::new(),
-            engine: None,
         }
     }
 
