@@ -26,7 +26,6 @@ mod reconcile;
 mod record;
 mod release;
 mod restarts;
-mod retention;
 mod strategy;
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,7 +40,6 @@ use tokio::sync::{mpsc, watch};
 pub use gates::GateChoice;
 pub use outcome::{Outcome, Progress};
 pub use ports::{Edge, HttpProber, Prober, ProxyEdge};
-pub use retention::RetentionPlan;
 
 /// Where the engine keeps its files.
 #[derive(Debug, Clone)]
@@ -204,6 +202,13 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
 
     pub fn options(&self) -> &EngineOptions {
         &self.inner.options
+    }
+
+    /// The release whose instances stay warm in `env`'s open monitor window, if any.
+    pub fn standby_release(&self, env: &str) -> Option<i64> {
+        crate::locked(&self.inner.monitors)
+            .get(env)
+            .and_then(|m| m.standby.as_ref().map(|s| s.release))
     }
 
     /// Waits until the monitor window of `release` closes; returns how it ended.

@@ -12,10 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cutover_api::{
-    ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryView, InstanceLogs, Kept,
-    Line, Ping, PruneBody, PruneReport, Refusal, Removed, Revoked, RollbackBody, RunEvent,
-    RunRequest, RunView, ShowView, StatusView, Stopped, TargetView, TokenBody, TokenCreated,
-    TokenEntry,
+    ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryView, InstanceLogs, Line,
+    Ping, PruneBody, Refusal, Revoked, RollbackBody, RunEvent, RunRequest, RunView, ShowView,
+    StatusView, Stopped, TargetView, TokenBody, TokenCreated, TokenEntry,
 };
 use cutover_config::Config;
 use cutover_daemon::StateDir;
@@ -480,58 +479,10 @@ fn to_line(line: &Line) -> Bytes {
 }
 
 async fn prune(State(app): State<Shared>, Json(body): Json<PruneBody>) -> Response {
-    let engine = &app.engine;
-    let plan = match engine.retention_plan(&body.app, body.keep) {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
-    };
-    let mut removed = Vec::new();
-    for artifact in &plan.remove {
-        let mut entry = Removed {
-            version: artifact.version.clone(),
-            images: Vec::new(),
-            error: None,
-        };
-        if let Some(image) = &artifact.image {
-            let mut refs = vec![format!("{}:{}", image.repository, artifact.version)];
-            if let Some(d) = &image.registry_digest {
-                refs.push(format!("{}@{d}", image.repository));
-            }
-            // Identical bytes can back a kept version too: then only the tag goes.
-            let shared = plan.kept_images.contains(&image.id);
-            for reference in refs.iter().filter(|r| !shared || !r.contains('@')) {
-                if !body.dry_run {
-                    if let Err(e) = engine.runtime().remove_image(reference).await {
-                        entry.error = Some(e);
-                        continue;
-                    }
-                }
-                entry.images.push(reference.clone());
-            }
-        }
-        removed.push(entry);
+    match crate::prune::run(&app.engine, &body).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
-    let bytes_freed = if body.dry_run {
-        0
-    } else {
-        engine.forget(&plan).unwrap_or(0)
-    };
-    let kept = plan
-        .keep
-        .iter()
-        .map(|(version, reasons)| Kept {
-            version: version.clone(),
-            reasons: reasons.clone(),
-        })
-        .collect();
-    Json(PruneReport {
-        kept,
-        removed,
-        release_dirs_removed: plan.release_dirs.len(),
-        bytes_freed,
-        dry_run: body.dry_run,
-    })
-    .into_response()
 }
 
 async fn down(State(app): State<Shared>) -> Response {
