@@ -1,4 +1,5 @@
-//! The engine: the release state machine (DESIGN.md) and its strategies, as plain logic over
+//! The engine: the release state machine (`pending → (awaiting-approval) → starting → verifying
+//! → live → superseded`, or `failed` / `rolled-back`) and its strategies, as plain logic over
 //! traits. It does not know what runs an instance or where its artifact comes from (`Runtime`), how
 //! traffic is switched (`Edge`) or how health is asked (`Prober`).
 //!

@@ -171,8 +171,8 @@ fn listen_address_already_in_use() {
         !run.stderr.contains("starting instance"),
         "no instance started: {run:?}"
     );
-    // Nothing serves production; the attempt is at most recorded as `failed` (DESIGN.md:
-    // "failed: refused or broken before any instance of it took traffic").
+    // Nothing serves production; the attempt is at most recorded as `failed` (refused or
+    // broken before any instance of it took traffic).
     let production = lab.history_of("production");
     assert!(
         production.iter().all(|r| r["state"] == "failed"),
