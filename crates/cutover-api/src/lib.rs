@@ -25,8 +25,3 @@ pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,
     PipelineRunView, ReleaseRef, ReleaseView, RunView, ShowView, SnapshotView, StatusView,
 };
-
-/// The first 12 characters of a version (a commit sha), as people say it.
-pub fn short(version: &str) -> &str {
-    &version[..version.len().min(12)]
-}

@@ -1,11 +1,11 @@
 //! Build once: check out a commit, run `[build] command`, collect `[build] files` into the store.
 
 use crate::error::{io, ArtifactError};
-use crate::git::{git, Repo};
 use crate::store::{
     manifest_digest, Artifact, ArtifactStore, FileEntry, ImageArtifact, SymlinkEntry,
 };
 use cutover_config::{Config, CONFIG_FILE};
+use cutover_git::Repo;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -67,10 +67,11 @@ const DIRTY_PATHS_SHOWN: usize = 5;
 
 /// Builds `rev` into the store, or returns the artifact already built for it.
 ///
-/// A clean build runs in a persistent worktree at `<work_dir>/worktree`, reset to the commit
-/// with `git checkout --force --detach` and `git clean -ffd`. Ignored files (`target/`,
-/// `node_modules/`, …) survive between builds, so builds stay incremental; only what is in
-/// the commit and the declared `files` reach the artifact. The build uses `cutover.toml` as
+/// A clean build runs in a persistent worktree at `<work_dir>/worktree` ([`Repo::clean_checkout`]:
+/// reset to the commit, repository hooks off). Ignored files (`target/`, `node_modules/`, …)
+/// survive between builds, so builds stay incremental; only what is in the commit and the
+/// declared `files` reach the artifact. The build command runs without the caller's `GIT_*`
+/// variables. The build uses `cutover.toml` as
 /// committed in that commit. A dirty build (`allow_dirty`, `rev` = HEAD) runs in the
 /// repository itself with the working tree's `cutover.toml`.
 pub fn build(
@@ -92,7 +93,6 @@ pub fn build(
         });
     }
 
-    let short = &sha[..sha.len().min(12)];
     let (config_text, origin, version) = if dirty {
         let path = req.repo.root.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|_| ArtifactError::NoConfig {
@@ -105,9 +105,13 @@ pub fn build(
             req.repo
                 .show_file(&sha, CONFIG_FILE)?
                 .ok_or_else(|| ArtifactError::NoConfig {
-                    what: format!("commit {short}"),
+                    what: format!("commit {}", sha.short()),
                 })?;
-        (text, cutover_config::committed_origin(&sha), sha.clone())
+        (
+            text,
+            cutover_config::committed_origin(&sha),
+            sha.to_string(),
+        )
     };
     let config = Config::parse(&config_text, &origin)?;
     let app = config.app.name.to_string();
@@ -125,7 +129,9 @@ pub fn build(
     let checkout = if dirty {
         req.repo.root.clone()
     } else {
-        prepare_worktree(req.repo, req.work_dir, &sha)?
+        let tree = req.work_dir.join("worktree");
+        req.repo.clean_checkout(&tree, &sha)?;
+        tree
     };
     if let Some(command) = &config.build.command {
         run_build_command(command, &checkout, &version, on_event)?;
@@ -167,7 +173,7 @@ pub fn build(
     let artifact = Artifact {
         app,
         version,
-        commit: sha,
+        commit: sha.into_string(),
         // An image-only artifact is identified by its image; a bundle by its files.
         digest: match &image {
             Some(image) if files.is_empty() && symlinks.is_empty() => image.id.clone(),
@@ -186,29 +192,6 @@ pub fn build(
     Ok(artifact)
 }
 
-/// The build worktree at `<work_dir>/worktree`, checked out clean at `sha`.
-fn prepare_worktree(repo: &Repo, work_dir: &Path, sha: &str) -> Result<PathBuf, ArtifactError> {
-    let tree = work_dir.join("worktree");
-    let reusable = tree.join(".git").is_file()
-        && git(&tree, &["rev-parse", "--git-common-dir"]).is_ok()
-        && git(&tree, &["checkout", "--force", "--detach", sha]).is_ok();
-    if !reusable {
-        git(&repo.root, &["worktree", "prune"])?;
-        if tree.exists() {
-            std::fs::remove_dir_all(&tree).map_err(io("remove the stale worktree", &tree))?;
-        }
-        std::fs::create_dir_all(work_dir).map_err(io("create", work_dir))?;
-        let tree_arg = tree.to_string_lossy().to_string();
-        git(
-            &repo.root,
-            &["worktree", "add", "--force", "--detach", &tree_arg, sha],
-        )?;
-    }
-    // Untracked files go; ignored ones (build caches) stay.
-    git(&tree, &["clean", "-ffd"])?;
-    Ok(tree)
-}
-
 /// Runs `command` with `sh -c` in `dir`, sending each line of stdout and stderr as `Output`.
 fn run_build_command(
     command: &str,
@@ -216,7 +199,7 @@ fn run_build_command(
     version: &str,
     on_event: &mut dyn FnMut(BuildEvent),
 ) -> Result<(), ArtifactError> {
-    let mut child = Command::new("sh")
+    let mut child = cutover_git::scrub_env(&mut Command::new("sh"))
         .arg("-c")
         .arg(command)
         .current_dir(dir)

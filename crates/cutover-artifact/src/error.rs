@@ -3,14 +3,8 @@ use std::path::PathBuf;
 /// Errors of git, the artifact store and builds. Each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("cannot run git: {source}\n  hint: install git and make sure it is on PATH")]
-    GitMissing { source: std::io::Error },
-    #[error("{} is not inside a git repository\n  hint: run cutover from your app's git checkout (or `git init` one)", path.display())]
-    NotARepo { path: PathBuf },
-    #[error("`git {args}` failed: {stderr}")]
-    Git { args: String, stderr: String },
-    #[error("`{rev}` is not a commit of this repository\n  hint: use a branch, a tag or a commit sha (see `git log --oneline`)")]
-    UnknownRev { rev: String },
+    #[error(transparent)]
+    Git(#[from] cutover_git::GitError),
     #[error("the working tree has uncommitted changes: {}{}\n  hint: commit them, or pass --allow-dirty to build the working tree as <sha>-dirty-<hash>", paths.join(", "), more_suffix(*more))]
     Dirty {
         /// Up to 5 changed paths.

@@ -53,11 +53,7 @@ pub struct ImageArtifact {
 impl Artifact {
     /// `<app>:<first 12 of the version>`, for messages.
     pub fn short_name(&self) -> String {
-        format!(
-            "{}:{}",
-            self.app,
-            self.version.get(..12).unwrap_or(&self.version)
-        )
+        format!("{}:{}", self.app, cutover_git::short(&self.version))
     }
 }
 

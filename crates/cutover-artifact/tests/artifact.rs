@@ -1,4 +1,5 @@
 use cutover_artifact::*;
+use cutover_git::Repo;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -491,52 +492,6 @@ fn commit_without_config_or_with_a_bad_one() {
         shown.starts_with(&format!("{}:cutover.toml:2:8: [app] name", &sha[..12])),
         "{shown}"
     );
-}
-
-#[test]
-fn repo_helpers() {
-    let f = Fixture::new();
-    f.write("cutover.toml", &config("true", r#"["serve.py"]"#));
-    f.write("sub/dir/file.txt", "x");
-    let sha = f.commit("Add the app\n\nbody");
-    let repo = Repo::discover(&f.root.join("sub/dir")).unwrap();
-    assert_eq!(
-        repo.root.canonicalize().unwrap(),
-        f.root.canonicalize().unwrap()
-    );
-    assert_eq!(repo.resolve("HEAD").unwrap(), sha);
-    assert_eq!(repo.resolve("main").unwrap(), sha);
-    assert_eq!(repo.resolve(&sha[..7]).unwrap(), sha);
-    for bad in ["nope", "--all", ""] {
-        let err = repo.resolve(bad).unwrap_err();
-        assert!(
-            matches!(err, ArtifactError::UnknownRev { .. }),
-            "{bad}: {err}"
-        );
-    }
-    assert_eq!(
-        repo.show_file(&sha, "sub/dir/file.txt").unwrap().as_deref(),
-        Some("x")
-    );
-    assert_eq!(repo.show_file(&sha, "absent.txt").unwrap(), None);
-    assert!(repo.show_file("nope", "cutover.toml").is_err());
-    let info = repo.commit_info("HEAD").unwrap();
-    assert_eq!(info.sha, sha);
-    assert_eq!(info.author_name, "Dev");
-    assert_eq!(info.author_email, "dev@example.com");
-    assert_eq!(info.subject, "Add the app");
-    assert!((chrono::Utc::now() - info.time).num_minutes().abs() < 5);
-
-    assert!(!repo.is_dirty().unwrap());
-    fs::create_dir_all(f.state()).unwrap();
-    fs::write(f.state().join("ledger.db"), "x").unwrap();
-    assert!(!repo.is_dirty().unwrap(), ".cutover/ is never dirty");
-    f.write("sub/dir/file.txt", "changed");
-    assert_eq!(repo.dirty_paths().unwrap(), ["sub/dir/file.txt"]);
-
-    let elsewhere = tempfile::tempdir().unwrap();
-    let err = Repo::discover(elsewhere.path()).unwrap_err();
-    assert!(matches!(err, ArtifactError::NotARepo { .. }), "{err}");
 }
 
 /// A virtualenv-like tree: a directory symlink, an absolute link out of the tree, a library

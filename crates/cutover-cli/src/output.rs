@@ -129,4 +129,4 @@ pub fn ago(t: chrono::DateTime<chrono::Utc>) -> String {
     }
 }
 
-pub use cutover_api::short;
+pub use cutover_git::short;

@@ -25,7 +25,7 @@ pub const CONFIG_FILE: &str = "cutover.toml";
 
 /// How errors name the config committed in `version`: git's `<sha>:cutover.toml`, shortened.
 pub fn committed_origin(version: &str) -> String {
-    format!("{}:{CONFIG_FILE}", &version[..version.len().min(12)])
+    format!("{}:{CONFIG_FILE}", cutover_git::short(version))
 }
 
 /// Environment variables cutover sets on every instance (besides the `port_env` one); config

@@ -543,7 +543,7 @@ fn image_of<'a>(
             "artifact {}:{} has no image, but {} runs containers\n\
              hint: add [build] dockerfile to cutover.toml, commit, and deploy the new commit",
             req.app,
-            &req.version[..req.version.len().min(12)],
+            cutover_git::short(req.version),
             req.env
         ))
     })

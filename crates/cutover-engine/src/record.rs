@@ -68,10 +68,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     }
 }
 
-/// The first 12 characters of a version, as people read it.
-pub(crate) fn short(version: &str) -> &str {
-    &version[..version.len().min(12)]
-}
+pub(crate) use cutover_git::short;
 
 /// Splits a runtime's error text into its message and the `hint:` line it may end with.
 pub(crate) fn split_hint(text: &str) -> (String, Option<String>) {

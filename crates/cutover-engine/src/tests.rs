@@ -241,7 +241,7 @@ fn template() -> &'static (PathBuf, Vec<String>) {
             .unwrap();
             git(&["add", "-A"]);
             git(&["commit", "-q", "-m", &format!("v{n}")]);
-            let r = cutover_artifact::Repo::discover(&repo).unwrap();
+            let r = cutover_git::Repo::discover(&repo).unwrap();
             let req = cutover_artifact::BuildRequest {
                 repo: &r,
                 store: &store,

@@ -162,7 +162,7 @@ pub struct CheckRecord {
 impl Release {
     /// The first 12 characters of the version, as people say it.
     pub fn short_version(&self) -> &str {
-        &self.version[..self.version.len().min(12)]
+        cutover_git::short(&self.version)
     }
 }
 

@@ -4,16 +4,8 @@ use std::path::{Path, PathBuf};
 /// [`crate::CheckResult`] with status `failed`.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("cannot run git: {source}\n  hint: install git and make sure it is on PATH")]
-    GitMissing { source: std::io::Error },
-    #[error("{} is not a git repository\n  hint: run the pipeline from your app's git checkout (or `git init` one)", path.display())]
-    NotARepo { path: PathBuf },
-    #[error("commit {sha} is not in the repository at {}\n  hint: fetch it (`git fetch`), or check the sha with `git log --oneline`", repo.display())]
-    UnknownCommit { sha: String, repo: PathBuf },
-    #[error("{rev:?} is not a full commit sha (it names {sha})\n  hint: resolve the revision first (`git rev-parse {rev}`) and pass the full sha, so results are recorded for the exact commit")]
-    NotFullSha { rev: String, sha: String },
-    #[error("git {args} failed: {stderr}\n  hint: check the repository with `git status` and `git worktree list`; removing the checks checkout makes cutover create it again")]
-    Git { args: String, stderr: String },
+    #[error(transparent)]
+    Git(#[from] cutover_git::GitError),
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
         action: &'static str,

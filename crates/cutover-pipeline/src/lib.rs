@@ -3,7 +3,6 @@
 //! output kept per check and streamed as events.
 
 mod error;
-mod git;
 mod process;
 
 pub use error::PipelineError;
@@ -104,16 +103,18 @@ pub struct ChecksOutcome {
 /// failed or timed-out check skips the checks that need it (transitively); the others still
 /// run. Events go to `on_event` from the calling thread only.
 ///
-/// The checkout is `<work_dir>/checkout`, a git worktree of `repo_root` reused between runs:
-/// reset with `git checkout --force --detach` and `git clean -ffd`, so ignored caches such as
-/// `target/` survive. `<work_dir>/checks.lock` keeps two runs from sharing it (a second run
-/// waits). The checks of one run share the checkout, like CI jobs in one workspace.
+/// The checkout is `<work_dir>/checkout`, a git worktree of `repo_root` reused between runs
+/// ([`cutover_git::Repo::clean_checkout`]: repository hooks off, ignored caches such as
+/// `target/` kept). `<work_dir>/checks.lock` keeps two runs from sharing it (a second run
+/// waits). The checks of one run share the checkout, like CI jobs in one workspace. Checks
+/// run without the caller's `GIT_*` variables.
 pub fn run_checks(
     req: ChecksRequest,
     on_event: &mut (dyn FnMut(CheckEvent) + Send),
 ) -> Result<ChecksOutcome, PipelineError> {
     let needs = validate(req.checks)?;
-    git::verify_commit(req.repo_root, req.sha)?;
+    let repo = cutover_git::Repo::discover(req.repo_root)?;
+    let sha = repo.resolve_full(req.sha)?;
     if req.checks.is_empty() {
         return Ok(ChecksOutcome {
             results: Vec::new(),
@@ -123,7 +124,8 @@ pub fn run_checks(
     std::fs::create_dir_all(req.log_dir).map_err(io("create the log dir", req.log_dir))?;
     let lock_path = req.work_dir.join("checks.lock");
     let _lock = cutover_daemon::FileLock::acquire(&lock_path).map_err(io("lock", &lock_path))?;
-    let checkout = git::prepare_checkout(req.repo_root, req.work_dir, req.sha)?;
+    let checkout = req.work_dir.join("checkout");
+    repo.clean_checkout(&checkout, &sha)?;
 
     let n = req.checks.len();
     let max_parallel = req.max_parallel.max(1);
@@ -175,7 +177,7 @@ pub fn run_checks(
                         let run = process::CheckRun {
                             check: &req.checks[i],
                             checkout: &checkout,
-                            sha: req.sha,
+                            sha: &sha,
                             log_file: log_file(i),
                         };
                         scope.spawn(move || {

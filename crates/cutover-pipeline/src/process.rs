@@ -80,7 +80,7 @@ fn execute(
         .map_err(|e| format!("cannot create a pipe: {e}"))?;
 
     let mut command = Command::new("sh");
-    command
+    cutover_git::scrub_env(&mut command)
         .arg("-c")
         .arg(&run.check.run)
         .current_dir(run.checkout)
@@ -89,9 +89,6 @@ fn execute(
         .stdout(Stdio::from(write_end))
         .stderr(Stdio::from(write_err))
         .process_group(0);
-    for var in crate::git::GIT_ENV {
-        command.env_remove(var);
-    }
     let spawned = command.spawn();
     // Our copies of the write end must go, or the pipe never reports the end of output.
     drop(command);

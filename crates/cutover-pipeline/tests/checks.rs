@@ -1,6 +1,7 @@
 //! The checks runner against real git repositories made in temp dirs.
 
 use cutover_config::Check;
+use cutover_git::GitError;
 use cutover_pipeline::{
     run_checks, CheckEvent, CheckResult, CheckStatus, ChecksOutcome, ChecksRequest, PipelineError,
 };
@@ -441,7 +442,7 @@ fn an_unknown_commit_or_a_non_repository_is_a_clear_error() {
     let (outcome, events) = fx.try_run(missing, &checks, 1);
     let err = outcome.unwrap_err();
     assert!(
-        matches!(err, PipelineError::UnknownCommit { .. }),
+        matches!(err, PipelineError::Git(GitError::UnknownCommit { .. })),
         "{err:?}"
     );
     let message = err.to_string();
@@ -457,7 +458,10 @@ fn an_unknown_commit_or_a_non_repository_is_a_clear_error() {
 
     let (outcome, _) = fx.try_run("HEAD", &checks, 1);
     let err = outcome.unwrap_err();
-    assert!(matches!(err, PipelineError::NotFullSha { .. }), "{err:?}");
+    assert!(
+        matches!(err, PipelineError::Git(GitError::NotFullSha { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains(&fx.sha));
 
     let not_repo = tempfile::tempdir().unwrap();
@@ -475,8 +479,14 @@ fn an_unknown_commit_or_a_non_repository_is_a_clear_error() {
         &mut |_| {},
     )
     .unwrap_err();
-    assert!(matches!(err, PipelineError::NotARepo { .. }), "{err:?}");
-    assert!(err.to_string().contains("not a git repository"), "{err}");
+    assert!(
+        matches!(err, PipelineError::Git(GitError::NotARepo { .. })),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("not inside a git repository"),
+        "{err}"
+    );
 }
 
 #[test]

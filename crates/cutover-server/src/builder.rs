@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use cutover_api::{short, Line, Refusal};
+use cutover_api::{Line, Refusal};
 use cutover_artifact::{
-    Artifact, ArtifactStore, BuildEvent, BuildRequest, ImageArtifact, ImageBuildInput, Repo,
+    Artifact, ArtifactStore, BuildEvent, BuildRequest, ImageArtifact, ImageBuildInput,
 };
 use cutover_config::Config;
 use cutover_daemon::StateDir;
+use cutover_git::{short, Repo};
 
 /// Where build and publish progress goes (a terminal, a stream of JSON lines).
 pub type Report<'a> = dyn Fn(Line) + Sync + 'a;

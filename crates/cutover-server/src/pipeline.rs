@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use cutover_api::{short, Line, RunEvent, RunRequest};
-use cutover_artifact::Repo;
+use cutover_api::{Line, RunEvent, RunRequest};
 use cutover_config::{Config, CONFIG_FILE};
 use cutover_daemon::StateDir;
 use cutover_engine::{DeployRequest, Outcome, Progress};
+use cutover_git::{short, Repo, Sha};
 use cutover_ledger::{CheckRecord, ReleaseState};
 use cutover_pipeline::{CheckEvent, ChecksRequest};
 use tokio::sync::mpsc::UnboundedSender;
@@ -251,22 +251,21 @@ fn deploy_order(config: &Config) -> Vec<String> {
 }
 
 fn on_branch(root: &std::path::Path, sha: &str, branch: &str) -> bool {
-    let is_ancestor = |reference: &str| {
-        std::process::Command::new("git")
-            .args(["merge-base", "--is-ancestor", sha, reference])
-            .current_dir(root)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+    let Ok(repo) = Repo::discover(root) else {
+        return false;
     };
-    is_ancestor(&format!("refs/heads/{branch}"))
-        || is_ancestor(&format!("refs/remotes/origin/{branch}"))
-        || is_ancestor(&format!("refs/cutover/watch/{branch}"))
+    [
+        format!("refs/heads/{branch}"),
+        format!("refs/remotes/origin/{branch}"),
+        format!("refs/cutover/watch/{branch}"),
+    ]
+    .iter()
+    .any(|reference| repo.is_ancestor(sha, reference).unwrap_or(false))
 }
 
 fn commit_author(root: &std::path::Path, sha: &str) -> Option<String> {
     let info = Repo::discover(root).ok()?.commit_info(sha).ok()?;
-    Some(format!("{} <{}>", info.author_name, info.author_email))
+    Some(info.author())
 }
 
 /// Runs a commit's checks (if it declares any) in a clean checkout, records their results in
@@ -403,7 +402,7 @@ pub async fn run_checks_only(
 }
 
 /// The full sha of `rev` and the config committed in it.
-fn commit_config(root: &std::path::Path, rev: &str) -> Result<(String, Config), Outcome> {
+fn commit_config(root: &std::path::Path, rev: &str) -> Result<(Sha, Config), Outcome> {
     let repo = Repo::discover(root).map_err(|e| Outcome::refused(e.to_string(), None))?;
     let sha = repo
         .resolve(rev)

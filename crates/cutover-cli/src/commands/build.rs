@@ -74,7 +74,7 @@ pub async fn build_in_background(
 
 /// Whether `rev` (a clean commit) is built already: then its checks were passed (or skipped) then.
 fn already_built(ctx: &Context, rev: &str) -> bool {
-    let Ok(repo) = cutover_artifact::Repo::discover(&ctx.root) else {
+    let Ok(repo) = cutover_git::Repo::discover(&ctx.root) else {
         return false;
     };
     let Ok(sha) = repo.resolve(rev) else {
@@ -99,7 +99,7 @@ async fn gate_on_checks(
     checks: Checks,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let repo = cutover_artifact::Repo::discover(&ctx.root)?;
+    let repo = cutover_git::Repo::discover(&ctx.root)?;
     let sha = repo.resolve(rev)?;
     let dirty = checks.allow_dirty && sha == repo.resolve("HEAD")? && repo.is_dirty()?;
     let Some(text) = repo.show_file(&sha, cutover_config::CONFIG_FILE)? else {
@@ -128,7 +128,9 @@ async fn gate_on_checks(
             "the checks of {} never ran: running them first",
             crate::output::short(&sha)
         ));
-        let body = cutover_api::ChecksBody { rev: sha.clone() };
+        let body = cutover_api::ChecksBody {
+            rev: sha.to_string(),
+        };
         let outcome = client
             .stream("/v1/checks/run", &body, |line| progress.line(line))
             .await?;

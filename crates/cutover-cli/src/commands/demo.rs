@@ -158,17 +158,7 @@ impl Demo {
     }
 
     fn git(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(&self.repo)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "git {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        cutover_git::git(&self.repo, args)?;
         Ok(())
     }
 

@@ -208,7 +208,6 @@ async fn finish(
 
 /// "Name <email>" of the commit's author, for the rule that nobody approves their own change.
 fn commit_author(ctx: &Context, sha: &str) -> Option<String> {
-    let repo = cutover_artifact::Repo::discover(&ctx.root).ok()?;
-    let info = repo.commit_info(sha).ok()?;
-    Some(format!("{} <{}>", info.author_name, info.author_email))
+    let repo = cutover_git::Repo::discover(&ctx.root).ok()?;
+    Some(repo.commit_info(sha).ok()?.author())
 }

@@ -47,13 +47,8 @@ pub fn run(args: InitArgs) -> i32 {
 /// The git top level of the current folder, or the folder itself outside a repository.
 fn repo_root() -> PathBuf {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    std::process::Command::new("git")
-        .args(["rev-parse", "--show-toplevel"])
-        .current_dir(&cwd)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+    cutover_git::Repo::discover(&cwd)
+        .map(|repo| repo.root)
         .unwrap_or(cwd)
 }
 

@@ -94,7 +94,7 @@ async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow::Re
     println!(
         "pipeline run {} for {} ({} by {}): {}{}",
         r.id,
-        &r.sha[..r.sha.len().min(12)],
+        crate::output::short(&r.sha),
         r.trigger,
         r.requested_by,
         r.state,

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use clap::Args;
 use cutover_api::RunRequest;
+use cutover_git::{Repo, Sha};
 
 use crate::client::Client;
 use crate::context::Context;
@@ -27,20 +28,28 @@ pub struct WatchArgs {
 pub async fn run(args: WatchArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
     let branch = ctx.working_config()?.pipeline.branch;
-    let mut last: Option<String> = None;
+    let repo = Repo::discover(&ctx.root)?;
+    let mut last: Option<Sha> = None;
     eprintln!(
         "watching {} for new commits on {branch} every {}",
         args.remote,
         cutover_config::format_duration(args.every)
     );
     loop {
-        let tip = remote_tip(&ctx, &args.remote, &branch)?;
-        if last.as_deref() != Some(tip.as_str()) {
-            fetch(&ctx, &args.remote, &branch)?;
-            eprintln!("new commit on {branch}: {}", &tip[..tip.len().min(12)]);
+        let Some(tip) = repo.remote_tip(&args.remote, &branch)? else {
+            bail!("{} has no branch {branch}", args.remote);
+        };
+        if last.as_ref() != Some(&tip) {
+            // Under `refs/cutover/watch/<branch>` (the pipeline's branch check accepts it), so
+            // that no branch of the user's is moved.
+            repo.fetch(
+                &args.remote,
+                &format!("+refs/heads/{branch}:refs/cutover/watch/{branch}"),
+            )?;
+            eprintln!("new commit on {branch}: {}", tip.short());
             let client = Client::connect_or_start(&ctx.state).await?;
             let body = RunRequest {
-                rev: tip.clone(),
+                rev: tip.to_string(),
                 trigger: "watch".into(),
                 requested_by: format!("watch ({})", args.remote),
                 skip_checks: false,
@@ -61,44 +70,4 @@ pub async fn run(args: WatchArgs, state_dir: Option<&std::path::Path>) -> anyhow
         }
         tokio::time::sleep(args.every).await;
     }
-}
-
-fn git(ctx: &Context, args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(&ctx.root)
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!(
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// The commit `branch` points at on `remote`.
-fn remote_tip(ctx: &Context, remote: &str, branch: &str) -> anyhow::Result<String> {
-    let listing = git(ctx, &["ls-remote", remote, &format!("refs/heads/{branch}")])?;
-    match listing.split_whitespace().next() {
-        Some(sha) => Ok(sha.to_string()),
-        None => bail!("{remote} has no branch {branch}"),
-    }
-}
-
-/// Brings the remote's commits here, under `refs/cutover/watch/<branch>` (the pipeline's
-/// branch check accepts it) so that no branch of the user's is moved.
-fn fetch(ctx: &Context, remote: &str, branch: &str) -> anyhow::Result<()> {
-    git(
-        ctx,
-        &[
-            "fetch",
-            "--quiet",
-            remote,
-            &format!("+refs/heads/{branch}:refs/cutover/watch/{branch}"),
-        ],
-    )
-    .map(|_| ())
 }

@@ -15,6 +15,7 @@
 mod bad_input;
 mod container_support;
 mod containers;
+mod git;
 mod pipeline;
 mod real_apps;
 mod resilience;
