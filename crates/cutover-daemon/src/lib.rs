@@ -14,7 +14,6 @@ pub use state_dir::StateDir;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -103,18 +102,6 @@ pub fn close_stdin() {
     if let Ok(null) = File::open("/dev/null") {
         // SAFETY: dup2 onto fd 0 of this process.
         unsafe { libc::dup2(null.as_raw_fd(), 0) };
-    }
-}
-
-/// Puts a command in a new session when it starts, for children that must not share the
-/// caller's terminal signals (Ctrl-C).
-pub fn new_session(command: &mut Command) {
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
     }
 }
 
