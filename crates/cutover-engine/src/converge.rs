@@ -517,15 +517,18 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             return true;
         };
         let supervised: Vec<InstanceInfo> = self
-            .inner
-            .runtime
-            .list()
+            .instances_of(env)
             .await
-            .unwrap_or_default()
             .into_iter()
-            .filter(|i| i.env == env && i.release == live.id && is_supervised(i))
+            .filter(|i| i.release == live.id && is_supervised(i))
             .collect();
         !is_sound(&upstreams, &supervised)
+    }
+
+    /// Every instance the runtime has in `env`.
+    pub(crate) async fn instances_of(&self, env: &str) -> Vec<InstanceInfo> {
+        let all = self.inner.runtime.list().await.unwrap_or_default();
+        all.into_iter().filter(|i| i.env == env).collect()
     }
 
     /// Makes sure the live release of `env` serves it: its edge proxy runs, and every upstream

@@ -40,15 +40,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 continue;
             };
             let upstreams = self.inner.edge.upstreams(&env).await.unwrap_or_default();
-            let here: Vec<_> = self
-                .inner
-                .runtime
-                .list()
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|i| i.env == env)
-                .collect();
+            let here = self.instances_of(&env).await;
             let (serving, others): (Vec<_>, Vec<_>) = here
                 .into_iter()
                 .partition(|i| upstreams.contains(&i.address));

@@ -70,19 +70,7 @@ fn log_path(state_dir: &Path, env: &str, id: &str) -> PathBuf {
 
 /// Checks the parts of a launch that become file names or a command line.
 fn validate(launch: &Launch) -> Result<(), String> {
-    cutover_runtime::validate_id(&launch.id)?;
-    let env_ok = !launch.env.is_empty()
-        && !launch.env.starts_with('.')
-        && launch
-            .env
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !env_ok {
-        return Err(format!(
-            "environment name `{}` of instance {} must be letters, digits, -, _ or . (not leading)",
-            launch.env, launch.id
-        ));
-    }
+    cutover_runtime::validate_names(&launch.id, &launch.env)?;
     if !matches!(launch.argv.first(), Some(a) if !a.is_empty()) {
         return Err(format!("instance {} has an empty run command", launch.id));
     }

@@ -319,17 +319,20 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 
 /// Checks the parts of a spec that become file names: its id and environment name.
 pub fn validate(spec: &InstanceSpec) -> Result<(), String> {
-    validate_id(&spec.id)?;
-    let env_ok = !spec.env.is_empty()
-        && !spec.env.starts_with('.')
-        && spec
-            .env
+    validate_names(&spec.id, &spec.env)
+}
+
+/// An instance id and its environment's name, which become file and container names.
+pub fn validate_names(id: &str, env: &str) -> Result<(), String> {
+    validate_id(id)?;
+    let env_ok = !env.is_empty()
+        && !env.starts_with('.')
+        && env
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !env_ok {
         return Err(format!(
-            "environment name `{}` of instance {} must be letters, digits, -, _ or . (not leading)",
-            spec.env, spec.id
+            "environment name `{env}` of instance {id} must be letters, digits, -, _ or . (not leading)"
         ));
     }
     Ok(())

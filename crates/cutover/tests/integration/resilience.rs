@@ -491,15 +491,8 @@ fn a_restarted_server_keeps_watching_an_open_monitor_window() {
     assert_eq!(lab.staging()["live"]["version"], v1.as_str());
 }
 
-/// Regression (no healing between deploys): when the live instance and its supervisor are both
-/// killed, the server's watcher brings the live release back by itself — no CLI command, no
-/// server restart, no new release.
-#[test]
-fn the_watcher_heals_between_deploys() {
-    let lab = Lab::new();
-    let v1 = lab.head();
-    lab.deploy().expect(0);
-    lab.assert_serving(&v1);
+/// The pids of staging's serving instance and of its supervisor, from `status --json`.
+fn serving_pids(lab: &Lab) -> (u32, u32) {
     let env = lab.staging();
     let serving = env["instances"]
         .as_array()
@@ -509,7 +502,19 @@ fn the_watcher_heals_between_deploys() {
         .cloned()
         .unwrap_or_else(|| panic!("no serving instance: {env:#}"));
     let pid = serving["pid"].as_u64().unwrap() as u32;
-    let supervisor = serving["supervisor_pid"].as_u64().unwrap() as u32;
+    (pid, serving["supervisor_pid"].as_u64().unwrap() as u32)
+}
+
+/// Regression (no healing between deploys): when the live instance and its supervisor are both
+/// killed, the server's watcher brings the live release back by itself — no CLI command, no
+/// server restart, no new release.
+#[test]
+fn the_watcher_heals_between_deploys() {
+    let lab = Lab::new();
+    let v1 = lab.head();
+    lab.deploy().expect(0);
+    lab.assert_serving(&v1);
+    let (pid, supervisor) = serving_pids(&lab);
     signal(supervisor, "KILL");
     signal(pid, "KILL");
     eventually(Duration::from_secs(2), "the instance to die", || {
@@ -517,15 +522,7 @@ fn the_watcher_heals_between_deploys() {
     });
     // Only the edge is asked from here on: the server must heal by itself.
     lab.wait_serving(&v1, Duration::from_secs(10));
-    let env = lab.staging();
-    let now = env["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["role"] == "serving")
-        .and_then(|i| i["pid"].as_u64())
-        .unwrap_or_else(|| panic!("no serving instance after healing: {env:#}"))
-        as u32;
+    let (now, _) = serving_pids(&lab);
     assert_ne!(now, pid, "a fresh instance serves");
     let history = lab.history();
     assert_eq!(history.len(), 1, "healing adds no release: {history:#?}");
@@ -539,16 +536,7 @@ fn an_instance_whose_supervisor_died_is_replaced_and_stopped() {
     let lab = Lab::new();
     let v1 = lab.head();
     lab.deploy().expect(0);
-    let env = lab.staging();
-    let serving = env["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["role"] == "serving")
-        .cloned()
-        .unwrap_or_else(|| panic!("no serving instance: {env:#}"));
-    let pid = serving["pid"].as_u64().unwrap() as u32;
-    let supervisor = serving["supervisor_pid"].as_u64().unwrap() as u32;
+    let (pid, supervisor) = serving_pids(&lab);
     let watch = lab.watch();
     signal(supervisor, "KILL");
     eventually(Duration::from_secs(15), "the orphan to be stopped", || {
