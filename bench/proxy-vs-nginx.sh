@@ -109,9 +109,9 @@ CUT_PID=$!
 PIDS+=($CUT_PID)
 
 reply=$(python3 "$BENCH_DIR/proxy_admin.py" "$WORK/cut/state" bench \
-    "{\"op\":\"set\",\"upstreams\":[\"127.0.0.1:$UP_PORT\"]}")
+    "{\"op\":\"set\",\"route\":{\"env\":\"bench\"},\"upstreams\":[{\"addr\":\"127.0.0.1:$UP_PORT\",\"weight\":100}]}") \
+    || die "admin set failed: $reply"
 log "cutover proxy admin set: $reply"
-echo "$reply" | grep -q '"ok":true' || die "admin set failed: $reply"
 
 # Every server answers before the clock starts (bounded: 50 x 0.1 s).
 for port in $UP_PORT $CUT_PORT $NGX_PORT; do

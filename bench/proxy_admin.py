@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Sends one admin request to a running `cutover proxy` and prints the reply line.
+"""Sends one admin request to a running `cutover proxy` and prints the reply line; exits 1 when
+the proxy refused it (a `"reply":"error"` line).
 
-  proxy_admin.py STATE_DIR ENV '{"op":"set","upstreams":["127.0.0.1:PORT"]}'
+  proxy_admin.py STATE_DIR ENV '{"op":"set","route":{"env":"ENV"},"upstreams":[{"addr":"127.0.0.1:PORT","weight":100}]}'
+
+The protocol (one JSON request per line, one reply line each) is defined in
+crates/cutover-proxy/src/protocol.rs.
 
 The socket path follows cutover_daemon::socket_path: $XDG_RUNTIME_DIR (if a dir) or /tmp,
 then cutover-<uid>-<first 16 hex of sha256(canonical state dir)>/proxy-<env>.sock.
 Waits up to 5 s for the socket to appear.
 """
 import hashlib
+import json
 import os
 import socket
 import sys
@@ -46,7 +51,14 @@ def main():
             break
         reply += chunk
     s.close()
-    print(reply.decode().strip())
+    line = reply.decode().strip()
+    print(line)
+    try:
+        refused = json.loads(line).get("reply") == "error"
+    except ValueError:
+        refused = True
+    if refused:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

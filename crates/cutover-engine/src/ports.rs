@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cutover_health::{HttpCheck, ProbeFailure};
-use cutover_proxy::{ProxyClient, ProxyOptions};
+use cutover_proxy::protocol::DEFAULT_WEIGHT;
+use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
 
 /// The edge proxy of each environment.
 pub trait Edge: Send + Sync + 'static {
@@ -55,7 +56,8 @@ impl Prober for HttpProber {
     }
 }
 
-/// cutover's own edge proxy, one detached process per environment.
+/// cutover's own edge proxy, one detached process per environment, serving one route (the
+/// environment); every upstream of a switch takes an equal share.
 pub struct ProxyEdge {
     pub exe: PathBuf,
     pub state_dir: PathBuf,
@@ -77,12 +79,15 @@ impl ProxyEdge {
 
 impl Edge for ProxyEdge {
     async fn ensure(&self, env: &str, listen: SocketAddr) -> Result<(), String> {
-        if let Ok(status) = self.client(env).status().await {
-            if status.listen == listen {
-                return Ok(());
+        match self.client(env).status().await {
+            Ok(status) if status.listen == listen => return Ok(()),
+            // The committed config moved the environment (restart its proxy on the new
+            // address), or an edge of an older cutover answers in a protocol this one does not
+            // speak (replace it: the new one reads the routes file it kept, and serves on).
+            Ok(_) | Err(ProxyError::BadReply { .. }) => {
+                let _ = self.client(env).shutdown().await;
             }
-            // The committed config moved the environment: restart its proxy on the new address.
-            let _ = self.client(env).shutdown().await;
+            Err(_) => {}
         }
         let (exe, state_dir, env) = (self.exe.clone(), self.state_dir.clone(), env.to_string());
         tokio::task::spawn_blocking(move || cutover_proxy::spawn(&exe, &state_dir, &env, listen))
@@ -93,8 +98,12 @@ impl Edge for ProxyEdge {
     }
 
     async fn switch(&self, env: &str, upstreams: &[SocketAddr]) -> Result<(), String> {
+        let upstreams = upstreams
+            .iter()
+            .map(|&addr| Upstream::new(addr, DEFAULT_WEIGHT))
+            .collect();
         self.client(env)
-            .set_upstreams(upstreams)
+            .set(RouteKey::env(env), upstreams)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -114,7 +123,8 @@ impl Edge for ProxyEdge {
     }
 
     async fn upstreams(&self, env: &str) -> Option<Vec<SocketAddr>> {
-        self.client(env).status().await.ok().map(|s| s.upstreams)
+        let status = self.client(env).status().await.ok()?;
+        Some(status.serving(&RouteKey::env(env)))
     }
 
     async fn stop(&self, env: &str) {

@@ -1,40 +1,22 @@
-//! The admin protocol: newline-delimited JSON on a unix socket, one reply line per request line.
+//! The proxy's side of the admin protocol ([`crate::protocol`]): one reply line per request
+//! line on a unix socket.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Mutex};
 
-use crate::routes::{Routes, RoutesFile};
-use crate::ProxyStatus;
+use crate::protocol::{
+    self, AdminError, DrainOutcome, ErrorCode, ProxyStatus, Reply, Request, Route, PROTOCOL,
+};
+use crate::routes::{serves, Routes, RoutesFile};
 
 /// Longest request line accepted; the socket is private, this only guards against mistakes.
 const MAX_LINE: usize = 1 << 20;
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub(crate) enum AdminRequest {
-    Status,
-    Set {
-        upstreams: Vec<SocketAddr>,
-    },
-    Drain {
-        upstreams: Vec<SocketAddr>,
-        #[serde(default = "default_drain_ms")]
-        timeout_ms: u64,
-    },
-    Shutdown,
-}
-
-fn default_drain_ms() -> u64 {
-    30_000
-}
 
 /// What the admin side shares with the proxy.
 pub(crate) struct Admin {
@@ -42,16 +24,10 @@ pub(crate) struct Admin {
     pub listen: SocketAddr,
     pub routes_file: PathBuf,
     pub routes: Arc<Routes>,
-    /// Serializes `set`s, so that generations and the file on disk stay in step.
-    pub set_lock: Mutex<()>,
+    /// The routes on disk and installed. Held through a whole `set`, so that generations and
+    /// the file on disk stay in step.
+    pub current: Mutex<RoutesFile>,
     pub shutdown: watch::Sender<bool>,
-}
-
-#[derive(Serialize)]
-struct StatusReply<'a> {
-    ok: bool,
-    #[serde(flatten)]
-    status: &'a ProxyStatus,
 }
 
 impl Admin {
@@ -91,12 +67,15 @@ impl Admin {
             }
             let too_long = line.len() >= MAX_LINE && line.last() != Some(&b'\n');
             let (reply, stop) = if too_long {
-                (error_reply("request line too long"), false)
+                let error = AdminError::new(
+                    ErrorCode::LineTooLong,
+                    format!("the request line is longer than {MAX_LINE} bytes"),
+                );
+                (Reply::Error(error), false)
             } else {
                 self.answer(&line).await
             };
-            let mut bytes = reply.to_string().into_bytes();
-            bytes.push(b'\n');
+            let bytes = protocol::to_line(&reply);
             if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
                 return;
             }
@@ -110,101 +89,116 @@ impl Admin {
     }
 
     /// The reply to one request line, and whether to shut down once it is sent.
-    async fn answer(&self, line: &[u8]) -> (Value, bool) {
-        let request: AdminRequest = match serde_json::from_slice(line) {
+    async fn answer(&self, line: &[u8]) -> (Reply, bool) {
+        let request = match protocol::parse_request(line) {
             Ok(request) => request,
-            Err(e) => return (error_reply(&format!("bad request: {e}")), false),
+            Err(error) => return (Reply::Error(error), false),
         };
-        match request {
-            AdminRequest::Status => {
-                let status = self.status();
-                let reply = serde_json::to_value(StatusReply {
-                    ok: true,
-                    status: &status,
-                })
-                .unwrap_or_else(|e| error_reply(&e.to_string()));
-                (reply, false)
-            }
-            AdminRequest::Set { upstreams } => (self.set(upstreams).await, false),
-            AdminRequest::Drain {
+        let reply = match request {
+            Request::Status => Reply::Status(self.status()),
+            Request::Set(route) => match self.set(route).await {
+                Ok(generation) => Reply::Set { generation },
+                Err(error) => Reply::Error(error),
+            },
+            Request::Drain {
                 upstreams,
                 timeout_ms,
-            } => (self.drain(&upstreams, timeout_ms).await, false),
-            AdminRequest::Shutdown => {
+            } => Reply::Drain(self.drain(&upstreams, timeout_ms).await),
+            Request::Shutdown => {
                 eprintln!("edge proxy for {}: shutting down (asked)", self.env);
-                (json!({"ok": true}), true)
+                return (Reply::Shutdown, true);
             }
-        }
+        };
+        (reply, false)
     }
 
     fn status(&self) -> ProxyStatus {
+        let (generation, routes, draining) = self.routes.status();
         ProxyStatus {
+            protocol: PROTOCOL,
             env: self.env.clone(),
             listen: self.listen,
             pid: std::process::id(),
-            generation: self.routes.generation(),
-            upstreams: self.routes.upstreams(),
-            inflight: self.routes.inflight(),
+            generation,
+            routes,
+            draining,
         }
     }
 
-    async fn set(&self, upstreams: Vec<SocketAddr>) -> Value {
-        let _serial = self.set_lock.lock().await;
-        let next = RoutesFile {
-            generation: self.routes.generation() + 1,
-            upstreams,
-        };
+    /// Persists the new routes, then installs them.
+    async fn set(&self, route: Route) -> Result<u64, AdminError> {
+        route.validate()?;
+        serves(&self.env, &route.key)?;
+        let mut current = self.current.lock().await;
+        let next = current.with(route);
         // Persist first: a proxy restarted after this reply serves what it was told.
-        let path = self.routes_file.clone();
-        let to_save = next.clone();
-        let saved = tokio::task::spawn_blocking(move || to_save.save(&path)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return error_reply(&format!(
-                    "could not write {}: {e}",
-                    self.routes_file.display()
-                ))
-            }
-            Err(e) => return error_reply(&format!("could not write the routes: {e}")),
+        let (path, to_save) = (self.routes_file.clone(), next.clone());
+        let saved = tokio::task::spawn_blocking(move || to_save.save(&path))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|saved| saved);
+        if let Err(e) = saved {
+            return Err(AdminError::new(
+                ErrorCode::NotSaved,
+                format!("could not write {}: {e}", self.routes_file.display()),
+            )
+            .hint(format!(
+                "nothing changed: generation {} still serves; free the disk or fix the \
+                 permissions, then send the change again",
+                current.generation
+            )));
         }
         self.routes.install(&next);
         eprintln!(
-            "edge proxy for {}: generation {} routes to {}",
+            "edge proxy for {}: generation {} {}",
             self.env,
             next.generation,
-            describe(&next.upstreams)
+            describe(&next)
         );
-        json!({"ok": true, "generation": next.generation})
+        let generation = next.generation;
+        *current = next;
+        Ok(generation)
     }
 
-    async fn drain(&self, upstreams: &[SocketAddr], timeout_ms: u64) -> Value {
+    async fn drain(&self, upstreams: &[SocketAddr], timeout_ms: u64) -> DrainOutcome {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
         loop {
             let remaining = self.routes.inflight_to(upstreams);
-            if remaining == 0 {
-                return json!({"ok": true, "drained": true, "remaining": 0});
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return json!({"ok": true, "drained": false, "remaining": remaining});
+            if remaining == 0 || tokio::time::Instant::now() >= deadline {
+                return DrainOutcome {
+                    drained: remaining == 0,
+                    remaining,
+                };
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
 
-fn error_reply(message: &str) -> Value {
-    json!({"ok": false, "error": message})
-}
-
-pub(crate) fn describe(upstreams: &[SocketAddr]) -> String {
-    if upstreams.is_empty() {
-        "nothing (503)".to_string()
-    } else {
-        upstreams
-            .iter()
-            .map(|u| u.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+/// The routes for a log line: "routes staging to 127.0.0.1:4001 (90), 127.0.0.1:4002 (10)".
+pub(crate) fn describe(file: &RoutesFile) -> String {
+    if file.routes.is_empty() {
+        return "routes nothing (503)".to_string();
     }
+    let routes: Vec<String> = file
+        .routes
+        .iter()
+        .map(|route| {
+            let mut upstreams = route
+                .upstreams
+                .iter()
+                .map(|u| format!("{} ({})", u.addr, u.weight))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if route.upstreams.iter().all(|u| u.weight == 0) {
+                upstreams.push_str(if upstreams.is_empty() {
+                    "nothing (503)"
+                } else {
+                    ": no new requests (503)"
+                });
+            }
+            format!("{} to {upstreams}", route.key)
+        })
+        .collect();
+    format!("routes {}", routes.join("; "))
 }

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::{DrainOutcome, ProxyError, ProxyOptions, ProxyStatus};
+use crate::protocol::{self, DrainOutcome, ProxyStatus, Reply, Request, Route, RouteKey, Upstream};
+use crate::{ProxyError, ProxyOptions};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,18 +52,23 @@ impl ProxyClient {
     }
 
     pub async fn status(&self) -> Result<ProxyStatus, ProxyError> {
-        let (reply, _) = self.call(json!({"op": "status"}), REPLY_TIMEOUT).await?;
-        serde_json::from_value(reply).map_err(|e| self.bad_reply(e))
+        match self.call(&Request::Status, REPLY_TIMEOUT).await?.0 {
+            Reply::Status(status) => Ok(status),
+            other => Err(self.unexpected(&Request::Status, &other)),
+        }
     }
 
-    /// Routes all traffic to `upstreams` (none: answer 503). Returns the new generation.
-    pub async fn set_upstreams(&self, upstreams: &[SocketAddr]) -> Result<u64, ProxyError> {
-        let request = json!({"op": "set", "upstreams": upstreams});
-        let (reply, _) = self.call(request, REPLY_TIMEOUT).await?;
-        reply
-            .get("generation")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| self.bad_reply("no generation"))
+    /// Routes the traffic of `route` to `upstreams` by their weights (none, or only weight 0:
+    /// answer 503). Returns the new generation.
+    pub async fn set(&self, route: RouteKey, upstreams: Vec<Upstream>) -> Result<u64, ProxyError> {
+        let request = Request::Set(Route {
+            key: route,
+            upstreams,
+        });
+        match self.call(&request, REPLY_TIMEOUT).await?.0 {
+            Reply::Set { generation } => Ok(generation),
+            other => Err(self.unexpected(&request, &other)),
+        }
     }
 
     /// Waits until no request is in flight to `upstreams`, or `timeout` passes.
@@ -72,61 +77,70 @@ impl ProxyClient {
         upstreams: &[SocketAddr],
         timeout: Duration,
     ) -> Result<DrainOutcome, ProxyError> {
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let request = json!({"op": "drain", "upstreams": upstreams, "timeout_ms": timeout_ms});
-        let (reply, _) = self
-            .call(request, timeout.saturating_add(Duration::from_secs(2)))
-            .await?;
-        let drained = reply.get("drained").and_then(Value::as_bool);
-        let remaining = reply.get("remaining").and_then(Value::as_u64);
-        match (drained, remaining) {
-            (Some(drained), Some(remaining)) => Ok(DrainOutcome { drained, remaining }),
-            _ => Err(self.bad_reply("no drained/remaining")),
+        let request = Request::Drain {
+            upstreams: upstreams.to_vec(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let wait = timeout.saturating_add(Duration::from_secs(2));
+        match self.call(&request, wait).await?.0 {
+            Reply::Drain(outcome) => Ok(outcome),
+            other => Err(self.unexpected(&request, &other)),
         }
     }
 
     /// Asks the proxy to stop, and returns once it has closed its admin connection (it has
-    /// stopped serving), or after a few seconds.
+    /// stopped serving), or after a few seconds. An edge of an older cutover, whose replies this
+    /// client cannot read, stops the same way.
     pub async fn shutdown(&self) -> Result<(), ProxyError> {
-        let (_, mut stream) = self.call(json!({"op": "shutdown"}), REPLY_TIMEOUT).await?;
+        let (line, mut stream) = self.exchange(&Request::Shutdown, REPLY_TIMEOUT).await?;
+        if let Ok(Reply::Error(error)) = protocol::parse_reply(&line) {
+            return Err(self.refused(error));
+        }
         let mut rest = Vec::new();
         let _ = tokio::time::timeout(STOP_TIMEOUT, stream.read_to_end(&mut rest)).await;
         Ok(())
     }
 
-    /// Sends one request; returns the reply (checked for `ok`) and the connection.
+    /// Sends one request; returns its reply (an error reply is `Refused`) and the connection.
     async fn call(
         &self,
-        request: Value,
+        request: &Request,
         timeout: Duration,
-    ) -> Result<(Value, BufReader<UnixStream>), ProxyError> {
-        let op = request
-            .get("op")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string();
+    ) -> Result<(Reply, BufReader<UnixStream>), ProxyError> {
+        let (line, stream) = self.exchange(request, timeout).await?;
+        match protocol::parse_reply(&line) {
+            Ok(Reply::Error(error)) => Err(self.refused(error)),
+            Ok(reply) => Ok((reply, stream)),
+            Err(detail) => Err(self.bad_reply(detail)),
+        }
+    }
+
+    /// Sends one request line and reads one reply line.
+    async fn exchange(
+        &self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<(String, BufReader<UnixStream>), ProxyError> {
+        let op = request.op();
         let stream =
             match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(source)) => return Err(self.not_running(source)),
-                Err(_) => return Err(self.timeout(&op, CONNECT_TIMEOUT)),
+                Err(_) => return Err(self.timeout(op, CONNECT_TIMEOUT)),
             };
         let mut stream = BufReader::new(stream);
-        let mut line = request.to_string().into_bytes();
-        line.push(b'\n');
+        let line = protocol::to_line(request);
         let exchange = async {
             stream.get_mut().write_all(&line).await?;
             let mut reply = String::new();
             stream.read_line(&mut reply).await?;
             Ok::<String, std::io::Error>(reply)
         };
-        let reply = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(source)) => return Err(self.not_running(source)),
-            Err(_) => return Err(self.timeout(&op, timeout)),
-        };
-        let reply = parse_reply(&self.env, &reply)?;
-        Ok((reply, stream))
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(reply)) => Ok((reply, stream)),
+            Ok(Err(source)) => Err(self.not_running(source)),
+            Err(_) => Err(self.timeout(op, timeout)),
+        }
     }
 
     fn not_running(&self, source: std::io::Error) -> ProxyError {
@@ -145,37 +159,22 @@ impl ProxyClient {
         }
     }
 
+    fn refused(&self, error: protocol::AdminError) -> ProxyError {
+        ProxyError::Refused {
+            env: self.env.clone(),
+            error,
+        }
+    }
+
     fn bad_reply(&self, detail: impl std::fmt::Display) -> ProxyError {
         ProxyError::BadReply {
             env: self.env.clone(),
             detail: detail.to_string(),
         }
     }
-}
 
-/// Checks one reply line: JSON, with `"ok": true`.
-fn parse_reply(env: &str, line: &str) -> Result<Value, ProxyError> {
-    if line.trim().is_empty() {
-        return Err(ProxyError::BadReply {
-            env: env.to_string(),
-            detail: "the connection closed without a reply".to_string(),
-        });
-    }
-    let reply: Value = serde_json::from_str(line).map_err(|e| ProxyError::BadReply {
-        env: env.to_string(),
-        detail: e.to_string(),
-    })?;
-    if reply.get("ok").and_then(Value::as_bool) == Some(true) {
-        Ok(reply)
-    } else {
-        Err(ProxyError::Refused {
-            env: env.to_string(),
-            message: reply
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("no reason given")
-                .to_string(),
-        })
+    fn unexpected(&self, request: &Request, reply: &Reply) -> ProxyError {
+        self.bad_reply(format!("`{}` was answered with {reply:?}", request.op()))
     }
 }
 
@@ -248,14 +247,15 @@ fn status_pid_blocking(socket: &Path) -> Option<u32> {
     stream
         .set_write_timeout(Some(Duration::from_secs(1)))
         .ok()?;
-    stream.write_all(b"{\"op\":\"status\"}\n").ok()?;
+    stream
+        .write_all(&protocol::to_line(&Request::Status))
+        .ok()?;
     let mut line = String::new();
     std::io::BufReader::new(stream).read_line(&mut line).ok()?;
-    let reply: Value = serde_json::from_str(&line).ok()?;
-    reply
-        .get("pid")
-        .and_then(Value::as_u64)
-        .and_then(|p| u32::try_from(p).ok())
+    match protocol::parse_reply(&line).ok()? {
+        Reply::Status(status) => Some(status.pid),
+        _ => None,
+    }
 }
 
 fn log_tail(path: &Path, lines: usize) -> Option<String> {
@@ -274,20 +274,5 @@ mod tests {
         let client = ProxyClient::new("/tmp/x/proxy-staging.sock");
         assert_eq!(client.env, "staging");
         assert_eq!(ProxyClient::new("/tmp/other.sock").env, "this environment");
-    }
-
-    #[test]
-    fn replies_are_checked() {
-        assert!(parse_reply("e", "{\"ok\":true}").is_ok());
-        let refused = parse_reply("e", "{\"ok\":false,\"error\":\"nope\"}").unwrap_err();
-        assert!(refused.to_string().contains("nope"), "{refused}");
-        assert!(matches!(
-            parse_reply("e", "garbage"),
-            Err(ProxyError::BadReply { .. })
-        ));
-        assert!(matches!(
-            parse_reply("e", ""),
-            Err(ProxyError::BadReply { .. })
-        ));
     }
 }

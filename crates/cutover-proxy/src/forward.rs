@@ -84,7 +84,7 @@ impl Forwarder {
         let retryable = is_idempotent(&parts.method) && body.is_end_stream();
         prepare_request_headers(&mut parts.headers, client_ip);
 
-        let Some(guard) = self.routes.pick(None) else {
+        let Some(guard) = self.routes.pick(&parts, None) else {
             return Ok(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("no version of the app is live in {}\n", self.env),
@@ -99,7 +99,7 @@ impl Forwarder {
                 Err(_) => {
                     let failed = guard.addr;
                     drop(guard);
-                    let Some(guard) = self.routes.pick(Some(failed)) else {
+                    let Some(guard) = self.routes.pick(&parts, Some(failed)) else {
                         return Ok(text(
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("no version of the app is live in {}\n", self.env),

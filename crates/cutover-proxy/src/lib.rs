@@ -1,17 +1,18 @@
 //! cutover-proxy: the edge proxy (data plane). See docs/ARCHITECTURE.md.
 //!
 //! One process per environment. It listens on the environment's address and forwards every
-//! request to the upstreams (instances) its route table names at that moment; the table sits
-//! behind one `ArcSwap`, so a cutover is one atomic swap. The control plane drives it over a
-//! unix socket ([`ProxyClient`]); the proxy keeps its routes on disk and serves on when the
-//! control plane is gone.
+//! request to an upstream (instance) of the request's route, by weight, as its route table
+//! says at that moment; the table sits behind one `ArcSwap`, so a cutover is one atomic swap.
+//! The control plane drives it over a unix socket with the typed admin [`protocol`]
+//! ([`ProxyClient`]); the proxy keeps its routes on disk and serves on when the control plane
+//! is gone.
 
 mod admin;
 mod client;
 mod forward;
+pub mod protocol;
 mod routes;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -21,11 +22,11 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 
 pub use client::{running_pid, spawn, ProxyClient};
+pub use protocol::{DrainOutcome, ProxyStatus, Route, RouteKey, Upstream};
 pub use routes::RoutesFile;
 
 use crate::admin::{describe, Admin};
@@ -62,29 +63,6 @@ impl ProxyOptions {
     }
 }
 
-/// What `status` reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProxyStatus {
-    pub env: String,
-    /// The address the proxy listens on (the real port when it was started with port 0).
-    pub listen: SocketAddr,
-    pub pid: u32,
-    /// Increments with every `set`; survives restarts.
-    pub generation: u64,
-    pub upstreams: Vec<SocketAddr>,
-    /// Requests in flight per upstream: the routed ones, and any other one still busy.
-    pub inflight: BTreeMap<SocketAddr, u64>,
-}
-
-/// The result of a drain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrainOutcome {
-    /// No request was in flight to the drained upstreams any more.
-    pub drained: bool,
-    /// Requests still in flight when the drain gave up (0 when drained).
-    pub remaining: u64,
-}
-
 /// Errors of the proxy process and of its clients.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -114,8 +92,11 @@ pub enum ProxyError {
         op: String,
         after: Duration,
     },
-    #[error("edge proxy for {env} refused the request: {message}")]
-    Refused { env: String, message: String },
+    #[error("edge proxy for {env} refused the request: {error}")]
+    Refused {
+        env: String,
+        error: protocol::AdminError,
+    },
     #[error("edge proxy for {env} sent a reply that makes no sense: {detail}")]
     BadReply { env: String, detail: String },
     #[error("edge proxy for {env} did not start: {detail}")]
@@ -240,10 +221,11 @@ async fn serve(
             socket: options.admin_socket.clone(),
         });
     }
-    let initial = RoutesFile::load(&options.routes_file).map_err(io_error(format!(
-        "could not read the routes {}",
-        options.routes_file.display()
-    )))?;
+    let initial =
+        RoutesFile::load(&options.routes_file, &options.env).map_err(io_error(format!(
+            "could not read the routes {}",
+            options.routes_file.display()
+        )))?;
 
     let pid = std::process::id();
     cutover_daemon::write_atomic(&options.pid_file, format!("{pid}\n").as_bytes()).map_err(
@@ -273,16 +255,16 @@ async fn serve(
         listen,
         routes_file: options.routes_file.clone(),
         routes: routes.clone(),
-        set_lock: tokio::sync::Mutex::new(()),
+        current: tokio::sync::Mutex::new(initial.clone()),
         shutdown: shutdown_tx.clone(),
     });
     let admin_task = tokio::spawn(admin.serve(admin_listener));
     tokio::spawn(stop_on_signals(options.env.clone(), shutdown_tx));
     eprintln!(
-        "edge proxy for {} (pid {pid}) listening on {listen}, generation {} routes to {}",
+        "edge proxy for {} (pid {pid}) listening on {listen}, generation {} {}",
         options.env,
         initial.generation,
-        describe(&initial.upstreams)
+        describe(&initial)
     );
 
     let done = start_serving_threads(

@@ -1,4 +1,4 @@
-//! The route table: which upstreams serve the environment right now, behind one `ArcSwap` so
+//! The route table: for each route, its upstreams and their weights, behind one `ArcSwap` so
 //! that a cutover is a single atomic swap, plus per-upstream in-flight counters for drains.
 
 use std::collections::{BTreeMap, HashMap};
@@ -8,29 +8,78 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use hyper::http::request;
 use hyper::http::uri::Authority;
 use serde::{Deserialize, Serialize};
 
-/// What the proxy keeps on disk (and what one `set` installs).
+use crate::protocol::{
+    AdminError, ErrorCode, Route, RouteKey, RouteStatus, Upstream, UpstreamStatus, DEFAULT_WEIGHT,
+};
+
+/// What the proxy keeps on disk: every route it serves, as installed by the last `set`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RoutesFile {
     pub generation: u64,
-    pub upstreams: Vec<SocketAddr>,
+    pub routes: Vec<Route>,
+}
+
+/// The routes file as read: today's shape, or that of an edge from before routes and weights
+/// (`{generation, upstreams}`: one list of upstreams for the whole environment).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    #[serde(default)]
+    generation: u64,
+    routes: Option<Vec<Route>>,
+    upstreams: Option<Vec<SocketAddr>>,
 }
 
 impl RoutesFile {
-    /// Reads the routes file; a missing file means "no routes yet".
-    pub fn load(path: &Path) -> std::io::Result<RoutesFile> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} is not a valid routes file: {e}", path.display()),
-                )
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RoutesFile::default()),
-            Err(e) => Err(e),
-        }
+    /// Reads and checks the routes file of the edge serving `env`; a missing file means "no
+    /// routes yet". A file of an older edge routes `env` to its upstreams, each at weight
+    /// [`DEFAULT_WEIGHT`]; the next change writes it in today's shape.
+    pub fn load(path: &Path, env: &str) -> std::io::Result<RoutesFile> {
+        let invalid = |detail: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a valid routes file: {detail}", path.display()),
+            )
+        };
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RoutesFile::default()),
+            Err(e) => return Err(e),
+        };
+        let on_disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        let routes = match (on_disk.routes, on_disk.upstreams) {
+            (Some(routes), None) => routes,
+            (None, Some(old)) => {
+                let mut upstreams: Vec<Upstream> = Vec::new();
+                for addr in old {
+                    // Older edges ignored an upstream listed twice.
+                    if !upstreams.iter().any(|u| u.addr == addr) {
+                        upstreams.push(Upstream::new(addr, DEFAULT_WEIGHT));
+                    }
+                }
+                vec![Route {
+                    key: RouteKey::env(env),
+                    upstreams,
+                }]
+            }
+            (None, None) => Vec::new(),
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "it has both `routes` and `upstreams` (an older edge's field)".to_string(),
+                ))
+            }
+        };
+        let file = RoutesFile {
+            generation: on_disk.generation,
+            routes,
+        };
+        file.validate(env).map_err(|e| invalid(e.to_string()))?;
+        Ok(file)
     }
 
     /// Writes the routes file atomically (readers see the old or the new routes, never a mix).
@@ -39,18 +88,158 @@ impl RoutesFile {
         bytes.push(b'\n');
         cutover_daemon::write_atomic(path, &bytes)
     }
+
+    /// These routes with `route` installed in place of the route of the same key (or added),
+    /// as the next generation.
+    pub fn with(&self, route: Route) -> RoutesFile {
+        let mut routes = self.routes.clone();
+        match routes.iter_mut().find(|r| r.key == route.key) {
+            Some(slot) => *slot = route,
+            None => routes.push(route),
+        }
+        RoutesFile {
+            generation: self.generation + 1,
+            routes,
+        }
+    }
+
+    /// Checks every route, and that the edge of `env` serves each of them.
+    pub fn validate(&self, env: &str) -> Result<(), AdminError> {
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = |e: AdminError| AdminError {
+                field: Some(format!(
+                    "routes[{i}].{}",
+                    e.field.as_deref().unwrap_or("route")
+                )),
+                ..e
+            };
+            route.validate().map_err(at)?;
+            serves(env, &route.key).map_err(at)?;
+            if self.routes[..i].iter().any(|r| r.key == route.key) {
+                return Err(at(AdminError::bad_request(
+                    "route",
+                    format!("route {} is listed twice", route.key),
+                    "list each route once",
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
-struct Upstream {
+/// Whether the edge of `env` serves `key`: each edge serves one environment, so one route.
+pub(crate) fn serves(env: &str, key: &RouteKey) -> Result<(), AdminError> {
+    if key.env == env {
+        return Ok(());
+    }
+    Err(AdminError::new(
+        ErrorCode::UnknownRoute,
+        format!("this edge serves the environment {env}, not {}", key.env),
+    )
+    .field("route.env")
+    .hint(format!(
+        "each environment has its own edge proxy: send the request to {}'s admin socket",
+        key.env
+    )))
+}
+
+/// Whether a request belongs to `key`. A key made of an environment only takes every request
+/// that reaches its edge; a listen address or `Host` in the key will narrow it here.
+fn matches(key: &RouteKey, _request: &request::Parts) -> bool {
+    // Every field of the key, so that a new one cannot be forgotten here.
+    let RouteKey { env: _ } = key;
+    true
+}
+
+struct UpstreamState {
     addr: SocketAddr,
+    weight: u32,
     /// `addr` as the authority of request URIs, made once per table rather than per request.
     authority: Authority,
     inflight: Arc<AtomicU64>,
 }
 
+struct RouteState {
+    key: RouteKey,
+    upstreams: Vec<UpstreamState>,
+    /// One period of smooth weighted round-robin, as indices into `upstreams` (see
+    /// [`smooth_schedule`]); upstreams of weight 0 are not in it.
+    schedule: Box<[u16]>,
+    /// Where the next request is in `schedule`.
+    cursor: AtomicUsize,
+}
+
+impl RouteState {
+    /// The index of the upstream that takes the next request (not `avoid` when another one
+    /// has a weight). `None` when no upstream has a weight.
+    fn next(&self, avoid: Option<SocketAddr>) -> Option<usize> {
+        let len = self.schedule.len();
+        if len <= 1 {
+            // One upstream with a weight (the usual case): no shared cursor to bounce between
+            // cores.
+            return self.schedule.first().map(|&i| usize::from(i));
+        }
+        let at = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let picked = usize::from(self.schedule[at % len]);
+        match avoid {
+            Some(avoid) if self.upstreams[picked].addr == avoid => (1..len)
+                .map(|k| usize::from(self.schedule[(at + k) % len]))
+                .find(|&i| self.upstreams[i].addr != avoid)
+                .or(Some(picked)),
+            _ => Some(picked),
+        }
+    }
+}
+
+/// nginx's smooth weighted round-robin (each pick: every upstream's current weight grows by
+/// its weight, the largest is picked and loses the total), run once over a whole period when
+/// routes are installed, so that a request only reads the next entry: no lock and no allocation
+/// per request, shared by all serving threads. Weights are divided by their greatest common
+/// divisor first (100/100 is a period of 2, 90/10 of 10). Weights 5, 1, 1 give a a b a c a a.
+fn smooth_schedule(weights: &[u32]) -> Box<[u16]> {
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let divisor = weights.iter().fold(0, |g, &w| gcd(g, w));
+    if divisor == 0 {
+        return Box::new([]);
+    }
+    let reduced: Vec<i64> = weights.iter().map(|&w| i64::from(w / divisor)).collect();
+    let total: i64 = reduced.iter().sum();
+    let mut current = vec![0i64; reduced.len()];
+    let mut schedule = Vec::with_capacity(usize::try_from(total).unwrap_or_default());
+    for _ in 0..total {
+        let mut best: Option<usize> = None;
+        for (i, &weight) in reduced.iter().enumerate() {
+            if weight == 0 {
+                continue;
+            }
+            current[i] += weight;
+            match best {
+                Some(b) if current[b] >= current[i] => {}
+                _ => best = Some(i),
+            }
+        }
+        let Some(best) = best else { break };
+        current[best] -= total;
+        schedule.push(u16::try_from(best).expect("at most MAX_UPSTREAMS upstreams"));
+    }
+    schedule.into_boxed_slice()
+}
+
 struct Table {
     generation: u64,
-    upstreams: Vec<Upstream>,
+    routes: Vec<RouteState>,
+}
+
+impl Table {
+    fn route_for(&self, request: &request::Parts) -> Option<&RouteState> {
+        self.routes.iter().find(|r| matches(&r.key, request))
+    }
 }
 
 /// Counts one request in flight to `addr` until dropped.
@@ -69,7 +258,6 @@ impl Drop for InflightGuard {
 
 pub(crate) struct Routes {
     table: ArcSwap<Table>,
-    next: AtomicUsize,
     /// One counter per upstream, shared by every table that names it, so that a request sent
     /// before a swap is still counted after it.
     counters: Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>,
@@ -80,9 +268,8 @@ impl Routes {
         let routes = Routes {
             table: ArcSwap::from_pointee(Table {
                 generation: 0,
-                upstreams: Vec::new(),
+                routes: Vec::new(),
             }),
-            next: AtomicUsize::new(0),
             counters: Mutex::new(HashMap::new()),
         };
         routes.install(initial);
@@ -95,59 +282,56 @@ impl Routes {
     }
 
     /// Swaps in new routes: every request that picks its upstream after this returns uses them.
-    pub fn install(&self, routes: &RoutesFile) {
+    /// Start-up and every `set` go through here.
+    pub fn install(&self, file: &RoutesFile) {
         let mut counters = self.counters();
-        let mut upstreams: Vec<Upstream> = Vec::new();
-        for addr in &routes.upstreams {
-            if upstreams.iter().any(|u| u.addr == *addr) {
-                continue;
-            }
-            let inflight = counters.entry(*addr).or_default().clone();
-            let authority = Authority::try_from(addr.to_string())
-                .expect("a socket address is a valid URI authority");
-            upstreams.push(Upstream {
-                addr: *addr,
-                authority,
-                inflight,
+        let mut routes = Vec::with_capacity(file.routes.len());
+        for route in &file.routes {
+            let upstreams: Vec<UpstreamState> = route
+                .upstreams
+                .iter()
+                .map(|u| UpstreamState {
+                    addr: u.addr,
+                    weight: u.weight,
+                    authority: Authority::try_from(u.addr.to_string())
+                        .expect("a socket address is a valid URI authority"),
+                    inflight: counters.entry(u.addr).or_default().clone(),
+                })
+                .collect();
+            let weights: Vec<u32> = route.upstreams.iter().map(|u| u.weight).collect();
+            routes.push(RouteState {
+                key: route.key.clone(),
+                upstreams,
+                schedule: smooth_schedule(&weights),
+                cursor: AtomicUsize::new(0),
             });
         }
         self.table.store(Arc::new(Table {
-            generation: routes.generation,
-            upstreams,
+            generation: file.generation,
+            routes,
         }));
         // Forget idle upstreams that are no longer routed to. A request that picked one from
         // the old table notices the swap in `pick` and picks again.
-        counters.retain(|addr, n| routes.upstreams.contains(addr) || n.load(Ordering::SeqCst) > 0);
+        let routed = |addr: &SocketAddr| {
+            file.routes
+                .iter()
+                .any(|r| r.upstreams.iter().any(|u| u.addr == *addr))
+        };
+        counters.retain(|addr, n| routed(addr) || n.load(Ordering::SeqCst) > 0);
     }
 
-    pub fn generation(&self) -> u64 {
-        self.table.load().generation
-    }
-
-    pub fn upstreams(&self) -> Vec<SocketAddr> {
-        self.table.load().upstreams.iter().map(|u| u.addr).collect()
-    }
-
-    /// Picks the next upstream round-robin (avoiding `avoid` when there is another one) and
-    /// counts the request in flight. `None` when no upstream is routed.
-    pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<InflightGuard> {
+    /// Picks the upstream of the request's route by weight (avoiding `avoid` when another one
+    /// has a weight) and counts the request in flight. `None` when nothing serves the request.
+    pub fn pick(
+        &self,
+        request: &request::Parts,
+        avoid: Option<SocketAddr>,
+    ) -> Option<InflightGuard> {
         loop {
             // `load` (not `load_full`): no reference count shared by all threads on the hot path.
             let table = self.table.load();
-            let len = table.upstreams.len();
-            if len == 0 {
-                return None;
-            }
-            // One upstream (the usual case): no shared round-robin counter to bounce between cores.
-            let mut i = if len == 1 {
-                0
-            } else {
-                self.next.fetch_add(1, Ordering::Relaxed) % len
-            };
-            if len > 1 && Some(table.upstreams[i].addr) == avoid {
-                i = (i + 1) % len;
-            }
-            let upstream = &table.upstreams[i];
+            let route = table.route_for(request)?;
+            let upstream = &route.upstreams[route.next(avoid)?];
             upstream.inflight.fetch_add(1, Ordering::SeqCst);
             let guard = InflightGuard {
                 addr: upstream.addr,
@@ -172,14 +356,38 @@ impl Routes {
             .sum()
     }
 
-    /// In-flight counts of the routed upstreams and of any other upstream still busy.
-    pub fn inflight(&self) -> BTreeMap<SocketAddr, u64> {
-        let routed = self.upstreams();
-        self.counters()
+    /// The generation installed, every route with its upstreams' weights and requests in
+    /// flight, and the upstreams no longer routed to that still have requests in flight.
+    pub fn status(&self) -> (u64, Vec<RouteStatus>, BTreeMap<SocketAddr, u64>) {
+        let table = self.table.load();
+        let routes: Vec<RouteStatus> = table
+            .routes
+            .iter()
+            .map(|r| RouteStatus {
+                route: r.key.clone(),
+                upstreams: r
+                    .upstreams
+                    .iter()
+                    .map(|u| UpstreamStatus {
+                        addr: u.addr,
+                        weight: u.weight,
+                        inflight: u.inflight.load(Ordering::SeqCst),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let routed = |addr: &SocketAddr| {
+            routes
+                .iter()
+                .any(|r| r.upstreams.iter().any(|u| u.addr == *addr))
+        };
+        let draining = self
+            .counters()
             .iter()
             .map(|(addr, n)| (*addr, n.load(Ordering::SeqCst)))
-            .filter(|(addr, n)| *n > 0 || routed.contains(addr))
-            .collect()
+            .filter(|(addr, n)| *n > 0 && !routed(addr))
+            .collect();
+        (table.generation, routes, draining)
     }
 }
 
@@ -191,14 +399,49 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    fn file(generation: u64, upstreams: &[(u16, u32)]) -> RoutesFile {
+        RoutesFile {
+            generation,
+            routes: vec![Route {
+                key: RouteKey::env("staging"),
+                upstreams: upstreams
+                    .iter()
+                    .map(|&(port, weight)| Upstream::new(addr(port), weight))
+                    .collect(),
+            }],
+        }
+    }
+
+    fn request() -> request::Parts {
+        hyper::Request::new(()).into_parts().0
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_is_nginx_s() {
+        let names = |weights: &[u32]| -> String {
+            smooth_schedule(weights)
+                .iter()
+                .map(|&i| char::from(b'a' + u8::try_from(i).unwrap()))
+                .collect()
+        };
+        // The sequence nginx documents for weights 5, 1, 1.
+        assert_eq!(names(&[5, 1, 1]), "aabacaa");
+        assert_eq!(names(&[100, 100]), "ab");
+        assert_eq!(names(&[90, 10]), "aaaaabaaaa");
+        assert_eq!(names(&[100, 0]), "a");
+        assert_eq!(names(&[0, 100, 0]), "b");
+        assert_eq!(names(&[0, 0]), "");
+        assert_eq!(names(&[]), "");
+        let widest = smooth_schedule(&[1000, 999]);
+        assert_eq!(widest.len(), 1999);
+        assert_eq!(widest.iter().filter(|&&i| i == 1).count(), 999);
+    }
+
     #[test]
     fn round_robin_and_inflight_counts() {
-        let routes = Routes::new(&RoutesFile {
-            generation: 1,
-            upstreams: vec![addr(1), addr(2)],
-        });
-        let a = routes.pick(None).unwrap();
-        let b = routes.pick(None).unwrap();
+        let routes = Routes::new(&file(1, &[(1, 100), (2, 100)]));
+        let a = routes.pick(&request(), None).unwrap();
+        let b = routes.pick(&request(), None).unwrap();
         assert_ne!(a.addr, b.addr);
         assert_eq!(routes.inflight_to(&[addr(1), addr(2)]), 2);
         drop(a);
@@ -208,37 +451,61 @@ mod tests {
     }
 
     #[test]
-    fn avoid_picks_another_upstream_when_there_is_one() {
-        let routes = Routes::new(&RoutesFile {
-            generation: 1,
-            upstreams: vec![addr(1), addr(2)],
-        });
-        for _ in 0..10 {
-            assert_eq!(routes.pick(Some(addr(1))).unwrap().addr, addr(2));
+    fn avoid_picks_another_upstream_with_a_weight_when_there_is_one() {
+        let routes = Routes::new(&file(1, &[(1, 90), (2, 10)]));
+        for _ in 0..30 {
+            assert_eq!(
+                routes.pick(&request(), Some(addr(1))).unwrap().addr,
+                addr(2)
+            );
+            assert_eq!(
+                routes.pick(&request(), Some(addr(2))).unwrap().addr,
+                addr(1)
+            );
         }
-        routes.install(&RoutesFile {
-            generation: 2,
-            upstreams: vec![addr(1)],
-        });
-        assert_eq!(routes.pick(Some(addr(1))).unwrap().addr, addr(1));
+        routes.install(&file(2, &[(1, 100), (2, 0)]));
+        assert_eq!(
+            routes.pick(&request(), Some(addr(1))).unwrap().addr,
+            addr(1)
+        );
+        routes.install(&file(3, &[(1, 100)]));
+        assert_eq!(
+            routes.pick(&request(), Some(addr(1))).unwrap().addr,
+            addr(1)
+        );
     }
 
     #[test]
     fn counters_survive_a_swap_while_busy() {
-        let routes = Routes::new(&RoutesFile {
-            generation: 1,
-            upstreams: vec![addr(1)],
-        });
-        let busy = routes.pick(None).unwrap();
-        routes.install(&RoutesFile {
-            generation: 2,
-            upstreams: vec![addr(2)],
-        });
+        let routes = Routes::new(&file(1, &[(1, 100)]));
+        let busy = routes.pick(&request(), None).unwrap();
+        routes.install(&file(2, &[(2, 100)]));
         assert_eq!(routes.inflight_to(&[addr(1)]), 1);
-        assert_eq!(routes.inflight().get(&addr(1)), Some(&1));
+        assert_eq!(routes.status().2.get(&addr(1)), Some(&1));
         drop(busy);
         assert_eq!(routes.inflight_to(&[addr(1)]), 0);
-        assert!(routes.pick(None).is_some_and(|g| g.addr == addr(2)));
-        assert!(Routes::new(&RoutesFile::default()).pick(None).is_none());
+        assert!(routes.status().2.is_empty());
+        assert!(routes
+            .pick(&request(), None)
+            .is_some_and(|g| g.addr == addr(2)));
+        assert!(Routes::new(&RoutesFile::default())
+            .pick(&request(), None)
+            .is_none());
+        assert!(Routes::new(&file(1, &[(1, 0)]))
+            .pick(&request(), None)
+            .is_none());
+    }
+
+    #[test]
+    fn a_set_replaces_its_route_and_counts_a_generation() {
+        let first = file(4, &[(1, 100)]);
+        let route = file(0, &[(2, 100)]).routes.remove(0);
+        let next = first.with(route.clone());
+        assert_eq!(next.generation, 5);
+        assert_eq!(next.routes, vec![route]);
+        next.validate("staging").unwrap();
+        let error = next.validate("production").unwrap_err();
+        assert_eq!(error.code, ErrorCode::UnknownRoute);
+        assert_eq!(error.field.as_deref(), Some("routes[0].route.env"));
     }
 }

@@ -10,7 +10,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions};
+use cutover_proxy::protocol::{
+    AdminError, ErrorCode, Reply, RouteStatus, UpstreamStatus, DEFAULT_WEIGHT,
+};
+use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -53,6 +56,26 @@ impl Proxy {
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }
+    }
+
+    /// The route this proxy serves: its environment.
+    fn route(&self) -> RouteKey {
+        RouteKey::env(&self.options.env)
+    }
+
+    /// Routes the environment to `upstreams` by weight; returns the generation.
+    async fn set(&self, upstreams: &[(SocketAddr, u32)]) -> u64 {
+        let upstreams = upstreams
+            .iter()
+            .map(|&(addr, weight)| Upstream::new(addr, weight))
+            .collect();
+        self.client.set(self.route(), upstreams).await.unwrap()
+    }
+
+    /// Routes the environment to `upstreams`, each at the default weight (what the engine does).
+    async fn switch(&self, upstreams: &[SocketAddr]) -> u64 {
+        let weighted: Vec<_> = upstreams.iter().map(|&a| (a, DEFAULT_WEIGHT)).collect();
+        self.set(&weighted).await
     }
 
     fn url(&self, path: &str) -> String {
@@ -159,7 +182,7 @@ async fn proxies_requests_with_forwarded_headers_503_and_502() {
     assert_eq!(body, "no version of the app is live in staging\n");
 
     let a = upstream("A").await;
-    assert_eq!(proxy.client.set_upstreams(&[a]).await.unwrap(), 1);
+    assert_eq!(proxy.switch(&[a]).await, 1);
     assert_eq!(
         get(&client, &proxy.url("/")).await.unwrap(),
         (StatusCode::OK, "A".into())
@@ -189,7 +212,7 @@ async fn proxies_requests_with_forwarded_headers_503_and_502() {
         .unwrap()
         .local_addr()
         .unwrap();
-    proxy.client.set_upstreams(&[dead]).await.unwrap();
+    proxy.switch(&[dead]).await;
     let (status, body) = get(&client, &proxy.url("/")).await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(body.contains(&dead.to_string()), "{body}");
@@ -204,8 +227,18 @@ async fn proxies_requests_with_forwarded_headers_503_and_502() {
     let status = proxy.client.status().await.unwrap();
     assert_eq!(status.env, "staging");
     assert_eq!(status.generation, 2);
-    assert_eq!(status.upstreams, vec![dead]);
-    assert_eq!(status.inflight.get(&dead), Some(&0));
+    assert_eq!(
+        status.routes,
+        vec![RouteStatus {
+            route: proxy.route(),
+            upstreams: vec![UpstreamStatus {
+                addr: dead,
+                weight: DEFAULT_WEIGHT,
+                inflight: 0
+            }],
+        }]
+    );
+    assert!(status.draining.is_empty(), "{status:?}");
     assert_eq!(status.pid, std::process::id());
     proxy.stop().await;
 }
@@ -215,7 +248,7 @@ async fn round_robin_over_several_upstreams_and_retry_skips_a_dead_one() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), "rr").await;
     let (a, b) = (upstream("A").await, upstream("B").await);
-    proxy.client.set_upstreams(&[a, b]).await.unwrap();
+    proxy.switch(&[a, b]).await;
     let client = keep_alive_client();
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -231,7 +264,7 @@ async fn round_robin_over_several_upstreams_and_retry_skips_a_dead_one() {
         .unwrap()
         .local_addr()
         .unwrap();
-    proxy.client.set_upstreams(&[dead, a]).await.unwrap();
+    proxy.switch(&[dead, a]).await;
     for _ in 0..6 {
         assert_eq!(
             get(&client, &proxy.url("/")).await.unwrap(),
@@ -246,7 +279,7 @@ async fn switching_under_load_loses_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Arc::new(Proxy::start(dir.path(), "load").await);
     let (a, b) = (upstream("A").await, upstream("B").await);
-    proxy.client.set_upstreams(&[a]).await.unwrap();
+    proxy.switch(&[a]).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -275,7 +308,7 @@ async fn switching_under_load_loses_no_request() {
     for round in 0..20 {
         let (target, name) = if round % 2 == 0 { (b, "B") } else { (a, "A") };
         tokio::time::sleep(Duration::from_millis(15)).await;
-        proxy.client.set_upstreams(&[target]).await.unwrap();
+        proxy.switch(&[target]).await;
         // Every request that starts after the set reaches the new upstream, on a kept-alive
         // connection as on a fresh one.
         assert_eq!(get(&checker, &proxy.url("/")).await.unwrap().1, name);
@@ -295,17 +328,17 @@ async fn drain_waits_for_a_slow_request() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), "drain").await;
     let (a, b) = (upstream("A").await, upstream("B").await);
-    proxy.client.set_upstreams(&[a]).await.unwrap();
+    proxy.switch(&[a]).await;
 
     let url = proxy.url("/slow");
     let slow = tokio::spawn(async move { get(&keep_alive_client(), &url).await });
     // Wait until the slow request is in flight to A.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while proxy.client.status().await.unwrap().inflight.get(&a) != Some(&1) {
+    while proxy.client.status().await.unwrap().inflight(a) != 1 {
         assert!(Instant::now() < deadline, "the slow request never arrived");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    proxy.client.set_upstreams(&[b]).await.unwrap();
+    proxy.switch(&[b]).await;
     let started = Instant::now();
     let outcome = proxy
         .client
@@ -342,8 +375,8 @@ async fn routes_and_generation_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let a = upstream("A").await;
     let proxy = Proxy::start(dir.path(), "persist").await;
-    proxy.client.set_upstreams(&[a]).await.unwrap();
-    assert_eq!(proxy.client.set_upstreams(&[a]).await.unwrap(), 2);
+    proxy.switch(&[a]).await;
+    assert_eq!(proxy.switch(&[a]).await, 2);
     let options = proxy.options.clone();
     assert!(options.pid_file.exists());
     proxy.stop().await;
@@ -360,8 +393,11 @@ async fn routes_and_generation_survive_a_restart() {
         (StatusCode::OK, "A".into())
     );
     let status = proxy.client.status().await.unwrap();
-    assert_eq!((status.generation, status.upstreams), (2, vec![a]));
-    assert_eq!(proxy.client.set_upstreams(&[]).await.unwrap(), 3);
+    assert_eq!(
+        (status.generation, status.serving(&proxy.route())),
+        (2, vec![a])
+    );
+    assert_eq!(proxy.switch(&[]).await, 3);
     proxy.stop().await;
 }
 
@@ -430,11 +466,7 @@ async fn rude_upstream() -> SocketAddr {
 async fn gets_are_retried_when_a_kept_alive_upstream_connection_was_closed() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), "retry").await;
-    proxy
-        .client
-        .set_upstreams(&[rude_upstream().await])
-        .await
-        .unwrap();
+    proxy.switch(&[rude_upstream().await]).await;
     let client = keep_alive_client();
     for i in 0..200 {
         let result = get(&client, &proxy.url("/")).await;
@@ -457,60 +489,177 @@ async fn gets_are_retried_when_a_kept_alive_upstream_connection_was_closed() {
     proxy.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bad_admin_requests_get_ok_false_and_the_proxy_keeps_working() {
+/// One line on an admin connection, one reply line back.
+async fn ask(stream: &mut BufReader<tokio::net::UnixStream>, line: &str) -> String {
     use tokio::io::AsyncBufReadExt;
+    stream.get_mut().write_all(line.as_bytes()).await.unwrap();
+    stream.get_mut().write_all(b"\n").await.unwrap();
+    let mut reply = String::new();
+    stream.read_line(&mut reply).await.unwrap();
+    reply.trim_end().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), "admin").await;
     let a = upstream("A").await;
+    proxy.switch(&[a]).await;
+    let before = std::fs::read(&proxy.options.routes_file).unwrap();
     let stream = tokio::net::UnixStream::connect(&proxy.options.admin_socket)
         .await
         .unwrap();
     let mut stream = BufReader::new(stream);
-    async fn ask(
-        stream: &mut BufReader<tokio::net::UnixStream>,
-        line: String,
-    ) -> serde_json::Value {
-        stream.get_mut().write_all(line.as_bytes()).await.unwrap();
-        let mut reply = String::new();
-        stream.read_line(&mut reply).await.unwrap();
-        serde_json::from_str(&reply).unwrap()
-    }
-    for bad in [
-        "this is not json\n",
-        "{\"op\":\"explode\"}\n",
-        "{\"op\":\"set\",\"upstreams\":[\"not an address\"]}\n",
-        "[1,2,3]\n",
-    ] {
-        let reply = ask(&mut stream, bad.to_string()).await;
-        assert_eq!(reply["ok"], false, "{bad}: {reply}");
+    let set = |route: &str, upstreams: &str| {
+        format!("{{\"op\":\"set\",\"route\":{route},\"upstreams\":{upstreams}}}")
+    };
+    let one = format!("[{{\"addr\":\"{a}\",\"weight\":100}}]");
+    let cases: Vec<(String, ErrorCode, Option<&str>, &str)> = vec![
+        ("this is not json".into(), ErrorCode::NotJson, None, "not a JSON object"),
+        ("[1,2,3]".into(), ErrorCode::NotJson, None, "not a JSON object"),
+        ("{\"op\":\"explode\"}".into(), ErrorCode::UnknownOp, Some("op"), "unknown op `explode`"),
+        ("{\"op\":7}".into(), ErrorCode::BadRequest, Some("op"), "not a string"),
+        ("{\"upstreams\":[]}".into(), ErrorCode::BadRequest, Some("op"), "no op"),
+        (
+            set("{\"env\":\"admin\"}", "[{\"addr\":\"not an address\",\"weight\":1}]"),
+            ErrorCode::BadRequest,
+            None,
+            "invalid socket address",
+        ),
+        (
+            set("{\"env\":\"admin\"}", &format!("[{{\"addr\":\"{a}\"}}]")),
+            ErrorCode::BadRequest,
+            None,
+            "missing field `weight`",
+        ),
+        (
+            set("{\"env\":\"admin\"}", &format!("[{{\"addr\":\"{a}\",\"weight\":-1}}]")),
+            ErrorCode::BadRequest,
+            None,
+            "-1",
+        ),
+        (
+            set(
+                "{\"env\":\"admin\"}",
+                &format!("[{{\"addr\":\"{a}\",\"weight\":90}},{{\"addr\":\"127.0.0.1:1\",\"weight\":1001}}]"),
+            ),
+            ErrorCode::BadRequest,
+            Some("upstreams[1].weight"),
+            "weight 1001 of 127.0.0.1:1 is out of range",
+        ),
+        (
+            set(
+                "{\"env\":\"admin\"}",
+                &format!("[{{\"addr\":\"{a}\",\"weight\":90}},{{\"addr\":\"{a}\",\"weight\":10}}]"),
+            ),
+            ErrorCode::BadRequest,
+            Some("upstreams[1].addr"),
+            "is listed twice",
+        ),
+        (set("{\"env\":\"\"}", &one), ErrorCode::BadRequest, Some("route.env"), "names no environment"),
+        (set("{}", &one), ErrorCode::BadRequest, None, "missing field `env`"),
+        (
+            set("{\"env\":\"admin\",\"host\":\"example.test\"}", &one),
+            ErrorCode::BadRequest,
+            None,
+            "unknown field `host`",
+        ),
+        (
+            set("{\"env\":\"production\"}", &one),
+            ErrorCode::UnknownRoute,
+            Some("route.env"),
+            "serves the environment admin, not production",
+        ),
+        (
+            "{\"op\":\"set\",\"route\":{\"env\":\"admin\"},\"upstreams\":[],\"extra\":1}".into(),
+            ErrorCode::BadRequest,
+            None,
+            "unknown field `extra`",
+        ),
+    ];
+    for (line, code, field, says) in cases {
+        let reply = ask(&mut stream, &line).await;
+        let Ok(Reply::Error(error)) = serde_json::from_str::<Reply>(&reply) else {
+            panic!("{line}: not an error reply: {reply}");
+        };
+        assert_eq!(error.code, code, "{line}: {reply}");
+        assert_eq!(error.field.as_deref(), field, "{line}: {reply}");
+        assert!(error.message.contains(says), "{line}: {reply}");
         assert!(
-            reply["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{reply}"
+            error.hint.as_deref().is_some_and(|h| !h.is_empty()),
+            "{line}: {reply}"
         );
     }
-    // Several requests on one connection, the same connection as the bad ones.
+    // Nothing changed: the same routes on disk and in service.
+    assert_eq!(std::fs::read(&proxy.options.routes_file).unwrap(), before);
+    let status = proxy.client.status().await.unwrap();
+    assert_eq!(
+        (status.generation, status.serving(&proxy.route())),
+        (1, vec![a])
+    );
+
+    // Good requests on the same connection as the bad ones, as they are on the wire.
+    let reply = ask(&mut stream, &set("{\"env\":\"admin\"}", &one)).await;
+    assert_eq!(reply, "{\"reply\":\"set\",\"generation\":2}");
+    let reply = ask(&mut stream, "{\"op\":\"status\"}").await;
+    let expected = format!(
+        "{{\"reply\":\"status\",\"protocol\":2,\"env\":\"admin\",\"listen\":\"{}\",\"pid\":{},\
+         \"generation\":2,\"routes\":[{{\"route\":{{\"env\":\"admin\"}},\"upstreams\":\
+         [{{\"addr\":\"{a}\",\"weight\":100,\"inflight\":0}}]}}],\"draining\":{{}}}}",
+        proxy.addr,
+        std::process::id()
+    );
+    assert_eq!(reply, expected);
     let reply = ask(
         &mut stream,
-        format!("{{\"op\":\"set\",\"upstreams\":[\"{a}\"]}}\n"),
-    )
-    .await;
-    assert_eq!(reply, serde_json::json!({"ok": true, "generation": 1}));
-    let reply = ask(&mut stream, "{\"op\":\"status\"}\n".to_string()).await;
-    assert_eq!(reply["ok"], true);
-    assert_eq!(reply["env"], "admin");
-    assert_eq!(reply["upstreams"], serde_json::json!([a.to_string()]));
-    assert_eq!(reply["inflight"][a.to_string()], 0);
-    let reply = ask(
-        &mut stream,
-        format!("{{\"op\":\"drain\",\"upstreams\":[\"{a}\"],\"timeout_ms\":10}}\n"),
+        &format!("{{\"op\":\"drain\",\"upstreams\":[\"{a}\"],\"timeout_ms\":10}}"),
     )
     .await;
     assert_eq!(
         reply,
-        serde_json::json!({"ok": true, "drained": true, "remaining": 0})
+        "{\"reply\":\"drain\",\"drained\":true,\"remaining\":0}"
     );
     drop(stream);
+
+    // The client hands the typed error back, and it reads as `error: … hint: …` does.
+    let refused = proxy
+        .client
+        .set(proxy.route(), vec![Upstream::new(a, 5000)])
+        .await
+        .unwrap_err();
+    let ProxyError::Refused { error, .. } = &refused else {
+        panic!("{refused}");
+    };
+    assert_eq!(
+        (error.code, error.field.as_deref()),
+        (ErrorCode::BadRequest, Some("upstreams[0].weight"))
+    );
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "edge proxy for admin refused the request: upstreams[0].weight: weight 5000 of {a} \
+             is out of range (hint: a weight is 0 (no new requests) to 1000; weights are \
+             relative, e.g. 90 and 10)"
+        )
+    );
+    let refused = proxy
+        .client
+        .set(RouteKey::env("elsewhere"), vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ProxyError::Refused {
+                error: AdminError {
+                    code: ErrorCode::UnknownRoute,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{refused}"
+    );
 
     assert_eq!(
         get(&keep_alive_client(), &proxy.url("/")).await.unwrap(),
@@ -574,11 +723,7 @@ async fn trickling_upstream() -> SocketAddr {
 async fn response_bodies_are_streamed_not_buffered() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), "stream").await;
-    proxy
-        .client
-        .set_upstreams(&[trickling_upstream().await])
-        .await
-        .unwrap();
+    proxy.switch(&[trickling_upstream().await]).await;
     let started = Instant::now();
     let request = Request::get(proxy.url("/"))
         .body(Full::new(Bytes::new()))
@@ -601,7 +746,7 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), "graceful").await;
     let a = upstream("A").await;
-    proxy.client.set_upstreams(&[a]).await.unwrap();
+    proxy.switch(&[a]).await;
     let url = proxy.url("/slow");
     let slow = tokio::spawn(async move { get(&keep_alive_client(), &url).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -611,5 +756,275 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still listening"
+    );
+}
+
+/// Sends `total` GETs from `tasks` concurrent keep-alive clients; returns how many each upstream
+/// answered (by body).
+async fn tally(
+    proxy: &Proxy,
+    tasks: usize,
+    total: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut running = Vec::new();
+    for _ in 0..tasks {
+        let url = proxy.url("/");
+        running.push(tokio::spawn(async move {
+            let client = keep_alive_client();
+            let mut bodies = Vec::new();
+            for _ in 0..total / tasks {
+                let (status, body) = get(&client, &url).await.unwrap();
+                assert_eq!(status, StatusCode::OK, "{body}");
+                bodies.push(body);
+            }
+            bodies
+        }));
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for task in running {
+        for body in task.await.unwrap() {
+            *counts.entry(body).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn weights_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), "weights").await;
+    let (a, b) = (upstream("A").await, upstream("B").await);
+
+    // 90/10 over 1,000 requests, from 4 clients at once.
+    assert_eq!(proxy.set(&[(a, 90), (b, 10)]).await, 1);
+    let counts = tally(&proxy, 4, 1000).await;
+    let (to_a, to_b) = (counts["A"], counts["B"]);
+    assert_eq!(to_a + to_b, 1000, "{counts:?}");
+    assert!((870..=930).contains(&to_a), "{counts:?}");
+    let status = proxy.client.status().await.unwrap();
+    let weights: Vec<_> = status.routes[0]
+        .upstreams
+        .iter()
+        .map(|u| (u.addr, u.weight))
+        .collect();
+    assert_eq!(weights, vec![(a, 90), (b, 10)]);
+
+    // 100/0: every request to A.
+    proxy.set(&[(a, 100), (b, 0)]).await;
+    let counts = tally(&proxy, 4, 400).await;
+    assert_eq!(counts.get("A"), Some(&400), "{counts:?}");
+    assert_eq!(status.serving(&proxy.route()), vec![a, b]);
+    assert_eq!(
+        proxy.client.status().await.unwrap().serving(&proxy.route()),
+        vec![a]
+    );
+
+    // Equal weights: round-robin.
+    proxy.set(&[(a, 1), (b, 1)]).await;
+    let counts = tally(&proxy, 1, 100).await;
+    assert_eq!((counts["A"], counts["B"]), (50, 50), "{counts:?}");
+
+    // Only weight 0: nothing takes new requests.
+    proxy.set(&[(a, 0), (b, 0)]).await;
+    let (status, body) = get(&keep_alive_client(), &proxy.url("/")).await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_weight_0_upstream_gets_no_new_requests_and_is_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), "canary").await;
+    let (a, b) = (upstream("A").await, upstream("B").await);
+    proxy.set(&[(a, 50), (b, 50)]).await;
+
+    // A slow request in flight to B.
+    let url = proxy.url("/slow");
+    let slow = tokio::spawn(async move {
+        let client = keep_alive_client();
+        loop {
+            // Round-robin: at most two tries reach B.
+            let answer = get(&client, &url).await.unwrap();
+            if answer.1 == "B" {
+                return answer;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while proxy.client.status().await.unwrap().inflight(b) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached B"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // B goes to weight 0: still in the route, its request still counted, nothing new for it.
+    proxy.set(&[(a, 100), (b, 0)]).await;
+    let status = proxy.client.status().await.unwrap();
+    assert_eq!(
+        status.route(&proxy.route()).unwrap().upstreams,
+        vec![
+            UpstreamStatus {
+                addr: a,
+                weight: 100,
+                inflight: 0
+            },
+            UpstreamStatus {
+                addr: b,
+                weight: 0,
+                inflight: 1
+            },
+        ]
+    );
+    assert!(status.draining.is_empty(), "{status:?}");
+    let counts = tally(&proxy, 2, 100).await;
+    assert_eq!(counts.get("A"), Some(&100), "{counts:?}");
+
+    let started = Instant::now();
+    let outcome = proxy
+        .client
+        .drain(&[b], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(outcome.drained && outcome.remaining == 0, "{outcome:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "drain returned before B's request ended"
+    );
+    assert_eq!(slow.await.unwrap(), (StatusCode::OK, "B".into()));
+    assert_eq!(proxy.client.status().await.unwrap().inflight(b), 0);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_routes_file_of_an_older_edge_is_loaded_and_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = upstream("A").await;
+    let options = ProxyOptions::new(dir.path(), "upgrade", SocketAddr::from(([127, 0, 0, 1], 0)));
+    // What an edge from before routes and weights kept (it ignored an upstream listed twice).
+    let old = format!(
+        "{{\n  \"generation\": 7,\n  \"upstreams\": [\n    \"{a}\",\n    \"{a}\"\n  ]\n}}\n"
+    );
+    std::fs::create_dir_all(options.routes_file.parent().unwrap()).unwrap();
+    std::fs::write(&options.routes_file, &old).unwrap();
+
+    let proxy = Proxy::start(dir.path(), "upgrade").await;
+    assert_eq!(
+        get(&keep_alive_client(), &proxy.url("/")).await.unwrap(),
+        (StatusCode::OK, "A".into())
+    );
+    let status = proxy.client.status().await.unwrap();
+    assert_eq!(status.generation, 7);
+    assert_eq!(
+        status.routes,
+        vec![RouteStatus {
+            route: RouteKey::env("upgrade"),
+            upstreams: vec![UpstreamStatus {
+                addr: a,
+                weight: DEFAULT_WEIGHT,
+                inflight: 0
+            }],
+        }]
+    );
+    // Untouched until the next change (an older binary could still read it).
+    assert_eq!(std::fs::read_to_string(&options.routes_file).unwrap(), old);
+
+    // The next change writes today's shape, and a restart reads it.
+    let b = upstream("B").await;
+    assert_eq!(proxy.set(&[(a, 90), (b, 10)]).await, 8);
+    let saved: cutover_proxy::RoutesFile =
+        serde_json::from_slice(&std::fs::read(&options.routes_file).unwrap()).unwrap();
+    assert_eq!(saved.generation, 8);
+    assert_eq!(
+        saved.routes,
+        vec![cutover_proxy::Route {
+            key: RouteKey::env("upgrade"),
+            upstreams: vec![Upstream::new(a, 90), Upstream::new(b, 10)],
+        }]
+    );
+    proxy.stop().await;
+    let proxy = Proxy::start(dir.path(), "upgrade").await;
+    let status = proxy.client.status().await.unwrap();
+    assert_eq!(
+        (status.generation, status.serving(&proxy.route())),
+        (8, vec![a, b])
+    );
+    proxy.stop().await;
+}
+
+#[test]
+fn a_routes_file_that_makes_no_sense_stops_the_start_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ProxyOptions::new(dir.path(), "broken", SocketAddr::from(([127, 0, 0, 1], 0)));
+    std::fs::create_dir_all(options.routes_file.parent().unwrap()).unwrap();
+    for (content, says) in [
+        (
+            "{\"generation\":1,\"upstreams\":[],\"routes\":[]}",
+            "both `routes` and `upstreams`",
+        ),
+        (
+            "{\"generation\":1,\"routes\":[{\"route\":{\"env\":\"other\"},\"upstreams\":[]}]}",
+            "routes[0].route.env: this edge serves the environment broken, not other",
+        ),
+        (
+            "{\"generation\":1,\"routes\":[{\"route\":{\"env\":\"broken\"},\"upstreams\":[{\"addr\":\"127.0.0.1:1\",\"weight\":1001}]}]}",
+            "routes[0].upstreams[0].weight: weight 1001",
+        ),
+    ] {
+        std::fs::write(&options.routes_file, content).unwrap();
+        let error = cutover_proxy::run(options.clone()).unwrap_err().to_string();
+        assert!(
+            error.contains(&format!(
+                "{} is not a valid routes file: ",
+                options.routes_file.display()
+            )) && error.contains(says),
+            "{content}: {error}"
+        );
+        assert!(!options.pid_file.exists());
+    }
+}
+
+#[tokio::test]
+async fn an_edge_of_an_older_cutover_is_told_apart_and_can_be_stopped() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let options = ProxyOptions::new(dir.path(), "old", SocketAddr::from(([127, 0, 0, 1], 0)));
+    cutover_daemon::prepare_socket_dir(&options.admin_socket).unwrap();
+    let listener = tokio::net::UnixListener::bind(&options.admin_socket).unwrap();
+    // The first protocol: `ok` and one list of upstreams.
+    let old_edge = tokio::spawn(async move {
+        let mut asked = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut stream = BufReader::new(stream);
+            let mut line = String::new();
+            stream.read_line(&mut line).await.unwrap();
+            let stop = line.contains("shutdown");
+            let reply: &[u8] = if stop {
+                b"{\"ok\":true}\n"
+            } else {
+                b"{\"ok\":true,\"env\":\"old\",\"listen\":\"127.0.0.1:1\",\"pid\":1,\"generation\":3,\"upstreams\":[\"127.0.0.1:2\"],\"inflight\":{}}\n"
+            };
+            stream.get_mut().write_all(reply).await.unwrap();
+            asked.push(line.trim_end().to_string());
+            if stop {
+                return asked;
+            }
+        }
+        asked
+    });
+    let client = ProxyClient::for_options(&options);
+    let error = client.status().await.unwrap_err();
+    assert!(matches!(error, ProxyError::BadReply { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("edge proxy for old sent a reply that makes no sense"),
+        "{error}"
+    );
+    client.shutdown().await.unwrap();
+    assert_eq!(
+        old_edge.await.unwrap(),
+        vec!["{\"op\":\"status\"}", "{\"op\":\"shutdown\"}"]
     );
 }

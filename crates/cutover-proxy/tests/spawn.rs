@@ -8,7 +8,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions};
+use cutover_proxy::protocol::DEFAULT_WEIGHT;
+use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -98,7 +99,10 @@ fn spawn_serve_and_stop_on_sigterm(runtime: &tokio::runtime::Runtime) {
     assert_eq!((status.pid, status.listen), (pid, listen));
 
     let app = upstream("hello from the app");
-    runtime.block_on(client.set_upstreams(&[app])).expect("set");
+    let upstreams = vec![Upstream::new(app, DEFAULT_WEIGHT)];
+    runtime
+        .block_on(client.set(RouteKey::env("staging"), upstreams))
+        .expect("set");
     let response = http_get(listen);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("hello from the app"), "{response}");

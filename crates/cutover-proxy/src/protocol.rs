@@ -1,0 +1,394 @@
+//! The admin protocol of the edge proxy: every request and every reply, as types shared by the
+//! proxy (`admin.rs`) and its client (`client.rs`).
+//!
+//! Newline-delimited JSON on a unix socket: one [`Request`] per line (tagged by `"op"`), one
+//! [`Reply`] line per request (tagged by `"reply"`). A refused request gets [`Reply::Error`]:
+//! a code, the field at fault, what is wrong and how to fix it; nothing changes.
+//!
+//! ```text
+//! {"op":"set","route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90},{"addr":"127.0.0.1:4002","weight":10}]}
+//! {"reply":"set","generation":8}
+//! {"op":"drain","upstreams":["127.0.0.1:4000"],"timeout_ms":30000}
+//! {"reply":"drain","drained":true,"remaining":0}
+//! {"op":"set","route":{"env":""},"upstreams":[]}
+//! {"reply":"error","code":"bad_request","field":"route.env","message":"…","hint":"…"}
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this protocol, reported by `status`. (The first one, before routes and
+/// weights, had no number.)
+pub const PROTOCOL: u32 = 2;
+
+/// The weight of an upstream that takes its full share; what the engine gives every upstream
+/// of a blue-green switch.
+pub const DEFAULT_WEIGHT: u32 = 100;
+
+/// The largest weight accepted. Weights are relative: 90 and 10 send 90 % and 10 %.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// The most upstreams one route may have.
+pub const MAX_UPSTREAMS: usize = 64;
+
+/// Which traffic a route serves. Today the environment the edge serves (one edge per
+/// environment, so every request that reaches it). Narrowing a route by listen address and
+/// `Host` adds optional fields here; a key without them keeps its meaning, and an edge that
+/// does not know a field refuses it instead of ignoring it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RouteKey {
+    pub env: String,
+}
+
+impl RouteKey {
+    /// The route of all of an environment's traffic.
+    pub fn env(env: impl Into<String>) -> RouteKey {
+        RouteKey { env: env.into() }
+    }
+}
+
+impl fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.env)
+    }
+}
+
+/// One upstream of a route and its share of new requests. Weight 0: no new requests, but the
+/// upstream stays in the route (its requests in flight are counted, and a drain waits for them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+impl Upstream {
+    pub fn new(addr: SocketAddr, weight: u32) -> Upstream {
+        Upstream { addr, weight }
+    }
+}
+
+/// A route and where it sends traffic: what `set` installs and what the routes file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(rename = "route")]
+    pub key: RouteKey,
+    /// None (or only weight 0): the route answers 503.
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Route {
+    /// Checks what serde cannot: a non-empty key, weights in range, no upstream twice, not too
+    /// many upstreams. Fields are named as in a `set` request.
+    pub fn validate(&self) -> Result<(), AdminError> {
+        if self.key.env.trim().is_empty() {
+            return Err(AdminError::bad_request(
+                "route.env",
+                "the route names no environment",
+                "name the environment this edge serves, e.g. \"route\":{\"env\":\"staging\"}",
+            ));
+        }
+        if self.upstreams.len() > MAX_UPSTREAMS {
+            return Err(AdminError::bad_request(
+                "upstreams",
+                format!(
+                    "{} upstreams in one route, at most {MAX_UPSTREAMS}",
+                    self.upstreams.len()
+                ),
+                "run fewer instances behind one route",
+            ));
+        }
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if upstream.weight > MAX_WEIGHT {
+                return Err(AdminError::bad_request(
+                    format!("upstreams[{i}].weight"),
+                    format!(
+                        "weight {} of {} is out of range",
+                        upstream.weight, upstream.addr
+                    ),
+                    format!(
+                        "a weight is 0 (no new requests) to {MAX_WEIGHT}; weights are relative, \
+                         e.g. 90 and 10"
+                    ),
+                ));
+            }
+            if self.upstreams[..i].iter().any(|u| u.addr == upstream.addr) {
+                return Err(AdminError::bad_request(
+                    format!("upstreams[{i}].addr"),
+                    format!("{} is listed twice", upstream.addr),
+                    "list each upstream once, with its whole weight",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One admin request line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// What the edge serves: [`Reply::Status`].
+    Status,
+    /// Replaces the upstreams of one route (the route is created if new): [`Reply::Set`]. The
+    /// change is on disk before it takes effect.
+    Set(Route),
+    /// Waits until no request is in flight to `upstreams`, or `timeout_ms` passes:
+    /// [`Reply::Drain`].
+    Drain {
+        upstreams: Vec<SocketAddr>,
+        #[serde(default = "default_drain_ms")]
+        timeout_ms: u64,
+    },
+    /// Stops taking connections, lets requests in flight finish, exits: [`Reply::Shutdown`],
+    /// then the connection closes once the edge has stopped.
+    Shutdown,
+}
+
+fn default_drain_ms() -> u64 {
+    30_000
+}
+
+impl Request {
+    /// Every `op`, as on the wire.
+    pub const OPS: [&'static str; 4] = ["status", "set", "drain", "shutdown"];
+
+    /// This request's `op`.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Set(_) => "set",
+            Request::Drain { .. } => "drain",
+            Request::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One reply line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Status(ProxyStatus),
+    Set {
+        /// The generation now served (one more than before).
+        generation: u64,
+    },
+    Drain(DrainOutcome),
+    Shutdown,
+    Error(AdminError),
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    /// [`PROTOCOL`] of the edge that answered.
+    pub protocol: u32,
+    pub env: String,
+    /// The address the proxy listens on (the real port when it was started with port 0).
+    pub listen: SocketAddr,
+    pub pid: u32,
+    /// Increments with every `set`; survives restarts.
+    pub generation: u64,
+    pub routes: Vec<RouteStatus>,
+    /// Upstreams no route names any more with requests still in flight, and how many.
+    pub draining: BTreeMap<SocketAddr, u64>,
+}
+
+impl ProxyStatus {
+    pub fn route(&self, key: &RouteKey) -> Option<&RouteStatus> {
+        self.routes.iter().find(|r| &r.route == key)
+    }
+
+    /// The upstreams that get new requests of `key` (weight above 0).
+    pub fn serving(&self, key: &RouteKey) -> Vec<SocketAddr> {
+        self.route(key)
+            .map(|r| {
+                r.upstreams
+                    .iter()
+                    .filter(|u| u.weight > 0)
+                    .map(|u| u.addr)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Requests in flight to `addr`, routed or draining.
+    pub fn inflight(&self, addr: SocketAddr) -> u64 {
+        let routed = self
+            .routes
+            .iter()
+            .flat_map(|r| &r.upstreams)
+            .find(|u| u.addr == addr)
+            .map(|u| u.inflight);
+        routed
+            .or_else(|| self.draining.get(&addr).copied())
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub route: RouteKey,
+    pub upstreams: Vec<UpstreamStatus>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamStatus {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub inflight: u64,
+}
+
+/// The result of a drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainOutcome {
+    /// No request was in flight to the drained upstreams any more.
+    pub drained: bool,
+    /// Requests still in flight when the drain gave up (0 when drained).
+    pub remaining: u64,
+}
+
+/// Why a request was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminError {
+    pub code: ErrorCode,
+    /// The request field at fault, e.g. `upstreams[1].weight`, when one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+    /// How to fix it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The line is not a JSON object.
+    NotJson,
+    /// `op` names no request this edge knows.
+    UnknownOp,
+    /// A field is missing, unknown or out of range.
+    BadRequest,
+    /// The route is not one this edge serves.
+    UnknownRoute,
+    /// The request line is longer than the edge accepts.
+    LineTooLong,
+    /// The routes file could not be written, so the change was not made.
+    NotSaved,
+    /// A code of a newer edge.
+    #[serde(other)]
+    Other,
+}
+
+impl AdminError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> AdminError {
+        AdminError {
+            code,
+            field: None,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn bad_request(
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> AdminError {
+        AdminError::new(ErrorCode::BadRequest, message)
+            .field(field)
+            .hint(hint)
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> AdminError {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> AdminError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+/// One message as a protocol line: JSON and a newline.
+pub fn to_line<T: Serialize>(message: &T) -> Vec<u8> {
+    // These types hold only strings, numbers and addresses (map keys included): they always
+    // serialize.
+    let mut line = serde_json::to_vec(message).expect("a protocol message serializes");
+    line.push(b'\n');
+    line
+}
+
+/// Reads one request line, or says precisely why it is not one.
+pub fn parse_request(line: &[u8]) -> Result<Request, AdminError> {
+    use serde_json::{Map, Value};
+    let object: Map<String, Value> = serde_json::from_slice(line).map_err(|e| {
+        AdminError::new(
+            ErrorCode::NotJson,
+            format!("the request is not a JSON object: {e}"),
+        )
+        .hint("send one JSON object per line, e.g. {\"op\":\"status\"}")
+    })?;
+    let ops = Request::OPS.join(", ");
+    // The op first, to tell an unknown op from a bad field of a known one.
+    match object.get("op") {
+        Some(Value::String(op)) if Request::OPS.contains(&op.as_str()) => {}
+        Some(Value::String(op)) => {
+            return Err(
+                AdminError::new(ErrorCode::UnknownOp, format!("unknown op `{op}`"))
+                    .field("op")
+                    .hint(format!("the ops are {ops}")),
+            )
+        }
+        Some(other) => {
+            return Err(AdminError::bad_request(
+                "op",
+                format!("op is {other}, not a string"),
+                format!("the ops are {ops}"),
+            ))
+        }
+        None => {
+            return Err(AdminError::bad_request(
+                "op",
+                "the request has no op",
+                format!("the ops are {ops}"),
+            ))
+        }
+    }
+    serde_json::from_value::<Request>(Value::Object(object)).map_err(|e| {
+        AdminError::new(ErrorCode::BadRequest, e.to_string()).hint(
+            "a route is {\"env\":\"…\"}, an upstream {\"addr\":\"127.0.0.1:4000\",\"weight\":100}",
+        )
+    })
+}
+
+/// Reads one reply line.
+pub fn parse_reply(line: &str) -> Result<Reply, String> {
+    if line.trim().is_empty() {
+        return Err("the connection closed without a reply".to_string());
+    }
+    serde_json::from_str(line).map_err(|e| e.to_string())
+}

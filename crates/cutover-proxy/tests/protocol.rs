@@ -1,0 +1,193 @@
+//! The admin protocol on the wire: every request and reply, as the proxy and its client write
+//! and read them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use cutover_proxy::protocol::{
+    self, AdminError, DrainOutcome, ErrorCode, ProxyStatus, Reply, Request, Route, RouteKey,
+    RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
+};
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn status() -> ProxyStatus {
+    ProxyStatus {
+        protocol: PROTOCOL,
+        env: "staging".into(),
+        listen: addr(8001),
+        pid: 42,
+        generation: 9,
+        routes: vec![RouteStatus {
+            route: RouteKey::env("staging"),
+            upstreams: vec![
+                UpstreamStatus {
+                    addr: addr(4001),
+                    weight: 90,
+                    inflight: 3,
+                },
+                UpstreamStatus {
+                    addr: addr(4002),
+                    weight: 10,
+                    inflight: 0,
+                },
+            ],
+        }],
+        draining: BTreeMap::from([(addr(4000), 1)]),
+    }
+}
+
+fn requests() -> Vec<(Request, &'static str)> {
+    vec![
+        (Request::Status, r#"{"op":"status"}"#),
+        (
+            Request::Set(Route {
+                key: RouteKey::env("staging"),
+                upstreams: vec![Upstream::new(addr(4001), 90), Upstream::new(addr(4002), 10)],
+            }),
+            r#"{"op":"set","route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90},{"addr":"127.0.0.1:4002","weight":10}]}"#,
+        ),
+        (
+            Request::Set(Route {
+                key: RouteKey::env("staging"),
+                upstreams: vec![],
+            }),
+            r#"{"op":"set","route":{"env":"staging"},"upstreams":[]}"#,
+        ),
+        (
+            Request::Drain {
+                upstreams: vec![addr(4000)],
+                timeout_ms: 250,
+            },
+            r#"{"op":"drain","upstreams":["127.0.0.1:4000"],"timeout_ms":250}"#,
+        ),
+        (Request::Shutdown, r#"{"op":"shutdown"}"#),
+    ]
+}
+
+fn replies() -> Vec<(Reply, &'static str)> {
+    vec![
+        (
+            Reply::Status(status()),
+            r#"{"reply":"status","protocol":2,"env":"staging","listen":"127.0.0.1:8001","pid":42,"generation":9,"routes":[{"route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
+        ),
+        (
+            Reply::Set { generation: 10 },
+            r#"{"reply":"set","generation":10}"#,
+        ),
+        (
+            Reply::Drain(DrainOutcome {
+                drained: false,
+                remaining: 2,
+            }),
+            r#"{"reply":"drain","drained":false,"remaining":2}"#,
+        ),
+        (Reply::Shutdown, r#"{"reply":"shutdown"}"#),
+        (
+            Reply::Error(
+                AdminError::new(ErrorCode::UnknownOp, "unknown op `explode`")
+                    .field("op")
+                    .hint("the ops are status, set, drain, shutdown"),
+            ),
+            r#"{"reply":"error","code":"unknown_op","field":"op","message":"unknown op `explode`","hint":"the ops are status, set, drain, shutdown"}"#,
+        ),
+        (
+            Reply::Error(AdminError::new(ErrorCode::NotSaved, "disk full")),
+            r#"{"reply":"error","code":"not_saved","message":"disk full"}"#,
+        ),
+    ]
+}
+
+#[test]
+fn requests_round_trip_through_their_wire_form() {
+    for (request, wire) in requests() {
+        assert_eq!(
+            protocol::to_line(&request),
+            format!("{wire}\n").into_bytes()
+        );
+        assert_eq!(
+            protocol::parse_request(wire.as_bytes()),
+            Ok(request.clone())
+        );
+        assert_eq!(
+            protocol::parse_request(&protocol::to_line(&request)),
+            Ok(request)
+        );
+    }
+}
+
+#[test]
+fn replies_round_trip_through_their_wire_form() {
+    for (reply, wire) in replies() {
+        assert_eq!(protocol::to_line(&reply), format!("{wire}\n").into_bytes());
+        assert_eq!(protocol::parse_reply(wire), Ok(reply.clone()));
+        let line = String::from_utf8(protocol::to_line(&reply)).unwrap();
+        assert_eq!(protocol::parse_reply(&line), Ok(reply));
+    }
+}
+
+#[test]
+fn every_op_is_listed_and_named_as_on_the_wire() {
+    let mut named: Vec<&str> = requests().iter().map(|(r, _)| r.op()).collect();
+    named.dedup();
+    assert_eq!(named, Request::OPS);
+    for (request, wire) in requests() {
+        assert!(
+            wire.starts_with(&format!("{{\"op\":\"{}\"", request.op())),
+            "{wire}"
+        );
+    }
+}
+
+#[test]
+fn a_drain_without_a_timeout_waits_30_s() {
+    assert_eq!(
+        protocol::parse_request(br#"{"op":"drain","upstreams":[]}"#),
+        Ok(Request::Drain {
+            upstreams: vec![],
+            timeout_ms: 30_000
+        })
+    );
+}
+
+#[test]
+fn a_reply_this_client_cannot_read_is_an_error_not_a_guess() {
+    assert!(protocol::parse_reply("").is_err());
+    assert!(protocol::parse_reply("\n").is_err());
+    assert!(protocol::parse_reply("garbage").is_err());
+    // The first protocol's replies.
+    assert!(protocol::parse_reply(r#"{"ok":true}"#).is_err());
+    assert!(protocol::parse_reply(r#"{"ok":false,"error":"nope"}"#).is_err());
+    // An error code of a newer edge still reads as an error.
+    assert_eq!(
+        protocol::parse_reply(r#"{"reply":"error","code":"brand_new","message":"m"}"#),
+        Ok(Reply::Error(AdminError::new(ErrorCode::Other, "m")))
+    );
+}
+
+#[test]
+fn validation_names_the_field_and_the_fix() {
+    let route = |env: &str, upstreams: Vec<Upstream>| Route {
+        key: RouteKey::env(env),
+        upstreams,
+    };
+    assert_eq!(route("staging", vec![]).validate(), Ok(()));
+    let weights_at_the_limits = vec![Upstream::new(addr(1), 0), Upstream::new(addr(2), 1000)];
+    assert_eq!(route("staging", weights_at_the_limits).validate(), Ok(()));
+    let too_many = (1..=65).map(|p| Upstream::new(addr(p), 1)).collect();
+    for (bad, field) in [
+        (route(" ", vec![]), "route.env"),
+        (
+            route("staging", vec![Upstream::new(addr(1), 1001)]),
+            "upstreams[0].weight",
+        ),
+        (route("staging", too_many), "upstreams"),
+    ] {
+        let error = bad.validate().unwrap_err();
+        assert_eq!(error.code, ErrorCode::BadRequest);
+        assert_eq!(error.field.as_deref(), Some(field));
+        assert!(error.hint.is_some(), "{error}");
+    }
+}
