@@ -17,6 +17,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `shutdown` waits for the proxy to finish its in-flight requests and close.
 const STOP_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long `spawn` waits for a live new proxy to answer (a dead one is reported at once). A
+/// loaded machine took more than 5 s.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Talks to one environment's edge proxy over its admin socket.
 #[derive(Debug, Clone)]
@@ -185,7 +188,7 @@ pub fn running_pid(options: &ProxyOptions) -> Option<u32> {
     cutover_daemon::pid_runs(pid, &["proxy", &options.env]).then_some(pid)
 }
 
-/// Starts `exe proxy --state-dir D --env E --listen ADDR --detach` and waits (up to 5 s) until
+/// Starts `exe proxy --state-dir D --env E --listen ADDR --detach` and waits (up to 15 s) until
 /// its admin socket answers `status`. If the process dies first, the error carries the last
 /// lines of its log (e.g. "listen address … is already in use"). Blocking: from async code,
 /// call it inside `spawn_blocking`.
@@ -210,7 +213,7 @@ pub fn spawn(
             env: env.to_string(),
             detail: e.to_string(),
         })?;
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if status_pid_blocking(&options.admin_socket) == Some(pid) {
             return Ok(pid);
@@ -228,8 +231,9 @@ pub fn spawn(
             return Err(ProxyError::StartFailed {
                 env: env.to_string(),
                 detail: format!(
-                    "process {pid} did not answer on {} within 5 s{}",
+                    "process {pid} did not answer on {} within {} s{}",
                     options.admin_socket.display(),
+                    START_TIMEOUT.as_secs(),
                     log_tail(&options.log_file, 5)
                         .map(|t| format!("; its log ends with: {t}"))
                         .unwrap_or_default()
