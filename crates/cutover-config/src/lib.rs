@@ -1,6 +1,7 @@
 //! The `cutover.toml` schema: parsing with errors that name file, line, column, field and fix;
 //! the committed config snapshot (JSON round-trip); secret resolution; the `cutover init` template.
 
+mod argv;
 mod duration;
 mod error;
 mod fields;
@@ -8,6 +9,7 @@ mod locate;
 mod secrets;
 mod template;
 
+pub use argv::expand_argv;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, Location};
 pub use fields::{is_env_var_name, AppName, SecretSource};
@@ -35,6 +37,7 @@ pub const RESERVED_ENV: &[&str] = &[
     "CUTOVER_APP",
     "CUTOVER_ENV",
     "CUTOVER_RELEASE",
+    "CUTOVER_INSTANCE",
     "CUTOVER_DATA_DIR",
 ];
 
@@ -181,7 +184,8 @@ fn default_context() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Run {
     /// argv of the instance, run in the unpacked artifact (process runtime; container
-    /// runtimes run the image's entrypoint when it is empty).
+    /// runtimes run the image's entrypoint when it is empty). `$NAME`, `${NAME}` and `$$` are
+    /// expanded with [`expand_argv`] from the variables the instance gets (not its secrets).
     #[serde(
         default,
         deserialize_with = "fields::argv",
@@ -690,7 +694,87 @@ impl Config {
                 )));
             }
         }
+        self.check_run_command(text, origin)
+    }
+
+    /// `$NAME` in `[run] command`: well formed, not a secret, and given to the instances of
+    /// every environment.
+    fn check_run_command(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        for (i, arg) in self.run.command.iter().enumerate() {
+            let err = |message: String, hint: String| {
+                let at =
+                    locate::array_item_span(text, &["run", "command"], i).map_or(0, |s| s.start);
+                Err(ConfigError::at(text, origin, at, message)
+                    .with_field(format!("[run] command[{i}]"))
+                    .with_hint(hint))
+            };
+            let names = match argv::names(arg) {
+                Ok(names) => names,
+                Err(message) => {
+                    return err(
+                        message,
+                        "write $NAME or ${NAME} for a variable, and $$ for a literal $".into(),
+                    )
+                }
+            };
+            for name in names {
+                if self.secrets.contains_key(name) {
+                    return err(
+                        format!("{name} is a secret, and a process's arguments are visible to every user of the machine (`ps`)"),
+                        format!("remove it from the command and read {name} from the environment in the app, where cutover puts it"),
+                    );
+                }
+                for (env_name, env) in &self.environments {
+                    let known = self.instance_vars(env);
+                    if known.contains(&name) {
+                        continue;
+                    }
+                    let elsewhere = self
+                        .environments
+                        .values()
+                        .any(|e| self.instance_vars(e).contains(&name));
+                    if name == "CUTOVER_DATA_DIR" {
+                        return err(
+                            format!("CUTOVER_DATA_DIR is not set in environment `{env_name}`: it runs containers and [run] has no volumes"),
+                            "in a container it is the path of the first of [run] volumes: add one, e.g. volumes = [\"data:/data\"]".into(),
+                        );
+                    }
+                    if elsewhere {
+                        return err(
+                            format!("{name} is not set in environment `{env_name}`"),
+                            format!("add {name} to [env], or to [environments.{env_name}.env]"),
+                        );
+                    }
+                    return err(
+                        format!("unknown variable {name} in {arg:?}"),
+                        format!(
+                            "the instance gets {}; add {name} to [env] to give it one, or write $$ for a literal $",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The names of the variables cutover gives every instance of `env`, secrets aside: the
+    /// port, the ones it sets itself, then `[env]` and the environment's env.
+    fn instance_vars<'a>(&'a self, env: &'a Environment) -> Vec<&'a str> {
+        let data_dir = !env.runtime.is_container() || !self.run.volumes.is_empty();
+        let mut names = vec![self.run.port_env.as_str()];
+        names.extend(
+            RESERVED_ENV
+                .iter()
+                .copied()
+                .filter(|n| data_dir || *n != "CUTOVER_DATA_DIR"),
+        );
+        for key in self.env.keys().chain(env.env.keys()) {
+            if !names.contains(&key.as_str()) {
+                names.push(key);
+            }
+        }
+        names
     }
 }
 

@@ -136,6 +136,16 @@ pub(crate) fn key_span(entries: &[Entry], path: &[&str]) -> Option<Range<usize>>
         .map(|e| e.span.clone())
 }
 
+/// The span of the `index`th element of the array at `path`.
+pub(crate) fn array_item_span(text: &str, path: &[&str], index: usize) -> Option<Range<usize>> {
+    let doc = ImDocument::parse(text).ok()?;
+    let mut item = doc.as_item();
+    for key in path {
+        item = item.get(key)?;
+    }
+    item.as_array()?.get(index)?.span()
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());

@@ -25,7 +25,12 @@ name = "{APP}"
 files = ["serve.py"]
 
 [run]
-# Required. The argv of one instance, run inside the unpacked artifact.
+# Required. The argv of one instance, run inside the unpacked artifact (no shell).
+# $NAME and ${NAME} are replaced by what the instance gets: PORT (see port_env),
+# APP_VERSION, CUTOVER_APP, CUTOVER_ENV, CUTOVER_RELEASE, CUTOVER_INSTANCE,
+# CUTOVER_DATA_DIR and the [env] keys, e.g. ["gunicorn", "-b", "127.0.0.1:${PORT}", "app:app"].
+# $$ is a literal $; a $ before anything else stays as is. Secrets are refused here
+# (every user of the machine sees a process's arguments): read them from the environment.
 command = ["python3", "serve.py"]
 # The environment variable that tells the instance which port to listen on.
 port_env = "PORT"
@@ -53,7 +58,8 @@ unhealthy_threshold = 3
 
 [env]
 # Plain environment variables given to every instance in every environment.
-# cutover also sets PORT (see port_env), APP_VERSION, CUTOVER_APP, CUTOVER_ENV, CUTOVER_RELEASE.
+# cutover also sets PORT (see port_env), APP_VERSION, CUTOVER_APP, CUTOVER_ENV, CUTOVER_RELEASE,
+# CUTOVER_INSTANCE and CUTOVER_DATA_DIR.
 LOG_LEVEL = "info"
 
 [secrets]

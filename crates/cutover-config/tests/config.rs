@@ -298,8 +298,132 @@ fn env_names_may_not_clash_with_secrets_or_cutover() {
 
     let e = err(&with("env", "APP_VERSION = \"1\""));
     assert!(e.message().contains("set by cutover"), "{e}");
+    let e = err(&with("env", "CUTOVER_INSTANCE = \"1\""));
+    assert!(e.message().contains("set by cutover"), "{e}");
     let e = err(&with("environments.staging", "env = { PORT = \"80\" }"));
     assert_eq!(e.field(), Some("[environments.staging.env] PORT"), "{e}");
+}
+
+/// BASE with `[run] command` set to `argv` (TOML array text).
+fn with_command(argv: &str) -> String {
+    BASE.replace(
+        "command = [\"python3\", \"serve.py\"]",
+        &format!("command = {argv}"),
+    )
+}
+
+#[test]
+fn run_command_refuses_an_unknown_variable_with_the_known_ones() {
+    let e = err(&with_command(r#"["gunicorn", "-b", "127.0.0.1:${PROT}"]"#));
+    assert_eq!(e.field(), Some("[run] command[2]"), "{e}");
+    assert_eq!(line_col(&e), (8, 30), "{e}");
+    assert!(
+        e.to_string().starts_with(
+            "cutover.toml:8:30: [run] command[2]: unknown variable PROT in \"127.0.0.1:${PROT}\""
+        ),
+        "{e}"
+    );
+    let hint = e.hint().unwrap();
+    for known in [
+        "PORT",
+        "APP_VERSION",
+        "CUTOVER_APP",
+        "CUTOVER_ENV",
+        "CUTOVER_RELEASE",
+        "CUTOVER_INSTANCE",
+        "CUTOVER_DATA_DIR",
+        "$$",
+    ] {
+        assert!(hint.contains(known), "{known}: {e}");
+    }
+
+    // With another port_env, PORT is not given; [env] keys are.
+    let text = with("env", "WORKERS = \"2\"")
+        .replace("[run]\n", "[run]\nport_env = \"HTTP_PORT\"\n")
+        .replace("\"serve.py\"]", "\"serve.py\", \"$PORT\"]");
+    let e = err(&text);
+    assert!(e.message().contains("unknown variable PORT"), "{e}");
+    assert!(
+        e.hint().unwrap().contains("HTTP_PORT") && e.hint().unwrap().contains("WORKERS"),
+        "{e}"
+    );
+
+    // Malformed references are named too.
+    let e = err(&with_command(r#"["./app", "--port=${PORT"]"#));
+    assert_eq!(e.field(), Some("[run] command[1]"), "{e}");
+    assert!(e.message().contains("no closing"), "{e}");
+    assert!(e.hint().unwrap().contains("$$"), "{e}");
+}
+
+#[test]
+fn run_command_refuses_a_secret_because_ps_shows_arguments() {
+    let text = format!(
+        "{}\n[secrets]\nAPI_TOKEN = {{ env = \"API_TOKEN\" }}\n",
+        with_command(r#"["./app", "--token", "$API_TOKEN"]"#)
+    );
+    let e = err(&text);
+    assert_eq!(e.field(), Some("[run] command[2]"), "{e}");
+    assert_eq!(line_col(&e), (8, 32), "{e}");
+    assert!(
+        e.message().contains("API_TOKEN is a secret") && e.message().contains("`ps`"),
+        "{e}"
+    );
+    assert!(
+        e.hint()
+            .unwrap()
+            .contains("read API_TOKEN from the environment in the app"),
+        "{e}"
+    );
+}
+
+#[test]
+fn run_command_may_use_what_the_instance_gets() {
+    let text = format!(
+        "{}\n[env]\nWORKERS = \"2\"\n\n[environments.production]\nlisten = \"127.0.0.1:8002\"\nenv = {{ MODE = \"prod\" }}\n",
+        with_command(
+            r#"["./app", "-b", "127.0.0.1:${PORT}", "-w", "$WORKERS", "--mode=$MODE", "$$HOME", "5$", "$CUTOVER_INSTANCE"]"#
+        )
+        .replace(
+            "listen = \"127.0.0.1:8001\"",
+            "listen = \"127.0.0.1:8001\"\nenv = { MODE = \"staging\" }"
+        )
+    );
+    let c = parse(&text).unwrap();
+    let vars: std::collections::BTreeMap<String, String> = [
+        ("PORT", "8123"),
+        ("WORKERS", "2"),
+        ("MODE", "prod"),
+        ("CUTOVER_INSTANCE", "production-r1-1-x"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        expand_argv(&c.run.command, &vars).unwrap(),
+        [
+            "./app",
+            "-b",
+            "127.0.0.1:8123",
+            "-w",
+            "2",
+            "--mode=prod",
+            "$HOME",
+            "5$",
+            "production-r1-1-x"
+        ]
+    );
+
+    // A name only one environment sets is missing in the other.
+    let e = err(&text.replace("env = { MODE = \"prod\" }", ""));
+    assert!(
+        e.message()
+            .contains("MODE is not set in environment `production`"),
+        "{e}"
+    );
+    assert!(
+        e.hint().unwrap().contains("[environments.production.env]"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -236,11 +236,12 @@ fn all_files_contain(dir: &Path, needle: &str) -> Vec<PathBuf> {
 
 fn starts_with_its_env_and_keeps_secrets_off_disk() {
     let mut fx = Fixture::new();
-    // The cargo test runner's own variables must not reach the app.
+    // The cargo test runner's own variables must not reach the app. (`$$` is a `$` for the
+    // shell: cutover expands `$NAME` in the command itself.)
     let spec = fx.spec(
         "staging-r7-1",
-        "echo PORT=$PORT VERSION=$APP_VERSION SECRET_LEN=${#SECRET_TOKEN}; \
-         echo CARGO=${CARGO_MANIFEST_DIR:-unset}; echo oops >&2; sleep 60",
+        "echo PORT=$$PORT VERSION=$$APP_VERSION SECRET_LEN=$${#SECRET_TOKEN}; \
+         echo CARGO=$${CARGO_MANIFEST_DIR:-unset}; echo oops >&2; sleep 60",
     );
     let info = fx.start(spec).unwrap();
     let port = info.port;
@@ -461,7 +462,7 @@ fn logs_returns_the_tail_also_after_stop() {
     let mut fx = Fixture::new();
     fx.start(fx.spec(
         "logs-1",
-        "for i in 1 2 3 4 5; do echo line$i; done; sleep 60",
+        "for i in 1 2 3 4 5; do echo line$$i; done; sleep 60",
     ))
     .unwrap();
     assert!(wait_until(Duration::from_secs(3), || fx

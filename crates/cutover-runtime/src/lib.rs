@@ -267,14 +267,18 @@ impl RuntimeError {
 }
 
 /// The environment and command line an instance is started with once its runtime picked
-/// `port` (the port the app listens on): `vars` plus the port under `port_env`, and `argv`.
+/// `port` (the port the app listens on): `vars` plus the port under `port_env`, and `argv`
+/// with `$NAME`, `${NAME}` and `$$` expanded from them ([`cutover_config::expand_argv`]; the
+/// config check already refused secrets and names the instance does not get).
 pub fn launch_env(
     spec: &InstanceSpec,
     port: u16,
 ) -> Result<(Vec<String>, BTreeMap<String, String>), RuntimeError> {
     let mut vars = spec.vars.clone();
     vars.insert(spec.port_env.clone(), port.to_string());
-    Ok((spec.argv.clone(), vars))
+    let argv = cutover_config::expand_argv(&spec.argv, &vars)
+        .map_err(|e| RuntimeError::InvalidSpec(format!("[run] command: {e}")))?;
+    Ok((argv, vars))
 }
 
 /// How long a port handed out by [`free_port`] is not handed out again.
@@ -381,6 +385,30 @@ mod tests {
         let (_, vars) = launch_env(&s, 8080).unwrap();
         assert_eq!(vars["HTTP_PORT"], "8080");
         assert!(!vars.contains_key("PORT"));
+    }
+
+    #[test]
+    fn the_command_is_expanded_with_the_port() {
+        let mut s = spec("a", "b");
+        s.port_env = "HTTP_PORT".into();
+        s.argv = [
+            "./serve",
+            "-b",
+            "127.0.0.1:${HTTP_PORT}",
+            "--id=$CUTOVER_INSTANCE",
+            "$$1",
+        ]
+        .map(String::from)
+        .to_vec();
+        s.vars.insert("CUTOVER_INSTANCE".into(), "a".into());
+        let (argv, _) = launch_env(&s, 8080).unwrap();
+        assert_eq!(argv, ["./serve", "-b", "127.0.0.1:8080", "--id=a", "$1"]);
+        s.argv = vec!["$NOPE".into()];
+        let err = launch_env(&s, 8080).unwrap_err().to_string();
+        assert!(
+            err.contains("[run] command") && err.contains("NOPE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `tasks-app` (compiled once per run with `rustc`), its own ports and state dir, and drives
 //! `cutover` in it as a user would. Tests are independent and may run in parallel.
 //!
-//! `real_apps` deploys apps shaped like real ones (a virtualenv's symlinks).
+//! `real_apps` deploys apps shaped like real ones (a virtualenv's symlinks, a server taking its
+//! port as an argument).
 //!
 //! The container tests (`containers`) use a [`container_support::DockerLab`]: the same, shipped
 //! as an image to a registry of their own and run on the machine's Docker engine (skipped

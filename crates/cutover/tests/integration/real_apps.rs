@@ -1,7 +1,8 @@
-//! Apps shaped like real ones: a virtualenv's symlinks in the bundle.
+//! Apps shaped like real ones: a virtualenv's symlinks in the bundle, a server that takes its
+//! port as an argument.
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::support::*;
@@ -43,4 +44,27 @@ fn virtualenv_style_symlinks_deploy() {
     );
     assert!(release.join(".venv/lib64/app/tasks-app").is_file());
     assert!(!release.join(".venv/lib/app/tasks-app").is_symlink());
+}
+
+#[test]
+fn port_is_expanded_in_run_command() {
+    // Like `gunicorn -b 127.0.0.1:${PORT}`: the port only reaches the app as an argument (the
+    // variable is HTTP_PORT, which tasks-app does not read), and no `sh -c` wraps the command.
+    let lab = Lab::with(|s| {
+        s.build = r#"files = ["tasks-app", "serve.sh"]"#.into();
+        s.run = "command = [\"./serve.sh\", \"-b\", \"127.0.0.1:${HTTP_PORT}\", \"--tag=$$HTTP_PORT\"]\nport_env = \"HTTP_PORT\"\nstop_timeout = \"2s\"".into();
+    });
+    let script = lab.repo.join("serve.sh");
+    fs::write(
+        &script,
+        "#!/bin/sh\n# serve.sh -b HOST:PORT --tag=TAG\n[ \"$1\" = -b ] && [ \"$3\" = '--tag=$HTTP_PORT' ] || { echo \"bad arguments: $*\" >&2; exit 64; }\nHOST=\"${2%:*}\" PORT=\"${2##*:}\" exec ./tasks-app\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let v1 = lab.commit("a server taking its port as an argument");
+
+    lab.deploy().expect(0);
+    lab.assert_serving(&v1);
+    let (status, body) = lab.get("/tasks").unwrap();
+    assert_eq!((status, body.trim()), (200, "[]"));
 }
