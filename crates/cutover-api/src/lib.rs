@@ -14,8 +14,8 @@ mod views;
 
 pub use line::{Line, Outcome, RunEvent, RunEventKind};
 pub use requests::{
-    ChecksBody, DeployBody, EnvBody, GateBody, PruneBody, RollbackBody, RunRequest, TokenBody,
-    TokenGate,
+    ChecksBody, DeployBody, EnvBody, GateBody, PromoteBody, PruneBody, RollbackBody, RunRequest,
+    TokenBody, TokenGate,
 };
 pub use responses::{
     HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, ReleaseEvent, Removed, Revoked,
@@ -23,5 +23,6 @@ pub use responses::{
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,
-    PipelineRunView, ReleaseRef, ReleaseView, RunView, ShowView, SnapshotView, StatusView,
+    PipelineRunView, Promotion, ReleaseRef, ReleaseView, RunView, ShowView, SnapshotView,
+    StatusView,
 };

@@ -52,6 +52,22 @@ pub struct RollbackBody {
     pub registry_login: Option<(String, String)>,
 }
 
+/// `POST /v1/promote`: ship exactly the release live in `from` to `to`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromoteBody {
+    pub from: String,
+    pub to: String,
+    /// Secret values resolved by the caller from the committed config of what is live in
+    /// `from`; the server resolves any that are missing.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    pub requested_by: String,
+    #[serde(default)]
+    pub queue: bool,
+    #[serde(default)]
+    pub registry_login: Option<(String, String)>,
+}
+
 /// `POST /v1/approve` and `/v1/reject` on the unix socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GateBody {

@@ -43,7 +43,8 @@ pub struct Ping {
 }
 
 /// A release with the config committed in its version, so that the caller can resolve that
-/// config's secrets before asking for it (`GET /v1/rollback-target/{env}`).
+/// config's secrets before asking for it (`GET /v1/rollback-target/{env}`, and
+/// `GET /v1/live/{env}` before a promotion).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TargetView {
     pub release: ReleaseView,

@@ -88,7 +88,7 @@ pub struct ReleaseView {
     pub version: String,
     pub artifact: String,
     pub digest: String,
-    /// `deploy` or `rollback`.
+    /// `deploy`, `rollback` or `promote`.
     pub kind: String,
     pub state: String,
     pub reason: Option<String>,
@@ -104,6 +104,26 @@ pub struct ReleaseView {
     pub live_at: Option<DateTime<Utc>>,
     pub monitor_until: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// A promotion's source: the release live in another environment that it ships.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<Promotion>,
+}
+
+/// Where a promotion came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Promotion {
+    pub release: i64,
+    pub environment: String,
+}
+
+impl std::fmt::Display for Promotion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "promoted from release {} of {}",
+            self.release, self.environment
+        )
+    }
 }
 
 /// `GET /v1/releases/{id}`.

@@ -23,6 +23,7 @@ mod memory;
 mod monitor;
 mod outcome;
 pub mod ports;
+mod promote;
 mod reconcile;
 mod record;
 mod release;
@@ -41,6 +42,7 @@ use tokio::sync::{mpsc, watch};
 pub use gates::GateChoice;
 pub use outcome::{Outcome, Progress};
 pub use ports::{Edge, HttpProber, Prober, ProxyEdge};
+pub use promote::PromoteRequest;
 
 /// Where the engine keeps its files.
 #[derive(Debug, Clone)]

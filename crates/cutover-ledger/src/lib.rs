@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 pub use model::{
-    CheckRecord, Event, Freeze, NewRelease, PipelineRun, Release, ReleaseKind, ReleaseState,
-    Snapshot,
+    CheckRecord, Event, Freeze, NewRelease, PipelineRun, Promotion, Release, ReleaseKind,
+    ReleaseState, Snapshot,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -102,16 +102,18 @@ CREATE TABLE IF NOT EXISTS pipeline_runs (
 "#;
 
 /// Columns added after the first schema, with their definitions.
-const ADDED_RELEASE_COLUMNS: [(&str, &str); 4] = [
+const ADDED_RELEASE_COLUMNS: [(&str, &str); 6] = [
     ("trigger", "TEXT NOT NULL DEFAULT 'cli'"),
     ("author", "TEXT"),
     ("approved_by", "TEXT"),
     ("approved_at", "TEXT"),
+    ("promoted_from", "INTEGER"),
+    ("promoted_from_env", "TEXT"),
 ];
 
 const RELEASE_COLUMNS: &str = "id, app, env, version, artifact, digest, snapshot, kind, restored_from, \
      requested_by, state, reason, passed_monitor, created_at, started_at, live_at, monitor_until, ended_at, \
-     trigger, author, approved_by, approved_at";
+     trigger, author, approved_by, approved_at, promoted_from, promoted_from_env";
 
 pub struct Ledger {
     conn: Connection,
@@ -179,6 +181,20 @@ impl Ledger {
 
     /// Records a new release in state `pending`.
     pub fn create_release(&mut self, new: &NewRelease) -> Result<Release> {
+        self.insert_release(new, None)
+    }
+
+    /// Records a promotion in state `pending`: `new` (of kind promote) ships exactly `from`,
+    /// the release live in another environment, and says so in its first event.
+    pub fn create_promotion(&mut self, new: &NewRelease, from: &Release) -> Result<Release> {
+        self.insert_release(new, Some(from))
+    }
+
+    fn insert_release(
+        &mut self,
+        new: &NewRelease,
+        promoted_from: Option<&Release>,
+    ) -> Result<Release> {
         let now = now();
         let snapshot = serde_json::to_string(&new.snapshot)
             .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
@@ -203,8 +219,18 @@ impl Ledger {
             ],
         )?;
         let id = tx.last_insert_rowid();
-        let message = match (new.kind, new.restored_from) {
-            (ReleaseKind::Rollback, Some(from)) => {
+        if let Some(from) = promoted_from {
+            tx.execute(
+                "UPDATE releases SET promoted_from = ?1, promoted_from_env = ?2 WHERE id = ?3",
+                params![from.id, from.env, id],
+            )?;
+        }
+        let message = match (new.kind, new.restored_from, promoted_from) {
+            (_, _, Some(from)) => format!(
+                "promotion of {} requested by {}: release {} of {} ({})",
+                new.artifact, new.requested_by, from.id, from.env, from.digest
+            ),
+            (ReleaseKind::Rollback, Some(from), _) => {
                 format!(
                     "rollback to release {from} ({}) requested by {}",
                     new.version, new.requested_by
@@ -668,6 +694,8 @@ fn row_to_release(r: &Row<'_>) -> rusqlite::Result<Result<Release>> {
     let state: String = r.get(10)?;
     let times: [Option<String>; 5] = [r.get(13)?, r.get(14)?, r.get(15)?, r.get(16)?, r.get(17)?];
     let approved_at: Option<String> = r.get(21)?;
+    let promoted_from: Option<i64> = r.get(22)?;
+    let promoted_from_env: Option<String> = r.get(23)?;
     let build = || -> Result<Release> {
         let opt = |s: &Option<String>| s.as_deref().map(parse_time).transpose();
         Ok(Release {
@@ -696,6 +724,9 @@ fn row_to_release(r: &Row<'_>) -> rusqlite::Result<Result<Release>> {
             author: r.get(19)?,
             approved_by: r.get(20)?,
             approved_at: opt(&approved_at)?,
+            promoted_from: promoted_from
+                .zip(promoted_from_env)
+                .map(|(release, env)| model::Promotion { release, env }),
         })
     };
     Ok(build())

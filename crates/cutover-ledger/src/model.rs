@@ -66,6 +66,8 @@ impl std::fmt::Display for ReleaseState {
 pub enum ReleaseKind {
     Deploy,
     Rollback,
+    /// Exactly the release live in another environment (see [`Release::promoted_from`]).
+    Promote,
 }
 
 impl ReleaseKind {
@@ -73,6 +75,7 @@ impl ReleaseKind {
         match self {
             ReleaseKind::Deploy => "deploy",
             ReleaseKind::Rollback => "rollback",
+            ReleaseKind::Promote => "promote",
         }
     }
 
@@ -80,14 +83,23 @@ impl ReleaseKind {
         match s {
             "deploy" => Some(ReleaseKind::Deploy),
             "rollback" => Some(ReleaseKind::Rollback),
+            "promote" => Some(ReleaseKind::Promote),
             _ => None,
         }
     }
 }
 
+/// Where a promoted release came from: the release that was live in another environment when
+/// the promotion took it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub release: i64,
+    pub env: String,
+}
+
 /// The configuration a release runs: `cutover.toml` as committed in its version, the
 /// release's one-off `--env` overrides, and the names of its secrets with a salted hash of
-/// their values (never the values).
+/// their values (never the values). Stored as JSON in the release's row.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub config_text: String,
@@ -138,6 +150,8 @@ pub struct Release {
     pub author: Option<String>,
     pub approved_by: Option<String>,
     pub approved_at: Option<DateTime<Utc>>,
+    /// Set on a promotion (`kind` = promote).
+    pub promoted_from: Option<Promotion>,
 }
 
 /// A freeze: no deploys to an environment (rollbacks still go) until it is lifted.

@@ -170,3 +170,46 @@ fn a_transition_of_an_unknown_release_is_an_error() {
         Err(LedgerError::NoSuchRelease(42))
     ));
 }
+
+#[test]
+fn a_promotion_records_the_release_it_ships_and_is_a_way_back_like_a_deploy() {
+    let (_d, mut l) = ledger();
+    let staged = deploy(&mut l, "aaa");
+    go_live(&mut l, staged.id, true);
+    let mut new = new_from(&staged);
+    new.env = "production".into();
+    new.kind = ReleaseKind::Promote;
+    let promoted = l.create_promotion(&new, &staged).unwrap();
+    assert_eq!(promoted.kind, ReleaseKind::Promote);
+    assert_eq!(
+        promoted.promoted_from,
+        Some(Promotion {
+            release: staged.id,
+            env: "staging".into()
+        })
+    );
+    let first = &l.events(promoted.id).unwrap()[0];
+    assert!(
+        first
+            .message
+            .contains(&format!("release {} of staging", staged.id)),
+        "{first:?}"
+    );
+    assert_eq!(l.get(staged.id).unwrap().promoted_from, None);
+    // Known-good and rollback targets treat it as any release of its environment.
+    for state in [
+        ReleaseState::Starting,
+        ReleaseState::Verifying,
+        ReleaseState::Live,
+    ] {
+        l.transition(promoted.id, state, None, "x").unwrap();
+    }
+    l.mark_passed_monitor(promoted.id, "passed").unwrap();
+    let good: Vec<_> = l
+        .known_good("production")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(good, [promoted.id]);
+}

@@ -13,12 +13,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cutover_api::{
     ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryView, InstanceLogs, Line,
-    Ping, PruneBody, Refusal, Revoked, RollbackBody, RunEvent, RunRequest, RunView, ShowView,
-    StatusView, Stopped, TargetView, TokenBody, TokenCreated, TokenEntry,
+    Ping, PromoteBody, PruneBody, Refusal, Revoked, RollbackBody, RunEvent, RunRequest, RunView,
+    ShowView, StatusView, Stopped, TargetView, TokenBody, TokenCreated, TokenEntry,
 };
 use cutover_config::Config;
 use cutover_daemon::StateDir;
-use cutover_engine::{DeployRequest, Outcome, Progress, RollbackRequest};
+use cutover_engine::{DeployRequest, Outcome, Progress, PromoteRequest, RollbackRequest};
 use cutover_ledger::ReleaseState;
 use cutover_runtime::Runtime;
 use serde::Deserialize;
@@ -46,6 +46,8 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/logs/{env}", get(logs))
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/promote", post(promote))
+        .route("/v1/live/{env}", get(live))
         .route("/v1/down", post(down))
         .route("/v1/prune", post(prune))
         .route("/v1/approve", post(approve))
@@ -223,6 +225,20 @@ async fn rollback_target(
         })
         .into_response(),
         Err(outcome) => error(StatusCode::CONFLICT, outcome.message, outcome.hint),
+    }
+}
+
+/// The release live in an environment (`null`: none) with its committed config, so that a
+/// promotion's caller can resolve that config's secrets. The promotion itself takes what is
+/// live when it holds the target's lock, whatever this said.
+async fn live(State(app): State<Shared>, Path(env): Path<String>) -> Response {
+    match app.engine.with_ledger(|l| l.live(&env)) {
+        Ok(live) => Json(live.map(|r| TargetView {
+            release: convert::release(&r),
+            config_text: r.snapshot.config_text.clone(),
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
 }
 
@@ -439,6 +455,22 @@ async fn rollback(State(app): State<Shared>, Json(body): Json<RollbackBody>) -> 
     };
     stream_outcome(
         move |engine, tx| async move { engine.rollback(request, &tx).await },
+        app.engine.clone(),
+    )
+}
+
+/// `POST /v1/promote`: exactly the release live in `from`, to `to`, as a promotion of it.
+async fn promote(State(app): State<Shared>, Json(body): Json<PromoteBody>) -> Response {
+    let request = PromoteRequest {
+        from: body.from,
+        to: body.to,
+        secrets: body.secrets,
+        requested_by: body.requested_by,
+        queue: body.queue,
+        registry_login: body.registry_login,
+    };
+    stream_outcome(
+        move |engine, tx| async move { engine.promote(request, &tx).await },
         app.engine.clone(),
     )
 }

@@ -44,6 +44,10 @@ pub fn release(r: &Release) -> api::ReleaseView {
         live_at: r.live_at,
         monitor_until: r.monitor_until,
         ended_at: r.ended_at,
+        promoted_from: r.promoted_from.as_ref().map(|p| api::Promotion {
+            release: p.release,
+            environment: p.env.clone(),
+        }),
     }
 }
 

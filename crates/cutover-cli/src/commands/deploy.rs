@@ -4,14 +4,12 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use clap::Args;
-use cutover_api::Outcome;
-use cutover_api::{DeployBody, RollbackBody, TargetView};
+use cutover_api::{DeployBody, Outcome, Refusal, RollbackBody, TargetView};
 use cutover_config::Config;
 
 use crate::client::Client;
 use crate::context::Context;
 use crate::output::{report, short, Renderer};
-use cutover_api::Refusal;
 
 #[derive(Args, Debug)]
 pub struct DeployArgs {
@@ -179,7 +177,7 @@ pub async fn rollback(
 }
 
 /// Prints the outcome; with `--wait`, stays for the monitor window.
-async fn finish(
+pub(crate) async fn finish(
     client: &Client,
     outcome: Outcome,
     wait: bool,

@@ -2,13 +2,12 @@
 //! running them is the human click, recorded in the ledger.
 
 use clap::Args;
-use cutover_api::Outcome;
-use cutover_api::{EnvBody, GateBody, StatusView};
+use cutover_api::{EnvBody, GateBody, Outcome, PromoteBody, TargetView};
+use cutover_config::Config;
 
 use crate::client::Client;
 use crate::context::Context;
 use crate::output::{report, Renderer};
-use cutover_api::Refusal;
 
 #[derive(Args, Debug)]
 pub struct ApproveArgs {
@@ -147,39 +146,41 @@ async fn post(
     Ok(report(&outcome))
 }
 
-/// Deploys exactly what is live in `from` to `to`.
+/// Ships exactly the release live in `from` to `to`: the server takes it under `to`'s lock
+/// and records a promotion of it.
 pub async fn promote(
     args: PromoteArgs,
     state_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
     let client = Client::connect_or_start(&ctx.state).await?;
-    let status: StatusView = client.get("/v1/status").await?;
-    let source = status.environments.iter().find(|e| e.name == args.from);
-    let Some(live) = source.and_then(|e| e.live.as_ref()) else {
-        return Err(Refusal {
-            message: format!("nothing is live in {} to promote", args.from),
-            hint: Some(format!(
-                "deploy to {} first: cutover deploy {}",
-                args.from, args.from
-            )),
+    // Secrets and the registry login are resolved here, in the caller's environment, from the
+    // config of what is live in `from` now (the server resolves any the release it takes lacks).
+    let live: Option<TargetView> = client.get(&format!("/v1/live/{}", args.from)).await?;
+    let (secrets, registry_login) = match &live {
+        Some(live) => {
+            let config = Config::parse(
+                &live.config_text,
+                &cutover_config::committed_origin(&live.release.version),
+            )?;
+            (
+                config.resolve_secrets(&ctx.root)?,
+                config.registry_credentials(&ctx.root)?,
+            )
         }
-        .into());
+        None => Default::default(),
     };
-    eprintln!(
-        "promoting release {} of {} ({}) to {}",
-        live.release, args.from, live.digest, args.to
-    );
-    let deploy = crate::commands::deploy::DeployArgs {
-        env: args.to,
-        rev: None,
-        version: Some(live.version.clone()),
-        overrides: Vec::new(),
-        allow_dirty: false,
+    let progress = Renderer::new(args.verbose);
+    let body = PromoteBody {
+        from: args.from,
+        to: args.to,
+        secrets,
+        requested_by: me(),
         queue: args.queue,
-        wait: args.wait,
-        skip_checks: false,
-        verbose: args.verbose,
+        registry_login,
     };
-    crate::commands::deploy::deploy(deploy, state_dir).await
+    let outcome = client
+        .stream("/v1/promote", &body, |line| progress.line(line))
+        .await?;
+    crate::commands::deploy::finish(&client, outcome, args.wait, &progress).await
 }

@@ -138,15 +138,19 @@ pub async fn history(
     for r in &view.releases {
         let digest = r.digest.get(..19).unwrap_or(&r.digest);
         let good = if r.known_good { "*" } else { " " };
+        let reason = match (&r.reason, &r.promoted_from) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(from)) => from.to_string(),
+            (None, None) => String::new(),
+        };
         println!(
-            "{:>4}{good} {:<12}  {:<12}  {:<19}  {:<8}  {:<20}  {}",
+            "{:>4}{good} {:<12}  {:<12}  {:<19}  {:<8}  {:<20}  {reason}",
             r.id,
             r.state,
             short(&r.version),
             digest,
             r.kind,
             r.created_at.format("%Y-%m-%d %H:%M:%SZ"),
-            r.reason.as_deref().unwrap_or("")
         );
     }
     println!("(* known-good)");
@@ -171,6 +175,12 @@ pub async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow
     println!("  by        {}", r.requested_by);
     if let Some(from) = r.restored_from {
         println!("  restores  release {from}");
+    }
+    if let Some(from) = &r.promoted_from {
+        println!(
+            "  promotes  release {} of {}",
+            from.release, from.environment
+        );
     }
     if let Some(reason) = &r.reason {
         println!("  reason    {reason}");

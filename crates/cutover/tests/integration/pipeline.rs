@@ -487,6 +487,82 @@ fn promote_ships_the_digest_live_in_staging_and_requires_refuses_what_never_pass
 }
 
 #[test]
+fn promote_is_recorded_as_a_promotion_and_does_not_race() {
+    // Production's instances take a few seconds to come up (the run command sleeps when
+    // DELAY is set), so a deploy to staging lands while the promotion still runs.
+    let pipe = Pipe::with(
+        |s| {
+            s.run = "command = [\"/bin/sh\", \"-c\", \"sleep $${DELAY:-0}; exec ./tasks-app\"]\nstop_timeout = \"2s\"".into();
+            s.health = s.health.replace("deadline = \"5s\"", "deadline = \"60s\"");
+        },
+        "",
+        "env = { DELAY = \"6\" }",
+        "",
+        &[],
+    );
+    let v1 = pipe.head();
+    pipe.deploy().expect(0);
+    pipe.assert_serving(&v1);
+    let staged = pipe.staging()["live"]["release"].as_i64().unwrap();
+    let v2 = pipe.commit("second");
+    pipe.run(&["build"]).expect(0);
+
+    let mut promote = pipe.spawn(&["promote", "staging", "production"]);
+    let promoted = poll(Duration::from_secs(30), "the promotion to start", || {
+        pipe.history_of("production")
+            .first()
+            .and_then(|r| r["id"].as_i64())
+    });
+    // v2 goes live in staging while production is still bringing up what promote took.
+    pipe.deploy().expect(0);
+    pipe.assert_serving(&v2);
+    assert!(
+        promote.0.try_wait().unwrap().is_none(),
+        "the staging deploy should land while the promotion runs"
+    );
+    wait_run(promote).expect(0);
+
+    // Production runs what was live in staging when the promotion took it, not what is now.
+    pipe.wait_production(&v1);
+    let production = pipe.env("production");
+    assert_eq!(production["live"]["release"], promoted, "{production:#}");
+    assert_eq!(production["live"]["version"], v1.as_str(), "{production:#}");
+    assert_eq!(pipe.staging()["live"]["version"], v2.as_str());
+
+    // The ledger says it is a promotion, and of which release of which environment.
+    let show = pipe
+        .run(&["show", &promoted.to_string(), "--json"])
+        .expect(0)
+        .json();
+    let release = &show["release"];
+    assert_eq!(release["kind"], "promote", "{show:#}");
+    assert_eq!(release["promoted_from"]["release"], staged, "{show:#}");
+    assert_eq!(
+        release["promoted_from"]["environment"], "staging",
+        "{show:#}"
+    );
+    assert_eq!(release["version"], v1.as_str(), "{show:#}");
+    let text = pipe.run(&["show", &promoted.to_string()]).expect(0);
+    let says = format!("promotes  release {staged} of staging");
+    assert!(text.stdout.contains(&says), "{text:?}");
+    let history = pipe.run(&["history", "production"]).expect(0);
+    let says = format!("promoted from release {staged} of staging");
+    assert!(
+        history.stdout.contains("promote ") && history.stdout.contains(&says),
+        "{history:?}"
+    );
+    // A deploy is not a promotion: its document has no promoted_from.
+    let deploy = pipe
+        .run(&["show", &staged.to_string(), "--json"])
+        .expect(0)
+        .json();
+    assert!(
+        deploy["release"].get("promoted_from").is_none(),
+        "{deploy:#}"
+    );
+}
+
+#[test]
 fn abort_during_verifying_ends_the_deploy_and_the_known_good_keeps_serving() {
     // A long health deadline and a patient health check: a version that answers 500 would
     // verify for a minute and a half.
