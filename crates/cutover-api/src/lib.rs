@@ -15,11 +15,11 @@ mod views;
 pub use line::{Line, Outcome, RunEvent, RunEventKind};
 pub use requests::{
     ChecksBody, DeployBody, EnvBody, GateBody, PromoteBody, PruneBody, RollbackBody, RunRequest,
-    TokenBody, TokenGate,
+    TokenBody, TokenGate, VerdictQuery,
 };
 pub use responses::{
     HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, ReleaseEvent, Removed, Revoked,
-    Stopped, TargetView, TokenCreated, TokenEntry,
+    Stopped, TargetView, TokenCreated, TokenEntry, Verdict,
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,

@@ -116,6 +116,19 @@ pub struct ChecksBody {
     pub rev: String,
 }
 
+/// `POST /v1/checks/verdict`: may this commit be built and deployed?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerdictQuery {
+    /// A commit, branch or tag.
+    pub rev: String,
+    /// The caller builds a dirty working tree (`--allow-dirty`).
+    #[serde(default)]
+    pub allow_dirty: bool,
+    /// The caller skips the checks on purpose (`--skip-checks`, recorded in the release).
+    #[serde(default)]
+    pub skip_checks: bool,
+}
+
 /// `POST /v1/pipeline/run`: what starts a pipeline run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRequest {

@@ -51,6 +51,25 @@ pub struct TargetView {
     pub config_text: String,
 }
 
+/// The server's answer to a [`crate::VerdictQuery`]: whether a commit's checks let it be
+/// built and deployed. `{"verdict":"allowed",…}`, `{"verdict":"run-checks",…}` or
+/// `{"verdict":"refused",…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// It may; `reason` says why (its checks passed, it declares none, it is built already…).
+    Allowed { reason: String },
+    /// Its checks never ran: run them first (`POST /v1/checks/run` with `sha`); it may if they
+    /// pass. `message` says so.
+    RunChecks { sha: String, message: String },
+    /// It may not: its checks failed. Nothing is built.
+    Refused {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+    },
+}
+
 /// `GET /v1/logs/{env}`: one entry per instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceLogs {

@@ -14,7 +14,8 @@ use axum::{Json, Router};
 use cutover_api::{
     ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryView, InstanceLogs, Line,
     Ping, PromoteBody, PruneBody, Refusal, Revoked, RollbackBody, RunEvent, RunRequest, RunView,
-    ShowView, StatusView, Stopped, TargetView, TokenBody, TokenCreated, TokenEntry,
+    ShowView, StatusView, Stopped, TargetView, TokenBody, TokenCreated, TokenEntry, Verdict,
+    VerdictQuery,
 };
 use cutover_config::Config;
 use cutover_daemon::StateDir;
@@ -57,6 +58,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/abort", post(abort))
         .route("/v1/pipeline/run", post(pipeline_run))
         .route("/v1/checks/run", post(checks_run))
+        .route("/v1/checks/verdict", post(checks_verdict))
         .route("/v1/tokens", get(tokens).post(create_token))
         .route("/v1/tokens/revoke", post(revoke_token))
         .route("/v1/checks/{sha}", get(checks_of))
@@ -385,6 +387,15 @@ async fn checks_run(State(app): State<Shared>, Json(body): Json<ChecksBody>) -> 
     )
 }
 
+/// Whether a commit's checks let it be built and deployed (the checks gate of `build` and
+/// `deploy`).
+async fn checks_verdict(
+    State(app): State<Shared>,
+    Json(query): Json<VerdictQuery>,
+) -> Json<Verdict> {
+    Json(crate::policy::verdict(&app.engine, &app.state, &query))
+}
+
 /// The latest check results of a commit (empty: its checks never ran).
 async fn checks_of(State(app): State<Shared>, Path(sha): Path<String>) -> Response {
     match app.engine.with_ledger(|l| l.checks(&sha)) {
@@ -424,7 +435,15 @@ async fn pipeline_show(State(app): State<Shared>, Path(id): Path<i64>) -> Respon
     .into_response()
 }
 
+/// `POST /v1/deploy`. The server decides what must happen first: an image a container
+/// environment would pull by digest is published here if it never was (the pipeline publishes
+/// in the server too, so one rule serves every caller). The commit's author, who may not
+/// approve the release, is looked up here unless the caller says.
 async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Response {
+    let state = app.state.clone();
+    let author = body
+        .author
+        .or_else(|| crate::policy::author(&state, &body.app, &body.version));
     let request = DeployRequest {
         env: body.env,
         app: body.app,
@@ -435,11 +454,25 @@ async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Resp
         queue: body.queue,
         registry_login: body.registry_login,
         trigger: body.trigger,
-        author: body.author,
+        author,
         skip_checks: body.skip_checks,
     };
     stream_outcome(
-        move |engine, tx| async move { engine.deploy(request, &tx).await },
+        move |engine, tx| async move {
+            let published = crate::policy::publish_if_needed(
+                &state,
+                &request.app,
+                &request.version,
+                &request.env,
+                request.registry_login.clone(),
+                &tx,
+            )
+            .await;
+            match published {
+                Ok(()) => engine.deploy(request, &tx).await,
+                Err(outcome) => outcome,
+            }
+        },
         app.engine.clone(),
     )
 }

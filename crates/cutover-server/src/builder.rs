@@ -150,11 +150,13 @@ pub async fn connect_engine(
 }
 
 /// Pushes the artifact's image unless the registry already has it at the recorded digest;
-/// returns the artifact with its registry digest recorded.
+/// returns the artifact with its registry digest recorded. `login` is the caller's registry
+/// login; `None`: resolved from the config's `[registry]` sources, from `root`.
 pub async fn publish(
     root: &Path,
     state: &StateDir,
     mut artifact: Artifact,
+    login: Option<(String, String)>,
     progress: &Report<'_>,
 ) -> anyhow::Result<Artifact> {
     let config = Config::parse(
@@ -182,7 +184,10 @@ pub async fn publish(
         )
         .into());
     };
-    let login = config.registry_credentials(root)?;
+    let login = match login {
+        Some(login) => Some(login),
+        None => config.registry_credentials(root)?,
+    };
     let creds =
         login.map(|(username, password)| cutover_docker::Credentials { username, password });
     let (host, name) = (registry.url.as_str(), registry.repository.as_str());

@@ -23,6 +23,15 @@ pub fn line(p: Progress) -> api::Line {
     }
 }
 
+/// A progress line back into the engine's progress (an outcome line is none).
+pub fn progress(line: api::Line) -> Option<Progress> {
+    match line {
+        api::Line::Step { message } => Some(Progress::Step { message }),
+        api::Line::Detail { message } => Some(Progress::Detail { message }),
+        api::Line::Outcome(_) => None,
+    }
+}
+
 pub fn release(r: &Release) -> api::ReleaseView {
     api::ReleaseView {
         id: r.id,

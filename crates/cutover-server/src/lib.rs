@@ -10,6 +10,7 @@ mod api;
 pub mod builder;
 mod convert;
 mod pipeline;
+mod policy;
 mod prune;
 mod runtimes;
 mod triggers;

@@ -49,10 +49,8 @@ impl RunLog {
 
     /// The log as a build's or publish's report.
     fn report(&self, line: Line) {
-        match line {
-            Line::Step { message } => self.line(Progress::Step { message }),
-            Line::Detail { message } => self.line(Progress::Detail { message }),
-            Line::Outcome(_) => {}
+        if let Some(p) = crate::convert::progress(line) {
+            self.line(p);
         }
     }
 }
@@ -155,7 +153,9 @@ async fn stages(
     };
     if config.registry.is_some() && artifact.image.is_some() {
         artifact =
-            match crate::builder::publish(&root, state, artifact, &|line| log.report(line)).await {
+            match crate::builder::publish(&root, state, artifact, None, &|line| log.report(line))
+                .await
+            {
                 Ok(a) => a,
                 Err(e) => return Outcome::refused(format!("publish failed: {e:#}"), None),
             };
@@ -178,7 +178,7 @@ async fn stages(
             } else {
                 req.trigger.clone()
             },
-            author: commit_author(&root, sha),
+            author: crate::policy::commit_author(&root, sha),
             skip_checks: req.skip_checks,
         };
         let (deploy_tx, mut deploy_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -261,11 +261,6 @@ fn on_branch(root: &std::path::Path, sha: &str, branch: &str) -> bool {
     ]
     .iter()
     .any(|reference| repo.is_ancestor(sha, reference).unwrap_or(false))
-}
-
-fn commit_author(root: &std::path::Path, sha: &str) -> Option<String> {
-    let info = Repo::discover(root).ok()?.commit_info(sha).ok()?;
-    Some(info.author())
 }
 
 /// Runs a commit's checks (if it declares any) in a clean checkout, records their results in
@@ -390,7 +385,7 @@ pub async fn run_checks_only(
     match checks(&engine, &state, &sha, &config, &label, &log).await {
         Ok(()) => Outcome::done(0, format!("the checks of {} passed", short(&sha))),
         Err(outcome) => outcome.with_hint(format!(
-            "the output is in {}",
+            "the output is in {}; fix and commit, or pass --skip-checks",
             state
                 .path
                 .join("pipeline")

@@ -1,8 +1,10 @@
 //! `cutover build`: a commit, built once, into the content-addressed artifact store.
 
 use clap::Args;
+use cutover_api::{ChecksBody, Refusal, Verdict, VerdictQuery};
 use cutover_artifact::{Artifact, ArtifactStore};
 
+use crate::client::Client;
 use crate::context::Context;
 use crate::output::Renderer;
 
@@ -45,17 +47,16 @@ pub struct Checks {
     pub allow_dirty: bool,
 }
 
-/// Builds on a blocking thread (builds run commands and wait on them), after the checks gate:
-/// a commit whose checks failed is refused; one whose checks never ran has them run first.
+/// Builds on a blocking thread (builds run commands and wait on them), after the server's
+/// checks gate: it refuses a commit whose checks failed, and has the checks of one whose
+/// checks never ran run first.
 pub async fn build_in_background(
     ctx: Context,
     rev: String,
     checks: Checks,
     verbose: bool,
 ) -> anyhow::Result<Artifact> {
-    if !checks.skip && !already_built(&ctx, &rev) {
-        gate_on_checks(&ctx, &rev, checks, verbose).await?;
-    }
+    gate_on_checks(&ctx, &rev, checks, verbose).await?;
     let allow_dirty = checks.allow_dirty;
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -72,91 +73,44 @@ pub async fn build_in_background(
     .await?
 }
 
-/// Whether `rev` (a clean commit) is built already: then its checks were passed (or skipped) then.
-fn already_built(ctx: &Context, rev: &str) -> bool {
-    let Ok(repo) = cutover_git::Repo::discover(&ctx.root) else {
-        return false;
-    };
-    let Ok(sha) = repo.resolve(rev) else {
-        return false;
-    };
-    let Ok(Some(text)) = repo.show_file(&sha, cutover_config::CONFIG_FILE) else {
-        return false;
-    };
-    let Ok(config) = cutover_config::Config::parse(&text, "cutover.toml") else {
-        return false;
-    };
-    ArtifactStore::open(&ctx.state.path.join("artifacts"))
-        .ok()
-        .and_then(|s| s.get(config.app.name.as_str(), &sha).ok().flatten())
-        .is_some()
-}
-
-/// Refuses a commit whose checks failed; runs the checks of one whose checks never ran.
+/// Asks the server whether `rev` may be built; runs its checks first if the server says so.
 async fn gate_on_checks(
     ctx: &Context,
     rev: &str,
     checks: Checks,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let repo = cutover_git::Repo::discover(&ctx.root)?;
-    let sha = repo.resolve(rev)?;
-    let dirty = checks.allow_dirty && sha == repo.resolve("HEAD")? && repo.is_dirty()?;
-    let Some(text) = repo.show_file(&sha, cutover_config::CONFIG_FILE)? else {
-        return Ok(());
+    let client = Client::connect_or_start(&ctx.state).await?;
+    let query = VerdictQuery {
+        rev: rev.to_string(),
+        allow_dirty: checks.allow_dirty,
+        skip_checks: checks.skip,
     };
-    let config = cutover_config::Config::parse(&text, &cutover_config::committed_origin(&sha))?;
-    if config.pipeline.checks.is_empty() || dirty {
-        return Ok(());
-    }
-    let client = crate::client::Client::connect_or_start(&ctx.state).await?;
-    let records: Vec<cutover_api::CheckView> = client.get(&format!("/v1/checks/{sha}")).await?;
-    let refuse = |failed: Vec<String>, hint: String| -> anyhow::Error {
-        cutover_api::Refusal {
-            message: format!(
-                "the checks of {} failed ({}); it is not built",
-                crate::output::short(&sha),
-                failed.join(", ")
-            ),
-            hint: Some(hint),
-        }
-        .into()
-    };
-    if records.is_empty() {
-        let progress = Renderer::new(verbose);
-        progress.step(&format!(
-            "the checks of {} never ran: running them first",
-            crate::output::short(&sha)
-        ));
-        let body = cutover_api::ChecksBody {
-            rev: sha.to_string(),
-        };
-        let outcome = client
-            .stream("/v1/checks/run", &body, |line| progress.line(line))
-            .await?;
-        progress.finish();
-        if !outcome.is_success() {
-            let hint = outcome.hint.unwrap_or_default();
-            return Err(cutover_api::Refusal {
-                message: outcome.message,
-                hint: Some(format!("{hint}; fix and commit, or pass --skip-checks")),
+    let verdict: Verdict = client
+        .call("POST", "/v1/checks/verdict", Some(&query))
+        .await?;
+    match verdict {
+        Verdict::Allowed { .. } => Ok(()),
+        Verdict::Refused { message, hint } => Err(Refusal { message, hint }.into()),
+        Verdict::RunChecks { sha, message } => {
+            let progress = Renderer::new(verbose);
+            progress.step(&message);
+            let outcome = client
+                .stream("/v1/checks/run", &ChecksBody { rev: sha }, |line| {
+                    progress.line(line)
+                })
+                .await?;
+            progress.finish();
+            match outcome.is_success() {
+                true => Ok(()),
+                false => Err(Refusal {
+                    message: outcome.message,
+                    hint: outcome.hint,
+                }
+                .into()),
             }
-            .into());
         }
-        return Ok(());
     }
-    let failed: Vec<String> = records
-        .iter()
-        .filter(|r| r.status != "passed")
-        .map(|r| format!("{} {}", r.name, r.status))
-        .collect();
-    if failed.is_empty() {
-        return Ok(());
-    }
-    Err(refuse(
-        failed,
-        "fix the commit (a new commit runs its checks again), or pass --skip-checks".into(),
-    ))
 }
 
 /// An artifact already built, by full version or unique prefix. Never builds.
@@ -168,12 +122,12 @@ pub fn find(ctx: &Context, app: &str, version: &str) -> anyhow::Result<Artifact>
     let mut found = store.find_by_prefix(app, version)?;
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(cutover_api::Refusal {
+        0 => Err(Refusal {
             message: format!("{version:?} is not a known artifact of {app}"),
             hint: Some("build it first with `cutover build <rev>`, or deploy a commit with `cutover deploy <env> --rev <rev>`".into()),
         }
         .into()),
-        n => Err(cutover_api::Refusal {
+        n => Err(Refusal {
             message: format!("{version:?} matches {n} artifacts of {app}"),
             hint: Some("give more characters of the version".into()),
         }

@@ -87,22 +87,7 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         &artifact.config_text,
         &cutover_config::committed_origin(&artifact.version),
     )?;
-    let env_cfg = config.environment(&args.env)?;
-    // A container environment pulls the image by its registry digest: publish it first, once.
-    let needs_publish = env_cfg.runtime.is_container()
-        && config.registry.is_some()
-        && artifact
-            .image
-            .as_ref()
-            .is_some_and(|i| i.registry_digest.is_none());
-    let artifact = if needs_publish {
-        cutover_server::builder::publish(&ctx.root, &ctx.state, artifact, &|line| {
-            progress.line(&line)
-        })
-        .await?
-    } else {
-        artifact
-    };
+    config.environment(&args.env)?;
     config.check_overrides(&args.overrides)?;
     let secrets = config.resolve_secrets(&ctx.root)?;
     let client = Client::connect_or_start(&ctx.state).await?;
@@ -123,7 +108,9 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         queue: args.queue,
         registry_login: config.registry_credentials(&ctx.root)?,
         trigger: "cli".into(),
-        author: commit_author(&ctx, &artifact.commit),
+        // The server looks up the commit's author (and publishes the image first if the
+        // environment needs it).
+        author: None,
         skip_checks: args.skip_checks,
     };
     let outcome = client
@@ -202,10 +189,4 @@ pub(crate) async fn finish(
         )
         .await?;
     Ok(report(&waited))
-}
-
-/// "Name <email>" of the commit's author, for the rule that nobody approves their own change.
-fn commit_author(ctx: &Context, sha: &str) -> Option<String> {
-    let repo = cutover_git::Repo::discover(&ctx.root).ok()?;
-    Some(repo.commit_info(sha).ok()?.author())
 }
