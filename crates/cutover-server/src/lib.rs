@@ -7,7 +7,6 @@
 //! traffic, and a restarted server reconciles with what it finds.
 
 mod api;
-pub mod builder;
 mod convert;
 mod pipeline;
 mod policy;

@@ -136,7 +136,7 @@ async fn stages(
     let (root_b, state_b, sha_b) = (root.clone(), state.clone(), sha.to_string());
     let build_log = log.clone();
     let built = tokio::task::spawn_blocking(move || {
-        crate::builder::build(
+        cutover_build::build(
             &root_b,
             &state_b,
             &sha_b,
@@ -153,7 +153,7 @@ async fn stages(
     };
     if config.registry.is_some() && artifact.image.is_some() {
         artifact =
-            match crate::builder::publish(&root, state, artifact, None, &|line| log.report(line))
+            match cutover_build::publish(&root, state, artifact, None, &|line| log.report(line))
                 .await
             {
                 Ok(a) => a,

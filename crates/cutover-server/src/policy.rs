@@ -3,7 +3,7 @@
 //! before an environment can run it.
 
 use cutover_api::{Line, Refusal, Verdict, VerdictQuery};
-use cutover_artifact::{Artifact, ArtifactStore};
+use cutover_build::built;
 use cutover_config::{Config, CONFIG_FILE};
 use cutover_daemon::StateDir;
 use cutover_engine::{Outcome, ProgressTx};
@@ -96,15 +96,6 @@ fn allowed(reason: &str) -> Verdict {
     }
 }
 
-/// The artifact `app:version`, if it is built.
-fn built(state: &StateDir, app: &str, version: &str) -> Option<Artifact> {
-    ArtifactStore::open(&state.artifacts())
-        .ok()?
-        .get(app, version)
-        .ok()
-        .flatten()
-}
-
 /// Publishes an artifact's image before a deploy to `env` when that environment needs it: it
 /// runs containers, the config has a `[registry]`, and the image has no registry digest yet
 /// (a container environment pulls `repository@digest`). Progress goes to `progress`; `login`
@@ -142,7 +133,7 @@ pub async fn publish_if_needed(
             let _ = progress.send(p);
         }
     };
-    crate::builder::publish(&state.repo_root(), state, artifact, login, &report)
+    cutover_build::publish(&state.repo_root(), state, artifact, login, &report)
         .await
         .map(|_| ())
         .map_err(|e| refused(&e))

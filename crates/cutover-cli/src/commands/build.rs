@@ -2,7 +2,7 @@
 
 use clap::Args;
 use cutover_api::{ChecksBody, Refusal, Verdict, VerdictQuery};
-use cutover_artifact::{Artifact, ArtifactStore};
+use cutover_build::Artifact;
 
 use crate::client::Client;
 use crate::context::Context;
@@ -61,7 +61,7 @@ pub async fn build_in_background(
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let progress = Renderer::new(verbose);
-        cutover_server::builder::build(
+        cutover_build::build(
             &ctx.root,
             &ctx.state,
             &rev,
@@ -110,27 +110,5 @@ async fn gate_on_checks(
                 .into()),
             }
         }
-    }
-}
-
-/// An artifact already built, by full version or unique prefix. Never builds.
-pub fn find(ctx: &Context, app: &str, version: &str) -> anyhow::Result<Artifact> {
-    let store = ArtifactStore::open(&ctx.state.path.join("artifacts"))?;
-    if let Some(a) = store.get(app, version)? {
-        return Ok(a);
-    }
-    let mut found = store.find_by_prefix(app, version)?;
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(Refusal {
-            message: format!("{version:?} is not a known artifact of {app}"),
-            hint: Some("build it first with `cutover build <rev>`, or deploy a commit with `cutover deploy <env> --rev <rev>`".into()),
-        }
-        .into()),
-        n => Err(Refusal {
-            message: format!("{version:?} matches {n} artifacts of {app}"),
-            hint: Some("give more characters of the version".into()),
-        }
-        .into()),
     }
 }

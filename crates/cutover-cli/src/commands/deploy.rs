@@ -71,7 +71,7 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
     let artifact = match &args.version {
         Some(version) => {
             let app = ctx.working_config()?.app.name.to_string();
-            crate::commands::build::find(&ctx, &app, version)?
+            cutover_build::find(&ctx.state, &app, version)?
         }
         None => {
             let rev = args.rev.clone().unwrap_or_else(|| "HEAD".into());

@@ -24,11 +24,10 @@ pub async fn run(args: PublishArgs, state_dir: Option<&std::path::Path>) -> anyh
     )
     .await?;
     let progress = Renderer::new(args.verbose);
-    let artifact =
-        cutover_server::builder::publish(&ctx.root, &ctx.state, artifact, None, &|line| {
-            progress.line(&line)
-        })
-        .await?;
+    let artifact = cutover_build::publish(&ctx.root, &ctx.state, artifact, None, &|line| {
+        progress.line(&line)
+    })
+    .await?;
     progress.finish();
     if let Some(image) = &artifact.image {
         println!(

@@ -1,16 +1,20 @@
-//! Build once and publish: the artifact (and its image) of a commit, shared by `cutover build`,
-//! `cutover deploy` and the pipeline. Progress goes to a [`Report`] as wire progress lines.
+//! Builds: a commit built once into its artifact (the bundle, and the OCI image with `[build]
+//! dockerfile`), the image published to the registry, and artifacts found by version. Used by
+//! the CLI (a build runs in the caller's process, with the caller's toolchain) and by the
+//! server (the pipeline, publish-if-needed before a deploy) alike. Progress goes to a
+//! [`Report`] as wire progress lines ([`cutover_api::Line`]), which the CLI renders and the
+//! server streams.
 
 use std::path::Path;
 
 use anyhow::Context as _;
 use cutover_api::{Line, Refusal};
-use cutover_artifact::{
-    Artifact, ArtifactStore, BuildEvent, BuildRequest, ImageArtifact, ImageBuildInput,
-};
+use cutover_artifact::{ArtifactStore, BuildEvent, BuildRequest, ImageArtifact, ImageBuildInput};
 use cutover_config::Config;
 use cutover_daemon::StateDir;
 use cutover_git::{short, Repo};
+
+pub use cutover_artifact::Artifact;
 
 /// Where build and publish progress goes (a terminal, a stream of JSON lines).
 pub type Report<'a> = dyn Fn(Line) + Sync + 'a;
@@ -240,4 +244,35 @@ pub async fn publish(
     }
     ArtifactStore::open(&state.artifacts())?.put_manifest(&artifact)?;
     Ok(artifact)
+}
+
+/// The artifact `app:version`, if it is built.
+pub fn built(state: &StateDir, app: &str, version: &str) -> Option<Artifact> {
+    ArtifactStore::open(&state.artifacts())
+        .ok()?
+        .get(app, version)
+        .ok()
+        .flatten()
+}
+
+/// An artifact already built, by full version or unique prefix. Never builds.
+pub fn find(state: &StateDir, app: &str, version: &str) -> anyhow::Result<Artifact> {
+    let store = ArtifactStore::open(&state.artifacts())?;
+    if let Some(a) = store.get(app, version)? {
+        return Ok(a);
+    }
+    let mut found = store.find_by_prefix(app, version)?;
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Refusal::new(
+            format!("{version:?} is not a known artifact of {app}"),
+            Some("build it first with `cutover build <rev>`, or deploy a commit with `cutover deploy <env> --rev <rev>`".into()),
+        )
+        .into()),
+        n => Err(Refusal::new(
+            format!("{version:?} matches {n} artifacts of {app}"),
+            Some("give more characters of the version".into()),
+        )
+        .into()),
+    }
 }
