@@ -39,8 +39,8 @@ when all three hold:
   next   the next deploy (v3) exits 0 and the edge serves v3.
 
 After each trial: `cutover down`, then every process whose command line or working directory
-is inside the trial's directory and that still runs 5 s later is SIGKILLed and reported as
-leaked (with --strict, a leak makes the trial unclean). Exit code 0 only if every trial was
+is inside the trial's directory and that still runs (cutover's own processes get 5 s to exit)
+is SIGKILLed and reported as leaked (with --strict, a leak makes the trial unclean). Exit code 0 only if every trial was
 clean. Standard library only. Every wait has a timeout; every loop ends.
 
 A seed fixes a trial's choices (action, target, moment, rollback flavour); the timing of the
@@ -795,11 +795,14 @@ class Trial:
                 code, _, err = lab.cli("down", timeout=30)
                 if code != 0:
                     self.notes.append("cutover down: exit %s: %s" % (code, err.strip()[-200:]))
-        # `cutover down` may return before the server's process is gone: give everything a
-        # bounded moment to exit by itself, then SIGKILL what is left and call it leaked.
+        # `cutover down` may return before the server's process is gone: give cutover's own
+        # processes (server, proxies, supervisors, which stop their instances) a bounded moment
+        # to exit by themselves, then SIGKILL what is left and call it leaked. An instance with
+        # no supervisor left will not exit by itself: it is not waited for.
         deadline = time.monotonic() + LINGER_S
         pids = processes_under(self.root)
-        while pids and time.monotonic() < deadline:
+        while time.monotonic() < deadline and any(
+                kind_of((proc_info(p) or ("",))[0]) != "instance" for p in pids):
             time.sleep(0.25)
             pids = processes_under(self.root)
         found = {}
@@ -817,8 +820,8 @@ class Trial:
         leaked = list(found.values())
         if leaked:
             self.record["leaked"] = leaked
-            self.notes.append("%d process(es) still ran %.0f s after `cutover down`: %s" % (
-                len(leaked), LINGER_S, "; ".join(leaked)))
+            self.notes.append("%d process(es) left after `cutover down`: %s" % (
+                len(leaked), "; ".join(leaked)))
         if not self.opts.keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -981,7 +984,8 @@ def main():
         for kind in sorted({line.split(" ", 1)[0] for line in r.get("leaked", [])}):
             leaks.setdefault(kind, []).append(r)
     if leaks:
-        log("processes still running %.0f s after `cutover down` (the harness SIGKILLed them):" % LINGER_S)
+        log("processes left after `cutover down` (cutover's own given %.0f s to exit; the harness "
+            "SIGKILLed them):" % LINGER_S)
         for kind, rs in sorted(leaks.items()):
             log("  %-12s in %3d trial(s): %s" % (kind, len(rs), " ".join(
                 "%d(%s/%s)" % (r["seed"], r["action"], r["kill"]) for r in rs)))
