@@ -358,12 +358,17 @@ class Lab:
         return out
 
     def routed(self):
-        """The upstream addresses in the edge's routes file."""
+        """The upstream addresses the edge's routes file sends traffic to: `routes[].upstreams[]`
+        with a weight above 0 (or an older edge's flat `upstreams` list)."""
         text = self.read("proxy", "staging.routes.json")
         try:
-            return json.loads(text).get("upstreams", [])
+            doc = json.loads(text)
         except (TypeError, ValueError):
             return []
+        if "routes" in doc:
+            return [u["addr"] for r in doc.get("routes") or [] for u in r.get("upstreams", [])
+                    if u.get("weight", 1) > 0]
+        return doc.get("upstreams", [])
 
     def status(self):
         code, out, err = self.cli("status", "--json", timeout=30)
@@ -811,7 +816,8 @@ class Trial:
                 break
             for pid in pids:
                 info = proc_info(pid)
-                if info and pid not in found:
+                # A process on its way out (no command line, no cwd) is not a leak.
+                if info and not info[2] and (info[0].strip() or info[1]) and pid not in found:
                     found[pid] = "%s pid %d: %s (cwd %s)" % (
                         kind_of(info[0]), pid, info[0].strip()[:120], info[1])
                 kill_pid(pid)
