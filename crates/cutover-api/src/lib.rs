@@ -14,8 +14,8 @@ mod views;
 
 pub use line::{Line, Outcome, RunEvent, RunEventKind};
 pub use requests::{
-    ChecksBody, DeployBody, EnvBody, GateBody, PromoteBody, PruneBody, RollbackBody, RunRequest,
-    TokenBody, TokenGate, VerdictQuery,
+    ChecksBody, DeployBody, EnvBody, GateBody, HistoryQuery, LogsQuery, PromoteBody, PruneBody,
+    RollbackBody, RollbackTargetQuery, RunRequest, TokenBody, TokenGate, VerdictQuery,
 };
 pub use responses::{
     HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, ReleaseEvent, Removed, Revoked,

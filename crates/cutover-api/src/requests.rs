@@ -4,6 +4,30 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// The query of `GET /v1/history/{env}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    /// How many releases, newest first (default 50).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// The query of `GET /v1/rollback-target/{env}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RollbackTargetQuery {
+    /// A known-good release id or version prefix; default: the rollback target.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// The query of `GET /v1/logs/{env}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// How many lines per instance (default 50).
+    #[serde(default)]
+    pub lines: Option<usize>,
+}
+
 /// `POST /v1/deploy`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeployBody {

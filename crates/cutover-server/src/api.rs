@@ -12,17 +12,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cutover_api::{
-    ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryView, InstanceLogs, Line,
-    Ping, PromoteBody, PruneBody, Refusal, Revoked, RollbackBody, RunEvent, RunRequest, RunView,
-    ShowView, StatusView, Stopped, TargetView, TokenBody, TokenCreated, TokenEntry, Verdict,
-    VerdictQuery,
+    ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryQuery, HistoryView,
+    InstanceLogs, Line, LogsQuery, Ping, PromoteBody, PruneBody, Refusal, Revoked, RollbackBody,
+    RollbackTargetQuery, RunEvent, RunRequest, RunView, ShowView, StatusView, Stopped, TargetView,
+    TokenBody, TokenCreated, TokenEntry, Verdict, VerdictQuery,
 };
 use cutover_config::Config;
 use cutover_daemon::StateDir;
 use cutover_engine::{DeployRequest, Outcome, Progress, PromoteRequest, RollbackRequest};
 use cutover_ledger::ReleaseState;
 use cutover_runtime::Runtime;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use crate::convert;
@@ -142,11 +141,6 @@ async fn status(State(app): State<Shared>) -> Response {
     Json(StatusView { environments }).into_response()
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
-    limit: Option<usize>,
-}
-
 async fn history(
     State(app): State<Shared>,
     Path(env): Path<String>,
@@ -210,15 +204,10 @@ async fn wait(State(app): State<Shared>, Path(id): Path<i64>) -> Json<cutover_ap
     answer(app.engine.wait_monitor(id).await)
 }
 
-#[derive(Deserialize)]
-struct TargetQuery {
-    to: Option<String>,
-}
-
 async fn rollback_target(
     State(app): State<Shared>,
     Path(env): Path<String>,
-    Query(q): Query<TargetQuery>,
+    Query(q): Query<RollbackTargetQuery>,
 ) -> Response {
     match app.engine.rollback_target(&env, q.to.as_deref()) {
         Ok(r) => Json(TargetView {
@@ -242,11 +231,6 @@ async fn live(State(app): State<Shared>, Path(env): Path<String>) -> Response {
         .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
-}
-
-#[derive(Deserialize)]
-struct LogsQuery {
-    lines: Option<usize>,
 }
 
 async fn logs(
@@ -546,7 +530,10 @@ fn to_line(line: &Line) -> Bytes {
 async fn prune(State(app): State<Shared>, Json(body): Json<PruneBody>) -> Response {
     match crate::prune::run(&app.engine, &body).await {
         Ok(report) => Json(report).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+        Err(e) => match e.downcast::<Refusal>() {
+            Ok(refusal) => (StatusCode::BAD_REQUEST, Json(refusal)).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+        },
     }
 }
 

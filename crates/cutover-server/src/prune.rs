@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use cutover_api::{Kept, PruneBody, PruneReport, Removed};
+use cutover_api::{Kept, PruneBody, PruneReport, Refusal, Removed};
 use cutover_artifact::{Artifact, ArtifactStore};
 use cutover_ledger::ReleaseState;
 
@@ -28,6 +28,13 @@ struct RetentionPlan {
 /// `cutover prune`: removes what the plan says nothing needs (images, artifacts, unpacked
 /// releases), or only says so with `dry_run`.
 pub async fn run(engine: &ServerEngine, body: &PruneBody) -> anyhow::Result<PruneReport> {
+    if body.keep == 0 {
+        return Err(Refusal::new(
+            "--keep 0 would leave no way back",
+            Some("keep at least 1 known-good release per environment".into()),
+        )
+        .into());
+    }
     let store = ArtifactStore::open(&engine.options().state_dir.join("artifacts"))?;
     let plan = plan(engine, &store, &body.app, body.keep)?;
     let mut removed = Vec::new();

@@ -24,13 +24,6 @@ pub async fn run(args: PruneArgs, state_dir: Option<&std::path::Path>) -> anyhow
     let ctx = Context::discover(state_dir)?;
     let config = ctx.working_config()?;
     let keep = args.keep.unwrap_or(config.retention.keep);
-    if keep == 0 {
-        return Err(cutover_api::Refusal {
-            message: "--keep 0 would leave no way back".into(),
-            hint: Some("keep at least 1 known-good release per environment".into()),
-        }
-        .into());
-    }
     let client = Client::connect_or_start(&ctx.state).await?;
     let body = PruneBody {
         app: config.app.name.to_string(),

@@ -231,6 +231,29 @@ fn unknown_version_is_refused() {
 }
 
 #[test]
+fn promote_and_prune_refusals_come_from_the_server_name_the_fix_and_change_nothing() {
+    let (lab, v1) = baseline();
+    let before = lab.ledger_summary();
+    lab.run(&["promote", "staging", "staging"])
+        .expect(1)
+        .says(&["cannot promote staging to itself", "hint:"]);
+    lab.run(&["promote", "staging", "nowhere"])
+        .expect(1)
+        .says(&[
+            "no environment named `nowhere`",
+            "known environments: staging",
+        ]);
+    lab.run(&["prune", "--keep", "0"])
+        .expect(1)
+        .says(&["--keep 0 would leave no way back", "hint: keep at least 1"]);
+    assert_eq!(lab.ledger_summary(), before);
+    lab.assert_serving(&v1);
+    // Nothing was pruned: the live artifact deploys again without a build.
+    lab.run(&["deploy", "staging", "--version", &v1[..12]])
+        .expect(0);
+}
+
+#[test]
 fn deploy_version_of_a_built_artifact_works_without_building() {
     let (lab, v1) = baseline();
     let v2 = lab.commit("second");
