@@ -232,9 +232,13 @@ fn supervise_kills_an_instance_that_ignores_sigterm_after_stop_timeout() {
         300,
     );
     let supervisor = fx.supervise(&spec);
-    assert!(wait_until(Duration::from_secs(3), || fx
+    // The log line can come before the state file names the pid: wait for both.
+    assert!(wait_until(Duration::from_secs(10), || fx
         .log("stubborn-1")
-        .contains("ready")));
+        .contains("ready")
+        && fx
+            .state("stubborn-1")
+            .is_some_and(|s| s["pid"].as_u64().is_some())));
     let pid = fx.state("stubborn-1").unwrap()["pid"].as_u64().unwrap() as u32;
     let began = Instant::now();
     kill("-TERM", supervisor);
