@@ -131,6 +131,9 @@ struct Inner<R, E, P> {
     secrets: Mutex<HashMap<i64, BTreeMap<String, String>>>,
     /// Registry logins given with deploys, by release.
     registry_logins: Mutex<HashMap<i64, (String, String)>>,
+    /// Set by `shut_down_everything`: the watcher heals nothing from then on (it would bring
+    /// back what `cutover down` just stopped).
+    shutting_down: std::sync::atomic::AtomicBool,
     /// Environments the server's watcher is healing right now.
     healing: Mutex<std::collections::HashSet<String>>,
     /// Environments whose in-flight deploy was asked to stop, and by whom.
@@ -177,6 +180,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 monitors: Mutex::default(),
                 secrets: Mutex::default(),
                 registry_logins: Mutex::default(),
+                shutting_down: std::sync::atomic::AtomicBool::new(false),
                 healing: Mutex::default(),
                 aborts: Mutex::default(),
                 observer: Mutex::default(),
@@ -260,6 +264,9 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
 
     /// Stops every instance and proxy this engine knows of (for `cutover down`).
     pub async fn shut_down_everything(&self) {
+        self.inner
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let cancels: Vec<_> = {
             let mut monitors = crate::locked(&self.inner.monitors);
             monitors.drain().map(|(_, m)| m.cancel).collect()
