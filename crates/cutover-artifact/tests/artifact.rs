@@ -618,14 +618,14 @@ fn symlink_escaping_the_bundle_is_refused_by_name() {
     let f = Fixture::new();
     f.write("cutover.toml", &config("true", r#"[".venv"]"#));
     fake_venv(&f);
-    f.symlink(".venv/lib/shared", "../../../shared/lib");
+    f.symlink(".venv/lib/shared", "../../../common/lib");
     f.commit("a venv linking out");
     let err = f.build("HEAD", false).0.unwrap_err();
     assert!(matches!(err, ArtifactError::SymlinkEscapes { .. }), "{err}");
     let shown = err.to_string();
     assert!(
         shown.contains(
-            "\".venv/lib/shared\" is a symlink to \"../../../shared/lib\", outside the bundle"
+            "\".venv/lib/shared\" is a symlink to \"../../../common/lib\", outside the bundle"
         ),
         "{shown}"
     );
