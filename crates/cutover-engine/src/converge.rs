@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 use chrono::Utc;
 use cutover_config::Config;
-use cutover_ledger::{Release, ReleaseState};
+use cutover_ledger::{Release, ReleaseState, Transition};
 use cutover_runtime::{InstanceInfo, InstanceState, Runtime};
 
 use crate::instances::{failure, http_check, join, Failure};
@@ -211,20 +211,22 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             .with_ledger(|l| l.get(release.id))
             .map(|r| r.state)
             .unwrap_or(release.state);
-        self.transition(
-            release.id,
-            ReleaseState::Live,
-            None,
-            &format!("{} on {}", goal.why, join(&addrs)),
-        );
+        let why = format!("{} on {}", goal.why, join(&addrs));
+        let mut cut_over = vec![Transition {
+            id: release.id,
+            state: ReleaseState::Live,
+            reason: None,
+            message: &why,
+        }];
         if let Some(ending) = &goal.ending {
-            self.transition(
-                ending.release.id,
-                ending.state,
-                ending.reason.as_deref(),
-                &ending.message,
-            );
+            cut_over.push(Transition {
+                id: ending.release.id,
+                state: ending.state,
+                reason: ending.reason.as_deref(),
+                message: &ending.message,
+            });
         }
+        self.transition_all(&cut_over);
         let mut switched = self.inner.edge.switch(env, &addrs).await;
         if switched.is_err() {
             // The proxy may have died under us: start it again (it reloads its routes) and
@@ -239,22 +241,30 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             return Ok(());
         };
         let message = format!("the edge proxy refused the switch: {e}");
+        // Back in one transaction, so that no crash leaves two releases live.
+        let not_restored = if goal.new {
+            format!("not cut over: {message}")
+        } else {
+            format!("not restored: {message}")
+        };
+        let mut revert = Vec::new();
         if let Some(ending) = &goal.ending {
-            self.transition(
-                ending.release.id,
-                ReleaseState::Live,
-                None,
-                "kept serving: the switch failed",
-            );
+            revert.push(Transition {
+                id: ending.release.id,
+                state: ReleaseState::Live,
+                reason: None,
+                message: "kept serving: the switch failed",
+            });
         }
-        if !goal.new && before != ReleaseState::Live {
-            self.transition(
-                release.id,
-                before,
-                None,
-                &format!("not restored: {message}"),
-            );
+        if before != ReleaseState::Live {
+            revert.push(Transition {
+                id: release.id,
+                state: before,
+                reason: None,
+                message: &not_restored,
+            });
         }
+        self.transition_all(&revert);
         if fresh {
             self.stop_instances(instances).await;
         }

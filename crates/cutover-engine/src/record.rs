@@ -2,7 +2,7 @@
 //! notified of them), events, refusals; and reading a release's committed config back.
 
 use cutover_config::Config;
-use cutover_ledger::{Release, ReleaseState};
+use cutover_ledger::{Release, ReleaseState, Transition};
 use cutover_runtime::Runtime;
 
 use crate::{Edge, Engine, Outcome, Prober, Progress, ProgressTx};
@@ -44,21 +44,41 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         reason: Option<&str>,
         message: &str,
     ) {
-        if let Err(e) = self.with_ledger(|l| l.transition(id, state, reason, message)) {
-            eprintln!("cutover: ledger write failed for release {id} → {state}: {e}");
+        self.transition_all(&[Transition {
+            id,
+            state,
+            reason,
+            message,
+        }]);
+    }
+
+    /// Several state changes in one ledger transaction (a cut-over: one release live, the one
+    /// it takes over from ended), then the observer hears of each notable one.
+    pub(crate) fn transition_all(&self, transitions: &[Transition<'_>]) {
+        if let Err(e) = self.with_ledger(|l| l.transition_all(transitions)) {
+            let what: Vec<String> = transitions
+                .iter()
+                .map(|t| format!("release {} → {}", t.id, t.state))
+                .collect();
+            eprintln!("cutover: ledger write failed for {}: {e}", what.join(", "));
             return;
         }
-        let notable = matches!(
-            state,
-            ReleaseState::AwaitingApproval
-                | ReleaseState::Live
-                | ReleaseState::Failed
-                | ReleaseState::RolledBack
-        );
         let observer = crate::locked(&self.inner.observer).clone();
-        if let (true, Some(observer)) = (notable, observer) {
-            if let Ok(release) = self.with_ledger(|l| l.get(id)) {
-                observer(&release);
+        let Some(observer) = observer else {
+            return;
+        };
+        for t in transitions {
+            let notable = matches!(
+                t.state,
+                ReleaseState::AwaitingApproval
+                    | ReleaseState::Live
+                    | ReleaseState::Failed
+                    | ReleaseState::RolledBack
+            );
+            if notable {
+                if let Ok(release) = self.with_ledger(|l| l.get(t.id)) {
+                    observer(&release);
+                }
             }
         }
     }

@@ -532,3 +532,36 @@ async fn restore_reverts_a_failed_switch() {
     );
     assert_eq!(before.len(), history.len(), "no release added");
 }
+
+/// A deploy whose switch the edge refuses: the release that served is live again and the new
+/// one is rolled back, written so that the ledger never says two releases are live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_switch_of_a_deploy_leaves_one_release_live() {
+    let (_state, engine, world, versions) = engine();
+    let first = Op::Deploy {
+        version: 0,
+        broken: false,
+    };
+    assert_eq!(apply(&engine, &versions, &first).await.exit_code, 0);
+    let live = engine.with_ledger(|l| l.live("staging")).unwrap().unwrap();
+    world.lock().unwrap().refuse_switches = true;
+    let second = Op::Deploy {
+        version: 1,
+        broken: false,
+    };
+    let outcome = apply(&engine, &versions, &second).await;
+    assert_eq!(outcome.exit_code, 3, "{outcome:?}");
+    let history = engine.with_ledger(|l| l.history("staging", 10)).unwrap();
+    let states: Vec<_> = history.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        vec![ReleaseState::RolledBack, ReleaseState::Live],
+        "{history:#?}"
+    );
+    assert_eq!(history[1].id, live.id);
+    let events = engine.with_ledger(|l| l.events(history[0].id)).unwrap();
+    assert!(
+        events.iter().any(|e| e.message.contains("not cut over")),
+        "{events:#?}"
+    );
+}

@@ -119,6 +119,16 @@ pub struct Ledger {
     conn: Connection,
 }
 
+/// One state change of a release, for [`Ledger::transition_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    pub id: i64,
+    pub state: ReleaseState,
+    pub reason: Option<&'a str>,
+    /// The event's words.
+    pub message: &'a str,
+}
+
 impl Ledger {
     /// Opens (and creates or migrates) the ledger at `path`.
     pub fn open(path: &Path) -> Result<Ledger> {
@@ -254,35 +264,49 @@ impl Ledger {
         reason: Option<&str>,
         message: &str,
     ) -> Result<()> {
+        self.transition_all(&[Transition {
+            id,
+            state,
+            reason,
+            message,
+        }])
+    }
+
+    /// Several transitions in one transaction: all are written or none is. A cut-over marks
+    /// one release live and ends the one it takes over from; a crash between the two writes
+    /// must not leave two releases live.
+    pub fn transition_all(&mut self, transitions: &[Transition<'_>]) -> Result<()> {
         let now = now();
         let tx = self.conn.transaction()?;
-        let column = match state {
-            ReleaseState::Starting => Some("started_at"),
-            ReleaseState::Live => Some("live_at"),
-            ReleaseState::Superseded | ReleaseState::Failed | ReleaseState::RolledBack => {
-                Some("ended_at")
+        for t in transitions {
+            let column = match t.state {
+                ReleaseState::Starting => Some("started_at"),
+                ReleaseState::Live => Some("live_at"),
+                ReleaseState::Superseded | ReleaseState::Failed | ReleaseState::RolledBack => {
+                    Some("ended_at")
+                }
+                _ => None,
+            };
+            let changed = match column {
+                Some(col) => tx.execute(
+                    &format!(
+                        "UPDATE releases SET state = ?1, reason = COALESCE(?2, reason), {col} = ?3 WHERE id = ?4"
+                    ),
+                    params![t.state.as_str(), t.reason, now, t.id],
+                )?,
+                None => tx.execute(
+                    "UPDATE releases SET state = ?1, reason = COALESCE(?2, reason) WHERE id = ?3",
+                    params![t.state.as_str(), t.reason, t.id],
+                )?,
+            };
+            if changed == 0 {
+                return Err(LedgerError::NoSuchRelease(t.id));
             }
-            _ => None,
-        };
-        let changed = match column {
-            Some(col) => tx.execute(
-                &format!(
-                    "UPDATE releases SET state = ?1, reason = COALESCE(?2, reason), {col} = ?3 WHERE id = ?4"
-                ),
-                params![state.as_str(), reason, now, id],
-            )?,
-            None => tx.execute(
-                "UPDATE releases SET state = ?1, reason = COALESCE(?2, reason) WHERE id = ?3",
-                params![state.as_str(), reason, id],
-            )?,
-        };
-        if changed == 0 {
-            return Err(LedgerError::NoSuchRelease(id));
+            if t.state == ReleaseState::Live {
+                tx.execute("UPDATE releases SET ended_at = NULL WHERE id = ?1", [t.id])?;
+            }
+            insert_event(&tx, t.id, t.state.as_str(), t.message)?;
         }
-        if state == ReleaseState::Live {
-            tx.execute("UPDATE releases SET ended_at = NULL WHERE id = ?1", [id])?;
-        }
-        insert_event(&tx, id, state.as_str(), message)?;
         tx.commit()?;
         Ok(())
     }

@@ -213,3 +213,49 @@ fn a_promotion_records_the_release_it_ships_and_is_a_way_back_like_a_deploy() {
         .collect();
     assert_eq!(good, [promoted.id]);
 }
+
+#[test]
+fn a_cut_over_is_written_whole_or_not_at_all() {
+    let (_d, mut l) = ledger();
+    let a = deploy(&mut l, "a");
+    go_live(&mut l, a.id, true);
+    let b = deploy(&mut l, "b");
+    l.transition(b.id, ReleaseState::Verifying, None, "verifying")
+        .unwrap();
+    // The second half fails (no such release): the first must not stay written.
+    let err = l.transition_all(&[
+        Transition {
+            id: b.id,
+            state: ReleaseState::Live,
+            reason: None,
+            message: "live",
+        },
+        Transition {
+            id: 4242,
+            state: ReleaseState::Superseded,
+            reason: None,
+            message: "superseded",
+        },
+    ]);
+    assert!(matches!(err, Err(LedgerError::NoSuchRelease(4242))));
+    assert_eq!(l.live("staging").unwrap().unwrap().id, a.id);
+    assert_eq!(l.get(b.id).unwrap().state, ReleaseState::Verifying);
+
+    l.transition_all(&[
+        Transition {
+            id: b.id,
+            state: ReleaseState::Live,
+            reason: None,
+            message: "live",
+        },
+        Transition {
+            id: a.id,
+            state: ReleaseState::Superseded,
+            reason: None,
+            message: "superseded",
+        },
+    ])
+    .unwrap();
+    assert_eq!(l.live("staging").unwrap().unwrap().id, b.id);
+    assert_eq!(l.get(a.id).unwrap().state, ReleaseState::Superseded);
+}
