@@ -103,6 +103,52 @@ fn is_instance(pid: u32, id: &str) -> bool {
     group_alive(pid) && environ.split(|b| *b == 0).any(|v| v == mark.as_bytes())
 }
 
+/// The process groups that carry instance `id`'s mark: what is left of it when its supervisor
+/// died before it could write the instance's pid down (SIGKILLed between starting the
+/// instance and writing its state file, say). Only group leaders: the supervisor makes every
+/// instance one, and ending the group ends what the instance started.
+fn orphans(id: &str) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_instance(*pid, id) && leads_its_group(*pid))
+        .collect()
+}
+
+fn leads_its_group(pid: u32) -> bool {
+    let Ok(pid_t) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: getpgid only reads the process group of a pid.
+    unsafe { libc::getpgid(pid_t) == pid_t }
+}
+
+/// Ends the process groups of instance `id` that no supervisor looks after: SIGTERM, up to
+/// `timeout` to exit, then SIGKILL.
+async fn end_orphans(id: &str, known: Option<u32>, timeout: Duration) {
+    let mut groups = orphans(id);
+    if let Some(pid) = known.filter(|pid| is_instance(*pid, id)) {
+        if !groups.contains(&pid) {
+            groups.push(pid);
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    for pid in &groups {
+        cutover_daemon::signal_group(*pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + timeout;
+    while groups.iter().any(|pid| group_alive(*pid)) && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    for pid in &groups {
+        cutover_daemon::signal_group(*pid, libc::SIGKILL);
+    }
+}
+
 fn remove(path: &Path) -> Result<(), RuntimeError> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -214,6 +260,9 @@ impl Runtime for ProcessRuntime {
                 }
             }
             if !alive {
+                // It may have started the instance before it died: end what it left.
+                end_orphans(&id, None, STOP_GRACE).await;
+                let _ = remove(&path);
                 return Err(RuntimeError::Supervisor(format!(
                     "the supervisor of instance {id} (pid {pid}) exited before starting it"
                 )));
@@ -221,6 +270,7 @@ impl Runtime for ProcessRuntime {
             if Instant::now() >= deadline {
                 let _ = self.stop(&id).await;
                 cutover_daemon::signal(pid, libc::SIGKILL);
+                end_orphans(&id, None, STOP_GRACE).await;
                 return Err(RuntimeError::Supervisor(format!(
                     "the supervisor of instance {id} (pid {pid}) did not start it within {:?}",
                     START_TIMEOUT
@@ -233,19 +283,15 @@ impl Runtime for ProcessRuntime {
     async fn stop(&self, id: &str) -> Result<(), RuntimeError> {
         let path = state_path(&self.state_dir, id);
         let Some(state) = self.read_state(id)? else {
+            // No state file: nothing of it should run, unless a supervisor died before it
+            // wrote one.
+            end_orphans(id, None, STOP_GRACE).await;
             return Ok(());
         };
         let pid = state.info.supervisor_pid.unwrap_or(0);
         if pid == 0 || !pid_runs(pid, SUPERVISOR_MARK) {
             // Its supervisor died: stop the orphaned instance's process group ourselves.
-            if let Some(child) = state.info.pid.filter(|c| is_instance(*c, id)) {
-                cutover_daemon::signal_group(child, libc::SIGTERM);
-                let deadline = Instant::now() + state.stop_timeout;
-                while group_alive(child) && Instant::now() < deadline {
-                    tokio::time::sleep(POLL).await;
-                }
-                cutover_daemon::signal_group(child, libc::SIGKILL);
-            }
+            end_orphans(id, state.info.pid, state.stop_timeout).await;
         } else {
             cutover_daemon::signal(pid, libc::SIGTERM);
             let deadline = Instant::now() + state.stop_timeout + STOP_GRACE;

@@ -59,6 +59,10 @@ fn main() {
             "starting_a_running_id_again_is_refused",
             starting_a_running_id_again_is_refused,
         ),
+        (
+            "stop_ends_an_instance_whose_supervisor_died_before_writing_its_state",
+            stop_ends_an_instance_whose_supervisor_died_before_writing_its_state,
+        ),
     ];
     let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
     if args.iter().any(|a| a == "--list") {
@@ -502,4 +506,50 @@ fn a_log_that_cannot_be_opened_is_a_clean_error() {
     assert!(err.starts_with("could not open the log "), "{err}");
     assert!(err.contains("of instance nolog-1"), "{err}");
     assert!(!fx.state_dir().join("instances/nolog-1.json").exists());
+}
+
+/// Regression (chaos, a leak after `cutover down`): a supervisor SIGKILLed after it started
+/// its instance but before it wrote the state file leaves an instance nothing records. A stop
+/// of that id finds it by its mark and ends its process group, children included.
+fn stop_ends_an_instance_whose_supervisor_died_before_writing_its_state() {
+    use std::os::unix::process::CommandExt as _;
+    let fx = Fixture::new();
+    let mut orphan = std::process::Command::new("sh")
+        .args(["-c", "sleep 60 & wait"])
+        .env("CUTOVER_INSTANCE", "orphan-1")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = orphan.id();
+    // A stranger with another instance's mark is left alone.
+    let mut other = std::process::Command::new("sleep")
+        .arg("60")
+        .env("CUTOVER_INSTANCE", "orphan-10")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    assert!(fx.inspect("orphan-1").is_none(), "no state file records it");
+    let began = Instant::now();
+    fx.stop("orphan-1");
+    assert!(
+        began.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || orphan
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the orphaned instance {pid} still runs"
+    );
+    // SAFETY: signal 0 checks only whether the group still has a member.
+    let group_left = unsafe { libc::kill(-(pid as i32), 0) } == 0;
+    assert!(!group_left, "its child (sleep) still runs");
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "a stranger was stopped"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
 }
