@@ -806,8 +806,12 @@ class Trial:
         # no supervisor left will not exit by itself: it is not waited for.
         deadline = time.monotonic() + LINGER_S
         pids = processes_under(self.root)
-        while time.monotonic() < deadline and any(
-                kind_of((proc_info(p) or ("",))[0]) != "instance" for p in pids):
+        def may_exit(pid):
+            # cutover's own processes, and any process on its way out (its command line is
+            # already gone while its cwd is still readable for a moment).
+            cmdline = (proc_info(pid) or ("",))[0].strip()
+            return not cmdline or kind_of(cmdline) != "instance"
+        while time.monotonic() < deadline and any(may_exit(p) for p in pids):
             time.sleep(0.25)
             pids = processes_under(self.root)
         found = {}
@@ -816,7 +820,8 @@ class Trial:
                 break
             for pid in pids:
                 info = proc_info(pid)
-                # A process on its way out (no command line, no cwd) is not a leak.
+                # A process on its way out (no command line, no cwd) is not a leak; one that
+                # still had a cwd after the whole linger is.
                 if info and not info[2] and (info[0].strip() or info[1]) and pid not in found:
                     found[pid] = "%s pid %d: %s (cwd %s)" % (
                         kind_of(info[0]), pid, info[0].strip()[:120], info[1])
