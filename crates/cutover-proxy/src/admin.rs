@@ -18,6 +18,9 @@ use crate::routes::{serves, Routes, RoutesFile};
 /// Longest request line accepted; the socket is private, this only guards against mistakes.
 const MAX_LINE: usize = 1 << 20;
 
+/// How long a drain past its timeout waits for the tunnels it closed to go.
+pub(crate) const CLOSE_TUNNELS: Duration = Duration::from_secs(4);
+
 /// What the admin side shares with the proxy.
 pub(crate) struct Admin {
     pub env: String,
@@ -160,17 +163,42 @@ impl Admin {
         Ok(generation)
     }
 
+    /// Waits until nothing is in flight to `upstreams`, or `timeout_ms` passes; then closes
+    /// their tunnels (open WebSockets, cleanly) and waits a moment for them to go.
     async fn drain(&self, upstreams: &[SocketAddr], timeout_ms: u64) -> DrainOutcome {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-        loop {
+        let at_deadline = loop {
             let remaining = self.routes.inflight_to(upstreams);
-            if remaining == 0 || tokio::time::Instant::now() >= deadline {
+            if remaining == 0 {
                 return DrainOutcome {
-                    drained: remaining == 0,
+                    drained: true,
                     remaining,
+                    closed: 0,
                 };
             }
+            if tokio::time::Instant::now() >= deadline {
+                break remaining;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let tunnels = self.routes.tunnels_to(upstreams);
+        let mut open = tunnels;
+        if tunnels > 0 {
+            self.routes.close_tunnels(upstreams);
+            let closing = tokio::time::Instant::now() + CLOSE_TUNNELS;
+            while open > 0 && tokio::time::Instant::now() < closing {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                open = self.routes.tunnels_to(upstreams);
+            }
+        }
+        DrainOutcome {
+            drained: false,
+            remaining: if tunnels > 0 {
+                self.routes.inflight_to(upstreams)
+            } else {
+                at_deadline
+            },
+            closed: tunnels - open,
         }
     }
 }

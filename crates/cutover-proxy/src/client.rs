@@ -74,7 +74,8 @@ impl ProxyClient {
         }
     }
 
-    /// Waits until no request is in flight to `upstreams`, or `timeout` passes.
+    /// Waits until no request is in flight to `upstreams`, or `timeout` passes (then their
+    /// open tunnels are closed).
     pub async fn drain(
         &self,
         upstreams: &[SocketAddr],
@@ -84,7 +85,7 @@ impl ProxyClient {
             upstreams: upstreams.to_vec(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         };
-        let wait = timeout.saturating_add(Duration::from_secs(2));
+        let wait = timeout.saturating_add(crate::admin::CLOSE_TUNNELS + Duration::from_secs(2));
         match self.call(&request, wait).await?.0 {
             Reply::Drain(outcome) => Ok(outcome),
             other => Err(self.unexpected(&request, &other)),

@@ -15,7 +15,10 @@ use hyper::http::uri::{self, PathAndQuery, Scheme};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+
+use tokio::sync::{mpsc, watch};
 
 use crate::routes::{InflightGuard, Routes};
 
@@ -24,6 +27,7 @@ use crate::routes::{InflightGuard, Routes};
 type UpstreamBody = Either<Empty<Bytes>, Incoming>;
 type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -48,17 +52,19 @@ pub(crate) struct Forwarder {
     /// Always opens a fresh connection: used for the one retry, so that it cannot land on
     /// another stale pooled connection.
     fresh: UpstreamClient,
+    /// Tells tunnels (upgraded connections) that the edge is stopping.
+    shutdown: watch::Receiver<bool>,
 }
 
 fn connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http
 }
 
 impl Forwarder {
-    pub fn new(env: String, routes: Arc<Routes>) -> Forwarder {
+    pub fn new(env: String, routes: Arc<Routes>, shutdown: watch::Receiver<bool>) -> Forwarder {
         let pooled = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector());
@@ -70,25 +76,31 @@ impl Forwarder {
             routes,
             pooled,
             fresh,
+            shutdown,
         }
     }
 
-    /// `client_ip` is the client's address as a header value, made once per connection.
+    /// `client_ip` is the client's address as a header value, made once per connection;
+    /// `alive` keeps the edge's shutdown waiting for the tunnel an upgrade opens.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client_ip: &HeaderValue,
+        alive: &mpsc::Sender<()>,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        if let Some(refusal) = refuse(&request) {
+            return Ok(refusal);
+        }
+        if let Some(protocol) = upgrade_protocol(&request) {
+            return Ok(self.upgrade(request, protocol, client_ip, alive).await);
+        }
         let (mut parts, body) = request.into_parts();
         // Without a body the request can be rebuilt, so it can be sent a second time.
         let retryable = is_idempotent(&parts.method) && body.is_end_stream();
         prepare_request_headers(&mut parts.headers, client_ip);
 
         let Some(guard) = self.routes.pick(&parts, None) else {
-            return Ok(text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("no version of the app is live in {}\n", self.env),
-            ));
+            return Ok(self.nothing_live());
         };
         let path = path_and_query(&parts.uri);
         let (error, addr) = if retryable {
@@ -100,10 +112,7 @@ impl Forwarder {
                     let failed = guard.addr;
                     drop(guard);
                     let Some(guard) = self.routes.pick(&parts, Some(failed)) else {
-                        return Ok(text(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("no version of the app is live in {}\n", self.env),
-                        ));
+                        return Ok(self.nothing_live());
                     };
                     let headers = std::mem::take(&mut parts.headers);
                     let again =
@@ -125,25 +134,109 @@ impl Forwarder {
                 Err(error) => (error, guard.addr),
             }
         };
+        Ok(self.failed(error, &parts.method, parts.uri.path(), addr))
+    }
+
+    fn nothing_live(&self) -> Response<ProxyBody> {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no version of the app is live in {}\n", self.env),
+        )
+    }
+
+    /// The answer to a request that got no response from its upstream.
+    fn failed(
+        &self,
+        error: SendError,
+        method: &Method,
+        path: &str,
+        addr: SocketAddr,
+    ) -> Response<ProxyBody> {
         match error {
-            SendError::BadTarget => Ok(text(
-                StatusCode::BAD_REQUEST,
-                "bad request target\n".to_string(),
-            )),
-            SendError::Upstream(e) => {
-                let cause = root_cause(&e);
-                eprintln!(
-                    "edge proxy for {}: {} {} to {addr} failed: {cause}",
-                    self.env,
-                    parts.method,
-                    parts.uri.path()
-                );
-                Ok(text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("bad gateway: the app at {addr} did not answer: {cause}\n"),
-                ))
-            }
+            SendError::BadTarget => text(StatusCode::BAD_REQUEST, "bad request target\n".into()),
+            SendError::Upstream(e) => self.bad_gateway(&root_cause(&e), method, path, addr),
+            SendError::Connect(e) => self.bad_gateway(&root_cause(&e), method, path, addr),
+            SendError::Http(e) => self.bad_gateway(&root_cause(&e), method, path, addr),
         }
+    }
+
+    fn bad_gateway(
+        &self,
+        cause: &str,
+        method: &Method,
+        path: &str,
+        addr: SocketAddr,
+    ) -> Response<ProxyBody> {
+        eprintln!(
+            "edge proxy for {}: {method} {path} to {addr} failed: {cause}",
+            self.env
+        );
+        text(
+            StatusCode::BAD_GATEWAY,
+            format!("bad gateway: the app at {addr} did not answer: {cause}\n"),
+        )
+    }
+
+    /// An HTTP/1.1 `Upgrade` (a WebSocket, usually): sent to the upstream on a connection of
+    /// its own; when the upstream switches protocols, the client's and the upstream's
+    /// connections are joined into a tunnel that counts in flight to the upstream until it ends.
+    async fn upgrade(
+        &self,
+        mut request: Request<Incoming>,
+        protocol: HeaderValue,
+        client_ip: &HeaderValue,
+        alive: &mpsc::Sender<()>,
+    ) -> Response<ProxyBody> {
+        let client_upgrade = hyper::upgrade::on(&mut request);
+        let (mut parts, body) = request.into_parts();
+        prepare_request_headers(&mut parts.headers, client_ip);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol);
+        let Some(guard) = self.routes.pick(&parts, None) else {
+            return self.nothing_live();
+        };
+        let path = parts.uri.path().to_string();
+        let method = parts.method.clone();
+        parts.uri = Uri::from(path_and_query(&parts.uri));
+        parts.version = Version::HTTP_11;
+        let response = match send_upgrade(guard.addr, Request::from_parts(parts, body)).await {
+            Ok(response) => response,
+            Err(error) => return self.failed(error, &method, &path, guard.addr),
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return relay(response, guard);
+        }
+        let mut response = response;
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let accepted = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        let websocket = accepted
+            .as_ref()
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        if let Some(accepted) = accepted {
+            parts.headers.insert(header::UPGRADE, accepted);
+        }
+        let (shutdown, alive) = (self.shutdown.clone(), alive.clone());
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                crate::tunnel::relay(
+                    TokioIo::new(client),
+                    TokioIo::new(upstream),
+                    websocket,
+                    guard,
+                    shutdown,
+                    alive,
+                )
+                .await;
+            }
+        });
+        Response::from_parts(parts, ProxyBody::Text(Full::new(Bytes::new())))
     }
 
     async fn send(
@@ -169,6 +262,63 @@ impl Forwarder {
     }
 }
 
+/// Sends an upgrade request on a new connection of its own, which stays with the tunnel.
+async fn send_upgrade(
+    addr: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Incoming>, SendError> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Err(_) => {
+            return Err(SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection timed out",
+            )))
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Http)?;
+    tokio::spawn(connection.with_upgrades());
+    sender.send_request(request).await.map_err(SendError::Http)
+}
+
+/// A request the edge answers itself and never passes on: two `Host` headers (RFC 9112 §3.2).
+/// (A `Host` that disagrees with the TLS server name, 421, belongs here once the edge speaks
+/// TLS.)
+fn refuse(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    if hosts.next().is_some() && hosts.next().is_some() {
+        let mut response = text(
+            StatusCode::BAD_REQUEST,
+            "bad request: more than one Host header\n".to_string(),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Some(response);
+    }
+    None
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` and `Upgrade`).
+fn upgrade_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = request.headers().get(header::UPGRADE)?;
+    let asked = request
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked.then(|| protocol.clone())
+}
+
 /// The request target sent upstream: the client's path and query (origin form), else "/".
 fn path_and_query(uri: &Uri) -> PathAndQuery {
     uri.path_and_query()
@@ -180,6 +330,8 @@ fn path_and_query(uri: &Uri) -> PathAndQuery {
 enum SendError {
     BadTarget,
     Upstream(hyper_util::client::legacy::Error),
+    Connect(std::io::Error),
+    Http(hyper::Error),
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -226,7 +378,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    // An upgrade is not proxied: without it the request is an ordinary one.
+    // Only an upgrade request passes it on (it sets it again, see `Forwarder::upgrade`).
     headers.remove(header::UPGRADE);
 }
 

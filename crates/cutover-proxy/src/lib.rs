@@ -12,6 +12,7 @@ mod client;
 mod forward;
 pub mod protocol;
 mod routes;
+mod tunnel;
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -162,8 +163,12 @@ fn start_serving_threads(
                 break;
             }
         };
-        let forwarder = Arc::new(Forwarder::new(env.to_string(), routes.clone()));
         let shutdown = shutdown.clone();
+        let forwarder = Arc::new(Forwarder::new(
+            env.to_string(),
+            routes.clone(),
+            shutdown.clone(),
+        ));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name(format!("proxy-{env}-{i}"))
@@ -275,7 +280,11 @@ async fn serve(
         &shutdown_rx,
         workers,
     );
-    let forwarder = Arc::new(Forwarder::new(options.env.clone(), routes));
+    let forwarder = Arc::new(Forwarder::new(
+        options.env.clone(),
+        routes,
+        shutdown_rx.clone(),
+    ));
     accept_until_shutdown(listener, forwarder, shutdown_rx).await;
     for finished in done {
         let _ = finished.await;
@@ -327,19 +336,21 @@ async fn connection(
     peer: SocketAddr,
     forwarder: Arc<Forwarder>,
     mut shutdown: watch::Receiver<bool>,
-    _alive: mpsc::Sender<()>,
+    alive: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let client_ip = forward::client_ip_header(peer);
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
         let client_ip = client_ip.clone();
-        async move { forwarder.handle(request, &client_ip).await }
+        let alive = alive.clone();
+        async move { forwarder.handle(request, &client_ip, &alive).await }
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -371,7 +382,7 @@ async fn stop_on_signals(env: String, shutdown: watch::Sender<bool>) {
 }
 
 /// Resolves once shutdown has been asked for.
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 

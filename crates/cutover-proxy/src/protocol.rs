@@ -9,7 +9,7 @@
 //! {"op":"set","route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90},{"addr":"127.0.0.1:4002","weight":10}]}
 //! {"reply":"set","generation":8}
 //! {"op":"drain","upstreams":["127.0.0.1:4000"],"timeout_ms":30000}
-//! {"reply":"drain","drained":true,"remaining":0}
+//! {"reply":"drain","drained":true,"remaining":0,"closed":0}
 //! {"op":"set","route":{"env":""},"upstreams":[]}
 //! {"reply":"error","code":"bad_request","field":"route.env","message":"…","hint":"…"}
 //! ```
@@ -139,8 +139,9 @@ pub enum Request {
     /// Replaces the upstreams of one route (the route is created if new): [`Reply::Set`]. The
     /// change is on disk before it takes effect.
     Set(Route),
-    /// Waits until no request is in flight to `upstreams`, or `timeout_ms` passes:
-    /// [`Reply::Drain`].
+    /// Waits until no request is in flight to `upstreams`, or `timeout_ms` passes; then
+    /// closes their tunnels (upgraded connections; WebSockets with a Close frame, 1001) and
+    /// waits a few seconds for them to go: [`Reply::Drain`].
     Drain {
         upstreams: Vec<SocketAddr>,
         #[serde(default = "default_drain_ms")]
@@ -252,6 +253,9 @@ pub struct DrainOutcome {
     pub drained: bool,
     /// Requests still in flight when the drain gave up (0 when drained).
     pub remaining: u64,
+    /// Tunnels (WebSockets and other upgraded connections) the drain closed at its timeout.
+    #[serde(default)]
+    pub closed: u64,
 }
 
 /// Why a request was refused. Nothing changed.

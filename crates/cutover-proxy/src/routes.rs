@@ -156,7 +156,17 @@ struct UpstreamState {
     weight: u32,
     /// `addr` as the authority of request URIs, made once per table rather than per request.
     authority: Authority,
-    inflight: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+/// What every table and every request to one upstream share: its requests in flight, and the
+/// signal that closes its tunnels (upgraded connections) at the end of a drain.
+#[derive(Default)]
+pub(crate) struct Shared {
+    inflight: AtomicU64,
+    /// Of the requests in flight, the tunnels.
+    tunnels: AtomicU64,
+    close_tunnels: tokio::sync::Notify,
 }
 
 struct RouteState {
@@ -243,16 +253,37 @@ impl Table {
 }
 
 /// Counts one request in flight to `addr` until dropped.
-#[derive(Debug)]
 pub(crate) struct InflightGuard {
     pub addr: SocketAddr,
     pub authority: Authority,
-    counter: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+impl InflightGuard {
+    /// Resolves when the tunnels to this upstream are to close (see [`Routes::close_tunnels`]).
+    pub fn closing(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.close_tunnels.notified()
+    }
+
+    /// Counts this request as a tunnel (as well as in flight) until the result is dropped.
+    pub fn tunnel(&self) -> TunnelGuard {
+        self.shared.tunnels.fetch_add(1, Ordering::SeqCst);
+        TunnelGuard(self.shared.clone())
+    }
+}
+
+/// Counts one tunnel to an upstream until dropped.
+pub(crate) struct TunnelGuard(Arc<Shared>);
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.counter.fetch_sub(1, Ordering::SeqCst);
+        self.shared.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -260,7 +291,7 @@ pub(crate) struct Routes {
     table: ArcSwap<Table>,
     /// One counter per upstream, shared by every table that names it, so that a request sent
     /// before a swap is still counted after it.
-    counters: Mutex<HashMap<SocketAddr, Arc<AtomicU64>>>,
+    counters: Mutex<HashMap<SocketAddr, Arc<Shared>>>,
 }
 
 impl Routes {
@@ -276,7 +307,7 @@ impl Routes {
         routes
     }
 
-    fn counters(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<AtomicU64>>> {
+    fn counters(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Shared>>> {
         // A panic while holding this lock cannot leave the map inconsistent.
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -295,7 +326,7 @@ impl Routes {
                     weight: u.weight,
                     authority: Authority::try_from(u.addr.to_string())
                         .expect("a socket address is a valid URI authority"),
-                    inflight: counters.entry(u.addr).or_default().clone(),
+                    shared: counters.entry(u.addr).or_default().clone(),
                 })
                 .collect();
             let weights: Vec<u32> = route.upstreams.iter().map(|u| u.weight).collect();
@@ -317,7 +348,7 @@ impl Routes {
                 .iter()
                 .any(|r| r.upstreams.iter().any(|u| u.addr == *addr))
         };
-        counters.retain(|addr, n| routed(addr) || n.load(Ordering::SeqCst) > 0);
+        counters.retain(|addr, n| routed(addr) || n.inflight.load(Ordering::SeqCst) > 0);
     }
 
     /// Picks the upstream of the request's route by weight (avoiding `avoid` when another one
@@ -332,11 +363,11 @@ impl Routes {
             let table = self.table.load();
             let route = table.route_for(request)?;
             let upstream = &route.upstreams[route.next(avoid)?];
-            upstream.inflight.fetch_add(1, Ordering::SeqCst);
+            upstream.shared.inflight.fetch_add(1, Ordering::SeqCst);
             let guard = InflightGuard {
                 addr: upstream.addr,
                 authority: upstream.authority.clone(),
-                counter: upstream.inflight.clone(),
+                shared: upstream.shared.clone(),
             };
             // If a swap happened between the load and the increment, a drain may already have
             // seen zero for this upstream: pick again from the new table.
@@ -352,8 +383,27 @@ impl Routes {
         addrs
             .iter()
             .filter_map(|a| counters.get(a))
-            .map(|n| n.load(Ordering::SeqCst))
+            .map(|n| n.inflight.load(Ordering::SeqCst))
             .sum()
+    }
+
+    /// Tunnels (upgraded connections) open to any of `addrs`.
+    pub fn tunnels_to(&self, addrs: &[SocketAddr]) -> u64 {
+        let counters = self.counters();
+        addrs
+            .iter()
+            .filter_map(|a| counters.get(a))
+            .map(|n| n.tunnels.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Closes every tunnel (upgraded connection) to `addrs`: what a drain does when its
+    /// timeout passes, before the upstreams stop.
+    pub fn close_tunnels(&self, addrs: &[SocketAddr]) {
+        let counters = self.counters();
+        for shared in addrs.iter().filter_map(|a| counters.get(a)) {
+            shared.close_tunnels.notify_waiters();
+        }
     }
 
     /// The generation installed, every route with its upstreams' weights and requests in
@@ -371,7 +421,7 @@ impl Routes {
                     .map(|u| UpstreamStatus {
                         addr: u.addr,
                         weight: u.weight,
-                        inflight: u.inflight.load(Ordering::SeqCst),
+                        inflight: u.shared.inflight.load(Ordering::SeqCst),
                     })
                     .collect(),
             })
@@ -384,7 +434,7 @@ impl Routes {
         let draining = self
             .counters()
             .iter()
-            .map(|(addr, n)| (*addr, n.load(Ordering::SeqCst)))
+            .map(|(addr, n)| (*addr, n.inflight.load(Ordering::SeqCst)))
             .filter(|(addr, n)| *n > 0 && !routed(addr))
             .collect();
         (table.generation, routes, draining)

@@ -81,8 +81,9 @@ fn replies() -> Vec<(Reply, &'static str)> {
             Reply::Drain(DrainOutcome {
                 drained: false,
                 remaining: 2,
+                closed: 1,
             }),
-            r#"{"reply":"drain","drained":false,"remaining":2}"#,
+            r#"{"reply":"drain","drained":false,"remaining":2,"closed":1}"#,
         ),
         (Reply::Shutdown, r#"{"reply":"shutdown"}"#),
         (

@@ -9,6 +9,8 @@
 //! - `GET /tasks` → `[{"id":1,"title":"…","done":false}]`.
 //! - `POST /tasks` with `{"title":"…"}` → `201` and the new task; a bad body → `400 {"error":…}`.
 //! - `GET /` → one plain-text line: app, version and `GREETING` if set.
+//! - `GET /ws` with a WebSocket upgrade (RFC 6455) → an echo: every text or binary message comes
+//!   back as it was sent; the `101` answer names the version in `X-App-Version`.
 //!
 //! Environment: `HOST` (default `127.0.0.1`), `PORT` (default `8000`), `APP_VERSION` (default
 //! `dev`), `BREAK`, `GREETING`, and `CUTOVER_DATA_DIR`: when set, tasks live in
@@ -721,6 +723,14 @@ fn handle_connection(stream: TcpStream, app: &App) {
                 reject(writer, &Response::error(status, &message));
                 return;
             }
+            Ok(Some(req)) if is_websocket(&req) => {
+                log_line(&format!(
+                    "{peer} \"{} {} HTTP/1.1\" 101",
+                    req.method, req.target
+                ));
+                websocket(reader, writer, &req, app);
+                return;
+            }
             Ok(Some(req)) => {
                 let resp = route(app, &req);
                 let keep_alive = req.keep_alive();
@@ -741,6 +751,187 @@ fn handle_connection(stream: TcpStream, app: &App) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// WebSocket echo (RFC 6455)
+// ---------------------------------------------------------------------------------------------
+
+/// Largest WebSocket message accepted, in bytes.
+const MAX_MESSAGE: u64 = 64 * 1024;
+
+fn is_websocket(req: &Request) -> bool {
+    req.target.split('?').next() == Some("/ws")
+        && req.method == "GET"
+        && req.minor == 1
+        && req.connection_has("upgrade")
+        && req
+            .header("upgrade")
+            .any(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Answers the handshake, then echoes messages until either side closes.
+fn websocket(mut reader: BufReader<TcpStream>, mut writer: TcpStream, req: &Request, app: &App) {
+    let Some(key) = req.header("sec-websocket-key").next().map(str::trim) else {
+        reject(
+            writer,
+            &Response::error(400, "Sec-WebSocket-Key is missing"),
+        );
+        return;
+    };
+    let mut digest_input = key.as_bytes().to_vec();
+    digest_input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64(&sha1(&digest_input));
+    let head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\nX-App-Version: {}\r\n\r\n",
+        app.version
+    );
+    if writer.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    // A WebSocket stays open as long as its peers want.
+    let _ = reader.get_ref().set_read_timeout(None);
+    loop {
+        let Ok((opcode, payload)) = read_frame(&mut reader) else {
+            return;
+        };
+        let answer = match opcode {
+            0x1 | 0x2 => frame(opcode, &payload),
+            0x9 => frame(0xA, &payload),
+            0x8 => {
+                let _ = writer.write_all(&frame(0x8, &payload[..payload.len().min(2)]));
+                let _ = writer.shutdown(Shutdown::Both);
+                return;
+            }
+            _ => continue,
+        };
+        if writer.write_all(&answer).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads one whole frame from the client (which masks every frame); fragments are not
+/// reassembled (their opcode 0 is ignored by the echo).
+fn read_frame<R: Read>(reader: &mut R) -> io::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    reader.read_exact(&mut head)?;
+    let opcode = head[0] & 0x0f;
+    let mut len = u64::from(head[1] & 0x7f);
+    if len == 126 {
+        let mut ext = [0u8; 2];
+        reader.read_exact(&mut ext)?;
+        len = u64::from(u16::from_be_bytes(ext));
+    } else if len == 127 {
+        let mut ext = [0u8; 8];
+        reader.read_exact(&mut ext)?;
+        len = u64::from_be_bytes(ext);
+    }
+    if len > MAX_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message too large",
+        ));
+    }
+    let mut mask = [0u8; 4];
+    if head[1] & 0x80 != 0 {
+        reader.read_exact(&mut mask)?;
+    }
+    let mut payload = vec![0u8; len as usize];
+    reader.read_exact(&mut payload)?;
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+    Ok((opcode, payload))
+}
+
+/// One final, unmasked frame (a server never masks).
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+/// SHA-1 (FIPS 180-4), which the WebSocket handshake requires.
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut message = data.to_vec();
+    message.push(0x80);
+    while message.len() % 64 != 56 {
+        message.push(0);
+    }
+    message.extend_from_slice(&((data.len() as u64) * 8).to_be_bytes());
+    for block in message.chunks(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in block.chunks(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, &word) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(word);
+            e = d;
+            d = c;
+            c = b.rotate_left(30);
+            b = a;
+            a = t;
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, word) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&word.to_be_bytes());
+    }
+    out
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1007,6 +1198,19 @@ impl Parser<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn websocket_accept_is_rfc_6455_s() {
+        // The example of RFC 6455 section 1.3.
+        let mut input = b"dGhlIHNhbXBsZSBub25jZQ==".to_vec();
+        input.extend_from_slice(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+        assert_eq!(
+            super::base64(&super::sha1(&input)),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(super::base64(b"ab"), "YWI=");
+        assert_eq!(super::base64(b"a"), "YQ==");
+    }
+
     use super::*;
 
     fn parse(raw: &str) -> Result<Option<Request>, HttpError> {

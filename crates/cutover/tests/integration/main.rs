@@ -22,3 +22,4 @@ mod real_apps;
 mod resilience;
 mod support;
 mod walk;
+mod websockets;

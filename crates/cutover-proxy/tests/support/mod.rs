@@ -1,0 +1,167 @@
+//! What the edge proxy's tests share: a proxy running `run()` on a thread, tiny hyper
+//! upstreams, and HTTP clients.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cutover_proxy::protocol::DEFAULT_WEIGHT;
+use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub struct Proxy {
+    pub options: ProxyOptions,
+    pub client: ProxyClient,
+    pub addr: SocketAddr,
+    pub thread: JoinHandle<Result<(), ProxyError>>,
+}
+
+impl Proxy {
+    /// Starts a proxy on a free port and waits until it answers.
+    pub async fn start(state_dir: &Path, env: &str) -> Proxy {
+        let options = ProxyOptions::new(state_dir, env, SocketAddr::from(([127, 0, 0, 1], 0)));
+        let for_thread = options.clone();
+        let thread = std::thread::spawn(move || cutover_proxy::run(for_thread));
+        let client = ProxyClient::for_options(&options);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match client.status().await {
+                Ok(status) => {
+                    return Proxy {
+                        options,
+                        client,
+                        addr: status.listen,
+                        thread,
+                    }
+                }
+                Err(e) if Instant::now() > deadline || thread.is_finished() => {
+                    panic!("proxy did not start: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// The route this proxy serves: its environment.
+    pub fn route(&self) -> RouteKey {
+        RouteKey::env(&self.options.env)
+    }
+
+    /// Routes the environment to `upstreams` by weight; returns the generation.
+    pub async fn set(&self, upstreams: &[(SocketAddr, u32)]) -> u64 {
+        let upstreams = upstreams
+            .iter()
+            .map(|&(addr, weight)| Upstream::new(addr, weight))
+            .collect();
+        self.client.set(self.route(), upstreams).await.unwrap()
+    }
+
+    /// Routes the environment to `upstreams`, each at the default weight (what the engine does).
+    pub async fn switch(&self, upstreams: &[SocketAddr]) -> u64 {
+        let weighted: Vec<_> = upstreams.iter().map(|&a| (a, DEFAULT_WEIGHT)).collect();
+        self.set(&weighted).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.client.shutdown().await.unwrap();
+        let result = tokio::task::spawn_blocking(move || self.thread.join())
+            .await
+            .unwrap()
+            .unwrap();
+        result.unwrap();
+    }
+}
+
+/// A hyper upstream that answers with its name. `/slow` waits 500 ms; `/echo` returns the
+/// method, the request headers and the body.
+pub async fn upstream(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| async move {
+                    let path = req.uri().path().to_string();
+                    if path == "/slow" {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    let body = if path == "/echo" {
+                        let mut text = format!("{} {}\n", req.method(), req.uri());
+                        for (k, v) in req.headers() {
+                            text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+                        }
+                        let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                        text.push('\n');
+                        text.push_str(&String::from_utf8_lossy(&bytes));
+                        text
+                    } else {
+                        name.to_string()
+                    };
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    response
+                        .headers_mut()
+                        .insert("x-upstream", name.parse().unwrap());
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn keep_alive_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn fresh_client() -> TestClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http()
+}
+
+pub async fn get(client: &TestClient, url: &str) -> Result<(StatusCode, String), String> {
+    let request = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    send(client, request).await
+}
+
+pub async fn send(
+    client: &TestClient,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, String), String> {
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
