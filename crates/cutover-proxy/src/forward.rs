@@ -24,7 +24,7 @@ use crate::routes::{InflightGuard, Routes};
 
 /// What is sent upstream: nothing (a request without a body, which can be sent again) or the
 /// client's body streamed through. No boxing per request.
-type UpstreamBody = Either<Empty<Bytes>, Incoming>;
+type UpstreamBody = Either<Empty<Bytes>, ClientBody>;
 type UpstreamClient = Client<HttpConnector, UpstreamBody>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -125,7 +125,7 @@ impl Forwarder {
             }
         } else {
             let headers = std::mem::take(&mut parts.headers);
-            let body = Either::Right(body);
+            let body = Either::Right(ClientBody::new(body, u64::MAX));
             match self
                 .send(&self.pooled, &parts.method, &path, headers, &guard, body)
                 .await
@@ -154,7 +154,19 @@ impl Forwarder {
     ) -> Response<ProxyBody> {
         match error {
             SendError::BadTarget => text(StatusCode::BAD_REQUEST, "bad request target\n".into()),
-            SendError::Upstream(e) => self.bad_gateway(&root_cause(&e), method, path, addr),
+            SendError::Upstream(e) => match client_body_error(&e) {
+                Some(ClientBodyError::Malformed(cause)) => {
+                    let mut response = text(
+                        StatusCode::BAD_REQUEST,
+                        format!("bad request: the request body is malformed: {cause}\n"),
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    response
+                }
+                None => self.bad_gateway(&root_cause(&e), method, path, addr),
+            },
             SendError::Connect(e) => self.bad_gateway(&root_cause(&e), method, path, addr),
             SendError::Http(e) => self.bad_gateway(&root_cause(&e), method, path, addr),
         }
@@ -353,6 +365,71 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// The client's request body as it is sent upstream: a body the client breaks (a malformed
+/// chunk, a connection closed mid-body) is the client's fault (400), not the app's (502).
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    /// Bytes the body may still bring.
+    allowed: u64,
+}
+
+impl ClientBody {
+    fn new(inner: Incoming, allowed: u64) -> ClientBody {
+        ClientBody { inner, allowed }
+    }
+}
+
+/// Why a client's request body could not be sent upstream.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ClientBodyError {
+    #[error("{0}")]
+    Malformed(hyper::Error),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.allowed = self.allowed.saturating_sub(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::Malformed(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client body's error behind a failed upstream request, if that was the cause.
+fn client_body_error<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e ClientBodyError> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<ClientBodyError>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
 }
 
 /// The innermost error, e.g. "Connection refused (os error 111)".
