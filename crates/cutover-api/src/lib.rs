@@ -15,7 +15,7 @@ mod views;
 pub use line::{Line, Outcome, RunEvent, RunEventKind};
 pub use requests::{
     ChecksBody, DeployBody, EnvBody, GateBody, HistoryQuery, LogsQuery, PromoteBody, PruneBody,
-    RollbackBody, RollbackTargetQuery, RunRequest, TokenBody, TokenGate, VerdictQuery,
+    RollbackBody, RollbackTargetQuery, RunRequest, RunsQuery, TokenBody, TokenGate, VerdictQuery,
 };
 pub use responses::{
     HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, ReleaseEvent, Removed, Revoked,
@@ -23,6 +23,6 @@ pub use responses::{
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,
-    PipelineRunView, Promotion, ReleaseRef, ReleaseView, RunView, ShowView, SnapshotView,
+    PipelineRunView, Promotion, ReleaseRef, ReleaseView, RunView, RunsView, ShowView, SnapshotView,
     StatusView,
 };

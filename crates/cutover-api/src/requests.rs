@@ -12,6 +12,14 @@ pub struct HistoryQuery {
     pub limit: Option<usize>,
 }
 
+/// The query of `GET /v1/pipeline/runs`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunsQuery {
+    /// How many runs, newest first (default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
 /// The query of `GET /v1/rollback-target/{env}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RollbackTargetQuery {

@@ -150,6 +150,13 @@ pub struct EventView {
     pub message: String,
 }
 
+/// `GET /v1/pipeline/runs`: the most recent runs, newest first, each with its outcome and
+/// reason (runs refused before their first stage included, for webhooks and `watch`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunsView {
+    pub runs: Vec<PipelineRunView>,
+}
+
 /// `GET /v1/pipeline/runs/{id}`: the whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunView {

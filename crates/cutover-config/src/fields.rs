@@ -81,6 +81,36 @@ impl<'de> Deserialize<'de> for AppName {
     }
 }
 
+/// A branch or remote name of `[pipeline]`: what `git check-ref-format` allows, and never
+/// something git would read as an option.
+pub(crate) fn git_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let hint = "use a name as git shows it, e.g. \"main\" for a branch or \"origin\" for a remote";
+    if name.is_empty() {
+        return Err(invalid("must not be empty", hint));
+    }
+    if name.starts_with('-') {
+        return Err(invalid(
+            &format!("{name:?} starts with `-`, which git would read as an option"),
+            hint,
+        ));
+    }
+    let bad = name.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    });
+    if let Some(c) = bad {
+        return Err(invalid(
+            &format!("{name:?} has {c:?}, which git does not allow in a name"),
+            hint,
+        ));
+    }
+    if name.contains("..") || name.ends_with('/') || name.ends_with(".lock") || name.contains("@{")
+    {
+        return Err(invalid(&format!("{name:?} is not a name git allows"), hint));
+    }
+    Ok(name)
+}
+
 /// A string, or a scalar of another type shown as written (for better errors).
 pub(crate) enum StrOrOther {
     Str(String),

@@ -319,8 +319,12 @@ pub enum Approval {
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     /// Only commits on this branch ship.
-    #[serde(default = "default_branch")]
+    #[serde(default = "default_branch", deserialize_with = "fields::git_name")]
     pub branch: String,
+    /// The git remote a push webhook's commit is fetched from when the server's repository
+    /// does not have it yet (a server whose repository is a clone of the forge's).
+    #[serde(default = "default_remote", deserialize_with = "fields::git_name")]
+    pub remote: String,
     /// The checks, a DAG through `needs`.
     #[serde(default, rename = "check", skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
@@ -330,6 +334,7 @@ impl Default for Pipeline {
     fn default() -> Pipeline {
         Pipeline {
             branch: default_branch(),
+            remote: default_remote(),
             checks: Vec::new(),
         }
     }
@@ -337,6 +342,10 @@ impl Default for Pipeline {
 
 fn default_branch() -> String {
     "main".to_string()
+}
+
+fn default_remote() -> String {
+    "origin".to_string()
 }
 
 /// `[[pipeline.check]]`: one command run in a clean checkout of the commit.

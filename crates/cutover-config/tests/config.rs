@@ -826,3 +826,26 @@ fn a_needs_cycle_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn pipeline_branch_and_remote_must_be_names_git_allows() {
+    let ok = parse(&with("pipeline", "branch = \"release/2.x\"\nremote = \"forge\"")).unwrap();
+    assert_eq!(ok.pipeline.branch, "release/2.x");
+    assert_eq!(ok.pipeline.remote, "forge");
+    assert_eq!(parse(BASE).unwrap().pipeline.remote, "origin");
+    for (key, value, needle) in [
+        ("remote", "--upload-pack=touch /tmp/x", "git would read as an option"),
+        ("remote", "", "must not be empty"),
+        ("branch", "main branch", "does not allow"),
+        ("branch", "feat..x", "not a name git allows"),
+        ("branch", "-f", "git would read as an option"),
+    ] {
+        let e = err(&with("pipeline", &format!("{key} = {value:?}")));
+        assert_eq!(e.field(), Some(format!("[pipeline] {key}").as_str()), "{e}");
+        assert!(e.message().contains(needle), "{key} = {value:?}: {e}");
+        assert!(e.hint().unwrap().contains("\"origin\""), "{e}");
+        assert_eq!(line_col(&e).0, 14, "{e}");
+    }
+    let e = err(&with("pipeline", "remote = 7"));
+    assert_eq!(e.field(), Some("[pipeline] remote"), "{e}");
+}

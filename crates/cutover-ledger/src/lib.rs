@@ -115,6 +115,9 @@ const RELEASE_COLUMNS: &str = "id, app, env, version, artifact, digest, snapshot
      requested_by, state, reason, passed_monitor, created_at, started_at, live_at, monitor_until, ended_at, \
      trigger, author, approved_by, approved_at, promoted_from, promoted_from_env";
 
+const RUN_COLUMNS: &str =
+    "id, sha, trigger, requested_by, state, exit_code, message, started_at, ended_at";
+
 pub struct Ledger {
     conn: Connection,
 }
@@ -640,42 +643,46 @@ impl Ledger {
     }
 
     pub fn run(&self, id: i64) -> Result<Option<PipelineRun>> {
-        type Row = (
-            i64,
-            String,
-            String,
-            String,
-            String,
-            Option<i32>,
-            Option<String>,
-            String,
-            Option<String>,
-        );
-        let row: Option<Row> = self
-            .conn
-            .query_row(
-                "SELECT id, sha, trigger, requested_by, state, exit_code, message, started_at, ended_at \
-                 FROM pipeline_runs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
-            )
-            .optional()?;
-        row.map(
-            |(id, sha, trigger, requested_by, state, exit_code, message, started, ended)| {
-                Ok(PipelineRun {
-                    id,
-                    sha,
-                    trigger,
-                    requested_by,
-                    state,
-                    exit_code,
-                    message,
-                    started_at: parse_time(&started)?,
-                    ended_at: ended.as_deref().map(parse_time).transpose()?,
-                })
-            },
-        )
-        .transpose()
+        let sql = format!("SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE id = ?1");
+        self.query_runs(&sql, [id]).map(|mut runs| runs.pop())
+    }
+
+    /// The most recent pipeline runs, newest first.
+    pub fn runs(&self, limit: usize) -> Result<Vec<PipelineRun>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM pipeline_runs ORDER BY id DESC LIMIT ?1");
+        self.query_runs(&sql, [limit as i64])
+    }
+
+    fn query_runs(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<PipelineRun>> {
+        let mut stmt = self.conn.prepare(sql)?;
+        let rows = stmt.query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<i32>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, Option<String>>(8)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, sha, trigger, requested_by, state, exit_code, message, started, ended) = row?;
+            Ok(PipelineRun {
+                id,
+                sha,
+                trigger,
+                requested_by,
+                state,
+                exit_code,
+                message,
+                started_at: parse_time(&started)?,
+                ended_at: ended.as_deref().map(parse_time).transpose()?,
+            })
+        })
+        .collect()
     }
 
     fn query_releases(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Release>> {

@@ -14,8 +14,8 @@ use axum::{Json, Router};
 use cutover_api::{
     ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryQuery, HistoryView,
     InstanceLogs, Line, LogsQuery, Ping, PromoteBody, PruneBody, Refusal, Revoked, RollbackBody,
-    RollbackTargetQuery, RunEvent, RunRequest, RunView, ShowView, StatusView, Stopped, TargetView,
-    TokenBody, TokenCreated, TokenEntry, Verdict, VerdictQuery,
+    RollbackTargetQuery, RunEvent, RunRequest, RunView, RunsQuery, RunsView, ShowView, StatusView,
+    Stopped, TargetView, TokenBody, TokenCreated, TokenEntry, Verdict, VerdictQuery,
 };
 use cutover_config::Config;
 use cutover_daemon::StateDir;
@@ -61,6 +61,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/tokens", get(tokens).post(create_token))
         .route("/v1/tokens/revoke", post(revoke_token))
         .route("/v1/checks/{sha}", get(checks_of))
+        .route("/v1/pipeline/runs", get(pipeline_list))
         .route("/v1/pipeline/runs/{id}", get(pipeline_show))
         .with_state(state)
 }
@@ -386,6 +387,16 @@ async fn checks_of(State(app): State<Shared>, Path(sha): Path<String>) -> Respon
         Ok(records) => {
             Json(records.into_iter().map(convert::check).collect::<Vec<_>>()).into_response()
         }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+async fn pipeline_list(State(app): State<Shared>, Query(q): Query<RunsQuery>) -> Response {
+    match app.engine.with_ledger(|l| l.runs(q.limit.unwrap_or(20))) {
+        Ok(runs) => Json(RunsView {
+            runs: runs.into_iter().map(convert::run).collect(),
+        })
+        .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
 }

@@ -76,19 +76,20 @@ pub async fn run(
         tx,
         file: Default::default(),
     };
-    let (sha, config) = match commit_config(&root, &req.rev) {
+    let (sha, config) = match commit_config(&root, &req.rev, &log) {
         Ok(found) => found,
-        Err(outcome) => return outcome,
+        Err(outcome) => return refused_run(&engine, &req, &req.rev, outcome),
     };
     let branch = &config.pipeline.branch;
-    if !on_branch(&root, &sha, branch) {
-        return Outcome::refused(
+    if !on_branch(&root, &sha, branch, &config.pipeline.remote) {
+        let outcome = Outcome::refused(
             format!(
                 "commit {} is not on {branch}; only commits on [pipeline] branch ship",
                 short(&sha)
             ),
             Some(format!("merge it into {branch} first")),
         );
+        return refused_run(&engine, &req, sha.as_str(), outcome);
     }
     let run = match engine.with_ledger(|l| l.start_run(&sha, &req.trigger, &req.requested_by)) {
         Ok(r) => r,
@@ -112,6 +113,25 @@ pub async fn run(
     let _ = engine.with_ledger(|l| l.finish_run(run.id, outcome.exit_code, &outcome.message));
     let mut outcome = outcome;
     outcome.message = format!("pipeline run {}: {}", run.id, outcome.message);
+    outcome
+}
+
+/// A run refused before its first stage. One that nobody watches (a webhook's, `watch`'s) is
+/// recorded with its reason, so that `pipeline list` and `pipeline show` tell what became of
+/// the push; the person who typed `cutover pipeline run` reads the refusal at once instead.
+fn refused_run(engine: &ServerEngine, req: &RunRequest, sha: &str, outcome: Outcome) -> Outcome {
+    if req.trigger == "cli" {
+        return outcome;
+    }
+    let recorded = engine.with_ledger(|l| -> cutover_ledger::Result<i64> {
+        let run = l.start_run(sha, &req.trigger, &req.requested_by)?;
+        l.finish_run(run.id, outcome.exit_code, &outcome.message)?;
+        Ok(run.id)
+    });
+    let mut outcome = outcome;
+    if let Ok(id) = recorded {
+        outcome.message = format!("pipeline run {id}: {}", outcome.message);
+    }
     outcome
 }
 
@@ -250,13 +270,13 @@ fn deploy_order(config: &Config) -> Vec<String> {
     done
 }
 
-fn on_branch(root: &std::path::Path, sha: &str, branch: &str) -> bool {
+fn on_branch(root: &std::path::Path, sha: &str, branch: &str, remote: &str) -> bool {
     let Ok(repo) = Repo::discover(root) else {
         return false;
     };
     [
         format!("refs/heads/{branch}"),
-        format!("refs/remotes/origin/{branch}"),
+        format!("refs/remotes/{remote}/{branch}"),
         format!("refs/cutover/watch/{branch}"),
     ]
     .iter()
@@ -372,7 +392,7 @@ pub async fn run_checks_only(
         file: Default::default(),
     };
     let root = state.repo_root();
-    let (sha, config) = match commit_config(&root, &rev) {
+    let (sha, config) = match commit_config(&root, &rev, &log) {
         Ok(found) => found,
         Err(outcome) => return outcome,
     };
@@ -396,12 +416,27 @@ pub async fn run_checks_only(
     }
 }
 
-/// The full sha of `rev` and the config committed in it.
-fn commit_config(root: &std::path::Path, rev: &str) -> Result<(Sha, Config), Outcome> {
+/// The full sha of `rev` and the config committed in it. A commit this repository does not
+/// have yet (a webhook's, when the server's repository is a clone of the forge's) is fetched
+/// first: `[pipeline] branch` from `[pipeline] remote`, as the working tree's config names them,
+/// under `refs/cutover/watch/<branch>` so that no branch of the user's moves.
+fn commit_config(
+    root: &std::path::Path,
+    rev: &str,
+    log: &RunLog,
+) -> Result<(Sha, Config), Outcome> {
     let repo = Repo::discover(root).map_err(|e| Outcome::refused(e.to_string(), None))?;
-    let sha = repo
-        .resolve(rev)
-        .map_err(|e| Outcome::refused(e.to_string(), None))?;
+    let sha = match repo.resolve(rev) {
+        Ok(sha) => sha,
+        Err(missing) if Sha::parse(rev).is_ok() => fetch(&repo, root, rev, log)
+            .map_err(|detail| {
+                Outcome::refused(
+                    format!("commit {} is not in this repository, and fetching it failed: {detail}", short(rev)),
+                    Some(format!("check [pipeline] remote and that the server may fetch from it (`git -C {} fetch`); {missing}", root.display())),
+                )
+            })?,
+        Err(e) => return Err(Outcome::refused(e.to_string(), None)),
+    };
     let config = match repo.show_file(&sha, CONFIG_FILE) {
         Ok(Some(text)) => Config::parse(&text, &cutover_config::committed_origin(&sha))
             .map_err(|e| Outcome::refused(e.to_string(), None))?,
@@ -414,4 +449,24 @@ fn commit_config(root: &std::path::Path, rev: &str) -> Result<(Sha, Config), Out
         Err(e) => return Err(Outcome::refused(e.to_string(), None)),
     };
     Ok((sha, config))
+}
+
+/// Fetches the pipeline's branch from its remote and resolves `rev` again.
+fn fetch(repo: &Repo, root: &std::path::Path, rev: &str, log: &RunLog) -> Result<Sha, String> {
+    let pipeline = Config::load(&root.join(CONFIG_FILE))
+        .map(|c| c.pipeline)
+        .unwrap_or_default();
+    let (remote, branch) = (&pipeline.remote, &pipeline.branch);
+    log.step(&format!(
+        "fetching {branch} from {remote}: commit {} is not here yet",
+        short(rev)
+    ));
+    repo.fetch(
+        remote,
+        &format!("+refs/heads/{branch}:refs/cutover/watch/{branch}"),
+    )
+    .map_err(|e| e.to_string())?;
+    repo.resolve(rev).map_err(|_| {
+        format!("{remote}'s {branch} does not contain it (pushed to another branch, or force-pushed away)")
+    })
 }

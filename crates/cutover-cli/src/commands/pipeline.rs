@@ -1,8 +1,8 @@
-//! `cutover pipeline run` and `cutover pipeline show`: checks → build → publish → staging →
+//! `cutover pipeline run`, `list` and `show`: checks → build → publish → staging →
 //! (approval) → production, the same way a push webhook or `cutover watch` runs it.
 
 use clap::{Args, Subcommand};
-use cutover_api::{Line, RunEventKind, RunRequest, RunView};
+use cutover_api::{Line, RunEventKind, RunRequest, RunView, RunsView};
 
 use crate::client::Client;
 use crate::context::Context;
@@ -12,8 +12,21 @@ use crate::output::{report, Renderer};
 pub enum PipelineCommand {
     /// Run the pipeline for a commit (default HEAD): checks, build, publish, environments.
     Run(RunArgs),
+    /// The most recent runs, newest first, with their outcome and reason — those a push
+    /// webhook or `cutover watch` started too, refused ones included.
+    List(ListArgs),
     /// One run, stage by stage.
     Show(ShowArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// How many runs.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub limit: usize,
+    /// One JSON document on stdout (`{"runs": [...]}`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -44,6 +57,7 @@ pub async fn run(
 ) -> anyhow::Result<i32> {
     match command {
         PipelineCommand::Run(args) => run_pipeline(args, state_dir).await,
+        PipelineCommand::List(args) => list(args, state_dir).await,
         PipelineCommand::Show(args) => show(args, state_dir).await,
     }
 }
@@ -78,6 +92,33 @@ async fn run_pipeline(args: RunArgs, state_dir: Option<&std::path::Path>) -> any
         );
     }
     Ok(report(&outcome))
+}
+
+async fn list(args: ListArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let ctx = Context::discover(state_dir)?;
+    let client = Client::connect_or_start(&ctx.state).await?;
+    let view: RunsView = client
+        .get(&format!("/v1/pipeline/runs?limit={}", args.limit))
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(0);
+    }
+    if view.runs.is_empty() {
+        println!("no pipeline runs yet (`cutover pipeline run` starts one)");
+    }
+    for r in &view.runs {
+        println!(
+            "{:>4}  {}  {:<12} {:<9} {:<9} {}",
+            r.id,
+            r.started_at.format("%Y-%m-%d %H:%M:%S"),
+            crate::output::short(&r.sha),
+            r.trigger,
+            r.state,
+            r.message.as_deref().unwrap_or("")
+        );
+    }
+    Ok(0)
 }
 
 async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {

@@ -761,6 +761,114 @@ fn webhook_deliveries_signed_right_run_the_pipeline_and_nothing_else_does() {
     pipe.assert_serving(&v1);
 }
 
+/// Issue 10 (webhooks from a real forge): the server's repository is a clone of the forge's,
+/// so a push names a commit it does not have yet. The server fetches it from `[pipeline]
+/// remote` before the run (moving no branch of the user's), and a push it cannot run is
+/// recorded with its reason where a user looks: `pipeline list` and `pipeline show`.
+#[test]
+fn a_webhook_for_a_commit_the_clone_lacks_is_fetched_and_every_run_is_listed() {
+    let hook: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let secret = "s3cret-for-the-forge";
+    let rest = format!(
+        "[pipeline]\nremote = \"forge\"\n\n[webhook]\nsecret = {{ env = \"LAB_WEBHOOK_SECRET\" }}\nlisten = \"{hook}\"\n"
+    );
+    let pipe = Pipe::with(
+        |_| {},
+        "",
+        "approval = \"manual\"",
+        &rest,
+        &[("LAB_WEBHOOK_SECRET", secret)],
+    );
+    let parent = pipe.repo.parent().unwrap().to_path_buf();
+    let forge = parent.join("forge.git");
+    git_in(
+        &parent,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            pipe.repo.to_str().unwrap(),
+            "forge.git",
+        ],
+    );
+    pipe.git(&["remote", "add", "forge", forge.to_str().unwrap()]);
+    pipe.git(&["fetch", "-q", "forge"]);
+    // Someone merges in their own clone and pushes to the forge.
+    git_in(&parent, &["clone", "-q", forge.to_str().unwrap(), "dev"]);
+    let dev = parent.join("dev");
+    fs::write(dev.join("notes.txt"), "merged on the forge\n").unwrap();
+    git_in(&dev, &["add", "-A"]);
+    git_in(&dev, &["commit", "-q", "-m", "merged on the forge"]);
+    git_in(&dev, &["push", "-q", "origin", "HEAD:main"]);
+    let tip = git_in(&dev, &["rev-parse", "HEAD"]);
+    let lacks = Command::new("git")
+        .args(["cat-file", "-e", &format!("{tip}^{{commit}}")])
+        .current_dir(&pipe.repo)
+        .status()
+        .unwrap();
+    assert!(
+        !lacks.success(),
+        "the server's clone must not have {tip} yet"
+    );
+
+    pipe.status();
+    poll(Duration::from_secs(30), "the webhook listener", || {
+        TcpStream::connect_timeout(&hook, Duration::from_secs(1)).ok()
+    });
+    let (status, answer) = deliver(hook, secret, "push", "f-1", &push_body("main", &tip));
+    assert_eq!(status, 202, "{answer}");
+    poll(
+        RUN_LIMIT,
+        "staging to be live with the forge's commit",
+        || {
+            let h = pipe.history();
+            (h.first()
+                .map(|r| r["state"] == "live" && r["version"] == tip.as_str())
+                == Some(true))
+            .then_some(())
+        },
+    );
+    pipe.wait_serving(&tip, Duration::from_secs(10));
+    assert_ne!(pipe.head(), tip, "the user's branch did not move");
+
+    // A push of a commit the forge does not have either: 202 (the forge is told at once),
+    // then the run is refused, and says why, in `pipeline list` and `pipeline show`.
+    let ghost = "0123456789abcdef0123456789abcdef01234567";
+    let (status, answer) = deliver(hook, secret, "push", "f-2", &push_body("main", ghost));
+    assert_eq!(status, 202, "{answer}");
+    let runs = poll(RUN_LIMIT, "the refused run to be listed", || {
+        let list = pipe.run(&["pipeline", "list", "--json"]).expect(0).json();
+        let runs = list["runs"].as_array().cloned().unwrap_or_default();
+        runs.iter()
+            .any(|r| r["sha"] == ghost && r["state"] == "refused")
+            .then_some(runs)
+    });
+    let refused = runs.iter().find(|r| r["sha"] == ghost).unwrap();
+    assert_eq!(refused["trigger"], "webhook", "{refused:#}");
+    let reason = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("is not in this repository") && reason.contains("forge"),
+        "the reason names the commit and the remote: {refused:#}"
+    );
+    let first = runs.iter().find(|r| r["sha"] == tip.as_str()).unwrap();
+    assert_eq!(first["trigger"], "webhook", "{first:#}");
+    assert!(
+        first["state"] == "running" || first["state"] == "succeeded",
+        "{first:#}"
+    );
+    let id = refused["id"].as_i64().unwrap().to_string();
+    let shown = pipe
+        .run(&["pipeline", "show", &id, "--json"])
+        .expect(0)
+        .json();
+    assert_eq!(shown["run"]["state"], "refused", "{shown:#}");
+    let listed = pipe.run(&["pipeline", "list"]).expect(0);
+    for needle in ["webhook", "refused", "is not in this repository"] {
+        assert!(listed.stdout.contains(needle), "{needle}: {listed:?}");
+    }
+    assert_eq!(pipe.history().len(), 1, "the refused run deployed nothing");
+}
+
 #[test]
 fn watch_runs_the_pipeline_for_a_new_commit_upstream() {
     let pipe = Pipe::new("", "approval = \"manual\"", "");
