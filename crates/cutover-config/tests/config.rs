@@ -829,12 +829,20 @@ fn a_needs_cycle_is_named() {
 
 #[test]
 fn pipeline_branch_and_remote_must_be_names_git_allows() {
-    let ok = parse(&with("pipeline", "branch = \"release/2.x\"\nremote = \"forge\"")).unwrap();
+    let ok = parse(&with(
+        "pipeline",
+        "branch = \"release/2.x\"\nremote = \"forge\"",
+    ))
+    .unwrap();
     assert_eq!(ok.pipeline.branch, "release/2.x");
     assert_eq!(ok.pipeline.remote, "forge");
     assert_eq!(parse(BASE).unwrap().pipeline.remote, "origin");
     for (key, value, needle) in [
-        ("remote", "--upload-pack=touch /tmp/x", "git would read as an option"),
+        (
+            "remote",
+            "--upload-pack=touch /tmp/x",
+            "git would read as an option",
+        ),
         ("remote", "", "must not be empty"),
         ("branch", "main branch", "does not allow"),
         ("branch", "feat..x", "not a name git allows"),

@@ -132,6 +132,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 }
                 self.stop_instances(warm).await;
             }
+            if self.shutting_down() {
+                return Err(Missed::Refused(failure(
+                    "the server is shutting down (`cutover down`): nothing new starts",
+                )));
+            }
             // Getting the artifact in place (unpack, or the registry check and pull) is part of
             // refusing: no instance started, so a failure here is exit 1 and `failed`.
             let placement = self

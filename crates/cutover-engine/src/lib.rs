@@ -262,7 +262,10 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         }
     }
 
-    /// Stops every instance and proxy this engine knows of (for `cutover down`).
+    /// Stops every instance and proxy this engine knows of (for `cutover down`). From the
+    /// first moment no converge starts an instance; an operation already under way gets a
+    /// bounded moment to finish (its environment's lock), so that nothing it starts outlives
+    /// the shutdown; then every instance the runtime lists stops, twice over, and the edges.
     pub async fn shut_down_everything(&self) {
         self.inner
             .shutting_down
@@ -274,15 +277,36 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         for c in cancels {
             let _ = c.send(true);
         }
-        if let Ok(instances) = self.inner.runtime.list().await {
-            self.stop_instances(&instances).await;
-        }
         let envs = self.with_ledger(|l| l.environments()).unwrap_or_default();
+        let mut held = Vec::new();
+        for env in &envs {
+            let lock = self.env_lock(env);
+            if let Ok(guard) = tokio::time::timeout(SHUTDOWN_WAIT, lock.lock_owned()).await {
+                held.push(guard);
+            }
+        }
+        for _ in 0..2 {
+            match self.inner.runtime.list().await {
+                Ok(instances) if !instances.is_empty() => self.stop_instances(&instances).await,
+                _ => break,
+            }
+        }
         for env in envs {
             self.inner.edge.stop(&env).await;
         }
+        drop(held);
+    }
+
+    /// Whether `cutover down` has begun: nothing starts from then on.
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.inner
+            .shutting_down
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// How long `cutover down` waits for an operation under way in an environment.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Locks a std mutex, taking the data even if a panicking thread poisoned it: the engine's
 /// maps stay usable, and the ledger is the source of truth anyway.

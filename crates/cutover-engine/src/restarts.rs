@@ -53,11 +53,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     async fn heal_all(&self) {
         let (progress, _rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
         for env in self.with_ledger(|l| l.environments()).unwrap_or_default() {
-            if self
-                .inner
-                .shutting_down
-                .load(std::sync::atomic::Ordering::SeqCst)
-            {
+            if self.shutting_down() {
                 return;
             }
             // Look first without the lock: a user's command never waits on a look.
