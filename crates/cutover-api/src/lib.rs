@@ -15,11 +15,13 @@ mod views;
 pub use line::{Line, Outcome, RunEvent, RunEventKind};
 pub use requests::{
     ChecksBody, DeployBody, EnvBody, GateBody, HistoryQuery, LogsQuery, PromoteBody, PruneBody,
-    RollbackBody, RollbackTargetQuery, RunRequest, RunsQuery, TokenBody, TokenGate, VerdictQuery,
+    Role, RollbackBody, RollbackTargetQuery, RunRequest, RunsQuery, TokenBody, TokenGate,
+    VerdictQuery,
 };
 pub use responses::{
-    HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, ReleaseEvent, Removed, Revoked,
-    Stopped, TargetView, TokenCreated, TokenEntry, Verdict,
+    HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, RefusalsView, RefusedCall,
+    ReleaseEvent, Removed, Revoked, ServerInfo, Stopped, TargetView, TokenCreated, TokenEntry,
+    Verdict,
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,

@@ -140,6 +140,44 @@ pub struct EnvBody {
 pub struct TokenBody {
     pub name: String,
     pub by: String,
+    /// What the token may do (create only; default `deploy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+}
+
+/// What a token may do over the server's HTTPS API. Each role may do what the ones before it
+/// may: `read` (status, history, show, logs, pipeline runs), `deploy` (deploy, rollback,
+/// promote, approve/reject, freeze/unfreeze, abort, pipeline runs), `admin` (tokens, prune,
+/// down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Read,
+    Deploy,
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Read, Role::Deploy, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Deploy => "deploy",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// `read`, `deploy` or `admin`.
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// `POST /v1/checks/run`: a commit's checks alone.

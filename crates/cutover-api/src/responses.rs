@@ -118,6 +118,7 @@ pub struct TokenCreated {
 pub struct TokenEntry {
     pub created_at: String,
     pub name: String,
+    pub role: crate::Role,
 }
 
 /// `POST /v1/tokens/revoke`.
@@ -155,4 +156,39 @@ pub struct ReleaseEvent {
     pub state: String,
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
+}
+
+/// `<state dir>/server.json`, written by a server when it starts: what `cutover server info`
+/// shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// `https://ADDR` when the server serves its API over HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<String>,
+    /// `sha256:<hex>` of its HTTPS certificate, which clients pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+/// `GET /v1/refusals`: the calls the server refused (no token, an invalid one, a role too
+/// small), newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefusalsView {
+    pub refusals: Vec<RefusedCall>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefusedCall {
+    pub at: DateTime<Utc>,
+    /// Whose token the call carried, when it was a valid one.
+    pub token: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub reason: String,
 }

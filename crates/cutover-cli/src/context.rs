@@ -16,10 +16,18 @@ pub struct Context {
 
 impl Context {
     /// Finds `cutover.toml` in the current folder or above it. `state_dir` overrides the
-    /// default `.cutover/` beside it.
+    /// default `.cutover/` beside it; with a `state_dir`, no `cutover.toml` is needed (a
+    /// server on a target machine has no repository: `token`, `status`, `down` and the other
+    /// commands that only ask the server work there), and commands that need one say so.
     pub fn discover(state_dir: Option<&Path>) -> anyhow::Result<Context> {
         let cwd = std::env::current_dir().context("reading the current folder")?;
-        let Some(root) = cwd.ancestors().find(|d| d.join(CONFIG_FILE).is_file()) else {
+        let found = cwd.ancestors().find(|d| d.join(CONFIG_FILE).is_file());
+        if let (None, Some(dir)) = (found, state_dir) {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+            let root = dir.parent().unwrap_or(&dir).to_path_buf();
+            return Ok(Context::at(&root, Some(&dir)));
+        }
+        let Some(root) = found else {
             bail!(Refusal::new(
                 format!(
                     "no {CONFIG_FILE} in {} or any folder above it",

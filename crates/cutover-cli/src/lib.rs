@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use output::report_error;
-pub use roles::{ProxyArgs, Role, SuperviseArgs};
+pub use roles::{ProxyArgs, Role, Serving, SuperviseArgs};
 
 /// The parsed command line.
 #[derive(Parser, Debug)]
@@ -130,10 +130,15 @@ pub fn parse() -> Invocation {
     match cli.command {
         Command::Supervise(args) => Invocation::Role(Role::Supervise(args)),
         Command::Proxy(args) => Invocation::Role(Role::Proxy(args)),
+        Command::Server(ref args) if args.command.is_some() => Invocation::Command(cli),
         Command::Server(args) => match roles::server_state(cli.state_dir.as_deref()) {
             Ok(state) => Invocation::Role(Role::Server {
                 state,
                 detach: args.detach,
+                serving: roles::Serving {
+                    listen: args.listen,
+                    tls: args.tls_cert.zip(args.tls_key),
+                },
             }),
             Err(e) => Invocation::Exit(report_error(&e)),
         },
@@ -154,6 +159,13 @@ pub fn run(cli: Cli) -> i32 {
     }
     match cli.command {
         Command::Init(args) => commands::init::run(args),
+        Command::Server(roles::ServerArgs {
+            command: Some(roles::ServerCommand::Info { json }),
+            ..
+        }) => match commands::server::info(json, state_dir) {
+            Ok(code) => code,
+            Err(e) => output::report_error(&e),
+        },
         command => block_on(async move {
             match command {
                 Command::Build(args) => commands::build::run(args, state_dir).await,

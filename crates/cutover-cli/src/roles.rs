@@ -34,10 +34,44 @@ pub struct ProxyArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
+    /// Also serve the whole API over HTTPS on this address, for the CLI on other machines
+    /// (each call needs a token: `cutover token create NAME --role ROLE`), e.g. 0.0.0.0:9871.
+    /// The server prints its certificate's fingerprint, which clients pin.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The HTTPS certificate (PEM, the server's first). Default: one the server makes itself
+    /// on first start and keeps in the state dir.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "listen"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "listen"])]
+    pub tls_key: Option<PathBuf>,
     /// Detach from the caller (print the pid and return at once).
     #[arg(long, hide = true)]
     pub detach: bool,
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ServerCommand {
+    /// What the server of this state dir is: whether it runs, its HTTPS address and the
+    /// fingerprint clients pin.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How `cutover server` serves, besides its unix socket.
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    /// The HTTPS API's address.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Certificate and key files; none: the server's own.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A background role to run instead of a command.
@@ -45,7 +79,11 @@ pub struct ServerArgs {
 pub enum Role {
     /// `cutover server`: the control plane of `state` (an absolute path), in the foreground
     /// unless `detach`.
-    Server { state: StateDir, detach: bool },
+    Server {
+        state: StateDir,
+        detach: bool,
+        serving: Serving,
+    },
     /// `cutover proxy`: an environment's edge proxy.
     Proxy(ProxyArgs),
     /// `cutover supervise`: one instance under its supervisor.

@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 pub use model::{
-    CheckRecord, Event, Freeze, NewRelease, PipelineRun, Promotion, Release, ReleaseKind,
+    CheckRecord, Event, Freeze, NewRelease, PipelineRun, Promotion, Refusal, Release, ReleaseKind,
     ReleaseState, Snapshot,
 };
 
@@ -87,6 +87,15 @@ CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT NOT NULL UNIQUE,
     created_by TEXT NOT NULL,
     created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS refusals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    token_name TEXT,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pipeline_runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -575,35 +584,76 @@ impl Ledger {
     }
 
     /// Issues an API token for a person; returns the token (only its hash is kept).
-    pub fn create_token(&mut self, name: &str, created_by: &str) -> Result<String> {
+    /// Issues a token for `name` with `role` (replacing theirs); returns it, the only time it
+    /// is seen: only its hash is kept.
+    pub fn create_token(&mut self, name: &str, role: &str, created_by: &str) -> Result<String> {
         let token = format!("cut_{}", hex::encode(rand::random::<[u8; 24]>()));
         self.conn.execute(
-            "INSERT OR REPLACE INTO tokens (name, hash, created_by, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, token_hash(&token), created_by, now()],
+            "INSERT OR REPLACE INTO tokens (name, hash, created_by, created_at, role) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, token_hash(&token), created_by, now(), role],
         )?;
         Ok(token)
     }
 
-    /// Whose token this is, if it is one.
-    pub fn token_owner(&self, token: &str) -> Result<Option<String>> {
+    /// Whose token this is and its role, if it is one.
+    pub fn token_owner(&self, token: &str) -> Result<Option<(String, String)>> {
         self.conn
             .query_row(
-                "SELECT name FROM tokens WHERE hash = ?1",
+                "SELECT name, role FROM tokens WHERE hash = ?1",
                 [token_hash(token)],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(Into::into)
     }
 
-    /// Names with a token, and when each was issued.
-    pub fn tokens(&self) -> Result<Vec<(String, String)>> {
+    /// Every token: (name, role, issued at), by name.
+    pub fn tokens(&self) -> Result<Vec<(String, String, String)>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, created_at FROM tokens ORDER BY name")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            .prepare("SELECT name, role, created_at FROM tokens ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<std::result::Result<_, _>>()
             .map_err(Into::into)
+    }
+
+    /// Records a call the server refused (no token, a revoked or unknown one, a role too
+    /// small), with whose token it was if it was one.
+    pub fn record_refusal(&mut self, refusal: &Refusal) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO refusals (at, token_name, method, path, status, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now(), refusal.token_name, refusal.method, refusal.path, refusal.status, refusal.reason],
+        )?;
+        Ok(())
+    }
+
+    /// The most recent refused calls, newest first.
+    pub fn refusals(&self, limit: usize) -> Result<Vec<Refusal>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT at, token_name, method, path, status, reason FROM refusals ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (at, token_name, method, path, status, reason) = row?;
+            Ok(Refusal {
+                at: Some(parse_time(&at)?),
+                token_name,
+                method,
+                path,
+                status,
+                reason,
+            })
+        })
+        .collect()
     }
 
     pub fn revoke_token(&mut self, name: &str) -> Result<bool> {
@@ -705,6 +755,14 @@ fn token_hash(token: &str) -> String {
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
+    // Tokens issued before roles existed could approve: they become `deploy`.
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('tokens')")?;
+    let token_columns: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    if !token_columns.iter().any(|c| c == "role") {
+        conn.execute_batch("ALTER TABLE tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'deploy'")?;
+    }
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('releases')")?;
     let have: Vec<String> = stmt
         .query_map([], |r| r.get(0))?

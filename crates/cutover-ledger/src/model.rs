@@ -204,3 +204,17 @@ pub struct PipelineRun {
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
 }
+
+/// A call the server refused, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// When (filled in when read back).
+    pub at: Option<DateTime<Utc>>,
+    /// The name of the token the call carried, if it carried a valid one.
+    pub token_name: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// The HTTP status of the answer (401, 403).
+    pub status: u16,
+    pub reason: String,
+}

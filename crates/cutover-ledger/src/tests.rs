@@ -259,3 +259,31 @@ fn a_cut_over_is_written_whole_or_not_at_all() {
     assert_eq!(l.live("staging").unwrap().unwrap().id, b.id);
     assert_eq!(l.get(a.id).unwrap().state, ReleaseState::Superseded);
 }
+
+#[test]
+fn tokens_issued_before_roles_become_deploy_and_carry_their_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    {
+        // A ledger of the version before roles: its tokens table has no `role`.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tokens (name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, created_by TEXT NOT NULL, created_at TEXT NOT NULL);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO tokens VALUES ('old', ?1, 'admin', '2026-01-01T00:00:00.000Z')",
+            [token_hash("cut_old")],
+        )
+        .unwrap();
+    }
+    let mut l = Ledger::open(&path).unwrap();
+    assert_eq!(
+        l.token_owner("cut_old").unwrap(),
+        Some(("old".to_string(), "deploy".to_string()))
+    );
+    let t = l.create_token("ro", "read", "admin").unwrap();
+    assert_eq!(l.token_owner(&t).unwrap().unwrap().1, "read");
+    assert!(l.revoke_token("ro").unwrap());
+    assert_eq!(l.token_owner(&t).unwrap(), None);
+}

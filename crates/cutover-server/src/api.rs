@@ -13,9 +13,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cutover_api::{
     ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryQuery, HistoryView,
-    InstanceLogs, Line, LogsQuery, Ping, PromoteBody, PruneBody, Refusal, Revoked, RollbackBody,
-    RollbackTargetQuery, RunEvent, RunRequest, RunView, RunsQuery, RunsView, ShowView, StatusView,
-    Stopped, TargetView, TokenBody, TokenCreated, TokenEntry, Verdict, VerdictQuery,
+    InstanceLogs, Line, LogsQuery, Ping, PromoteBody, PruneBody, Refusal, RefusalsView, Revoked,
+    Role, RollbackBody, RollbackTargetQuery, RunEvent, RunRequest, RunView, RunsQuery, RunsView,
+    ShowView, StatusView, Stopped, TargetView, TokenBody, TokenCreated, TokenEntry, Verdict,
+    VerdictQuery,
 };
 use cutover_config::Config;
 use cutover_daemon::StateDir;
@@ -60,6 +61,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/checks/verdict", post(checks_verdict))
         .route("/v1/tokens", get(tokens).post(create_token))
         .route("/v1/tokens/revoke", post(revoke_token))
+        .route("/v1/refusals", get(refusals))
         .route("/v1/checks/{sha}", get(checks_of))
         .route("/v1/pipeline/runs", get(pipeline_list))
         .route("/v1/pipeline/runs/{id}", get(pipeline_show))
@@ -325,13 +327,23 @@ async fn create_token(State(app): State<Shared>, Json(body): Json<TokenBody>) ->
             Some("use the person's login, e.g. alice".into()),
         );
     }
-    match app
-        .engine
-        .with_ledger(|l| l.create_token(&body.name, &body.by))
-    {
+    match app.engine.with_ledger(|l| {
+        let role = body.role.unwrap_or(Role::Deploy);
+        l.create_token(&body.name, role.as_str(), &body.by)
+    }) {
         Ok(token) => Json(TokenCreated {
             name: body.name,
             token,
+        })
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+async fn refusals(State(app): State<Shared>) -> Response {
+    match app.engine.with_ledger(|l| l.refusals(100)) {
+        Ok(list) => Json(RefusalsView {
+            refusals: list.into_iter().map(convert::refusal).collect(),
         })
         .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
@@ -342,7 +354,11 @@ async fn tokens(State(app): State<Shared>) -> Response {
     match app.engine.with_ledger(|l| l.tokens()) {
         Ok(list) => Json(
             list.into_iter()
-                .map(|(name, created_at)| TokenEntry { created_at, name })
+                .map(|(name, role, created_at)| TokenEntry {
+                    created_at,
+                    name,
+                    role: Role::parse(&role).unwrap_or(Role::Read),
+                })
                 .collect::<Vec<_>>(),
         )
         .into_response(),

@@ -172,3 +172,14 @@ pub fn release_event(r: &Release) -> api::ReleaseEvent {
         at: chrono::Utc::now(),
     }
 }
+
+pub fn refusal(r: cutover_ledger::Refusal) -> cutover_api::RefusedCall {
+    cutover_api::RefusedCall {
+        at: r.at.unwrap_or_default(),
+        token: r.token_name,
+        method: r.method,
+        path: r.path,
+        status: r.status,
+        reason: r.reason,
+    }
+}

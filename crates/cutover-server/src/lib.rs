@@ -7,7 +7,9 @@
 //! traffic, and a restarted server reconciles with what it finds.
 
 mod api;
+mod auth;
 mod convert;
+pub mod https;
 mod pipeline;
 mod policy;
 mod prune;
@@ -23,8 +25,17 @@ use cutover_ledger::Ledger;
 /// The engine as the server runs it.
 pub type ServerEngine = Engine<runtimes::Runtimes, ProxyEdge, HttpProber>;
 
+/// How the server serves besides its unix socket.
+#[derive(Debug, Clone, Default)]
+pub struct Serving {
+    /// Serve the whole API over HTTPS on this address.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Certificate and key files for it; none: the server's own, made on first start.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
 /// Runs the server in the foreground until `cutover down` or a signal. Returns the exit code.
-pub fn run(state: StateDir) -> i32 {
+pub fn run(state: StateDir, serving: Serving) -> i32 {
     if let Err(e) = state.create() {
         eprintln!(
             "error: cannot create the state dir {}: {e}",
@@ -59,7 +70,7 @@ pub fn run(state: StateDir) -> i32 {
             return 1;
         }
     };
-    let code = runtime.block_on(serve(state.clone()));
+    let code = runtime.block_on(serve(state.clone(), serving));
     let _ = std::fs::remove_file(state.pid_file());
     drop(lock);
     code
@@ -72,7 +83,7 @@ fn docker_host(state: &StateDir) -> Option<String> {
         .and_then(|c| c.docker.host)
 }
 
-async fn serve(state: StateDir) -> i32 {
+async fn serve(state: StateDir, serving: Serving) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -131,15 +142,63 @@ async fn serve(state: StateDir) -> i32 {
         std::process::id(),
         state.path.display()
     );
+    // HTTPS before anything else, so that a bad certificate or a taken address is the first
+    // thing a user reads, and nothing was started.
+    let https = match &serving.listen {
+        Some(addr) => {
+            let files = serving
+                .tls
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path()));
+            let identity = match https::identity(&state.path, files) {
+                Ok(identity) => identity,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            };
+            let listener = match https::bind(*addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            };
+            let addr = listener.local_addr().unwrap_or(*addr);
+            eprintln!(
+                "HTTPS API on https://{addr} (certificate {}: {})",
+                identity.cert_file.display(),
+                identity.fingerprint
+            );
+            Some((listener, identity, addr))
+        }
+        None => None,
+    };
+    let info = cutover_api::ServerInfo {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        started_at: chrono::Utc::now(),
+        https: https.as_ref().map(|(_, _, addr)| format!("https://{addr}")),
+        fingerprint: https.as_ref().map(|(_, id, _)| id.fingerprint.clone()),
+        certificate: https
+            .as_ref()
+            .map(|(_, id, _)| id.cert_file.display().to_string()),
+    };
+    if let Ok(json) = serde_json::to_vec_pretty(&info) {
+        let _ = cutover_daemon::write_atomic(&state.path.join("server.json"), &json);
+    }
     for line in engine.reconcile().await {
         eprintln!("reconcile: {line}");
     }
+    let mut push = None;
     if let Ok(config) =
         cutover_config::Config::load(&state.repo_root().join(cutover_config::CONFIG_FILE))
     {
+        let webhooks = triggers::start_webhooks(engine.clone(), state.clone(), &config).await;
+        push = webhooks.push;
         for line in [
             triggers::start_notifications(&engine, &config),
-            triggers::start_webhooks(engine.clone(), state.clone(), &config).await,
+            webhooks.said,
         ]
         .into_iter()
         .flatten()
@@ -151,10 +210,25 @@ async fn serve(state: StateDir) -> i32 {
     tokio::spawn(async move { watcher.watch(std::time::Duration::from_secs(1)).await });
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let app = api::router(Arc::new(api::AppState {
-        engine,
+        engine: engine.clone(),
         state: state.clone(),
         stop: stop_tx,
     }));
+    if let Some((listener, identity, _)) = https {
+        // The same API, every call authenticated by a token whose role allows it; the push
+        // webhook (signed, not token-authenticated) beside it.
+        let mut remote = app
+            .clone()
+            .layer(axum::middleware::from_fn_with_state(
+                engine.clone(),
+                auth::require_role,
+            ))
+            .layer(axum::extract::DefaultBodyLimit::max(auth::BODY_LIMIT));
+        if let Some(push) = push {
+            remote = remote.merge(push);
+        }
+        tokio::spawn(https::serve(listener, remote, identity.config));
+    }
     let shutdown = async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

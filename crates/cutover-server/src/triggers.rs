@@ -8,13 +8,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
-use cutover_api::{HookAnswer, Refusal, RunRequest, TokenGate};
+use axum::{Extension, Json, Router};
+use cutover_api::{HookAnswer, RunRequest, TokenGate};
 use cutover_config::Config;
 use cutover_daemon::StateDir;
 use cutover_hooks::{Delivery, Notifier, ReplayGuard, Verified};
 use tokio::sync::Mutex;
 
+use crate::auth::Caller;
 use crate::{convert, ServerEngine};
 
 struct WebhookState {
@@ -25,51 +26,78 @@ struct WebhookState {
     replays: Mutex<ReplayGuard>,
 }
 
-/// Starts the webhook listener if the working tree's config has `[webhook]`. Returns what it
-/// did, for the server's log.
-pub async fn start_webhooks(
-    engine: ServerEngine,
-    state: StateDir,
-    config: &Config,
-) -> Option<String> {
-    let webhook = config.webhook.as_ref()?;
+/// Starts the webhook listener if the working tree's config has `[webhook]`.
+pub async fn start_webhooks(engine: ServerEngine, state: StateDir, config: &Config) -> Webhooks {
+    let Some(webhook) = config.webhook.as_ref() else {
+        return Webhooks::default();
+    };
     let secret = match webhook.resolve_secret(&state.repo_root()) {
         Ok(s) if !s.is_empty() => s,
-        Ok(_) => return Some("webhooks are off: the [webhook] secret is empty".into()),
-        Err(e) => return Some(format!("webhooks are off: {e}")),
+        Ok(_) => return Webhooks::off("webhooks are off: the [webhook] secret is empty".into()),
+        Err(e) => return Webhooks::off(format!("webhooks are off: {e}")),
     };
     let replays = match ReplayGuard::open(&state.path.join("pipeline").join("deliveries")) {
         Ok(g) => g,
-        Err(e) => return Some(format!("webhooks are off: cannot open the replay log: {e}")),
+        Err(e) => {
+            return Webhooks::off(format!("webhooks are off: cannot open the replay log: {e}"))
+        }
     };
     let listener = match tokio::net::TcpListener::bind(webhook.listen).await {
         Ok(l) => l,
         Err(e) => {
-            return Some(format!(
+            return Webhooks::off(format!(
                 "webhooks are off: cannot listen on {}: {e}",
                 webhook.listen
             ))
         }
     };
     let shared = Arc::new(WebhookState {
-        engine,
+        engine: engine.clone(),
         state,
         secret,
         branch: config.pipeline.branch.clone(),
         replays: Mutex::new(replays),
     });
-    let app = Router::new()
+    let push = Router::new()
         .route("/hooks/push", post(receive))
-        .route("/v1/approve", post(approve_with_token))
-        .route("/v1/reject", post(reject_with_token))
         .with_state(shared);
+    let app = push.clone().merge(
+        Router::new()
+            .route("/v1/approve", post(approve_with_token))
+            .route("/v1/reject", post(reject_with_token))
+            .layer(axum::middleware::from_fn_with_state(
+                engine.clone(),
+                crate::auth::require_role,
+            ))
+            .with_state(engine),
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Some(format!(
-        "webhooks: POST http://{}/hooks/push (pushes to {} run the pipeline)",
-        webhook.listen, config.pipeline.branch
-    ))
+    Webhooks {
+        said: Some(format!(
+            "webhooks: POST http://{}/hooks/push (pushes to {} run the pipeline)",
+            webhook.listen, config.pipeline.branch
+        )),
+        push: Some(push),
+    }
+}
+
+/// What `start_webhooks` did: a line for the server's log, and the push route, which the HTTPS
+/// listener serves too.
+#[derive(Default)]
+pub struct Webhooks {
+    pub said: Option<String>,
+    pub push: Option<Router>,
+}
+
+impl Webhooks {
+    fn off(why: String) -> Webhooks {
+        Webhooks {
+            said: Some(why),
+            push: None,
+        }
+    }
 }
 
 fn answer(status: StatusCode, answer: HookAnswer) -> Response {
@@ -165,67 +193,33 @@ async fn receive(
     )
 }
 
-/// Whose bearer token the request carries, if a valid one.
-fn bearer_owner(hook: &WebhookState, headers: &HeaderMap) -> Option<String> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())?;
-    hook.engine
-        .with_ledger(|l| l.token_owner(token))
-        .ok()
-        .flatten()
-}
-
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(Refusal::new(
-            "no valid API token",
-            Some(
-                "send `Authorization: Bearer <token>`; a token is issued with `cutover token create NAME`"
-                    .to_string(),
-            ),
-        )),
-    )
-        .into_response()
-}
-
 async fn approve_with_token(
-    State(hook): State<Arc<WebhookState>>,
-    headers: HeaderMap,
+    State(engine): State<ServerEngine>,
+    Extension(Caller(who)): Extension<Caller>,
     Json(body): Json<TokenGate>,
 ) -> Response {
-    let Some(who) = bearer_owner(&hook, &headers) else {
-        return unauthorized();
-    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     let choice = cutover_engine::GateChoice {
         release: body.release,
         older: body.older,
     };
-    let outcome = hook.engine.approve(&body.env, &who, choice, &tx).await;
+    let outcome = engine.approve(&body.env, &who, choice, &tx).await;
     Json(convert::outcome(outcome)).into_response()
 }
 
 async fn reject_with_token(
-    State(hook): State<Arc<WebhookState>>,
-    headers: HeaderMap,
+    State(engine): State<ServerEngine>,
+    Extension(Caller(who)): Extension<Caller>,
     Json(body): Json<TokenGate>,
 ) -> Response {
-    let Some(who) = bearer_owner(&hook, &headers) else {
-        return unauthorized();
-    };
     let choice = cutover_engine::GateChoice {
         release: body.release,
         older: true,
     };
     let reason = body.reason.unwrap_or_else(|| "no reason given".into());
     Json(convert::outcome(
-        hook.engine.reject(&body.env, &who, &reason, choice),
+        engine.reject(&body.env, &who, &reason, choice),
     ))
     .into_response()
 }

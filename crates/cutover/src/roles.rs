@@ -6,7 +6,11 @@ use cutover_daemon::StateDir;
 
 pub fn run(role: Role) -> i32 {
     match role {
-        Role::Server { state, detach } => server(state, detach),
+        Role::Server {
+            state,
+            detach,
+            serving,
+        } => server(state, detach, serving),
         Role::Proxy(args) => proxy(args),
         Role::Supervise(args) => supervise(args),
     }
@@ -43,7 +47,7 @@ fn proxy(args: ProxyArgs) -> i32 {
 
 /// `cutover server`: the control plane, in the foreground unless `--detach` (the CLI starts
 /// it so when none runs).
-fn server(state: StateDir, detach: bool) -> i32 {
+fn server(state: StateDir, detach: bool, serving: cutover_cli::Serving) -> i32 {
     if detach {
         if let Err(e) = state.create() {
             eprintln!("error: cannot create {}: {e}", state.path.display());
@@ -55,5 +59,11 @@ fn server(state: StateDir, detach: bool) -> i32 {
         }
         cutover_daemon::close_stdin();
     }
-    cutover_server::run(state)
+    cutover_server::run(
+        state,
+        cutover_server::Serving {
+            listen: serving.listen,
+            tls: serving.tls,
+        },
+    )
 }

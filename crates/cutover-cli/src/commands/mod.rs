@@ -9,5 +9,6 @@ pub mod pipeline;
 pub mod prune;
 pub mod publish;
 pub mod read;
+pub mod server;
 pub mod token;
 pub mod watch;

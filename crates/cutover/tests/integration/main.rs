@@ -19,6 +19,7 @@ mod containers;
 mod git;
 mod pipeline;
 mod real_apps;
+mod remote;
 mod resilience;
 mod support;
 mod walk;

@@ -1,0 +1,385 @@
+//! The server for other machines (issue 10, parts 1 and 2): `cutover server --listen ADDR`
+//! serves the whole API over HTTPS with a certificate it makes and keeps (its fingerprint
+//! printed and shown by `cutover server info`), on a state dir with no repository; every call
+//! needs a token whose role allows it, the ledger records the token's owner (not what the body
+//! claims), revoking takes effect at once, and every refused call is recorded. The calls are
+//! made with real `curl` over TLS.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{free_port, Run};
+
+/// A state dir with no repository around it, and a `cutover server --listen` on it.
+struct Remote {
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    addr: String,
+    /// What the server printed first (its HTTPS line).
+    said: String,
+}
+
+impl Remote {
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A state dir, and a `cutover.toml` beside it that only names environments (the CLI
+    /// lists what its config names); no repository.
+    fn new() -> Remote {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("cutover.toml"),
+            "[app]\nname = \"remote\"\n[build]\nfiles = [\"app\"]\n[run]\ncommand = [\"./app\"]\n\
+             [environments.production]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        Remote {
+            dir,
+            server: None,
+            addr: format!("127.0.0.1:{}", free_port()),
+            said: String::new(),
+        }
+    }
+
+    /// Starts the server with `extra` flags; waits for its HTTPS line (or its exit).
+    fn start(extra: &[&str]) -> Remote {
+        let mut remote = Remote::new();
+        remote.launch(extra);
+        remote
+    }
+
+    fn launch(&mut self, extra: &[&str]) {
+        self.said.clear();
+        let state = self.state();
+        let mut args = vec![
+            "--state-dir",
+            state.to_str().unwrap(),
+            "server",
+            "--listen",
+            &self.addr,
+        ];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(&args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    self.said.push_str(&line);
+                    self.said.push('\n');
+                    if line.starts_with("HTTPS API on") {
+                        break;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if child.try_wait().unwrap().is_some() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.server = Some(child);
+    }
+
+    /// Runs `cutover --state-dir STATE ARGS` where there is no cutover.toml.
+    fn cli(&self, args: &[&str]) -> Run {
+        let state = self.state();
+        let mut all = vec!["--state-dir", state.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_in(self.dir.path(), &all)
+    }
+
+    /// `curl` over TLS (the certificate is self-made; the fingerprint is checked apart):
+    /// (status, body).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let url = format!("https://{}{path}", self.addr);
+        let mut c = Command::new("curl");
+        c.args([
+            "-sk",
+            "-m",
+            "30",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+            &url,
+        ]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        if let Some(b) = body {
+            c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        let out = c.output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Waits for the server process to exit; its code.
+    fn exit_code(&mut self) -> Option<i32> {
+        let child = self.server.as_mut()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        let _ = self.cli(&["down"]);
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Run {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+        took: started.elapsed(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+fn token(remote: &Remote, name: &str, role: &str) -> String {
+    remote
+        .cli(&["token", "create", name, "--role", role])
+        .expect(0)
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_https_api_lets_each_token_do_what_its_role_allows_and_records_the_rest() {
+    let remote = Remote::start(&[]);
+    assert!(
+        remote.said.contains("HTTPS API on https://"),
+        "{}",
+        remote.said
+    );
+    // The certificate it made is kept, its key private, and `server info` pins it.
+    let key = remote.state().join("tls/server.key");
+    let mode = fs::metadata(&key).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let info = remote.cli(&["server", "info", "--json"]).expect(0).json();
+    assert_eq!(info["running"], true, "{info:#}");
+    assert_eq!(info["https"], format!("https://{}", remote.addr).as_str());
+    let pin = info["fingerprint"].as_str().unwrap().to_string();
+    assert!(pin.starts_with("sha256:") && pin.len() == 7 + 64, "{pin}");
+    assert!(
+        remote.said.contains(&pin),
+        "the server printed its pin: {}",
+        remote.said
+    );
+    remote
+        .cli(&["server", "info"])
+        .expect(0)
+        .stdout
+        .contains(&pin)
+        .then_some(())
+        .expect("server info shows the pin");
+
+    // No token, a made-up token: 401, nothing done.
+    let (code, body) = remote.call("GET", "/v1/status", None, None);
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        body.contains("token create"),
+        "the answer says how to get one: {body}"
+    );
+    let (code, _) = remote.call("GET", "/v1/status", Some("cut_made_up"), None);
+    assert_eq!(code, 401);
+
+    let reader = token(&remote, "alice", "read");
+    let deployer = token(&remote, "bob", "deploy");
+    let admin = token(&remote, "carol", "admin");
+    let freeze = r#"{"env":"production","by":"mallory","reason":"release train"}"#;
+
+    // read: reads, and nothing more.
+    let (code, body) = remote.call("GET", "/v1/status", Some(&reader), None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = remote.call("POST", "/v1/freeze", Some(&reader), Some(freeze));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("read") && body.contains("deploy"), "{body}");
+    // deploy: freezes, recorded as the token's owner, not as the body claims.
+    let (code, body) = remote.call("POST", "/v1/freeze", Some(&deployer), Some(freeze));
+    assert_eq!(code, 200, "{body}");
+    let status = remote.cli(&["status", "--json"]).expect(0).json();
+    let text = status.to_string();
+    assert!(text.contains("\"bob\""), "frozen by bob: {status:#}");
+    assert!(!text.contains("mallory"), "{status:#}");
+    let (code, _) = remote.call("GET", "/v1/tokens", Some(&deployer), None);
+    assert_eq!(code, 403, "tokens are an admin's");
+    // admin: everything.
+    let (code, body) = remote.call("GET", "/v1/tokens", Some(&admin), None);
+    assert_eq!(code, 200, "{body}");
+    let tokens: Value = serde_json::from_str(&body).unwrap();
+    let roles: Vec<(&str, &str)> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [("alice", "read"), ("bob", "deploy"), ("carol", "admin")]
+    );
+
+    // Revoking takes effect at once.
+    remote.cli(&["token", "revoke", "bob"]).expect(0);
+    let (code, _) = remote.call("GET", "/v1/status", Some(&deployer), None);
+    assert_eq!(code, 401);
+
+    // A body over the limit is refused before it is read whole.
+    let big = format!(
+        "{{\"env\":\"x\",\"by\":\"y\",\"reason\":\"{}\"}}",
+        "a".repeat(9 << 20)
+    );
+    let file = remote.dir.path().join("big.json");
+    fs::write(&file, big).unwrap();
+    let (code, _) = remote.call(
+        "POST",
+        "/v1/freeze",
+        Some(&admin),
+        Some(&format!("@{}", file.display())),
+    );
+    assert_eq!(code, 413);
+
+    // Every refusal is recorded, newest first, with whose token it was.
+    let audit = remote.cli(&["token", "audit", "--json"]).expect(0).json();
+    let refused: Vec<(Option<&str>, &str, u64)> = audit["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["token"].as_str(),
+                r["path"].as_str().unwrap(),
+                r["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (None, "/v1/status", 401),
+            (Some("bob"), "/v1/tokens", 403),
+            (Some("alice"), "/v1/freeze", 403),
+            (None, "/v1/status", 401),
+            (None, "/v1/status", 401),
+        ],
+        "{audit:#}"
+    );
+}
+
+#[test]
+fn a_server_keeps_its_certificate_and_refuses_bad_tls_files_and_addresses() {
+    let mut first = Remote::start(&[]);
+    let pin = first.cli(&["server", "info", "--json"]).expect(0).json()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Restarted, it serves the same certificate: clients' pins stay good.
+    first.cli(&["down"]).expect(0);
+    assert_eq!(first.exit_code(), Some(0));
+    first.launch(&[]);
+    assert!(first.said.contains(&pin), "{}", first.said);
+
+    // The address is taken (by the first server): exit 1, says what to do.
+    let mut taken = Remote::new();
+    taken.addr = first.addr.clone();
+    taken.launch(&[]);
+    assert_eq!(taken.exit_code(), Some(1), "{}", taken.said);
+    assert!(
+        taken.said.contains("cannot listen on") && taken.said.contains("--listen"),
+        "{}",
+        taken.said
+    );
+
+    // A certificate file that is missing, one that is not PEM, a key of another certificate.
+    let other = Remote::start(&[]);
+    let cert = first.state().join("tls/server.crt");
+    let other_key = other.state().join("tls/server.key");
+    let garbage = first.dir.path().join("garbage.pem");
+    fs::write(&garbage, "not a certificate\n").unwrap();
+    let missing = first.dir.path().join("missing.pem");
+    let cases: [(&Path, &Path, &[&str]); 3] = [
+        (&missing, &other_key, &["missing.pem", "--tls-cert"]),
+        (&garbage, &other_key, &["garbage.pem", "no certificate"]),
+        (&cert, &other_key, &["do not go together", "server.key"]),
+    ];
+    for (cert, key, needles) in cases {
+        let mut bad = Remote::new();
+        bad.launch(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ]);
+        assert_eq!(bad.exit_code(), Some(1), "{}", bad.said);
+        for needle in needles {
+            assert!(bad.said.contains(needle), "{needle}: {}", bad.said);
+        }
+    }
+    // A certificate without its key is a usage error.
+    let run = run_in(
+        first.dir.path(),
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:1",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--tls-key"), "{run:?}");
+}
