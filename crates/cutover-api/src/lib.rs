@@ -14,14 +14,14 @@ mod views;
 
 pub use line::{Line, Outcome, RunEvent, RunEventKind};
 pub use requests::{
-    ChecksBody, DeployBody, EnvBody, GateBody, HistoryQuery, LogsQuery, PromoteBody, PruneBody,
-    Role, RollbackBody, RollbackTargetQuery, RunRequest, RunsQuery, TokenBody, TokenGate,
-    VerdictQuery,
+    BlobsQuery, ChecksBody, DeployBody, EnvBody, GateBody, HistoryQuery, LogsQuery, PromoteBody,
+    PruneBody, Role, RollbackBody, RollbackTargetQuery, RunRequest, RunsQuery, TokenBody,
+    TokenGate, VerdictQuery,
 };
 pub use responses::{
-    HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, RefusalsView, RefusedCall,
-    ReleaseEvent, Removed, Revoked, ServerInfo, Stopped, TargetView, TokenCreated, TokenEntry,
-    Verdict,
+    BlobsMissing, HookAnswer, InstanceLogs, Kept, Ping, PruneReport, Refusal, RefusalsView,
+    RefusedCall, ReleaseEvent, Removed, Revoked, ServerInfo, Stopped, TargetView, TokenCreated,
+    TokenEntry, Verdict,
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,

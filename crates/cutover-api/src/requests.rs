@@ -221,3 +221,9 @@ pub struct PruneBody {
     #[serde(default)]
     pub dry_run: bool,
 }
+
+/// `POST /v1/blobs/missing`: which of these blobs (`sha256:<hex>`) the server lacks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobsQuery {
+    pub digests: Vec<String>,
+}

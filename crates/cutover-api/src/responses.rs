@@ -192,3 +192,9 @@ pub struct RefusedCall {
     pub status: u16,
     pub reason: String,
 }
+
+/// The answer to `POST /v1/blobs/missing`: the ones to upload (`PUT /v1/blobs/{digest}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobsMissing {
+    pub missing: Vec<String>,
+}

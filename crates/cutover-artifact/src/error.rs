@@ -54,6 +54,18 @@ pub enum ArtifactError {
     },
     #[error("{} already exists and is not empty\n  hint: unpack into a fresh directory", path.display())]
     DestinationExists { path: PathBuf },
+    #[error("the upload is not the blob it claims to be: {expected} was announced, {got} ({size} bytes) arrived\n  hint: a truncated or corrupted upload stores nothing; send it again")]
+    DigestMismatch {
+        expected: String,
+        got: String,
+        size: u64,
+    },
+    #[error("artifact {artifact}: {count} of its blobs are not here (first: {first})\n  hint: upload the blobs before the manifest")]
+    MissingBlobs {
+        artifact: String,
+        count: usize,
+        first: String,
+    },
     #[error("{what} {value:?} cannot name an artifact\n  hint: app names use [a-z0-9-]; versions are commit shas")]
     BadName { what: &'static str, value: String },
 }

@@ -213,9 +213,32 @@ impl ArtifactStore {
     /// as is if already present) and returns its digest and size.
     pub(crate) fn put_file(&self, source: &Path) -> Result<(String, u64), ArtifactError> {
         let mut input = File::open(source).map_err(io("read", source))?;
+        self.put_reader(&mut input, source, None)
+    }
+
+    /// Stores a blob that arrives from elsewhere (an upload), refusing it unless its content
+    /// has the digest it claims: a truncated or corrupted upload stores nothing.
+    pub fn put_blob(&self, expected: &str, reader: &mut impl Read) -> Result<u64, ArtifactError> {
+        if self.blob_path(expected).is_none() {
+            return Err(ArtifactError::BadName {
+                what: "blob digest",
+                value: expected.to_string(),
+            });
+        }
+        let from = Path::new("the upload");
+        self.put_reader(reader, from, Some(expected))
+            .map(|(_, size)| size)
+    }
+
+    fn put_reader(
+        &self,
+        input: &mut impl Read,
+        source: &Path,
+        expected: Option<&str>,
+    ) -> Result<(String, u64), ArtifactError> {
         let temp = self.temp_path();
         let mut output = File::create(&temp).map_err(io("write", &temp))?;
-        let result = copy_hashing(&mut input, Some(&mut output)).map_err(io("copy", source));
+        let result = copy_hashing(input, Some(&mut output)).map_err(io("copy", source));
         drop(output);
         let (hex, size) = match result {
             Ok(done) => done,
@@ -225,6 +248,14 @@ impl ArtifactStore {
             }
         };
         let digest = format!("sha256:{hex}");
+        if let Some(expected) = expected.filter(|e| *e != digest) {
+            let _ = fs::remove_file(&temp);
+            return Err(ArtifactError::DigestMismatch {
+                expected: expected.to_string(),
+                got: digest,
+                size,
+            });
+        }
         let blob = self.dir.join("blobs/sha256").join(&hex);
         if blob.exists() {
             let _ = fs::remove_file(&temp);
@@ -234,6 +265,72 @@ impl ArtifactStore {
             fs::rename(&temp, &blob).map_err(io("store", &blob))?;
         }
         Ok((digest, size))
+    }
+
+    /// Which of `digests` this store does not have (or cannot name).
+    pub fn missing_blobs<'a>(&self, digests: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        digests
+            .into_iter()
+            .filter(|d| !self.blob_path(d).is_some_and(|p| p.is_file()))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Takes in an artifact built elsewhere, whose blobs were uploaded first: every blob must
+    /// be here and the manifest's digest must be what its entries hash to, so that what is
+    /// deployed is exactly what was built. A version this store already has is kept as it is
+    /// when its digest is the same, and refused when it differs.
+    pub fn import(&self, artifact: &Artifact) -> Result<(), ArtifactError> {
+        check_name("app", &artifact.app)?;
+        check_name("version", &artifact.version)?;
+        let name = artifact.short_name();
+        let corrupt = |what: String| ArtifactError::Corrupt {
+            artifact: name.clone(),
+            what,
+            manifest: self.manifest_path(&artifact.app, &artifact.version),
+        };
+        let computed = manifest_digest(&artifact.files, &artifact.symlinks);
+        if computed != artifact.digest {
+            return Err(corrupt(format!(
+                "its manifest says {} but its entries hash to {computed}",
+                artifact.digest
+            )));
+        }
+        let paths = artifact.files.iter().map(|f| &f.path);
+        if let Some(bad) = paths
+            .chain(artifact.symlinks.iter().map(|l| &l.path))
+            .find(|p| !is_safe_path(p))
+        {
+            return Err(corrupt(format!("{bad:?} is not a plain relative path")));
+        }
+        if let Some(link) = artifact
+            .symlinks
+            .iter()
+            .find(|l| escapes(&l.path, &l.target))
+        {
+            return Err(corrupt(format!(
+                "the symlink {:?} leads out of the bundle ({:?})",
+                link.path, link.target
+            )));
+        }
+        let missing = self.missing_blobs(artifact.files.iter().map(|f| f.digest.as_str()));
+        if !missing.is_empty() {
+            return Err(ArtifactError::MissingBlobs {
+                artifact: name,
+                count: missing.len(),
+                first: missing[0].clone(),
+            });
+        }
+        if let Some(have) = self.get(&artifact.app, &artifact.version)? {
+            if have.digest == artifact.digest {
+                return Ok(());
+            }
+            return Err(corrupt(format!(
+                "this server already has it with the digest {}, not {}",
+                have.digest, artifact.digest
+            )));
+        }
+        self.put_manifest(artifact)
     }
 
     /// Writes the manifest atomically (temp file + rename).

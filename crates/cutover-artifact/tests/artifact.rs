@@ -674,3 +674,91 @@ fn bundle_without_symlinks_keeps_its_digest() {
     let manifest = fs::read_to_string(f.store().manifest_path("tasks", &artifact.version)).unwrap();
     assert!(!manifest.contains("symlinks"), "{manifest}");
 }
+
+/// Issue 10 (artifacts shipped by digest): another store takes a bundle blob by blob, only the
+/// blobs it lacks, each verified against its digest on arrival, and then its manifest, which
+/// must hash to its digest with every blob present. What it unpacks is what was built.
+#[test]
+fn a_bundle_shipped_blob_by_blob_arrives_whole_or_not_at_all() {
+    let f = Fixture::new();
+    f.write("cutover.toml", &config("true", r#"["bin", "serve.py"]"#));
+    f.write("serve.py", "print(1)\n");
+    f.write("bin/start.sh", "#!/bin/sh\necho start\n");
+    f.symlink("bin/run", "start.sh");
+    f.commit("first");
+    let artifact = f.build("HEAD", false).0.unwrap();
+    let source = f.store();
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        fs::read(source.dir().join("blobs/sha256").join(hex)).unwrap()
+    };
+    let there = tempfile::tempdir().unwrap();
+    let target = ArtifactStore::open(there.path()).unwrap();
+
+    // The manifest first: refused, nothing is there yet.
+    let err = target.import(&artifact).unwrap_err();
+    assert!(
+        matches!(err, ArtifactError::MissingBlobs { count: 2, .. }),
+        "{err}"
+    );
+    assert!(target.get("tasks", &artifact.version).unwrap().is_none());
+
+    // A truncated blob and a corrupted one are refused and store nothing.
+    let first = &artifact.files[0];
+    let whole = blob(&first.digest);
+    let cut = &whole[..whole.len() - 1];
+    let err = target.put_blob(&first.digest, &mut &cut[..]).unwrap_err();
+    assert!(matches!(err, ArtifactError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains(&first.digest), "{err}");
+    let mut bad = whole.clone();
+    bad[0] ^= 1;
+    assert!(target.put_blob(&first.digest, &mut &bad[..]).is_err());
+    assert!(target
+        .put_blob("sha256:../../etc", &mut &whole[..])
+        .is_err());
+    let wanted: Vec<&str> = artifact.files.iter().map(|e| e.digest.as_str()).collect();
+    assert_eq!(target.missing_blobs(wanted.iter().copied()).len(), 2);
+
+    // The right bytes: stored; only what is missing is asked for.
+    target.put_blob(&first.digest, &mut &whole[..]).unwrap();
+    assert_eq!(
+        target.missing_blobs(wanted.iter().copied()),
+        vec![artifact.files[1].digest.clone()]
+    );
+    let second = &artifact.files[1];
+    target
+        .put_blob(&second.digest, &mut &blob(&second.digest)[..])
+        .unwrap();
+
+    // A manifest whose entries do not hash to its digest, or that writes outside the bundle.
+    let mut lying = artifact.clone();
+    lying.files[0].executable = !lying.files[0].executable;
+    assert!(matches!(
+        target.import(&lying),
+        Err(ArtifactError::Corrupt { .. })
+    ));
+    let mut escaping = artifact.clone();
+    escaping.files[0].path = "../outside".into();
+    escaping.digest = manifest_digest(&escaping.files, &escaping.symlinks);
+    let err = target.import(&escaping).unwrap_err();
+    assert!(err.to_string().contains("plain relative path"), "{err}");
+
+    target.import(&artifact).unwrap();
+    target.import(&artifact).unwrap(); // again: the same digest is fine
+    let mut other = artifact.clone();
+    other.files.pop();
+    other.digest = manifest_digest(&other.files, &other.symlinks);
+    let err = target.import(&other).unwrap_err();
+    assert!(err.to_string().contains("already has it"), "{err}");
+
+    let dest = there.path().join("unpacked");
+    target.unpack(&artifact, &dest).unwrap();
+    assert_eq!(
+        fs::read_to_string(dest.join("serve.py")).unwrap(),
+        "print(1)\n"
+    );
+    assert_eq!(
+        fs::read_link(dest.join("bin/run")).unwrap(),
+        PathBuf::from("start.sh")
+    );
+}

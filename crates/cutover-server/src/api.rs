@@ -34,7 +34,7 @@ pub struct AppState {
     pub stop: tokio::sync::watch::Sender<bool>,
 }
 
-type Shared = Arc<AppState>;
+pub(crate) type Shared = Arc<AppState>;
 
 pub fn router(state: Shared) -> Router {
     Router::new()
@@ -62,6 +62,15 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/tokens", get(tokens).post(create_token))
         .route("/v1/tokens/revoke", post(revoke_token))
         .route("/v1/refusals", get(refusals))
+        .route("/v1/blobs/missing", post(crate::ship::missing))
+        .route(
+            "/v1/blobs/{digest}",
+            axum::routing::put(crate::ship::put_blob),
+        )
+        .route(
+            "/v1/artifacts",
+            axum::routing::put(crate::ship::put_artifact),
+        )
         .route("/v1/checks/{sha}", get(checks_of))
         .route("/v1/pipeline/runs", get(pipeline_list))
         .route("/v1/pipeline/runs/{id}", get(pipeline_show))

@@ -14,6 +14,7 @@ mod pipeline;
 mod policy;
 mod prune;
 mod runtimes;
+mod ship;
 mod triggers;
 
 use std::sync::Arc;

@@ -383,3 +383,93 @@ fn a_server_keeps_its_certificate_and_refuses_bad_tls_files_and_addresses() {
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("--tls-key"), "{run:?}");
 }
+
+/// Issue 10, part 4, the server's side: a bundle built elsewhere arrives blob by blob (only
+/// the missing ones), each verified on arrival — a truncated upload is refused and stores
+/// nothing — and then its manifest, refused until every blob is there.
+#[test]
+fn a_bundle_uploads_blob_by_blob_and_a_truncated_blob_is_refused() {
+    let lab = crate::support::Lab::new();
+    let version = lab.head();
+    lab.run(&["build"]).expect(0);
+    let manifest_file = lab
+        .state_dir()
+        .join("artifacts/manifests/lab")
+        .join(format!("{version}.json"));
+    let manifest = fs::read_to_string(&manifest_file).unwrap();
+    let artifact: Value = serde_json::from_str(&manifest).unwrap();
+    let digests: Vec<String> = artifact["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["digest"].as_str().unwrap().to_string())
+        .collect();
+    let blob_file = |digest: &str| {
+        lab.state_dir()
+            .join("artifacts/blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap())
+    };
+
+    let remote = Remote::start(&[]);
+    let bot = token(&remote, "deploy-bot", "deploy");
+    let query = serde_json::json!({ "digests": digests }).to_string();
+    let (code, body) = remote.call("POST", "/v1/blobs/missing", Some(&bot), Some(&query));
+    assert_eq!(code, 200, "{body}");
+    let missing: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(missing["missing"].as_array().unwrap().len(), digests.len());
+
+    // The manifest before its blobs: refused, nothing deployable there.
+    let manifest_arg = format!("@{}", manifest_file.display());
+    let (code, body) = remote.call("PUT", "/v1/artifacts", Some(&bot), Some(&manifest_arg));
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("blobs are not here"), "{body}");
+
+    // A truncated upload of the first blob: refused, names what arrived.
+    let first = &digests[0];
+    let whole = fs::read(blob_file(first)).unwrap();
+    let cut = remote.dir.path().join("cut");
+    fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let put = |digest: &str, file: &Path| {
+        let out = Command::new("curl")
+            .args(["-sk", "-m", "60", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT"])
+            .args(["-H", &format!("Authorization: Bearer {bot}")])
+            .args(["-H", "Content-Type: application/octet-stream"])
+            .args(["--data-binary", &format!("@{}", file.display())])
+            .arg(format!("https://{}/v1/blobs/{digest}", remote.addr))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse::<u16>().unwrap_or(0), body.to_string())
+    };
+    let (code, body) = put(first, &cut);
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("not the blob it claims"), "{body}");
+    let (code, body) = remote.call("POST", "/v1/blobs/missing", Some(&bot), Some(&query));
+    assert_eq!(code, 200);
+    assert!(body.contains(first.as_str()), "the truncated blob was not kept: {body}");
+
+    // Whole blobs: stored; the manifest then arrives; nothing is missing any more.
+    for digest in &digests {
+        let (code, body) = put(digest, &blob_file(digest));
+        assert!(code == 201 || code == 204, "{code} {body}");
+    }
+    let (code, body) = remote.call("PUT", "/v1/artifacts", Some(&bot), Some(&manifest_arg));
+    assert_eq!(code, 201, "{body}");
+    let (_, body) = remote.call("POST", "/v1/blobs/missing", Some(&bot), Some(&query));
+    let missing: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(missing["missing"], serde_json::json!([]), "{body}");
+    let shipped = remote
+        .state()
+        .join("artifacts/manifests/lab")
+        .join(format!("{version}.json"));
+    let kept: Value = serde_json::from_str(&fs::read_to_string(shipped).unwrap()).unwrap();
+    assert_eq!(kept["digest"], artifact["digest"]);
+
+    // A read token may not upload.
+    let reader = token(&remote, "viewer", "read");
+    let (code, _) = put(first, &blob_file(first));
+    assert!(code == 204 || code == 201);
+    let (code, _) = remote.call("PUT", "/v1/artifacts", Some(&reader), Some(&manifest_arg));
+    assert_eq!(code, 403);
+}
