@@ -22,16 +22,15 @@ fn refuse(status: StatusCode, message: String, hint: Option<String>) -> Response
     (status, Json(Refusal::new(message, hint))).into_response()
 }
 
-fn store(app: &Shared) -> Result<ArtifactStore, Response> {
-    ArtifactStore::open(&app.state.artifacts())
-        .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))
+fn store(app: &Shared) -> Result<ArtifactStore, String> {
+    ArtifactStore::open(&app.state.artifacts()).map_err(|e| e.to_string())
 }
 
 /// `POST /v1/blobs/missing`: which of these digests the server lacks.
 pub async fn missing(State(app): State<Shared>, Json(query): Json<BlobsQuery>) -> Response {
     let store = match store(&app) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e, None),
     };
     let missing = store.missing_blobs(query.digests.iter().map(String::as_str));
     Json(BlobsMissing { missing }).into_response()
@@ -45,7 +44,7 @@ pub async fn put_blob(
 ) -> Response {
     let store = match store(&app) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e, None),
     };
     if store.missing_blobs([digest.as_str()]).is_empty() {
         return StatusCode::NO_CONTENT.into_response();
@@ -109,7 +108,7 @@ fn rand_suffix() -> u64 {
 pub async fn put_artifact(State(app): State<Shared>, Json(artifact): Json<Artifact>) -> Response {
     let store = match store(&app) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e, None),
     };
     let name = artifact.short_name();
     match tokio::task::spawn_blocking(move || store.import(&artifact)).await {

@@ -431,7 +431,17 @@ fn a_bundle_uploads_blob_by_blob_and_a_truncated_blob_is_refused() {
     fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
     let put = |digest: &str, file: &Path| {
         let out = Command::new("curl")
-            .args(["-sk", "-m", "60", "-o", "-", "-w", "\n%{http_code}", "-X", "PUT"])
+            .args([
+                "-sk",
+                "-m",
+                "60",
+                "-o",
+                "-",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                "PUT",
+            ])
             .args(["-H", &format!("Authorization: Bearer {bot}")])
             .args(["-H", "Content-Type: application/octet-stream"])
             .args(["--data-binary", &format!("@{}", file.display())])
@@ -447,7 +457,10 @@ fn a_bundle_uploads_blob_by_blob_and_a_truncated_blob_is_refused() {
     assert!(body.contains("not the blob it claims"), "{body}");
     let (code, body) = remote.call("POST", "/v1/blobs/missing", Some(&bot), Some(&query));
     assert_eq!(code, 200);
-    assert!(body.contains(first.as_str()), "the truncated blob was not kept: {body}");
+    assert!(
+        body.contains(first.as_str()),
+        "the truncated blob was not kept: {body}"
+    );
 
     // Whole blobs: stored; the manifest then arrives; nothing is missing any more.
     for digest in &digests {
