@@ -166,11 +166,6 @@ async fn serve(state: StateDir, serving: Serving) -> i32 {
                 }
             };
             let addr = listener.local_addr().unwrap_or(*addr);
-            eprintln!(
-                "HTTPS API on https://{addr} (certificate {}: {})",
-                identity.cert_file.display(),
-                identity.fingerprint
-            );
             Some((listener, identity, addr))
         }
         None => None,
@@ -187,6 +182,14 @@ async fn serve(state: StateDir, serving: Serving) -> i32 {
     };
     if let Ok(json) = serde_json::to_vec_pretty(&info) {
         let _ = cutover_daemon::write_atomic(&state.path.join("server.json"), &json);
+    }
+    // Said once `server info` can tell it too.
+    if let Some((_, identity, addr)) = &https {
+        eprintln!(
+            "HTTPS API on https://{addr} (certificate {}: {})",
+            identity.cert_file.display(),
+            identity.fingerprint
+        );
     }
     for line in engine.reconcile().await {
         eprintln!("reconcile: {line}");
