@@ -35,8 +35,14 @@ pub struct HistoryArgs {
 pub struct ShowArgs {
     /// The release id (see `cutover history ENV`).
     pub release: i64,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "follow")]
     pub json: bool,
+    /// Print the timeline as it happens until the release is live or has failed, and exit as
+    /// `deploy` would have: 0 it went live (or waits at a manual gate), 1 refused before any
+    /// instance started, 3 its instances failed and the previous version serves. For a deploy
+    /// whose client went away (Ctrl-C, a dropped network): the server carries it on.
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 #[derive(Args, Debug)]
@@ -160,6 +166,9 @@ pub async fn history(
 pub async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
     let client = Client::connect_or_start(&ctx.state).await?;
+    if args.follow {
+        return follow(&client, args.release).await;
+    }
     let view: ShowView = client
         .get(&format!("/v1/releases/{}", args.release))
         .await?;
@@ -204,6 +213,54 @@ pub async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow
         println!("instance {}  {}  {}  {}", i.id, i.address, i.state, i.role);
     }
     Ok(0)
+}
+
+/// `show --follow`: the timeline as it happens, then the exit code `deploy` would have had.
+async fn follow(client: &Client, id: i64) -> anyhow::Result<i32> {
+    let mut printed = 0;
+    loop {
+        let view: ShowView = client.get(&format!("/v1/releases/{id}")).await?;
+        for e in view.events.iter().skip(printed) {
+            eprintln!(
+                "  {}  {:<12}  {}",
+                e.at.format("%H:%M:%S%.3f"),
+                e.kind,
+                e.message
+            );
+        }
+        printed = view.events.len();
+        let r = &view.release;
+        match r.state.as_str() {
+            "pending" | "starting" | "verifying" => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            "awaiting-approval" => {
+                eprintln!(
+                    "release {id} waits at {}'s manual gate: `cutover approve {}`",
+                    r.environment, r.environment
+                );
+                return Ok(0);
+            }
+            _ if r.live_at.is_some() => {
+                eprintln!("release {id} went live in {} ({})", r.environment, r.state);
+                return Ok(0);
+            }
+            "failed" => {
+                eprintln!(
+                    "release {id} was refused: {}",
+                    r.reason.as_deref().unwrap_or("see its timeline")
+                );
+                return Ok(1);
+            }
+            state => {
+                eprintln!(
+                    "release {id} is {state}: {}",
+                    r.reason.as_deref().unwrap_or("see its timeline")
+                );
+                return Ok(3);
+            }
+        }
+    }
 }
 
 pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {

@@ -551,3 +551,41 @@ fn an_instance_whose_supervisor_died_is_replaced_and_stopped() {
     );
     assert_eq!(lab.history().len(), 1);
 }
+
+/// Issue 10, part 7 (a client that goes away mid-deploy): the server carries the deploy on,
+/// and `cutover show N --follow` prints its timeline as it happens and exits as `deploy`
+/// would have — 0 when it went live, 3 when its instances failed and the known-good serves.
+#[test]
+fn show_follow_picks_up_a_deploy_whose_client_went_away() {
+    let lab = slow_lab();
+    lab.deploy().expect(0);
+    let v2 = lab.commit("second");
+    let (mut client, _, _) = lab.spawn(&["deploy", "staging"]);
+    let id = wait_in_flight(&lab);
+    client.kill().unwrap(); // the laptop lid closes
+    let _ = client.wait();
+    let followed = lab
+        .run(&["show", &id.to_string(), "--follow"])
+        .expect(0)
+        .says(&["went live", "live"]);
+    assert!(
+        followed.stderr.contains("verifying"),
+        "the timeline is printed: {followed:?}"
+    );
+    lab.assert_serving(&v2);
+
+    // A deploy whose instances fail: followed to exit 3.
+    lab.commit("third");
+    let (mut client, _, _) = lab.spawn(&["deploy", "staging", "--env", "BREAK=1"]);
+    let id = wait_in_flight(&lab);
+    client.kill().unwrap();
+    let _ = client.wait();
+    lab.run(&["show", &id.to_string(), "--follow"])
+        .expect(3)
+        .says(&["rolled-back"]);
+    lab.assert_serving(&v2);
+    // A release that ended long ago answers at once.
+    lab.run(&["show", "1", "--follow"]).expect(0);
+    // --follow and --json do not go together: a usage error.
+    lab.run(&["show", "1", "--follow", "--json"]).expect(2);
+}
