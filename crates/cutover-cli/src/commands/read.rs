@@ -64,7 +64,10 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<i32> {
 
 pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    if let Err(e) = ctx.working_config() {
+    // A server's own state dir on a target machine has no cutover.toml beside it: nothing to
+    // warn about there.
+    let has_config = ctx.config_path().exists();
+    if let (true, Err(e)) = (has_config, ctx.working_config()) {
         eprintln!("warning: the working tree's cutover.toml is invalid (deploys use the committed one):\n{e}");
     }
     let client = Client::connect_or_start(&ctx.state).await?;
