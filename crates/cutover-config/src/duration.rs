@@ -92,6 +92,26 @@ pub(crate) mod serde_str {
     }
 }
 
+/// `#[serde(with = "crate::duration::positive")]`: a duration that must be more than zero.
+pub(crate) mod positive {
+    use crate::fields::invalid;
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub use super::serde_str::serialize;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let duration = super::serde_str::deserialize(d)?;
+        if duration.is_zero() {
+            return Err(invalid(
+                "a timeout of 0 would end everything at once",
+                "use a duration of more than 0, e.g. \"30s\"",
+            ));
+        }
+        Ok(duration)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ mod error;
 mod fields;
 mod locate;
 mod secrets;
+mod size;
 mod template;
 
 pub use argv::expand_argv;
@@ -301,6 +302,47 @@ pub struct Environment {
     /// Environments whose monitor window a version must have passed before it comes here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires: Vec<String>,
+    /// `[environments.X.edge]`: the limits of the edge in front of this environment.
+    #[serde(default)]
+    pub edge: EdgeLimits,
+}
+
+/// `[environments.X.edge]`: what the edge accepts and how long it waits, each with a clear
+/// answer when it runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeLimits {
+    /// The largest request body passed on, in bytes; a larger one is answered 413.
+    #[serde(with = "size::serde_str")]
+    pub max_body: u64,
+    /// How long the app has to start its answer; then 504.
+    #[serde(with = "duration::positive")]
+    pub upstream_timeout: Duration,
+    /// How long a kept-alive client connection may sit with no request before it is closed.
+    #[serde(with = "duration::positive")]
+    pub idle_timeout: Duration,
+    /// How long a client has to send a whole request head once it has begun one.
+    #[serde(with = "duration::positive")]
+    pub header_timeout: Duration,
+    /// How long a cut-over waits for requests and WebSockets on the old instances before it
+    /// closes what is left and stops them.
+    #[serde(with = "duration::positive")]
+    pub drain_timeout: Duration,
+    /// Strict-Transport-Security on HTTPS answers (has no effect on plain HTTP).
+    pub hsts: bool,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> EdgeLimits {
+        EdgeLimits {
+            max_body: 100_000_000,
+            upstream_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(75),
+            header_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            hsts: false,
+        }
+    }
 }
 
 /// The delivery-vs-deployment switch of an environment.

@@ -82,6 +82,21 @@ instances = 1
 # Variables for this environment only; they override [env].
 LOG_LEVEL = "debug"
 
+[environments.staging.edge]
+# What the edge accepts and how long it waits (these are the defaults).
+# Request bodies larger than this are answered 413 (units: B, KB, MB, GB, KiB, MiB, GiB).
+max_body = "100MB"
+# The app has this long to begin its answer, else 504.
+upstream_timeout = "60s"
+# A kept-alive connection with no request is closed after this long.
+idle_timeout = "75s"
+# A client has this long to send a whole request head.
+header_timeout = "30s"
+# At a cut-over, requests and WebSockets on the old version get this long, then are closed.
+drain_timeout = "30s"
+# Strict-Transport-Security on HTTPS answers (no effect on plain HTTP).
+hsts = false
+
 [environments.production]
 # Ready to use: `cutover deploy production` (or promote what runs in staging).
 listen = "127.0.0.1:8002"

@@ -857,3 +857,110 @@ fn pipeline_branch_and_remote_must_be_names_git_allows() {
     let e = err(&with("pipeline", "remote = 7"));
     assert_eq!(e.field(), Some("[pipeline] remote"), "{e}");
 }
+
+#[test]
+fn edge_limits_have_defaults_and_parse() {
+    let c = parse(BASE).unwrap();
+    let edge = c.environment("staging").unwrap().edge;
+    assert_eq!(edge, EdgeLimits::default());
+    assert_eq!(edge.max_body, 100_000_000);
+    assert_eq!(edge.upstream_timeout, Duration::from_secs(60));
+    assert_eq!(edge.idle_timeout, Duration::from_secs(75));
+    assert_eq!(edge.header_timeout, Duration::from_secs(30));
+    assert_eq!(edge.drain_timeout, Duration::from_secs(30));
+    assert!(!edge.hsts);
+
+    let c = parse(&with(
+        "environments.staging.edge",
+        "max_body = \"1MiB\"\nupstream_timeout = \"5s\"\nidle_timeout = \"2m\"\nheader_timeout = \"500ms\"\ndrain_timeout = \"3s\"\nhsts = true",
+    ))
+    .unwrap();
+    let edge = c.environment("staging").unwrap().edge;
+    assert_eq!(edge.max_body, 1 << 20);
+    assert_eq!(edge.upstream_timeout, Duration::from_secs(5));
+    assert_eq!(edge.idle_timeout, Duration::from_secs(120));
+    assert_eq!(edge.header_timeout, Duration::from_millis(500));
+    assert_eq!(edge.drain_timeout, Duration::from_secs(3));
+    assert!(edge.hsts);
+    // The committed snapshot keeps them.
+    let json = serde_json::to_string(&c).unwrap();
+    let back: Config = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, c);
+}
+
+#[test]
+fn bad_edge_limits_are_refused_naming_the_field_and_the_fix() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "max_body = \"100XB\"",
+            "max_body",
+            "unknown unit",
+            "\"100MB\"",
+        ),
+        (
+            "max_body = \"100\"",
+            "max_body",
+            "unit is missing",
+            "\"100MB\"",
+        ),
+        ("max_body = \"-1MB\"", "max_body", "negative", "\"100MB\""),
+        ("max_body = \"0B\"", "max_body", "zero", "\"100MB\""),
+        ("max_body = 0", "max_body", "not a size", "\"0MB\""),
+        ("max_body = 100", "max_body", "not a size", "\"100MB\""),
+        (
+            "upstream_timeout = \"-1s\"",
+            "upstream_timeout",
+            "negative",
+            "\"10s\"",
+        ),
+        (
+            "upstream_timeout = \"0s\"",
+            "upstream_timeout",
+            "timeout of 0",
+            "\"30s\"",
+        ),
+        (
+            "idle_timeout = 75",
+            "idle_timeout",
+            "not a duration",
+            "\"75s\"",
+        ),
+        (
+            "header_timeout = \"30\"",
+            "header_timeout",
+            "unit is missing",
+            "\"10s\"",
+        ),
+        (
+            "drain_timeout = \"soon\"",
+            "drain_timeout",
+            "not a duration",
+            "\"10s\"",
+        ),
+        (
+            "drain_timeout = \"0ms\"",
+            "drain_timeout",
+            "timeout of 0",
+            "\"30s\"",
+        ),
+        ("hsts = \"yes\"", "hsts", "", ""),
+        ("hsts = 1", "hsts", "", ""),
+    ];
+    for (line, field, message, hint) in cases {
+        let text = with("environments.staging.edge", line);
+        let e = err(&text);
+        assert_eq!(
+            e.field(),
+            Some(format!("[environments.staging.edge] {field}").as_str()),
+            "{line}: {e}"
+        );
+        assert!(e.message().contains(message), "{line}: {e}");
+        assert!(e.hint().is_some(), "{line}: {e}");
+        assert!(e.hint().unwrap().contains(hint), "{line}: {e}");
+        let at = text.lines().position(|l| l == *line).unwrap() + 1;
+        assert_eq!(e.location().unwrap().line, at, "{line}: {e}");
+    }
+    let e = err(&with("environments.staging.edge", "max_bodies = \"1MB\""));
+    assert_eq!(e.field(), Some("[environments.staging.edge] max_bodies"));
+    assert!(e.hint().unwrap().contains("max_body"), "{e}");
+}

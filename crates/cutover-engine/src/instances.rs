@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use cutover_config::Config;
 use cutover_health::HttpCheck;
@@ -26,7 +25,6 @@ pub(crate) struct Failure {
 }
 
 const LOG_LINES: usize = 20;
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     /// Starts a release's instances (its artifact already placed) and verifies them. `record`
@@ -344,7 +342,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
 
     pub(crate) async fn retire(&self, env: &str, instances: &[InstanceInfo]) {
         let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
-        let _ = self.inner.edge.drain(env, &addrs, DRAIN_TIMEOUT).await;
+        let _ = self.inner.edge.drain(env, &addrs).await;
         self.stop_instances(instances).await;
     }
 }

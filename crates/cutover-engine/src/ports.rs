@@ -2,14 +2,13 @@
 //! (Instances come through `cutover_runtime::Runtime`.) The real implementations live here
 //! too; tests swap in fakes.
 
+use cutover_config::EdgeLimits;
+use cutover_health::{HttpCheck, ProbeFailure};
+use cutover_proxy::protocol::{DEFAULT_WEIGHT, PROTOCOL};
+use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use cutover_health::{HttpCheck, ProbeFailure};
-use cutover_proxy::protocol::DEFAULT_WEIGHT;
-use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
 
 /// The edge proxy of each environment.
 pub trait Edge: Send + Sync + 'static {
@@ -19,18 +18,20 @@ pub trait Edge: Send + Sync + 'static {
         env: &str,
         listen: SocketAddr,
     ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Atomically points the environment's traffic at `upstreams`.
+    /// Atomically points the environment's traffic at `upstreams`, under `limits` (those of
+    /// the config of the release that serves).
     fn switch(
         &self,
         env: &str,
         upstreams: &[SocketAddr],
+        limits: &EdgeLimits,
     ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Waits until no request is in flight to `upstreams` (true) or the timeout passes (false).
+    /// Waits until no request is in flight to `upstreams` (true) or the drain timeout of the
+    /// limits they were switched with passes (false: what is left, WebSockets, is closed).
     fn drain(
         &self,
         env: &str,
         upstreams: &[SocketAddr],
-        timeout: Duration,
     ) -> impl Future<Output = Result<bool, String>> + Send;
     /// Where the environment's traffic goes now; `None` if its proxy is not running.
     fn upstreams(&self, env: &str) -> impl Future<Output = Option<Vec<SocketAddr>>> + Send;
@@ -80,10 +81,11 @@ impl ProxyEdge {
 impl Edge for ProxyEdge {
     async fn ensure(&self, env: &str, listen: SocketAddr) -> Result<(), String> {
         match self.client(env).status().await {
-            Ok(status) if status.listen == listen => return Ok(()),
+            Ok(status) if status.listen == listen && status.protocol >= PROTOCOL => return Ok(()),
             // The committed config moved the environment (restart its proxy on the new
             // address), or an edge of an older cutover answers in a protocol this one does not
-            // speak (replace it: the new one reads the routes file it kept, and serves on).
+            // speak, or speaks an older one (replace it: the new one reads the routes file it
+            // kept, and serves on).
             Ok(_) | Err(ProxyError::BadReply { .. }) => {
                 let _ = self.client(env).shutdown().await;
             }
@@ -97,26 +99,26 @@ impl Edge for ProxyEdge {
             .map_err(|e| e.to_string())
     }
 
-    async fn switch(&self, env: &str, upstreams: &[SocketAddr]) -> Result<(), String> {
+    async fn switch(
+        &self,
+        env: &str,
+        upstreams: &[SocketAddr],
+        limits: &EdgeLimits,
+    ) -> Result<(), String> {
         let upstreams = upstreams
             .iter()
             .map(|&addr| Upstream::new(addr, DEFAULT_WEIGHT))
             .collect();
         self.client(env)
-            .set(RouteKey::env(env), upstreams)
+            .set(RouteKey::env(env), upstreams, edge_limits(limits))
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
-    async fn drain(
-        &self,
-        env: &str,
-        upstreams: &[SocketAddr],
-        timeout: Duration,
-    ) -> Result<bool, String> {
+    async fn drain(&self, env: &str, upstreams: &[SocketAddr]) -> Result<bool, String> {
         self.client(env)
-            .drain(upstreams, timeout)
+            .drain(upstreams, None)
             .await
             .map(|d| d.drained)
             .map_err(|e| e.to_string())
@@ -129,5 +131,18 @@ impl Edge for ProxyEdge {
 
     async fn stop(&self, env: &str) {
         let _ = self.client(env).shutdown().await;
+    }
+}
+
+/// The edge's limits of a route, from `[environments.X.edge]`.
+fn edge_limits(limits: &EdgeLimits) -> Limits {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    Limits {
+        max_body: limits.max_body,
+        upstream_timeout_ms: ms(limits.upstream_timeout),
+        idle_timeout_ms: ms(limits.idle_timeout),
+        header_timeout_ms: ms(limits.header_timeout),
+        drain_timeout_ms: ms(limits.drain_timeout),
+        hsts: limits.hsts,
     }
 }

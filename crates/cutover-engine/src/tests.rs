@@ -140,7 +140,12 @@ impl Edge for FakeEdge {
         Ok(())
     }
 
-    async fn switch(&self, env: &str, upstreams: &[SocketAddr]) -> Result<(), String> {
+    async fn switch(
+        &self,
+        env: &str,
+        upstreams: &[SocketAddr],
+        _limits: &cutover_config::EdgeLimits,
+    ) -> Result<(), String> {
         let mut world = self.0.lock().unwrap();
         if world.refuse_switches {
             return Err("the admin socket refused".into());
@@ -155,12 +160,7 @@ impl Edge for FakeEdge {
         Ok(())
     }
 
-    async fn drain(
-        &self,
-        _env: &str,
-        _upstreams: &[SocketAddr],
-        _timeout: Duration,
-    ) -> Result<bool, String> {
+    async fn drain(&self, _env: &str, _upstreams: &[SocketAddr]) -> Result<bool, String> {
         Ok(true)
     }
 

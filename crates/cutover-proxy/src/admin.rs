@@ -163,10 +163,15 @@ impl Admin {
         Ok(generation)
     }
 
-    /// Waits until nothing is in flight to `upstreams`, or `timeout_ms` passes; then closes
+    /// Waits until nothing is in flight to `upstreams`, or `timeout_ms` (or their routes'
+    /// drain timeout) passes; then closes
     /// their tunnels (open WebSockets, cleanly) and waits a moment for them to go.
-    async fn drain(&self, upstreams: &[SocketAddr], timeout_ms: u64) -> DrainOutcome {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    async fn drain(&self, upstreams: &[SocketAddr], timeout_ms: Option<u64>) -> DrainOutcome {
+        let timeout = match timeout_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => self.routes.drain_timeout(upstreams),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
         let at_deadline = loop {
             let remaining = self.routes.inflight_to(upstreams);
             if remaining == 0 {

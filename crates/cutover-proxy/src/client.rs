@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::protocol::{self, DrainOutcome, ProxyStatus, Reply, Request, Route, RouteKey, Upstream};
+use crate::protocol::{
+    self, DrainOutcome, Limits, ProxyStatus, Reply, Request, Route, RouteKey, Upstream,
+};
 use crate::{ProxyError, ProxyOptions};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -20,6 +22,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long `spawn` waits for a live new proxy to answer (a dead one is reported at once). A
 /// loaded machine took more than 5 s.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a drain without a timeout is waited for (the edge's drain timeout is shorter).
+const LONGEST_DRAIN: Duration = Duration::from_secs(24 * 3600);
 
 /// Talks to one environment's edge proxy over its admin socket.
 #[derive(Debug, Clone)]
@@ -63,10 +67,16 @@ impl ProxyClient {
 
     /// Routes the traffic of `route` to `upstreams` by their weights (none, or only weight 0:
     /// answer 503). Returns the new generation.
-    pub async fn set(&self, route: RouteKey, upstreams: Vec<Upstream>) -> Result<u64, ProxyError> {
+    pub async fn set(
+        &self,
+        route: RouteKey,
+        upstreams: Vec<Upstream>,
+        limits: Limits,
+    ) -> Result<u64, ProxyError> {
         let request = Request::Set(Route {
             key: route,
             upstreams,
+            limits,
         });
         match self.call(&request, REPLY_TIMEOUT).await?.0 {
             Reply::Set { generation } => Ok(generation),
@@ -75,17 +85,19 @@ impl ProxyClient {
     }
 
     /// Waits until no request is in flight to `upstreams`, or `timeout` passes (then their
-    /// open tunnels are closed).
+    /// open tunnels are closed). Without a timeout, the edge waits its routes' drain timeout.
     pub async fn drain(
         &self,
         upstreams: &[SocketAddr],
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<DrainOutcome, ProxyError> {
         let request = Request::Drain {
             upstreams: upstreams.to_vec(),
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms: timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         };
-        let wait = timeout.saturating_add(crate::admin::CLOSE_TUNNELS + Duration::from_secs(2));
+        let wait = timeout
+            .unwrap_or(LONGEST_DRAIN)
+            .saturating_add(crate::admin::CLOSE_TUNNELS + Duration::from_secs(2));
         match self.call(&request, wait).await?.0 {
             Reply::Drain(outcome) => Ok(outcome),
             other => Err(self.unexpected(&request, &other)),

@@ -80,6 +80,11 @@ impl Forwarder {
         }
     }
 
+    /// The limits a new client connection starts with.
+    pub fn connection_limits(&self) -> crate::protocol::Limits {
+        self.routes.connection_limits()
+    }
+
     /// `client_ip` is the client's address as a header value, made once per connection;
     /// `alive` keeps the edge's shutdown waiting for the tunnel an upgrade opens.
     pub async fn handle(
@@ -98,43 +103,49 @@ impl Forwarder {
         // Without a body the request can be rebuilt, so it can be sent a second time.
         let retryable = is_idempotent(&parts.method) && body.is_end_stream();
         prepare_request_headers(&mut parts.headers, client_ip);
+        let id = request_id(&mut parts.headers);
 
         let Some(guard) = self.routes.pick(&parts, None) else {
-            return Ok(self.nothing_live());
+            return Ok(with_id(self.nothing_live(), id));
         };
+        let limits = guard.limits;
+        if body.size_hint().lower() > limits.max_body {
+            return Ok(with_id(too_large(limits.max_body), id));
+        }
+        let wait = Duration::from_millis(limits.upstream_timeout_ms);
         let path = path_and_query(&parts.uri);
         let (error, addr) = if retryable {
             let headers = parts.headers.clone();
             let first = self.send(&self.pooled, &parts.method, &path, headers, &guard, empty());
-            match first.await {
-                Ok(response) => return Ok(relay(response, guard)),
+            match timed(wait, first).await {
+                Ok(response) => return Ok(with_id(relay(response, guard), id)),
+                Err(error @ SendError::Timeout(_)) => (error, guard.addr),
                 Err(_) => {
                     let failed = guard.addr;
                     drop(guard);
                     let Some(guard) = self.routes.pick(&parts, Some(failed)) else {
-                        return Ok(self.nothing_live());
+                        return Ok(with_id(self.nothing_live(), id));
                     };
                     let headers = std::mem::take(&mut parts.headers);
                     let again =
                         self.send(&self.fresh, &parts.method, &path, headers, &guard, empty());
-                    match again.await {
-                        Ok(response) => return Ok(relay(response, guard)),
+                    match timed(wait, again).await {
+                        Ok(response) => return Ok(with_id(relay(response, guard), id)),
                         Err(error) => (error, guard.addr),
                     }
                 }
             }
         } else {
             let headers = std::mem::take(&mut parts.headers);
-            let body = Either::Right(ClientBody::new(body, u64::MAX));
-            match self
-                .send(&self.pooled, &parts.method, &path, headers, &guard, body)
-                .await
-            {
-                Ok(response) => return Ok(relay(response, guard)),
+            let body = Either::Right(ClientBody::new(body, limits.max_body));
+            let sent = self.send(&self.pooled, &parts.method, &path, headers, &guard, body);
+            match timed(wait, sent).await {
+                Ok(response) => return Ok(with_id(relay(response, guard), id)),
                 Err(error) => (error, guard.addr),
             }
         };
-        Ok(self.failed(error, &parts.method, parts.uri.path(), addr))
+        let answer = self.failed(error, &parts.method, parts.uri.path(), addr, &id);
+        Ok(with_id(answer, id))
     }
 
     fn nothing_live(&self) -> Response<ProxyBody> {
@@ -151,10 +162,29 @@ impl Forwarder {
         method: &Method,
         path: &str,
         addr: SocketAddr,
+        id: &HeaderValue,
     ) -> Response<ProxyBody> {
+        let id = id.to_str().unwrap_or("-");
         match error {
+            SendError::Timeout(after) => {
+                eprintln!(
+                    "edge proxy for {}: {method} {path} to {addr} (request {id}): no answer within {}",
+                    self.env,
+                    seconds(after)
+                );
+                text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "gateway timeout: the app at {addr} did not answer within {} \
+                         (upstream_timeout of [environments.{}.edge])\n",
+                        seconds(after),
+                        self.env
+                    ),
+                )
+            }
             SendError::BadTarget => text(StatusCode::BAD_REQUEST, "bad request target\n".into()),
             SendError::Upstream(e) => match client_body_error(&e) {
+                Some(ClientBodyError::TooLarge(limit)) => too_large(*limit),
                 Some(ClientBodyError::Malformed(cause)) => {
                     let mut response = text(
                         StatusCode::BAD_REQUEST,
@@ -165,10 +195,10 @@ impl Forwarder {
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     response
                 }
-                None => self.bad_gateway(&root_cause(&e), method, path, addr),
+                None => self.bad_gateway(&root_cause(&e), method, path, addr, id),
             },
-            SendError::Connect(e) => self.bad_gateway(&root_cause(&e), method, path, addr),
-            SendError::Http(e) => self.bad_gateway(&root_cause(&e), method, path, addr),
+            SendError::Connect(e) => self.bad_gateway(&root_cause(&e), method, path, addr, id),
+            SendError::Http(e) => self.bad_gateway(&root_cause(&e), method, path, addr, id),
         }
     }
 
@@ -178,9 +208,10 @@ impl Forwarder {
         method: &Method,
         path: &str,
         addr: SocketAddr,
+        id: &str,
     ) -> Response<ProxyBody> {
         eprintln!(
-            "edge proxy for {}: {method} {path} to {addr} failed: {cause}",
+            "edge proxy for {}: {method} {path} to {addr} (request {id}) failed: {cause}",
             self.env
         );
         text(
@@ -202,6 +233,7 @@ impl Forwarder {
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, body) = request.into_parts();
         prepare_request_headers(&mut parts.headers, client_ip);
+        let parts_id = request_id(&mut parts.headers);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -215,7 +247,10 @@ impl Forwarder {
         parts.version = Version::HTTP_11;
         let response = match send_upgrade(guard.addr, Request::from_parts(parts, body)).await {
             Ok(response) => response,
-            Err(error) => return self.failed(error, &method, &path, guard.addr),
+            Err(error) => {
+                let id = parts_id.clone();
+                return self.failed(error, &method, &path, guard.addr, &id);
+            }
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return relay(response, guard);
@@ -272,6 +307,76 @@ impl Forwarder {
         *request.headers_mut() = headers;
         client.request(request).await.map_err(SendError::Upstream)
     }
+}
+
+/// Waits `limit` for the response head.
+async fn timed(
+    limit: Duration,
+    sent: impl std::future::Future<Output = Result<Response<Incoming>, SendError>>,
+) -> Result<Response<Incoming>, SendError> {
+    tokio::time::timeout(limit, sent)
+        .await
+        .unwrap_or(Err(SendError::Timeout(limit)))
+}
+
+/// "60 s", "1.5 s".
+fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+/// 413, and the connection closes: the rest of the body is not read.
+fn too_large(limit: u64) -> Response<ProxyBody> {
+    let mut response = text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("content too large: the request body is over {limit} bytes (max_body)\n"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's `X-Request-Id` when it sent a usable one, else a new one,
+/// set on the request (so the app gets it) and returned (for the answer and the logs).
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        if !id.is_empty() && id.len() <= 200 {
+            return id.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// 32 hex digits: a per-process random prefix and a counter, unique without coordination.
+fn new_request_id() -> HeaderValue {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        hasher.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { n };
+        *byte = HEX[((word >> (60 - 4 * (i % 16))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
+}
+
+/// The answer, with the request's id for the client.
+fn with_id(mut response: Response<ProxyBody>, id: HeaderValue) -> Response<ProxyBody> {
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
 }
 
 /// Sends an upgrade request on a new connection of its own, which stays with the tunnel.
@@ -341,6 +446,8 @@ fn path_and_query(uri: &Uri) -> PathAndQuery {
 
 enum SendError {
     BadTarget,
+    /// No response head within the route's `upstream_timeout`.
+    Timeout(Duration),
     Upstream(hyper_util::client::legacy::Error),
     Connect(std::io::Error),
     Http(hyper::Error),
@@ -369,15 +476,21 @@ fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
 
 /// The client's request body as it is sent upstream: a body the client breaks (a malformed
 /// chunk, a connection closed mid-body) is the client's fault (400), not the app's (502).
+/// A body beyond the route's `max_body` stops there (413).
 pub(crate) struct ClientBody {
     inner: Incoming,
+    limit: u64,
     /// Bytes the body may still bring.
     allowed: u64,
 }
 
 impl ClientBody {
-    fn new(inner: Incoming, allowed: u64) -> ClientBody {
-        ClientBody { inner, allowed }
+    fn new(inner: Incoming, limit: u64) -> ClientBody {
+        ClientBody {
+            inner,
+            limit,
+            allowed: limit,
+        }
     }
 }
 
@@ -386,6 +499,8 @@ impl ClientBody {
 pub(crate) enum ClientBodyError {
     #[error("{0}")]
     Malformed(hyper::Error),
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(u64),
 }
 
 impl Body for ClientBody {
@@ -399,7 +514,11 @@ impl Body for ClientBody {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.allowed = self.allowed.saturating_sub(data.len() as u64);
+                    let len = data.len() as u64;
+                    if len > self.allowed {
+                        return Poll::Ready(Some(Err(ClientBodyError::TooLarge(self.limit))));
+                    }
+                    self.allowed -= len;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

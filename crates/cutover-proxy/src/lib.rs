@@ -9,6 +9,7 @@
 
 mod admin;
 mod client;
+mod conn;
 mod forward;
 pub mod protocol;
 mod routes;
@@ -27,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{mpsc, watch};
 
 pub use client::{running_pid, spawn, ProxyClient};
-pub use protocol::{DrainOutcome, ProxyStatus, Route, RouteKey, Upstream};
+pub use protocol::{DrainOutcome, Limits, ProxyStatus, Route, RouteKey, Upstream};
 pub use routes::RoutesFile;
 
 use crate::admin::{describe, Admin};
@@ -340,20 +341,32 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let client_ip = forward::client_ip_header(peer);
+    let limits = forwarder.connection_limits();
+    let activity = Arc::new(conn::Activity::default());
+    let counted = activity.clone();
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
         let client_ip = client_ip.clone();
         let alive = alive.clone();
-        async move { forwarder.handle(request, &client_ip, &alive).await }
+        let activity = counted.clone();
+        async move {
+            let response = forwarder.handle(request, &client_ip, &alive).await;
+            response.map(|r| activity.answer(r))
+        }
     });
+    let io = TokioIo::new(conn::Counted::new(stream, activity.clone()));
     let conn = http1::Builder::new()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .serve_connection(TokioIo::new(stream), service)
+        // Both timeouts are kept by `conn::expired` (hyper's runs between requests too).
+        .header_read_timeout(None)
+        .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
+        // Nothing is being answered: closing drops no response.
+        _ = conn::expired(&activity, limits) => {}
         () = stopping(&mut shutdown) => {
             // Finishes the request in progress, then closes; idle connections close at once.
             conn.as_mut().graceful_shutdown();

@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 /// The version of this protocol, reported by `status`. (The first one, before routes and
 /// weights, had no number.)
-pub const PROTOCOL: u32 = 2;
+/// 3 added route limits, drains without a timeout and closing tunnels at a drain's end.
+pub const PROTOCOL: u32 = 3;
 
 /// The weight of an upstream that takes its full share; what the engine gives every upstream
 /// of a blue-green switch.
@@ -81,12 +82,77 @@ pub struct Route {
     pub key: RouteKey,
     /// None (or only weight 0): the route answers 503.
     pub upstreams: Vec<Upstream>,
+    /// What the route's requests may be and how long they may take (left out: the defaults).
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
+    pub limits: Limits,
+}
+
+/// The limits of a route, each with its answer: a larger body 413, a slow app 504; an idle
+/// connection or a slow request head is closed; a drain past its timeout closes tunnels.
+/// Every field is optional on the wire (its default). The idle and header timeouts act before
+/// a request is read, so an edge takes them from its (one) route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body passed on, in bytes (413 beyond).
+    pub max_body: u64,
+    /// Time the upstream has to begin its answer (504 after).
+    pub upstream_timeout_ms: u64,
+    /// A kept-alive client connection with no request is closed after this.
+    pub idle_timeout_ms: u64,
+    /// Time a client has to send a whole request head once begun.
+    pub header_timeout_ms: u64,
+    /// What a `drain` without `timeout_ms` waits for upstreams this route sent traffic to.
+    pub drain_timeout_ms: u64,
+    /// Strict-Transport-Security on TLS listeners (none yet: kept for them).
+    pub hsts: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_body: 100_000_000,
+            upstream_timeout_ms: 60_000,
+            idle_timeout_ms: 75_000,
+            header_timeout_ms: 30_000,
+            drain_timeout_ms: 30_000,
+            hsts: false,
+        }
+    }
+}
+
+impl Limits {
+    pub fn is_default(&self) -> bool {
+        *self == Limits::default()
+    }
+
+    /// Every limit must be above 0. Fields are named as in a `set` request.
+    pub fn validate(&self) -> Result<(), AdminError> {
+        let fields = [
+            ("max_body", self.max_body),
+            ("upstream_timeout_ms", self.upstream_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("drain_timeout_ms", self.drain_timeout_ms),
+        ];
+        for (name, value) in fields {
+            if value == 0 {
+                return Err(AdminError::bad_request(
+                    format!("limits.{name}"),
+                    format!("{name} is 0"),
+                    "a limit is 1 or more; leave it out for its default",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Route {
     /// Checks what serde cannot: a non-empty key, weights in range, no upstream twice, not too
     /// many upstreams. Fields are named as in a `set` request.
     pub fn validate(&self) -> Result<(), AdminError> {
+        self.limits.validate()?;
         if self.key.env.trim().is_empty() {
             return Err(AdminError::bad_request(
                 "route.env",
@@ -139,21 +205,18 @@ pub enum Request {
     /// Replaces the upstreams of one route (the route is created if new): [`Reply::Set`]. The
     /// change is on disk before it takes effect.
     Set(Route),
-    /// Waits until no request is in flight to `upstreams`, or `timeout_ms` passes; then
+    /// Waits until no request is in flight to `upstreams`, or `timeout_ms` passes (left out:
+    /// the longest `drain_timeout_ms` of the routes that sent them traffic); then
     /// closes their tunnels (upgraded connections; WebSockets with a Close frame, 1001) and
     /// waits a few seconds for them to go: [`Reply::Drain`].
     Drain {
         upstreams: Vec<SocketAddr>,
-        #[serde(default = "default_drain_ms")]
-        timeout_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// Stops taking connections, lets requests in flight finish, exits: [`Reply::Shutdown`],
     /// then the connection closes once the edge has stopped.
     Shutdown,
-}
-
-fn default_drain_ms() -> u64 {
-    30_000
 }
 
 impl Request {

@@ -13,7 +13,8 @@ use hyper::http::uri::Authority;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{
-    AdminError, ErrorCode, Route, RouteKey, RouteStatus, Upstream, UpstreamStatus, DEFAULT_WEIGHT,
+    AdminError, ErrorCode, Limits, Route, RouteKey, RouteStatus, Upstream, UpstreamStatus,
+    DEFAULT_WEIGHT,
 };
 
 /// What the proxy keeps on disk: every route it serves, as installed by the last `set`.
@@ -65,6 +66,7 @@ impl RoutesFile {
                 vec![Route {
                     key: RouteKey::env(env),
                     upstreams,
+                    limits: Limits::default(),
                 }]
             }
             (None, None) => Vec::new(),
@@ -167,10 +169,13 @@ pub(crate) struct Shared {
     /// Of the requests in flight, the tunnels.
     tunnels: AtomicU64,
     close_tunnels: tokio::sync::Notify,
+    /// The drain timeout of the route that last sent traffic here.
+    drain_timeout_ms: AtomicU64,
 }
 
 struct RouteState {
     key: RouteKey,
+    limits: Limits,
     upstreams: Vec<UpstreamState>,
     /// One period of smooth weighted round-robin, as indices into `upstreams` (see
     /// [`smooth_schedule`]); upstreams of weight 0 are not in it.
@@ -256,6 +261,8 @@ impl Table {
 pub(crate) struct InflightGuard {
     pub addr: SocketAddr,
     pub authority: Authority,
+    /// The limits of the route the request took.
+    pub limits: Limits,
     shared: Arc<Shared>,
 }
 
@@ -321,17 +328,24 @@ impl Routes {
             let upstreams: Vec<UpstreamState> = route
                 .upstreams
                 .iter()
-                .map(|u| UpstreamState {
-                    addr: u.addr,
-                    weight: u.weight,
-                    authority: Authority::try_from(u.addr.to_string())
-                        .expect("a socket address is a valid URI authority"),
-                    shared: counters.entry(u.addr).or_default().clone(),
+                .map(|u| {
+                    let shared = counters.entry(u.addr).or_default().clone();
+                    shared
+                        .drain_timeout_ms
+                        .store(route.limits.drain_timeout_ms, Ordering::SeqCst);
+                    UpstreamState {
+                        addr: u.addr,
+                        weight: u.weight,
+                        authority: Authority::try_from(u.addr.to_string())
+                            .expect("a socket address is a valid URI authority"),
+                        shared,
+                    }
                 })
                 .collect();
             let weights: Vec<u32> = route.upstreams.iter().map(|u| u.weight).collect();
             routes.push(RouteState {
                 key: route.key.clone(),
+                limits: route.limits,
                 upstreams,
                 schedule: smooth_schedule(&weights),
                 cursor: AtomicUsize::new(0),
@@ -367,6 +381,7 @@ impl Routes {
             let guard = InflightGuard {
                 addr: upstream.addr,
                 authority: upstream.authority.clone(),
+                limits: route.limits,
                 shared: upstream.shared.clone(),
             };
             // If a swap happened between the load and the increment, a drain may already have
@@ -385,6 +400,35 @@ impl Routes {
             .filter_map(|a| counters.get(a))
             .map(|n| n.inflight.load(Ordering::SeqCst))
             .sum()
+    }
+
+    /// How long a drain of `addrs` waits when not told: the longest drain timeout of the
+    /// routes that last sent them traffic (the default for an upstream never routed to).
+    pub fn drain_timeout(&self, addrs: &[SocketAddr]) -> std::time::Duration {
+        let counters = self.counters();
+        let ms = addrs
+            .iter()
+            .map(|a| {
+                counters
+                    .get(a)
+                    .map(|n| n.drain_timeout_ms.load(Ordering::SeqCst))
+                    .filter(|ms| *ms > 0)
+                    .unwrap_or(Limits::default().drain_timeout_ms)
+            })
+            .max()
+            .unwrap_or(0);
+        std::time::Duration::from_millis(ms)
+    }
+
+    /// The limits a client connection starts with, before its first request picks a route:
+    /// those of the edge's route (each edge serves one), else the defaults.
+    pub fn connection_limits(&self) -> Limits {
+        self.table
+            .load()
+            .routes
+            .first()
+            .map(|r| r.limits)
+            .unwrap_or_default()
     }
 
     /// Tunnels (upgraded connections) open to any of `addrs`.
@@ -458,6 +502,7 @@ mod tests {
                     .iter()
                     .map(|&(port, weight)| Upstream::new(addr(port), weight))
                     .collect(),
+                limits: Limits::default(),
             }],
         }
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use cutover_proxy::protocol::{
-    self, AdminError, DrainOutcome, ErrorCode, ProxyStatus, Reply, Request, Route, RouteKey,
-    RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
+    self, AdminError, DrainOutcome, ErrorCode, Limits, ProxyStatus, Reply, Request, Route,
+    RouteKey, RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
 };
 
 fn addr(port: u16) -> SocketAddr {
@@ -46,6 +46,7 @@ fn requests() -> Vec<(Request, &'static str)> {
             Request::Set(Route {
                 key: RouteKey::env("staging"),
                 upstreams: vec![Upstream::new(addr(4001), 90), Upstream::new(addr(4002), 10)],
+                limits: Limits::default(),
             }),
             r#"{"op":"set","route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90},{"addr":"127.0.0.1:4002","weight":10}]}"#,
         ),
@@ -53,13 +54,29 @@ fn requests() -> Vec<(Request, &'static str)> {
             Request::Set(Route {
                 key: RouteKey::env("staging"),
                 upstreams: vec![],
+                limits: Limits::default(),
             }),
             r#"{"op":"set","route":{"env":"staging"},"upstreams":[]}"#,
         ),
         (
+            Request::Set(Route {
+                key: RouteKey::env("staging"),
+                upstreams: vec![Upstream::new(addr(4001), 100)],
+                limits: Limits {
+                    max_body: 1000,
+                    upstream_timeout_ms: 5000,
+                    idle_timeout_ms: 75_000,
+                    header_timeout_ms: 30_000,
+                    drain_timeout_ms: 2000,
+                    hsts: true,
+                },
+            }),
+            r#"{"op":"set","route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":100}],"limits":{"max_body":1000,"upstream_timeout_ms":5000,"idle_timeout_ms":75000,"header_timeout_ms":30000,"drain_timeout_ms":2000,"hsts":true}}"#,
+        ),
+        (
             Request::Drain {
                 upstreams: vec![addr(4000)],
-                timeout_ms: 250,
+                timeout_ms: Some(250),
             },
             r#"{"op":"drain","upstreams":["127.0.0.1:4000"],"timeout_ms":250}"#,
         ),
@@ -71,7 +88,7 @@ fn replies() -> Vec<(Reply, &'static str)> {
     vec![
         (
             Reply::Status(status()),
-            r#"{"reply":"status","protocol":2,"env":"staging","listen":"127.0.0.1:8001","pid":42,"generation":9,"routes":[{"route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
+            r#"{"reply":"status","protocol":3,"env":"staging","listen":"127.0.0.1:8001","pid":42,"generation":9,"routes":[{"route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
         ),
         (
             Reply::Set { generation: 10 },
@@ -143,14 +160,53 @@ fn every_op_is_listed_and_named_as_on_the_wire() {
 }
 
 #[test]
-fn a_drain_without_a_timeout_waits_30_s() {
+fn a_drain_without_a_timeout_waits_the_routes_drain_timeout() {
     assert_eq!(
         protocol::parse_request(br#"{"op":"drain","upstreams":[]}"#),
         Ok(Request::Drain {
             upstreams: vec![],
-            timeout_ms: 30_000
+            timeout_ms: None
         })
     );
+    assert_eq!(Limits::default().drain_timeout_ms, 30_000);
+}
+
+#[test]
+fn limits_may_be_partly_given_and_none_may_be_0() {
+    let request = protocol::parse_request(
+        br#"{"op":"set","route":{"env":"s"},"upstreams":[],"limits":{"max_body":5}}"#,
+    )
+    .unwrap();
+    let Request::Set(route) = request else {
+        panic!("{request:?}")
+    };
+    assert_eq!(route.limits.max_body, 5);
+    assert_eq!(route.limits.upstream_timeout_ms, 60_000);
+    for field in [
+        "max_body",
+        "upstream_timeout_ms",
+        "idle_timeout_ms",
+        "header_timeout_ms",
+        "drain_timeout_ms",
+    ] {
+        let line = format!(
+            r#"{{"op":"set","route":{{"env":"s"}},"upstreams":[],"limits":{{"{field}":0}}}}"#
+        );
+        let Ok(Request::Set(route)) = protocol::parse_request(line.as_bytes()) else {
+            panic!("{line}")
+        };
+        let error = route.validate().unwrap_err();
+        assert_eq!(
+            error.field.as_deref(),
+            Some(format!("limits.{field}").as_str())
+        );
+        assert!(error.hint.is_some());
+    }
+    let error = protocol::parse_request(
+        br#"{"op":"set","route":{"env":"s"},"upstreams":[],"limits":{"max_bdy":5}}"#,
+    )
+    .unwrap_err();
+    assert!(error.message.contains("max_bdy"), "{error}");
 }
 
 #[test]
@@ -173,6 +229,7 @@ fn validation_names_the_field_and_the_fix() {
     let route = |env: &str, upstreams: Vec<Upstream>| Route {
         key: RouteKey::env(env),
         upstreams,
+        limits: Limits::default(),
     };
     assert_eq!(route("staging", vec![]).validate(), Ok(()));
     let weights_at_the_limits = vec![Upstream::new(addr(1), 0), Upstream::new(addr(2), 1000)];

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use cutover_proxy::protocol::{
     AdminError, ErrorCode, Reply, RouteStatus, UpstreamStatus, DEFAULT_WEIGHT,
 };
-use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
+use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -192,7 +192,7 @@ async fn drain_waits_for_a_slow_request() {
     let started = Instant::now();
     let outcome = proxy
         .client
-        .drain(&[a], Duration::from_secs(5))
+        .drain(&[a], Some(Duration::from_secs(5)))
         .await
         .unwrap();
     assert!(outcome.drained && outcome.remaining == 0, "{outcome:?}");
@@ -212,7 +212,7 @@ async fn drain_waits_for_a_slow_request() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let outcome = proxy
         .client
-        .drain(&[b], Duration::from_millis(50))
+        .drain(&[b], Some(Duration::from_millis(50)))
         .await
         .unwrap();
     assert!(!outcome.drained && outcome.remaining == 1, "{outcome:?}");
@@ -453,7 +453,7 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
     assert_eq!(reply, "{\"reply\":\"set\",\"generation\":2}");
     let reply = ask(&mut stream, "{\"op\":\"status\"}").await;
     let expected = format!(
-        "{{\"reply\":\"status\",\"protocol\":2,\"env\":\"admin\",\"listen\":\"{}\",\"pid\":{},\
+        "{{\"reply\":\"status\",\"protocol\":3,\"env\":\"admin\",\"listen\":\"{}\",\"pid\":{},\
          \"generation\":2,\"routes\":[{{\"route\":{{\"env\":\"admin\"}},\"upstreams\":\
          [{{\"addr\":\"{a}\",\"weight\":100,\"inflight\":0}}]}}],\"draining\":{{}}}}",
         proxy.addr,
@@ -474,7 +474,11 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
     // The client hands the typed error back, and it reads as `error: … hint: …` does.
     let refused = proxy
         .client
-        .set(proxy.route(), vec![Upstream::new(a, 5000)])
+        .set(
+            proxy.route(),
+            vec![Upstream::new(a, 5000)],
+            Limits::default(),
+        )
         .await
         .unwrap_err();
     let ProxyError::Refused { error, .. } = &refused else {
@@ -494,7 +498,7 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
     );
     let refused = proxy
         .client
-        .set(RouteKey::env("elsewhere"), vec![])
+        .set(RouteKey::env("elsewhere"), vec![], Limits::default())
         .await
         .unwrap_err();
     assert!(
@@ -545,28 +549,6 @@ fn spawn_reports_a_process_that_cannot_start() {
     )
     .unwrap_err();
     assert!(matches!(error, ProxyError::StartFailed { .. }), "{error}");
-}
-
-/// An upstream that sends its body in two parts, 400 ms apart.
-async fn trickling_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
-                    )
-                    .await;
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                let _ = stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await;
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -734,7 +716,7 @@ async fn a_weight_0_upstream_gets_no_new_requests_and_is_drained() {
     let started = Instant::now();
     let outcome = proxy
         .client
-        .drain(&[b], Duration::from_secs(5))
+        .drain(&[b], Some(Duration::from_secs(5)))
         .await
         .unwrap();
     assert!(outcome.drained && outcome.remaining == 0, "{outcome:?}");
@@ -791,6 +773,7 @@ async fn a_routes_file_of_an_older_edge_is_loaded_and_served() {
         vec![cutover_proxy::Route {
             key: RouteKey::env("upgrade"),
             upstreams: vec![Upstream::new(a, 90), Upstream::new(b, 10)],
+            limits: Limits::default(),
         }]
     );
     proxy.stop().await;

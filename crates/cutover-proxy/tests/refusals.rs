@@ -3,26 +3,7 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use support::*;
-
-/// Sends `raw` on a fresh connection and reads until the edge closes it (or 5 s pass).
-async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(raw).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    assert!(
-        read.is_ok(),
-        "the edge kept the connection open: {answer:?}"
-    );
-    String::from_utf8_lossy(&answer).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_host_headers_get_400_and_never_reach_the_app() {

@@ -101,7 +101,7 @@ fn spawn_serve_and_stop_on_sigterm(runtime: &tokio::runtime::Runtime) {
     let app = upstream("hello from the app");
     let upstreams = vec![Upstream::new(app, DEFAULT_WEIGHT)];
     runtime
-        .block_on(client.set(RouteKey::env("staging"), upstreams))
+        .block_on(client.set(RouteKey::env("staging"), upstreams, Default::default()))
         .expect("set");
     let response = http_get(listen);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");

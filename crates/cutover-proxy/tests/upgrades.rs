@@ -108,7 +108,7 @@ async fn websockets_pass_stay_on_their_upstream_across_a_switch_and_close_cleanl
     let started = Instant::now();
     let outcome = proxy
         .client
-        .drain(&[blue], Duration::from_millis(300))
+        .drain(&[blue], Some(Duration::from_millis(300)))
         .await
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cutover_proxy::protocol::DEFAULT_WEIGHT;
-use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
+use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -19,7 +19,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 pub struct Proxy {
     pub options: ProxyOptions,
@@ -61,11 +62,19 @@ impl Proxy {
 
     /// Routes the environment to `upstreams` by weight; returns the generation.
     pub async fn set(&self, upstreams: &[(SocketAddr, u32)]) -> u64 {
+        self.set_limited(upstreams, Limits::default()).await
+    }
+
+    /// [`Proxy::set`] with limits.
+    pub async fn set_limited(&self, upstreams: &[(SocketAddr, u32)], limits: Limits) -> u64 {
         let upstreams = upstreams
             .iter()
             .map(|&(addr, weight)| Upstream::new(addr, weight))
             .collect();
-        self.client.set(self.route(), upstreams).await.unwrap()
+        self.client
+            .set(self.route(), upstreams, limits)
+            .await
+            .unwrap()
     }
 
     /// Routes the environment to `upstreams`, each at the default weight (what the engine does).
@@ -164,4 +173,39 @@ pub async fn send(
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// An upstream that sends its body in two parts, 400 ms apart.
+pub async fn trickling_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                let _ = stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `raw` on a fresh connection and reads until the edge closes it (or 5 s pass).
+pub async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(
+        read.is_ok(),
+        "the edge kept the connection open: {answer:?}"
+    );
+    String::from_utf8_lossy(&answer).into_owned()
 }

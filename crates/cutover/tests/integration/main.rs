@@ -16,6 +16,7 @@
 mod bad_input;
 mod container_support;
 mod containers;
+mod edge_limits;
 mod git;
 mod pipeline;
 mod real_apps;

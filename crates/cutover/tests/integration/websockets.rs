@@ -37,9 +37,14 @@ fn echo(socket: &mut Socket, text: &str) {
 
 #[test]
 fn open_websockets_stay_on_their_version_through_a_cut_over_and_a_rollback() {
-    // A long monitor window: the rollback switches back to the warm previous version.
+    // A long monitor window: the rollback switches back to the warm previous version. A short
+    // drain timeout: how long open WebSockets may stay on a version that no longer serves.
     let lab = Lab::with(|s| s.monitor = "60s".into());
-    let v1 = lab.head();
+    let config = format!(
+        "{}\n[environments.staging.edge]\ndrain_timeout = \"3s\"\n",
+        lab.config()
+    );
+    let v1 = lab.commit_config(&config, "drain WebSockets for 3 s");
     lab.deploy().expect(0);
     let (mut on_v1, version) = open(&lab);
     assert_eq!(version, v1);
@@ -62,7 +67,7 @@ fn open_websockets_stay_on_their_version_through_a_cut_over_and_a_rollback() {
     echo(&mut on_v2, "still on v2");
     echo(&mut on_v1, "never interrupted");
 
-    // Past the drain timeout the edge closes it cleanly (1001), before v2 stops.
+    // Past the drain timeout (3 s) the edge closes it cleanly (1001), before v2 stops.
     let started = Instant::now();
     let frame = loop {
         match on_v2.read() {
@@ -73,8 +78,8 @@ fn open_websockets_stay_on_their_version_through_a_cut_over_and_a_rollback() {
                     || e.kind() == std::io::ErrorKind::TimedOut =>
             {
                 assert!(
-                    started.elapsed() < Duration::from_secs(45),
-                    "the WebSocket on v2 was not closed"
+                    started.elapsed() < Duration::from_secs(20),
+                    "the WebSocket on v2 was not closed after the drain timeout"
                 );
             }
             Err(e) => panic!("the WebSocket on v2 ended without a Close frame: {e}"),

@@ -1,0 +1,171 @@
+//! One client connection: hyper's HTTP/1.1 server over the socket, with the route's idle and
+//! header timeouts. hyper's own header timer also runs between kept-alive requests (it would
+//! cut idle connections at the header timeout), so both are kept here instead: the socket
+//! counts its reads, the service counts requests and the answers still being sent, and a
+//! ticker closes a connection that has been quiet too long or has sat on half a request head.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::Response;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::forward::ProxyBody;
+use crate::protocol::Limits;
+
+/// What a connection has done, shared by its socket, its service and its ticker.
+#[derive(Default)]
+pub(crate) struct Activity {
+    reads: AtomicU64,
+    requests: AtomicU64,
+    /// Requests whose answer is not yet sent in full.
+    answering: AtomicU64,
+}
+
+impl Activity {
+    /// A request has arrived; its answer counts until sent or dropped.
+    pub fn answer(self: &Arc<Self>, response: Response<ProxyBody>) -> Response<Answer> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.answering.fetch_add(1, Ordering::Relaxed);
+        response.map(|body| Answer {
+            body,
+            activity: self.clone(),
+        })
+    }
+}
+
+/// The socket, counting the reads that bring bytes.
+pub(crate) struct Counted<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Counted<T> {
+    pub fn new(inner: T, activity: Arc<Activity>) -> Counted<T> {
+        Counted { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+/// An answer's body, counted as being sent until it ends or is dropped.
+pub(crate) struct Answer {
+    body: ProxyBody,
+    activity: Arc<Activity>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.activity.answering.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Body for Answer {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Why a connection was closed by the edge.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Expired {
+    Idle,
+    Header,
+}
+
+/// Resolves when the connection has been idle for `idle_timeout` or has sat on an unfinished
+/// request head for `header_timeout` (never while an answer is being sent).
+pub(crate) async fn expired(activity: &Activity, limits: Limits) -> Expired {
+    let idle = Duration::from_millis(limits.idle_timeout_ms);
+    let header = Duration::from_millis(limits.header_timeout_ms);
+    let tick = (idle.min(header) / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let (mut reads, mut requests) = (load(&activity.reads), load(&activity.requests));
+    let mut quiet_since = Instant::now();
+    let mut head_since: Option<Instant> = None;
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        let (reads_now, requests_now) = (load(&activity.reads), load(&activity.requests));
+        if load(&activity.answering) > 0 || requests_now != requests {
+            // Busy, or a request came and went since the last look.
+            (reads, requests, quiet_since, head_since) = (reads_now, requests_now, now, None);
+            continue;
+        }
+        if reads_now != reads {
+            // Bytes of a request head that has not reached the service yet.
+            head_since.get_or_insert(now);
+            (reads, quiet_since) = (reads_now, now);
+        }
+        match head_since {
+            Some(since) if now - since >= header => return Expired::Header,
+            None if now - quiet_since >= idle => return Expired::Idle,
+            _ => {}
+        }
+    }
+}
