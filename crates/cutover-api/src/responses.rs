@@ -144,7 +144,22 @@ pub enum HookAnswer {
     Error(String),
 }
 
-/// The JSON document POSTed to each `[[notify]]` URL on a release state change.
+/// What a `[[notify]]` receiver is sent (its `"json"` format): the fields of the event and a
+/// `kind` naming which event it is, so that receivers can tell events apart as kinds are added.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Notification {
+    /// A release changed state: `{"kind":"release","app":…,"state":"live",…}`.
+    Release(ReleaseEvent),
+}
+
+impl From<ReleaseEvent> for Notification {
+    fn from(event: ReleaseEvent) -> Notification {
+        Notification::Release(event)
+    }
+}
+
+/// A release state change, as notifications carry it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReleaseEvent {
     pub app: String,

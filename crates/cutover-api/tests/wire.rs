@@ -79,3 +79,27 @@ fn webhook_answers_are_one_key_objects() {
         r#"{"ignored":"x"}"#
     );
 }
+
+#[test]
+fn a_notification_names_its_kind_beside_the_event_fields() {
+    let event = cutover_api::ReleaseEvent {
+        app: "tasks".into(),
+        environment: "staging".into(),
+        release: 7,
+        version: "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c".into(),
+        digest: "sha256:ab".into(),
+        state: "live".into(),
+        reason: None,
+        at: Utc.with_ymd_and_hms(2025, 5, 1, 12, 0, 0).unwrap(),
+    };
+    let n = cutover_api::Notification::from(event);
+    let text = serde_json::to_string(&n).unwrap();
+    assert_eq!(
+        text,
+        r#"{"kind":"release","app":"tasks","environment":"staging","release":7,"version":"0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c","digest":"sha256:ab","state":"live","reason":null,"at":"2025-05-01T12:00:00Z"}"#
+    );
+    assert_eq!(
+        serde_json::from_str::<cutover_api::Notification>(&text).unwrap(),
+        n
+    );
+}

@@ -385,8 +385,64 @@ pub(crate) fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     } else {
         Err(invalid(
             &format!("{url:?} is not an http(s) URL"),
-            "e.g. \"http://127.0.0.1:9000/hook\"",
+            "write the receiver's URL with http:// or https://, e.g. \"https://hooks.slack.com/services/…\"",
         ))
+    }
+}
+
+/// The request headers a `[[notify]]` adds: header names, never ones cutover sets itself,
+/// each value a secret source.
+pub(crate) fn headers<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, SecretSource>, D::Error> {
+    BTreeMap::<HeaderKey, SecretSource>::deserialize(d).map(|m| rekey(m, |k| k.0))
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct HeaderKey(String);
+
+impl<'de> Deserialize<'de> for HeaderKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<HeaderKey, D::Error> {
+        let name = String::deserialize(d)?;
+        let token = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
+        if !token {
+            return Err(invalid(
+                &format!("{name:?} is not an HTTP header name"),
+                "use letters, digits and `-`, e.g. Authorization or X-Api-Key",
+            ));
+        }
+        let own = [
+            "host",
+            "content-type",
+            "content-length",
+            "transfer-encoding",
+            "connection",
+        ];
+        if own.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(invalid(
+                &format!("{name} is set by cutover on every notification"),
+                "remove it; give only headers the receiver needs, e.g. Authorization",
+            ));
+        }
+        Ok(HeaderKey(name))
+    }
+}
+
+/// A path to a PEM bundle of CA certificates.
+pub(crate) fn ca_bundle<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    match StrOrOther::deserialize(d)? {
+        StrOrOther::Str(path) if !path.trim().is_empty() => Ok(Some(PathBuf::from(path))),
+        StrOrOther::Str(_) => Err(invalid(
+            "the path is empty",
+            "give the PEM file of the CA certificates to trust, e.g. ca_bundle = \"certs/ca.pem\", or leave the key out",
+        )),
+        StrOrOther::Other(text) => Err(invalid(
+            &format!("{text} is not a path"),
+            "write the PEM file's path as a string, e.g. ca_bundle = \"certs/ca.pem\"",
+        )),
     }
 }
 
@@ -487,9 +543,10 @@ impl<'de> Deserialize<'de> for SecretSource {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a secret source")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<SecretSource, E> {
+            fn visit_str<E: de::Error>(self, _value: &str) -> Result<SecretSource, E> {
+                // The value is not repeated: it may be the secret itself.
                 Err(invalid(
-                    &format!("{v:?} is a plain string, not a secret source"),
+                    "a plain string is not a secret source",
                     &format!("never write a secret's value in cutover.toml; {SECRET_HINT}"),
                 ))
             }

@@ -20,7 +20,7 @@ pub use template::init_template;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The conventional name of the config file.
@@ -89,6 +89,18 @@ pub struct Registry {
     pub username: Option<SecretSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<SecretSource>,
+    /// Plain HTTP (and, over HTTPS, any certificate) is allowed, as Docker's
+    /// insecure-registries.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// A PEM file of CAs trusted besides the system's, relative to the directory of
+    /// `cutover.toml`.
+    #[serde(
+        default,
+        deserialize_with = "fields::ca_bundle",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl Registry {
@@ -258,6 +270,25 @@ pub struct Health {
     /// Consecutive failures during the monitor window that trigger a rollback.
     #[serde(deserialize_with = "fields::threshold")]
     pub unhealthy_threshold: u32,
+    /// `http` or `https` (the instance's certificate is not verified unless `ca_bundle` is
+    /// given).
+    pub scheme: HealthScheme,
+    /// A PEM file of CAs that verify the instances' certificates (with `scheme = "https"`),
+    /// relative to the directory of `cutover.toml`.
+    #[serde(
+        deserialize_with = "fields::ca_bundle",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// How health probes talk to an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthScheme {
+    #[default]
+    Http,
+    Https,
 }
 
 impl Default for Health {
@@ -272,6 +303,8 @@ impl Default for Health {
             deadline: Duration::from_secs(30),
             monitor: Duration::from_secs(10),
             unhealthy_threshold: 3,
+            scheme: HealthScheme::Http,
+            ca_bundle: None,
         }
     }
 }
@@ -440,12 +473,63 @@ impl Webhook {
     }
 }
 
-/// `[[notify]]`: where release state changes are POSTed as JSON.
+/// `[[notify]]`: a receiver of events (release state changes, …), POSTed over HTTP(S).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Notify {
     #[serde(deserialize_with = "fields::http_url")]
     pub url: String,
+    /// What the receiver is sent.
+    #[serde(default)]
+    pub format: NotifyFormat,
+    /// Extra request headers, each value from a secret source (e.g. `Authorization`).
+    #[serde(
+        default,
+        deserialize_with = "fields::headers",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub headers: BTreeMap<String, SecretSource>,
+    /// A PEM file of CAs trusted besides the system's, relative to the directory of
+    /// `cutover.toml`.
+    #[serde(
+        default,
+        deserialize_with = "fields::ca_bundle",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Notify {
+    /// The headers' values, from their sources (errors name the header, never a value).
+    pub fn resolve_headers(&self, base_dir: &Path) -> Result<Vec<(String, String)>, SecretError> {
+        let sources: BTreeMap<String, SecretSource> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (format!("[[notify]] headers.{k}"), v.clone()))
+            .collect();
+        let values = secrets::resolve_all(&sources, base_dir)?;
+        Ok(self
+            .headers
+            .keys()
+            .filter_map(|k| {
+                let v = values.get(&format!("[[notify]] headers.{k}"))?;
+                Some((k.clone(), v.clone()))
+            })
+            .collect())
+    }
+}
+
+/// The body a `[[notify]]` receiver gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyFormat {
+    /// The event as JSON, with its `kind`.
+    #[default]
+    Json,
+    /// Slack-compatible incoming-webhook text (Mattermost and Rocket.Chat take it too).
+    Slack,
+    /// An Adaptive Card, as Microsoft Teams workflow webhooks take it.
+    Teams,
 }
 
 fn default_instances() -> u32 {

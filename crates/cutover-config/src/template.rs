@@ -55,6 +55,10 @@ deadline = "30s"
 monitor = "10s"
 # Consecutive failed probes in the monitor window that roll back automatically.
 unhealthy_threshold = 3
+# "http", or "https" for an app that serves TLS itself. Its certificate is not verified
+# unless ca_bundle names the PEM file (relative to this file) of the CA that signs it.
+# scheme = "https"
+# ca_bundle = "certs/instances-ca.pem"
 
 [env]
 # Plain environment variables given to every instance in every environment.

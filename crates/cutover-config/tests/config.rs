@@ -964,3 +964,111 @@ fn bad_edge_limits_are_refused_naming_the_field_and_the_fix() {
     assert_eq!(e.field(), Some("[environments.staging.edge] max_bodies"));
     assert!(e.hint().unwrap().contains("max_body"), "{e}");
 }
+
+// ---- HTTPS registries, receivers and probes (issue 8) ----
+
+#[test]
+fn tls_keys_parse() {
+    let text = DOCKER.replace(
+        "password = { env = \"REGISTRY_PASSWORD\" }",
+        "password = { env = \"REGISTRY_PASSWORD\" }\ninsecure = true\nca_bundle = \"certs/ca.pem\"",
+    ) + "\n[health]\nscheme = \"https\"\nca_bundle = \"certs/app-ca.pem\"\n\n[[notify]]\nurl = \"https://hooks.example/x\"\nformat = \"teams\"\nheaders = { Authorization = { env = \"TEAMS_TOKEN\" } }\nca_bundle = \"certs/hooks.pem\"\n";
+    let c = parse(&text).unwrap();
+    let r = c.registry.as_ref().unwrap();
+    assert!(r.insecure);
+    assert_eq!(r.ca_bundle.as_deref(), Some(Path::new("certs/ca.pem")));
+    assert_eq!(c.health.scheme, HealthScheme::Https);
+    assert_eq!(
+        c.health.ca_bundle.as_deref(),
+        Some(Path::new("certs/app-ca.pem"))
+    );
+    let n = &c.notify[0];
+    assert_eq!(n.format, NotifyFormat::Teams);
+    assert_eq!(
+        n.headers["Authorization"],
+        SecretSource::Env("TEAMS_TOKEN".into())
+    );
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+    // The defaults: verified HTTPS, JSON, plain HTTP probes.
+    let c = parse(PIPELINE).unwrap();
+    assert_eq!(c.notify[0].format, NotifyFormat::Json);
+    assert_eq!(c.health.scheme, HealthScheme::Http);
+}
+
+#[test]
+fn bad_tls_values_are_refused_with_a_hint() {
+    let registry = |line: &str| {
+        DOCKER.replace(
+            "password = { env = \"REGISTRY_PASSWORD\" }",
+            &format!("password = {{ env = \"REGISTRY_PASSWORD\" }}\n{line}"),
+        )
+    };
+    let notify = |line: &str| {
+        PIPELINE.replace(
+            "url = \"http://127.0.0.1:9000/hook\"",
+            &format!("url = \"http://127.0.0.1:9000/hook\"\n{line}"),
+        )
+    };
+    for (text, field, says) in [
+        (registry("insecure = \"yes\""), "insecure", "yes"),
+        (registry("ca_bundle = \"\""), "ca_bundle", "empty"),
+        (registry("ca_bundle = 5"), "ca_bundle", "not a path"),
+        (registry("verify = false"), "verify", "verify"),
+        (with("health", "scheme = \"tls\""), "scheme", "tls"),
+        (with("health", "ca_bundle = \"  \""), "ca_bundle", "empty"),
+        (notify("format = \"discord\""), "format", "discord"),
+        (
+            notify("headers = { Authorization = \"Bearer abc\" }"),
+            "Authorization",
+            "not a secret source",
+        ),
+        (
+            notify("headers = { \"Bad Header\" = { env = \"X\" } }"),
+            "headers",
+            "not an HTTP header name",
+        ),
+        (
+            notify("headers = { Content-Type = { env = \"X\" } }"),
+            "headers",
+            "set by cutover",
+        ),
+        (notify("ca_bundle = \"\""), "ca_bundle", "empty"),
+        (
+            PIPELINE.replace("http://127.0.0.1:9000/hook", "ftp://127.0.0.1/hook"),
+            "url",
+            "not an http(s) URL",
+        ),
+    ] {
+        let e = err(&text);
+        let shown = e.to_string();
+        assert!(shown.contains(says), "{text}\n→ {shown}");
+        assert!(
+            e.field().unwrap_or_default().contains(field) || shown.contains(field),
+            "{shown}"
+        );
+        assert!(e.hint().is_some(), "no hint: {shown}");
+        assert!(!shown.contains("Bearer abc"), "{shown}");
+        assert!(e.location().is_some(), "{shown}");
+    }
+}
+
+#[test]
+fn notify_header_values_come_from_their_sources() {
+    let text = PIPELINE.replace(
+        "url = \"http://127.0.0.1:9000/hook\"",
+        "url = \"http://127.0.0.1:9000/hook\"\nheaders = { Authorization = { env = \"CUTOVER_TEST_HOOK_TOKEN_8\" } }",
+    );
+    let c = parse(&text).unwrap();
+    let e = c.notify[0].resolve_headers(Path::new(".")).unwrap_err();
+    assert!(
+        e.to_string().contains("headers.Authorization")
+            && e.to_string().contains("CUTOVER_TEST_HOOK_TOKEN_8"),
+        "{e}"
+    );
+    std::env::set_var("CUTOVER_TEST_HOOK_TOKEN_8", "Bearer s3cret");
+    assert_eq!(
+        c.notify[0].resolve_headers(Path::new(".")).unwrap(),
+        [("Authorization".to_string(), "Bearer s3cret".to_string())]
+    );
+}

@@ -19,7 +19,7 @@ use cutover_config::Config;
 use cutover_ledger::{Release, ReleaseState, Transition};
 use cutover_runtime::{InstanceInfo, InstanceState, Runtime};
 
-use crate::instances::{failure, http_check, join, Failure};
+use crate::instances::{failure, join, Failure};
 use crate::record::{parse_config, send};
 use crate::{strategy, Edge, Engine, Outcome, Prober, Progress, ProgressTx, Standby};
 
@@ -175,7 +175,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         if instances.is_empty() {
             return false;
         }
-        let check = http_check(config);
+        let check = self.http_check(config);
         for instance in instances {
             if let Some(exit) = self.exited(instance).await {
                 send(

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use cutover_config::Config;
-use cutover_health::HttpCheck;
+use cutover_config::{Config, HealthScheme};
+use cutover_health::{HttpCheck, Scheme};
 use cutover_ledger::{Release, ReleaseState};
 use cutover_runtime::{
     InstanceInfo, InstanceSpec, InstanceState, PlaceRequest, Placement, Runtime,
@@ -196,7 +196,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         progress: &ProgressTx,
     ) -> Result<(), Failure> {
         let h = &config.health;
-        let check = http_check(config);
+        let check = self.http_check(config);
         let deadline = Instant::now() + h.deadline;
         let mut passes = vec![0u32; instances.len()];
         let mut answered_fails = vec![0u32; instances.len()];
@@ -347,12 +347,24 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     }
 }
 
-pub(crate) fn http_check(config: &Config) -> HttpCheck {
-    HttpCheck {
-        path: config.health.path.clone(),
-        status: config.health.status,
-        body_contains: config.health.body_contains.clone(),
-        timeout: config.health.timeout,
+impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
+    /// The probe `[health]` asks for; a CA bundle's path is relative to cutover.toml.
+    pub(crate) fn http_check(&self, config: &Config) -> HttpCheck {
+        let h = &config.health;
+        HttpCheck {
+            path: h.path.clone(),
+            status: h.status,
+            body_contains: h.body_contains.clone(),
+            timeout: h.timeout,
+            scheme: match h.scheme {
+                HealthScheme::Http => Scheme::Http,
+                HealthScheme::Https => Scheme::Https,
+            },
+            ca_bundle: h
+                .ca_bundle
+                .as_ref()
+                .map(|p| self.inner.options.repo_root.join(p)),
+        }
     }
 }
 

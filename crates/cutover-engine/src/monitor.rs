@@ -10,7 +10,7 @@ use cutover_runtime::{InstanceInfo, Runtime};
 use tokio::sync::watch;
 
 use crate::converge::{Ending, Goal, Missed, Source};
-use crate::instances::{http_check, Failure};
+use crate::instances::Failure;
 use crate::record::{parse_config, send};
 use crate::{Edge, Engine, MonitorSlot, Outcome, Prober, Progress, ProgressTx, Standby};
 
@@ -54,7 +54,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         mut cancel: watch::Receiver<bool>,
     ) -> Outcome {
         let h = &config.health;
-        let check = http_check(&config);
+        let check = self.http_check(&config);
         // The ledger has the window's end (the caller's copy may predate it).
         let until = self
             .with_ledger(|l| l.get(release.id))

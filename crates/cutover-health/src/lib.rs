@@ -1,14 +1,28 @@
 //! Health probes: is this instance serving what it should?
 //!
-//! An HTTP probe opens a fresh connection, sends `GET <path>` and judges the status line and,
-//! if asked, the body. A TCP connect alone proves nothing (a proxy in front of an app accepts
+//! An HTTP(S) probe opens a fresh connection, sends `GET <path>` and judges the status and, if
+//! asked, the body. A TCP connect alone proves nothing (a proxy in front of an app accepts
 //! connections before the app listens), so there is no TCP-only probe for HTTP apps.
+//!
+//! Probes go through cutover's one HTTP client stack (`cutover-http`). Over HTTPS the
+//! instance's certificate is not verified unless a CA bundle is given: instances usually have
+//! self-signed ones, and the probe goes to an address cutover itself picked.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use cutover_http::{ClientOptions, Failure, Verify};
+
+/// How a probe talks to the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
 
 /// What a probe asks of the instance.
 #[derive(Debug, Clone)]
@@ -18,6 +32,9 @@ pub struct HttpCheck {
     pub status: Option<u16>,
     pub body_contains: Option<String>,
     pub timeout: Duration,
+    pub scheme: Scheme,
+    /// With `Https`: the CAs that verify the instance's certificate (none given: not verified).
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// Why a probe failed, in words for a person.
@@ -48,6 +65,41 @@ impl ProbeFailure {
 
 const MAX_RESPONSE: usize = 64 * 1024;
 
+/// The probing client of a check (one per CA bundle, built once): fresh connections, no
+/// proxies, no redirects.
+fn client_for(check: &HttpCheck) -> Result<cutover_http::Client, ProbeFailure> {
+    static CLIENTS: OnceLock<Mutex<HashMap<Option<PathBuf>, cutover_http::Client>>> =
+        OnceLock::new();
+    let mut clients = CLIENTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = clients.get(&check.ca_bundle) {
+        return Ok(c.clone());
+    }
+    let options = ClientOptions {
+        verify: match &check.ca_bundle {
+            Some(path) => Verify::Roots {
+                ca_bundle: Some(path.clone()),
+            },
+            None => Verify::Nothing,
+        },
+        connect_timeout: check.timeout,
+        timeout: None,
+        max_redirects: 0,
+        pool: false,
+        proxy_from_env: false,
+    };
+    let client = cutover_http::client(&options).map_err(|e| {
+        ProbeFailure::silent(format!(
+            "GET {}: {e}\nhint: fix [health] ca_bundle (a PEM file of CA certificates)",
+            check.path
+        ))
+    })?;
+    clients.insert(check.ca_bundle.clone(), client.clone());
+    Ok(client)
+}
+
 /// Probes `addr` once.
 pub async fn probe(addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFailure> {
     match tokio::time::timeout(check.timeout, probe_inner(addr, check)).await {
@@ -61,52 +113,53 @@ pub async fn probe(addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFailu
 }
 
 async fn probe_inner(addr: SocketAddr, check: &HttpCheck) -> Result<(), ProbeFailure> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| {
-        ProbeFailure::silent(format!("GET {}: cannot connect to {addr}: {e}", check.path))
-    })?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: cutover-health\r\nConnection: close\r\n\r\n",
-        check.path
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| ProbeFailure::silent(format!("GET {}: {e}", check.path)))?;
-    let mut response = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                response.extend_from_slice(&buf[..n]);
-                if response.len() >= MAX_RESPONSE {
-                    break;
-                }
-            }
-            Err(e) if response.is_empty() => {
-                return Err(ProbeFailure::silent(format!("GET {}: {e}", check.path)));
-            }
-            Err(_) => break,
+    let client = client_for(check)?;
+    let scheme = match check.scheme {
+        Scheme::Http => "http",
+        Scheme::Https => "https",
+    };
+    let url = format!("{scheme}://{addr}{}", check.path);
+    let mut response = match client.get(&url).send().await {
+        Ok(r) => r,
+        Err(e) => return Err(request_failure(addr, check, &e)),
+    };
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while body.len() < MAX_RESPONSE {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
         }
     }
-    judge(&response, check)
+    judge(status, &body, check)
 }
 
-/// Judges a raw HTTP response against the check.
-pub fn judge(response: &[u8], check: &HttpCheck) -> Result<(), ProbeFailure> {
-    let text = String::from_utf8_lossy(response);
-    let status_line = text.lines().next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            ProbeFailure::answered(format!(
-                "GET {}: not an HTTP response ({:?})",
-                check.path,
-                status_line.chars().take(60).collect::<String>()
-            ))
-        })?;
+fn request_failure(
+    addr: SocketAddr,
+    check: &HttpCheck,
+    e: &cutover_http::reqwest::Error,
+) -> ProbeFailure {
+    let path = &check.path;
+    match cutover_http::classify(e) {
+        Failure::Refused => ProbeFailure::silent(format!(
+            "GET {path}: cannot connect to {addr}: connection refused"
+        )),
+        Failure::Timeout => ProbeFailure::silent(format!(
+            "GET {path} timed out after {} ms",
+            check.timeout.as_millis()
+        )),
+        Failure::NoTls => ProbeFailure::answered(format!(
+            "GET {path}: {addr} does not speak TLS\nhint: set [health] scheme = \"http\" if the app serves plain HTTP"
+        )),
+        Failure::Certificate(why) => ProbeFailure::answered(format!(
+            "GET {path}: the certificate of {addr} is not trusted: {why}\nhint: give [health] ca_bundle the CA that signs the instances' certificates, or leave ca_bundle out to not verify them"
+        )),
+        other => ProbeFailure::silent(format!("GET {path}: {addr}: {other}")),
+    }
+}
+
+/// Judges a response (its status and the start of its body) against the check.
+pub fn judge(status: u16, body: &[u8], check: &HttpCheck) -> Result<(), ProbeFailure> {
     let status_ok = match check.status {
         Some(want) => status == want,
         None => (200..300).contains(&status),
@@ -119,11 +172,7 @@ pub fn judge(response: &[u8], check: &HttpCheck) -> Result<(), ProbeFailure> {
         )));
     }
     if let Some(needle) = &check.body_contains {
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        if !body.contains(needle.as_str()) {
+        if !String::from_utf8_lossy(body).contains(needle.as_str()) {
             return Err(ProbeFailure::answered(format!(
                 "GET {} → {status} but the body does not contain {needle:?}",
                 check.path
@@ -136,6 +185,8 @@ pub fn judge(response: &[u8], check: &HttpCheck) -> Result<(), ProbeFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cutover_http::testing::{TestCa, TestServer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     fn check() -> HttpCheck {
@@ -144,6 +195,8 @@ mod tests {
             status: None,
             body_contains: Some("ok".into()),
             timeout: Duration::from_millis(500),
+            scheme: Scheme::Http,
+            ca_bundle: None,
         }
     }
 
@@ -234,7 +287,50 @@ mod tests {
         let mut c = check();
         c.status = Some(204);
         c.body_contains = None;
-        assert!(judge(b"HTTP/1.1 200 OK\r\n\r\n", &c).is_err());
-        assert!(judge(b"HTTP/1.1 204 No Content\r\n\r\n", &c).is_ok());
+        assert!(judge(200, b"", &c).is_err());
+        assert!(judge(204, b"", &c).is_ok());
+    }
+
+    fn healthy(_: &cutover_http::testing::Recorded) -> cutover_http::testing::Answer {
+        (200, vec![], b"{\"status\":\"ok\"}".to_vec())
+    }
+
+    #[tokio::test]
+    async fn https_probes_pass_self_signed_instances_and_verify_with_a_bundle() {
+        let ca = TestCa::new("instances CA");
+        let server = TestServer::start(Some(&ca.issue(&["instance.internal"])), healthy);
+        let mut c = check();
+        c.scheme = Scheme::Https;
+        // Not verified without a bundle: a self-signed instance passes.
+        assert_eq!(probe(server.addr, &c).await, Ok(()));
+
+        // With a bundle the certificate is verified, and this one names another host.
+        let dir = std::env::temp_dir().join(format!("cutover-health-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        c.ca_bundle = Some(ca.write(&dir.join("ca.pem")));
+        let err = probe(server.addr, &c).await.unwrap_err();
+        assert!(
+            err.message.contains("not trusted") && err.message.contains("ca_bundle"),
+            "{err}"
+        );
+        let good = TestServer::start(Some(&ca.issue(&["127.0.0.1"])), healthy);
+        assert_eq!(probe(good.addr, &c).await, Ok(()));
+
+        // An instance that speaks plain HTTP is told apart, with the fix.
+        let plain = TestServer::start(None, healthy);
+        c.ca_bundle = None;
+        let err = probe(plain.addr, &c).await.unwrap_err();
+        assert!(
+            err.message.contains("does not speak TLS") && err.message.contains("scheme"),
+            "{err}"
+        );
+        assert!(err.answered);
+
+        // A bundle that is not one is named.
+        std::fs::write(dir.join("bad.pem"), "nope").unwrap();
+        c.ca_bundle = Some(dir.join("bad.pem"));
+        let err = probe(good.addr, &c).await.unwrap_err();
+        assert!(err.message.contains("bad.pem"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

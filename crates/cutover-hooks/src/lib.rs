@@ -12,6 +12,9 @@ mod notify;
 mod replay;
 mod webhook;
 
-pub use notify::{Notifier, ReleaseEvent, RetryPolicy, USER_AGENT};
+pub use notify::{
+    redact, render, summary, Format, Notification, Notifier, Receiver, ReleaseEvent, RetryPolicy,
+    USER_AGENT,
+};
 pub use replay::{ReplayGuard, DEFAULT_REPLAY_CAPACITY};
 pub use webhook::{verify, Delivery, Forge, Push, Verified, WebhookError};

@@ -1,25 +1,25 @@
-//! Release notifications: JSON POSTs to configured URLs from background tasks, with retries.
+//! Notifications: events POSTed to configured receivers from background tasks, with retries,
+//! over cutover's one HTTP client stack (`cutover-http`: rustls, an optional CA bundle per
+//! receiver, no redirect to another host).
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HOST, USER_AGENT as USER_AGENT_HEADER};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use cutover_http::{classify, ClientOptions, Failure};
+use serde_json::json;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 /// The `User-Agent` of every notification.
-pub const USER_AGENT: &str = concat!("cutover/", env!("CARGO_PKG_VERSION"));
+pub use cutover_http::USER_AGENT;
 
 /// How many given-up deliveries [`Notifier::failures`] keeps.
 const MAX_FAILURES: usize = 100;
 
-pub use cutover_api::ReleaseEvent;
+pub use cutover_api::{Notification, ReleaseEvent};
 
 /// How hard a delivery is tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 3 tries, waiting 200 ms, then 1 s (then 5 s, were there more tries), 2 s per try.
+    /// 3 tries, waiting 200 ms, then 1 s (then 5 s, were there more tries), 5 s per try.
     fn default() -> RetryPolicy {
         RetryPolicy {
             tries: 3,
@@ -42,16 +42,74 @@ impl Default for RetryPolicy {
                 Duration::from_secs(1),
                 Duration::from_secs(5),
             ],
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// Sends [`ReleaseEvent`]s to a fixed list of `http://` URLs. Cheap to clone; clones share the
+/// What a receiver is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// The [`Notification`] as JSON, with its `kind`.
+    #[default]
+    Json,
+    /// `{"text": …}`, as Slack's incoming webhooks (and Mattermost's, Rocket.Chat's) take it.
+    Slack,
+    /// An Adaptive Card in a `message`, as Microsoft Teams workflow webhooks take it.
+    Teams,
+}
+
+/// One receiver: where, in which format, with which extra headers, trusting which CA.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Receiver {
+    /// `http://…` or `https://…`.
+    pub url: String,
+    pub format: Format,
+    /// Extra request headers (`Authorization`, …). Their values are secrets: never shown.
+    pub headers: Vec<(String, String)>,
+    /// A PEM bundle of CAs trusted besides the system's, for this receiver.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+impl Receiver {
+    /// A JSON receiver at `url`, no extra headers, the system's CAs.
+    pub fn json(url: impl Into<String>) -> Receiver {
+        Receiver {
+            url: url.into(),
+            format: Format::Json,
+            headers: Vec::new(),
+            ca_bundle: None,
+        }
+    }
+}
+
+impl From<String> for Receiver {
+    fn from(url: String) -> Receiver {
+        Receiver::json(url)
+    }
+}
+
+impl fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, _)| format!("{k}: …"))
+            .collect();
+        f.debug_struct("Receiver")
+            .field("url", &redact(&self.url))
+            .field("format", &self.format)
+            .field("headers", &headers)
+            .field("ca_bundle", &self.ca_bundle)
+            .finish()
+    }
+}
+
+/// Sends [`Notification`]s to a fixed list of receivers. Cheap to clone; clones share the
 /// queues, the background tasks and the failure list.
 ///
-/// Each URL has its own background task and queue: events reach one URL in the order they were
-/// queued, and a slow or dead URL delays nobody else. The tasks start on the first
+/// Each receiver has its own background task and queue: events reach one receiver in the order
+/// they were queued, and a slow or dead one delays nobody else. The tasks start on the first
 /// [`Notifier::notify`], on that caller's tokio runtime, and end once every clone is dropped
 /// and their queues are drained (or the runtime shuts down, dropping what is queued).
 #[derive(Clone)]
@@ -60,14 +118,14 @@ pub struct Notifier {
 }
 
 struct Inner {
-    urls: Vec<String>,
+    receivers: Vec<Receiver>,
     policy: Arc<RetryPolicy>,
-    queues: OnceLock<Vec<mpsc::UnboundedSender<Bytes>>>,
+    queues: OnceLock<Vec<mpsc::UnboundedSender<Notification>>>,
     shared: Arc<Shared>,
 }
 
 struct Shared {
-    /// Events queued (per URL) and not yet delivered or given up on.
+    /// Events queued (per receiver) and not yet delivered or given up on.
     pending: watch::Sender<usize>,
     failures: Mutex<VecDeque<(String, String)>>,
 }
@@ -88,32 +146,31 @@ impl Shared {
     }
 }
 
-impl std::fmt::Debug for Notifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<String> = self.inner.urls.iter().map(|u| redact(u)).collect();
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Notifier")
-            .field("urls", &urls)
+            .field("receivers", &self.inner.receivers)
             .field("pending", &*self.inner.shared.pending.borrow())
             .finish()
     }
 }
 
 impl Notifier {
-    /// A notifier for `urls` (`http://host[:port][/path]`), with [`RetryPolicy::default`].
+    /// A notifier for `receivers`, with [`RetryPolicy::default`].
     ///
-    /// Nothing is checked here: an unusable URL (`https://`, which needs a TLS stack cutover
-    /// does not have, or a malformed one) makes each send to it fail with a clear error, logged
-    /// and listed in [`Notifier::failures`].
-    pub fn new(urls: Vec<String>) -> Notifier {
-        Notifier::with_policy(urls, RetryPolicy::default())
+    /// Nothing is checked here: an unusable receiver (a malformed URL, an unreadable CA
+    /// bundle) makes each send to it fail with a clear error, logged and listed in
+    /// [`Notifier::failures`].
+    pub fn new<R: Into<Receiver>>(receivers: Vec<R>) -> Notifier {
+        Notifier::with_policy(receivers, RetryPolicy::default())
     }
 
     /// Like [`Notifier::new`] with another retry policy.
-    pub fn with_policy(urls: Vec<String>, policy: RetryPolicy) -> Notifier {
+    pub fn with_policy<R: Into<Receiver>>(receivers: Vec<R>, policy: RetryPolicy) -> Notifier {
         let (pending, _) = watch::channel(0);
         Notifier {
             inner: Arc::new(Inner {
-                urls,
+                receivers: receivers.into_iter().map(Into::into).collect(),
                 policy: Arc::new(policy),
                 queues: OnceLock::new(),
                 shared: Arc::new(Shared {
@@ -124,41 +181,31 @@ impl Notifier {
         }
     }
 
-    /// Queues `event` for every URL and returns at once; never blocks and never fails the
-    /// caller. Background tasks POST it as JSON with retries.
+    /// Queues `event` for every receiver and returns at once; never blocks and never fails
+    /// the caller. Background tasks POST it with retries.
     ///
-    /// Must be called inside a tokio runtime; outside one, the event is dropped and each URL
-    /// records a failure.
-    pub fn notify(&self, event: ReleaseEvent) {
+    /// Must be called inside a tokio runtime; outside one, the event is dropped and each
+    /// receiver records a failure.
+    pub fn notify(&self, event: impl Into<Notification>) {
+        let event = event.into();
         let inner = &self.inner;
-        if inner.urls.is_empty() {
+        if inner.receivers.is_empty() {
             return;
         }
-        let body = match serde_json::to_vec(&event) {
-            Ok(body) => Bytes::from(body),
-            Err(e) => {
-                for url in &inner.urls {
-                    inner
-                        .shared
-                        .fail(url, format!("cannot encode the event: {e}"));
-                }
-                return;
-            }
-        };
         let Some(queues) = self.queues() else {
-            for url in &inner.urls {
+            for r in &inner.receivers {
                 inner
                     .shared
-                    .fail(url, "notify was called outside a tokio runtime".into());
+                    .fail(&r.url, "notify was called outside a tokio runtime".into());
             }
             return;
         };
-        for (url, queue) in inner.urls.iter().zip(queues) {
+        for (r, queue) in inner.receivers.iter().zip(queues) {
             inner.shared.pending.send_modify(|n| *n += 1);
-            if queue.send(body.clone()).is_err() {
+            if queue.send(event.clone()).is_err() {
                 inner.shared.done();
                 inner.shared.fail(
-                    url,
+                    &r.url,
                     "the delivery task has stopped (runtime shut down?)".into(),
                 );
             }
@@ -183,19 +230,19 @@ impl Notifier {
         failures.iter().cloned().collect()
     }
 
-    fn queues(&self) -> Option<&Vec<mpsc::UnboundedSender<Bytes>>> {
+    fn queues(&self) -> Option<&Vec<mpsc::UnboundedSender<Notification>>> {
         if let Some(queues) = self.inner.queues.get() {
             return Some(queues);
         }
         let handle = Handle::try_current().ok()?;
         Some(self.inner.queues.get_or_init(|| {
             self.inner
-                .urls
+                .receivers
                 .iter()
-                .map(|url| {
+                .map(|r| {
                     let (tx, rx) = mpsc::unbounded_channel();
                     handle.spawn(worker(
-                        url.clone(),
+                        r.clone(),
                         self.inner.policy.clone(),
                         self.inner.shared.clone(),
                         rx,
@@ -207,27 +254,56 @@ impl Notifier {
     }
 }
 
-/// Delivers one URL's events, one after the other.
+/// A receiver ready to be sent to: its checked URL and its client.
+struct Target {
+    url: cutover_http::reqwest::Url,
+    client: cutover_http::Client,
+}
+
+impl Target {
+    fn new(r: &Receiver, policy: &RetryPolicy) -> Result<Target, String> {
+        let url = check_url(&r.url)?;
+        let options = ClientOptions {
+            connect_timeout: policy.timeout,
+            timeout: Some(policy.timeout),
+            ..ClientOptions::verified(r.ca_bundle.as_deref())
+        };
+        let client = cutover_http::client(&options).map_err(|e| {
+            format!("{e}\nhint: fix ca_bundle of this [[notify]] (a PEM file of CA certificates)")
+        })?;
+        Ok(Target { url, client })
+    }
+}
+
+/// Delivers one receiver's events, one after the other.
 async fn worker(
-    url: String,
+    receiver: Receiver,
     policy: Arc<RetryPolicy>,
     shared: Arc<Shared>,
-    mut queue: mpsc::UnboundedReceiver<Bytes>,
+    mut queue: mpsc::UnboundedReceiver<Notification>,
 ) {
-    let target = Target::parse(&url);
-    while let Some(body) = queue.recv().await {
+    let target = Target::new(&receiver, &policy);
+    while let Some(event) = queue.recv().await {
         let result = match &target {
-            Ok(target) => deliver(target, body, &policy).await,
+            Ok(target) => match render(receiver.format, &event) {
+                Ok(body) => deliver(target, &receiver, body, &policy).await,
+                Err(e) => Err(format!("cannot encode the event: {e}")),
+            },
             Err(e) => Err(e.clone()),
         };
         if let Err(e) = result {
-            shared.fail(&url, e);
+            shared.fail(&receiver.url, e);
         }
         shared.done();
     }
 }
 
-async fn deliver(target: &Target, body: Bytes, policy: &RetryPolicy) -> Result<(), String> {
+async fn deliver(
+    target: &Target,
+    receiver: &Receiver,
+    body: Vec<u8>,
+    policy: &RetryPolicy,
+) -> Result<(), String> {
     let tries = policy.tries.max(1);
     let mut last_error = String::new();
     for attempt in 0..tries {
@@ -237,16 +313,55 @@ async fn deliver(target: &Target, body: Bytes, policy: &RetryPolicy) -> Result<(
                 tokio::time::sleep(*wait).await;
             }
         }
-        match tokio::time::timeout(policy.timeout, post(target, body.clone())).await {
-            Ok(Ok(status)) if (200..300).contains(&status) => return Ok(()),
-            Ok(Ok(status)) => {
-                last_error = format!("the receiver answered HTTP {status}");
+        let mut request = target
+            .client
+            .post(target.url.clone())
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (name, value) in &receiver.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        match tokio::time::timeout(policy.timeout, request.send()).await {
+            Ok(Ok(response)) if response.status().is_success() => return Ok(()),
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                last_error = if response.status().is_redirection() {
+                    format!(
+                        "the receiver answered HTTP {status} (a redirect that was not followed)"
+                    )
+                } else {
+                    format!("the receiver answered HTTP {status}")
+                };
                 let retryable = status >= 500 || status == 408 || status == 429;
                 if !retryable {
                     return Err(format!("{last_error} (not retried)"));
                 }
             }
-            Ok(Err(e)) => last_error = e,
+            Ok(Err(e)) => {
+                let host = cutover_http::origin(&target.url);
+                match classify(&e) {
+                    Failure::Certificate(why) => {
+                        return Err(format!(
+                            "{host}: its TLS certificate is not trusted: {why} (not retried)\n\
+                             hint: give this [[notify]] a ca_bundle with the CA that signed it"
+                        ))
+                    }
+                    Failure::NoTls => {
+                        return Err(format!(
+                            "{host} does not speak TLS (not retried)\n\
+                             hint: write its url with http:// if it is a plain HTTP receiver"
+                        ))
+                    }
+                    Failure::Redirect(why) => return Err(format!("{why} (not retried)")),
+                    Failure::Refused => {
+                        last_error = format!("cannot connect to {host}: connection refused")
+                    }
+                    Failure::Timeout => {
+                        last_error = format!("no response within {} ms", policy.timeout.as_millis())
+                    }
+                    other => last_error = format!("request to {host} failed: {other}"),
+                }
+            }
             Err(_) => last_error = format!("no response within {} ms", policy.timeout.as_millis()),
         }
     }
@@ -256,103 +371,102 @@ async fn deliver(target: &Target, body: Bytes, policy: &RetryPolicy) -> Result<(
     ))
 }
 
-/// One POST on a fresh connection; the response status.
-async fn post(target: &Target, body: Bytes) -> Result<u16, String> {
-    let stream = TcpStream::connect(target.authority.as_str())
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", target.authority))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake with {} failed: {e}", target.authority))?;
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(target.path.as_str())
-        .header(HOST, target.authority.as_str())
-        .header(CONTENT_TYPE, "application/json")
-        .header(USER_AGENT_HEADER, USER_AGENT)
-        .body(Full::new(body))
-        .map_err(|e| format!("cannot build the request: {e}"))?;
-    tokio::pin!(conn);
-    tokio::select! {
-        biased;
-        response = sender.send_request(request) => response
-            .map(|r| r.status().as_u16())
-            .map_err(|e| format!("request to {} failed: {e}", target.authority)),
-        result = &mut conn => Err(match result {
-            Ok(()) => format!("{} closed the connection without answering", target.authority),
-            Err(e) => format!("connection to {} failed: {e}", target.authority),
-        }),
+/// An `http://` or `https://` URL without credentials.
+fn check_url(url: &str) -> Result<cutover_http::reqwest::Url, String> {
+    let shown = redact(url);
+    let parsed =
+        cutover_http::reqwest::Url::parse(url).map_err(|e| format!("{shown}: not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{shown}: not an http(s) URL"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{shown}: no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{shown}: credentials in a notification URL are not supported (use headers)"
+        ));
+    }
+    Ok(parsed)
+}
+
+/// The body a receiver of `format` is sent.
+pub fn render(format: Format, event: &Notification) -> Result<Vec<u8>, serde_json::Error> {
+    match format {
+        Format::Json => serde_json::to_vec(event),
+        Format::Slack => serde_json::to_vec(&json!({ "text": summary(event) })),
+        Format::Teams => serde_json::to_vec(&json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": null,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        { "type": "TextBlock", "text": summary(event), "weight": "Bolder", "wrap": true },
+                        { "type": "FactSet", "facts": facts(event)
+                            .into_iter()
+                            .map(|(title, value)| json!({ "title": title, "value": value }))
+                            .collect::<Vec<_>>() },
+                    ],
+                },
+            }],
+        })),
     }
 }
 
-/// Where an `http://` URL points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    /// `host:port` (`[v6]:port`), for connecting and for the `Host` header.
-    authority: String,
-    /// Origin-form request target: `/path?query`.
-    path: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Target, String> {
-        let shown = redact(url);
-        let lower = url.to_ascii_lowercase();
-        if lower.starts_with("https://") {
-            return Err(format!(
-                "{shown}: https is not supported (cutover has no TLS stack); use an http:// URL, \
-                 e.g. a local relay"
-            ));
-        }
-        if !lower.starts_with("http://") {
-            return Err(format!("{shown}: not an http:// URL"));
-        }
-        let rest = &url["http://".len()..];
-        let rest = rest.split('#').next().unwrap_or_default();
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(split);
-        let path = if path.is_empty() {
-            "/".to_string()
-        } else if path.starts_with('?') {
-            format!("/{path}")
-        } else {
-            path.to_string()
-        };
-        if authority.contains('@') {
-            return Err(format!(
-                "{shown}: credentials in a notification URL are not supported"
-            ));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("{shown}: unclosed `[` in the host"))?;
-            (format!("[{host}]"), after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host.to_string(), Some(port)),
-                None => (authority.to_string(), None),
+/// One line saying what happened, in cutover's words.
+pub fn summary(event: &Notification) -> String {
+    match event {
+        Notification::Release(e) => {
+            let release = format!("release {} ({})", e.release, short(&e.version));
+            let what = match e.state.as_str() {
+                "live" => format!("{release} is live in {}", e.environment),
+                "failed" => format!("{release} failed in {}", e.environment),
+                "rolled-back" => format!("{release} was rolled back in {}", e.environment),
+                "awaiting-approval" => {
+                    format!("{release} awaits approval for {}", e.environment)
+                }
+                state => format!("{release} in {}: {state}", e.environment),
+            };
+            match &e.reason {
+                Some(reason) => format!("{}: {what}: {reason}", e.app),
+                None => format!("{}: {what}", e.app),
             }
-        };
-        if host.is_empty() || host == "[]" {
-            return Err(format!("{shown}: no host"));
         }
-        let port: u16 = match port {
-            None => 80,
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("{shown}: `{p}` is not a port"))?,
-        };
-        Ok(Target {
-            authority: format!("{host}:{port}"),
-            path,
-        })
     }
+}
+
+fn facts(event: &Notification) -> Vec<(&'static str, String)> {
+    match event {
+        Notification::Release(e) => {
+            let mut facts = vec![
+                ("App", e.app.clone()),
+                ("Environment", e.environment.clone()),
+                ("Release", e.release.to_string()),
+                ("Version", short(&e.version).to_string()),
+                ("State", e.state.clone()),
+                ("Digest", e.digest.clone()),
+                ("At", e.at.to_rfc3339()),
+            ];
+            if let Some(reason) = &e.reason {
+                facts.push(("Reason", reason.clone()));
+            }
+            facts
+        }
+    }
+}
+
+/// The 12 characters a version is shown by.
+fn short(version: &str) -> &str {
+    version.get(..12).unwrap_or(version)
 }
 
 /// A URL as it may be shown: credentials and the query string (where tokens tend to live)
 /// masked.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, _)) => (base, "?…"),
         None => (url, ""),
@@ -374,48 +488,17 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
-    fn t(authority: &str, path: &str) -> Target {
-        Target {
-            authority: authority.into(),
-            path: path.into(),
-        }
-    }
-
-    #[test]
-    fn parses_http_urls() {
-        assert_eq!(
-            Target::parse("http://127.0.0.1:9000/hook"),
-            Ok(t("127.0.0.1:9000", "/hook"))
-        );
-        assert_eq!(
-            Target::parse("http://example.com"),
-            Ok(t("example.com:80", "/"))
-        );
-        assert_eq!(
-            Target::parse("HTTP://example.com?x=1#frag"),
-            Ok(t("example.com:80", "/?x=1"))
-        );
-        assert_eq!(
-            Target::parse("http://[::1]:8080/a/b?c"),
-            Ok(t("[::1]:8080", "/a/b?c"))
-        );
-    }
-
     #[test]
     fn refuses_unusable_urls_clearly() {
-        let e = Target::parse("https://example.com/hook").unwrap_err();
-        assert!(e.contains("https is not supported"), "{e}");
-        assert!(Target::parse("ftp://x")
+        assert!(check_url("https://example.com/hook").is_ok());
+        assert!(check_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(check_url("ftp://x")
             .unwrap_err()
-            .contains("not an http:// URL"));
-        assert!(Target::parse("http://:80/")
-            .unwrap_err()
-            .contains("no host"));
-        assert!(Target::parse("http://h:99999/")
-            .unwrap_err()
-            .contains("not a port"));
-        let e = Target::parse("http://user:hunter2@h/").unwrap_err();
-        assert!(!e.contains("hunter2"), "{e}");
+            .contains("not an http(s) URL"));
+        assert!(check_url("http://:80/").is_err());
+        assert!(check_url("http://h:99999/").is_err());
+        let e = check_url("http://user:hunter2@h/").unwrap_err();
+        assert!(!e.contains("hunter2") && e.contains("headers"), "{e}");
     }
 
     #[test]
@@ -423,5 +506,16 @@ mod tests {
         assert_eq!(redact("http://h:1/p"), "http://h:1/p");
         assert_eq!(redact("http://h/p?token=s3cret"), "http://h/p?…");
         assert_eq!(redact("http://u:pw@h/p"), "http://…@h/p");
+    }
+
+    #[test]
+    fn a_receivers_debug_hides_header_values() {
+        let r = Receiver {
+            headers: vec![("Authorization".into(), "Bearer s3cret".into())],
+            ..Receiver::json("https://h/hook?key=s3cret")
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("Authorization"), "{shown}");
     }
 }

@@ -201,7 +201,7 @@ async fn serve(state: StateDir, serving: Serving) -> i32 {
         let webhooks = triggers::start_webhooks(engine.clone(), state.clone(), &config).await;
         push = webhooks.push;
         for line in [
-            triggers::start_notifications(&engine, &config),
+            triggers::start_notifications(&engine, &state, &config),
             webhooks.said,
         ]
         .into_iter()

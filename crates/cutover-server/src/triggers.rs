@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
 use cutover_api::{HookAnswer, RunRequest, TokenGate};
-use cutover_config::Config;
+use cutover_config::{Config, NotifyFormat};
 use cutover_daemon::StateDir;
-use cutover_hooks::{Delivery, Notifier, ReplayGuard, Verified};
+use cutover_hooks::{Delivery, Format, Notifier, Receiver, ReplayGuard, Verified};
 use tokio::sync::Mutex;
 
 use crate::auth::Caller;
@@ -224,13 +224,41 @@ async fn reject_with_token(
     .into_response()
 }
 
-/// Sends every notable release state change to the config's `[[notify]]` URLs.
-pub fn start_notifications(engine: &ServerEngine, config: &Config) -> Option<String> {
+/// Sends every notable release state change to the config's `[[notify]]` receivers. A
+/// receiver whose header secrets cannot be resolved is left out, with a warning naming them.
+pub fn start_notifications(
+    engine: &ServerEngine,
+    state: &StateDir,
+    config: &Config,
+) -> Option<String> {
     if config.notify.is_empty() {
         return None;
     }
-    let urls: Vec<String> = config.notify.iter().map(|n| n.url.clone()).collect();
-    let notifier = Notifier::new(urls.clone());
+    let root = state.repo_root();
+    let mut receivers = Vec::new();
+    for n in &config.notify {
+        match n.resolve_headers(&root) {
+            Ok(headers) => receivers.push(Receiver {
+                url: n.url.clone(),
+                format: match n.format {
+                    NotifyFormat::Json => Format::Json,
+                    NotifyFormat::Slack => Format::Slack,
+                    NotifyFormat::Teams => Format::Teams,
+                },
+                headers,
+                ca_bundle: n.ca_bundle.as_ref().map(|p| root.join(p)),
+            }),
+            Err(e) => eprintln!(
+                "warning: notifications to {} are off: {e}",
+                cutover_hooks::redact(&n.url)
+            ),
+        }
+    }
+    let urls: Vec<String> = receivers
+        .iter()
+        .map(|r| cutover_hooks::redact(&r.url))
+        .collect();
+    let notifier = Notifier::new(receivers);
     let handle = tokio::runtime::Handle::current();
     engine.observe(Arc::new(move |release| {
         let event = convert::release_event(release);

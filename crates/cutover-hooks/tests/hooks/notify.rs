@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
-use cutover_hooks::{Notifier, ReleaseEvent, RetryPolicy, USER_AGENT};
+use cutover_hooks::{
+    Format, Notification, Notifier, Receiver as Sink, ReleaseEvent, RetryPolicy, USER_AGENT,
+};
+use cutover_http::testing::{TestCa, TestServer};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -95,7 +98,11 @@ impl Receiver {
         self.hits()
             .iter()
             .filter(|h| (200..300).contains(&h.status))
-            .map(|h| serde_json::from_slice(&h.body).unwrap())
+            .map(
+                |h| match serde_json::from_slice::<Notification>(&h.body).unwrap() {
+                    Notification::Release(e) => e,
+                },
+            )
             .collect()
     }
 }
@@ -280,26 +287,131 @@ async fn clones_share_queues_and_failures() {
     assert_eq!(a.failures().len(), 2);
 }
 
+fn ca_file(ca: &TestCa, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cutover-hooks-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    ca.write(&dir.join(name))
+}
+
+fn ok(_: &cutover_http::testing::Recorded) -> cutover_http::testing::Answer {
+    (200, vec![], vec![])
+}
+
+/// An HTTPS receiver trusted through `ca_bundle` gets each format, with the configured
+/// headers; the JSON one names the event's kind.
 #[tokio::test]
-async fn https_urls_fail_clearly_without_retrying() {
-    let notifier = Notifier::new(vec!["https://hooks.example.com/x?token=s3cret".into()]);
+async fn https_receivers_get_each_format_with_their_headers() {
+    let ca = TestCa::new("notify test CA");
+    let server = TestServer::start(Some(&ca.issue(&["127.0.0.1"])), ok);
+    let bundle = ca_file(&ca, "ca-formats.pem");
+    let sink = |path: &str, format: Format| Sink {
+        url: server.url(true, path),
+        format,
+        headers: vec![("Authorization".into(), "Bearer s3cret-token".into())],
+        ca_bundle: Some(bundle.clone()),
+    };
+    let notifier = Notifier::new(vec![
+        sink("/json", Format::Json),
+        sink("/slack", Format::Slack),
+        sink("/teams", Format::Teams),
+    ]);
+    let mut failed = event(8, "failed");
+    failed.reason = Some("health check failed 3 times in a row".into());
+    notifier.notify(failed);
+    notifier.flush(Duration::from_secs(15)).await;
+    assert!(notifier.failures().is_empty(), "{:?}", notifier.failures());
+
+    let hits = server.requests();
+    let body = |path: &str| -> serde_json::Value {
+        let hit = hits.iter().find(|h| h.path == path).expect(path);
+        assert_eq!(hit.method, "POST");
+        assert_eq!(hit.header("authorization"), Some("Bearer s3cret-token"));
+        assert_eq!(hit.header("content-type"), Some("application/json"));
+        assert_eq!(hit.header("user-agent"), Some(USER_AGENT));
+        serde_json::from_slice(&hit.body).unwrap()
+    };
+    let json = body("/json");
+    assert_eq!(json["kind"], "release");
+    assert_eq!(json["state"], "failed");
+    assert_eq!(json["release"], 8);
+
+    let line = "tasks: release 8 (0d1a26e67d8f) failed in production: health check failed 3 times in a row";
+    assert_eq!(body("/slack"), serde_json::json!({ "text": line }));
+
+    let teams = body("/teams");
+    assert_eq!(teams["type"], "message");
+    let attachment = &teams["attachments"][0];
+    assert_eq!(
+        attachment["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = &attachment["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert_eq!(card["body"][0]["type"], "TextBlock");
+    assert_eq!(card["body"][0]["text"], line);
+    let facts = card["body"][1]["facts"].as_array().unwrap();
+    assert!(facts
+        .iter()
+        .any(|f| f["title"] == "Environment" && f["value"] == "production"));
+}
+
+/// Not trusted (no ca_bundle), a redirect to another host, a receiver that speaks no TLS, a
+/// URL that is not http(s): each fails at once, clearly, and is not retried; no secret shows.
+#[tokio::test]
+async fn untrusted_redirecting_and_plain_receivers_fail_clearly() {
+    let ca = TestCa::new("notify test CA");
+    let tls = TestServer::start(Some(&ca.issue(&["127.0.0.1"])), ok);
+    let plain = TestServer::start(None, ok);
+    let elsewhere = format!("http://localhost:{}/stolen", plain.addr.port());
+    let redirecting = TestServer::start(None, move |_| {
+        (307, vec![("location".into(), elsewhere.clone())], vec![])
+    });
+    let with_secret = |url: String| Sink {
+        headers: vec![("Authorization".into(), "Bearer s3cret-token".into())],
+        ..Sink::json(url)
+    };
+    let notifier = Notifier::new(vec![
+        with_secret(tls.url(true, "/hook")),
+        with_secret(redirecting.url(false, "/hook")),
+        with_secret(plain.url(true, "/hook")),
+        with_secret("ftp://127.0.0.1/hook".into()),
+    ]);
     let started = Instant::now();
     notifier.notify(event(1, "live"));
-    notifier.flush(Duration::from_secs(5)).await;
-    assert!(started.elapsed() < Duration::from_millis(500));
-    let failures = notifier.failures();
-    assert_eq!(failures.len(), 1);
+    notifier.flush(Duration::from_secs(15)).await;
     assert!(
-        failures[0].1.contains("https is not supported"),
-        "{}",
-        failures[0].1
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
     );
+    let failures = notifier.failures();
+    assert_eq!(failures.len(), 4, "{failures:?}");
+    let of = |url: String| {
+        failures
+            .iter()
+            .find(|(u, _)| *u == url)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("{url} in {failures:?}"))
+    };
+    let e = of(tls.url(true, "/hook"));
+    assert!(e.contains("unknown CA") && e.contains("ca_bundle"), "{e}");
+    let e = of(redirecting.url(false, "/hook"));
+    assert!(e.contains("another host") && e.contains("localhost"), "{e}");
+    let e = of(plain.url(true, "/hook"));
+    assert!(
+        e.contains("does not speak TLS") && e.contains("http://"),
+        "{e}"
+    );
+    assert!(of("ftp://127.0.0.1/hook".into()).contains("not an http(s) URL"));
+    assert_eq!(tls.requests().len(), 0);
+    assert_eq!(redirecting.requests().len(), 1, "not retried");
+    assert!(plain.requests().is_empty(), "the redirect was not followed");
     assert!(!format!("{failures:?}").contains("s3cret"), "{failures:?}");
 }
 
 #[tokio::test]
 async fn flush_with_nothing_queued_returns_at_once() {
-    let notifier = Notifier::new(vec![]);
+    let notifier = Notifier::new(Vec::<String>::new());
     notifier.notify(event(1, "live"));
     let started = Instant::now();
     notifier.flush(Duration::from_secs(5)).await;
@@ -308,7 +420,7 @@ async fn flush_with_nothing_queued_returns_at_once() {
 
 #[test]
 fn notify_outside_a_runtime_does_not_panic() {
-    let notifier = Notifier::new(vec!["http://127.0.0.1:9/".into()]);
+    let notifier = Notifier::new(vec!["http://127.0.0.1:9/".to_string()]);
     notifier.notify(event(1, "live"));
     assert!(notifier.failures()[0].1.contains("tokio runtime"));
 }

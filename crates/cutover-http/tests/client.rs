@@ -1,0 +1,103 @@
+//! The client against real TLS servers: what is trusted, and how each failure is sorted.
+
+use std::time::Duration;
+
+use cutover_http::testing::{Answer, TestCa, TestServer};
+use cutover_http::{classify, client, ClientOptions, Failure, Verify};
+
+fn ok(_: &cutover_http::testing::Recorded) -> Answer {
+    (200, vec![], b"ok".to_vec())
+}
+
+fn bundle(ca: &TestCa, name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("cutover-http-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    ca.write(&dir.join(name))
+}
+
+async fn get(options: &ClientOptions, url: &str) -> Result<u16, Failure> {
+    let c = client(options).unwrap();
+    match c.get(url).send().await {
+        Ok(r) => Ok(r.status().as_u16()),
+        Err(e) => Err(classify(&e)),
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_of_a_trusted_bundle_passes_and_others_are_sorted() {
+    let ca = TestCa::new("cutover test CA");
+    let good = TestServer::start(Some(&ca.issue(&["127.0.0.1", "localhost"])), ok);
+    let path = bundle(&ca, "ca-good.pem");
+    let trusted = ClientOptions::verified(Some(&path));
+
+    assert_eq!(get(&trusted, &good.url(true, "/")).await, Ok(200));
+    // Without the bundle: an unknown CA.
+    match get(&ClientOptions::default(), &good.url(true, "/")).await {
+        Err(Failure::Certificate(why)) => assert!(why.contains("unknown CA"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // Not verified at all: accepted.
+    let any = ClientOptions {
+        verify: Verify::Nothing,
+        ..ClientOptions::default()
+    };
+    assert_eq!(get(&any, &good.url(true, "/")).await, Ok(200));
+
+    let wrong_name = TestServer::start(Some(&ca.issue(&["registry.example"])), ok);
+    match get(&trusted, &wrong_name.url(true, "/")).await {
+        Err(Failure::Certificate(why)) => assert!(why.contains("another name"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let expired = TestServer::start(Some(&ca.issue_expired(&["127.0.0.1"])), ok);
+    match get(&trusted, &expired.url(true, "/")).await {
+        Err(Failure::Certificate(why)) => assert!(why.contains("expired"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn plain_http_refused_ports_and_silence_are_told_apart() {
+    let plain = TestServer::start(None, ok);
+    let opts = ClientOptions {
+        timeout: Some(Duration::from_millis(500)),
+        ..ClientOptions::default()
+    };
+    assert_eq!(get(&opts, &plain.url(true, "/")).await, Err(Failure::NoTls));
+    assert_eq!(get(&opts, &plain.url(false, "/")).await, Ok(200));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert_eq!(
+        get(&opts, &format!("http://127.0.0.1:{port}/")).await,
+        Err(Failure::Refused)
+    );
+
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", silent.local_addr().unwrap());
+    assert_eq!(get(&opts, &url).await, Err(Failure::Timeout));
+}
+
+#[tokio::test]
+async fn redirects_are_followed_on_the_same_host_only() {
+    let target = TestServer::start(None, ok);
+    let elsewhere = format!("http://localhost:{}/x", target.addr.port());
+    let redirecting = TestServer::start(None, move |r| {
+        if r.path == "/same" {
+            (302, vec![("location".into(), "/final".into())], vec![])
+        } else if r.path == "/away" {
+            (302, vec![("location".into(), elsewhere.clone())], vec![])
+        } else {
+            (200, vec![], vec![])
+        }
+    });
+    let opts = ClientOptions::default();
+    assert_eq!(get(&opts, &redirecting.url(false, "/same")).await, Ok(200));
+    match get(&opts, &redirecting.url(false, "/away")).await {
+        Err(Failure::Redirect(why)) => assert!(why.contains("localhost"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(target.requests().is_empty());
+}
