@@ -195,9 +195,15 @@ pub async fn publish(
     let creds =
         login.map(|(username, password)| cutover_docker::Credentials { username, password });
     let (host, name) = (registry.url.as_str(), registry.repository.as_str());
+    let access = cutover_docker::RegistryAccess {
+        insecure: registry.insecure,
+        ca_bundle: registry.ca_bundle.as_ref().map(|p| root.join(p)),
+        ..Default::default()
+    };
     if let Some(recorded) = &image.registry_digest {
         let now =
-            cutover_docker::registry_digest(host, name, &artifact.version, creds.as_ref()).await?;
+            cutover_docker::registry_digest(host, name, &artifact.version, creds.as_ref(), &access)
+                .await?;
         if now.as_deref() == Some(recorded.as_str()) {
             step(
                 progress,
@@ -225,6 +231,7 @@ pub async fn publish(
         &image.repository,
         &artifact.version,
         creds.as_ref(),
+        &access,
         &mut |line| progress(Line::Detail { message: line }),
     )
     .await?;
@@ -234,6 +241,7 @@ pub async fn publish(
             &image.repository,
             tag,
             creds.as_ref(),
+            &access,
             &mut |line| progress(Line::Detail { message: line }),
         )
         .await?;

@@ -2,6 +2,7 @@
 //! the committed config snapshot (JSON round-trip); secret resolution; the `cutover init` template.
 
 mod argv;
+mod docker_auth;
 mod duration;
 mod error;
 mod fields;
@@ -11,6 +12,7 @@ mod size;
 mod template;
 
 pub use argv::expand_argv;
+pub use docker_auth::{docker_config_path, docker_login};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, Location};
 pub use fields::{is_env_var_name, AppName, SecretSource};
@@ -630,8 +632,8 @@ impl Config {
         secrets::resolve_all(&self.secrets, base_dir)
     }
 
-    /// Resolves `[registry] username` and `password` (same sources as secrets); `None` when
-    /// the registry needs no login.
+    /// Resolves `[registry] username` and `password` (same sources as secrets); without them,
+    /// the login the Docker client config of this user has for the registry; `None`: no login.
     pub fn registry_credentials(
         &self,
         base_dir: &Path,
@@ -647,7 +649,7 @@ impl Config {
             sources.insert("[registry] password".to_string(), p.clone());
         }
         if sources.is_empty() {
-            return Ok(None);
+            return docker_auth::docker_login(&registry.url);
         }
         let mut values = secrets::resolve_all(&sources, base_dir)?;
         let user = values.remove("[registry] username").unwrap_or_default();

@@ -35,6 +35,9 @@ pub enum SecretError {
     },
     #[error("secret {name}: command `{command}` printed something that is not UTF-8\n  hint: secrets must be text")]
     CommandNotUnicode { name: String, command: String },
+    /// The Docker client config, where a registry login is looked up when `[registry]` has none.
+    #[error("registry login from the Docker client config {}: {detail}\n  hint: fix it with `docker login`, or set [registry] username and password (secret sources)", path.display())]
+    DockerConfig { path: PathBuf, detail: String },
 }
 
 impl SecretError {
@@ -48,6 +51,7 @@ impl SecretError {
             | SecretError::CommandSpawn { name, .. }
             | SecretError::CommandFailed { name, .. }
             | SecretError::CommandNotUnicode { name, .. } => name,
+            SecretError::DockerConfig { .. } => "the Docker client config",
         }
     }
 }

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::split_repository;
-use crate::{engine_message, status_of, Credentials, DockerError, Engine};
+use crate::{engine_message, status_of, Credentials, DockerError, Engine, RegistryAccess};
 
 /// How many lines of build output a [`DockerError::BuildFailed`] carries.
 const BUILD_TAIL: usize = 20;
@@ -152,6 +152,7 @@ pub async fn push(
     repo: &str,
     tag: &str,
     creds: Option<&Credentials>,
+    access: &RegistryAccess,
     on_line: &mut (dyn FnMut(String) + Send),
 ) -> Result<String, DockerError> {
     let reference = format!("{repo}:{tag}");
@@ -182,7 +183,10 @@ pub async fn push(
                         detail: format!("{message} (build it first)"),
                     });
                 }
-                return Err(classify_registry_error(&registry, &reference, message));
+                return Err(with_user(
+                    classify_registry_error(&registry, &reference, message),
+                    creds,
+                ));
             }
         }
     }
@@ -190,7 +194,7 @@ pub async fn push(
         return Ok(d);
     }
     // Engines that do not print the digest (some Podman versions): ask the registry.
-    match crate::registry::registry_digest(&registry, &name, tag, creds).await? {
+    match crate::registry::registry_digest(&registry, &name, tag, creds, access).await? {
         Some(d) => Ok(d),
         None => Err(DockerError::Registry {
             registry,
@@ -225,10 +229,9 @@ pub async fn pull_digest(
             .create_image(Some(options), None, docker_credentials(creds, &registry));
     while let Some(item) = stream.next().await {
         if let Err(e) = item {
-            return Err(classify_registry_error(
-                &registry,
-                &reference,
-                engine_message(&e),
+            return Err(with_user(
+                classify_registry_error(&registry, &reference, engine_message(&e)),
+                creds,
             ));
         }
     }
@@ -309,11 +312,33 @@ fn docker_credentials(creds: Option<&Credentials>, registry: &str) -> Option<Doc
     })
 }
 
-/// Sorts an engine's push/pull error into unreachable / auth / not found.
+/// An auth refusal says who was refused (never with what password).
+fn with_user(e: DockerError, creds: Option<&Credentials>) -> DockerError {
+    match e {
+        DockerError::AuthRefused { registry, detail } => DockerError::AuthRefused {
+            registry,
+            detail: match creds {
+                Some(c) => format!("{detail} (as user {})", c.username),
+                None => format!("{detail} (without a login)"),
+            },
+        },
+        other => other,
+    }
+}
+
+/// Sorts an engine's push/pull error into TLS / unreachable / auth / not found.
 fn classify_registry_error(registry: &str, reference: &str, message: String) -> DockerError {
     let m = message.to_lowercase();
     let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
-    if any(&[
+    if any(&["x509:", "certificate", "tls: "]) {
+        DockerError::RegistryTls {
+            registry: registry.to_string(),
+            detail: format!(
+                "the container engine does not trust it: {message} (the engine trusts a \
+                 registry's CA from /etc/docker/certs.d/{registry}/ca.crt)"
+            ),
+        }
+    } else if any(&[
         "unauthorized",
         "authentication required",
         "no basic auth credentials",

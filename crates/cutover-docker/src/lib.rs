@@ -26,7 +26,7 @@ pub use image::{
     build_image, image_exists, list_images, pull_digest, push, remove_image, BuildSpec,
     ImageSummary,
 };
-pub use registry::{registry_digest, split_repository};
+pub use registry::{api_endpoint, registry_digest, split_repository, RegistryAccess};
 pub use runtime::{prepare_image, DockerRuntime, ImagePull};
 
 /// How long one engine request may take (a build or a push streams for at most this long).
@@ -187,9 +187,17 @@ pub enum DockerError {
     RegistryUnreachable { registry: String, detail: String },
     #[error(
         "registry {registry} refused the credentials (or needs some): {detail}\n\
-         hint: set [registry] username/password (secret sources)"
+         hint: set [registry] username/password (secret sources), or log in with \
+         `docker login {registry}`"
     )]
     AuthRefused { registry: String, detail: String },
+    /// The registry's TLS is not what was expected: an untrusted certificate, or no TLS.
+    #[error(
+        "registry {registry}: {detail}\n\
+         hint: set [registry] ca_bundle to the PEM file of the CA that signed its certificate, \
+         or insecure = true to allow plain HTTP and any certificate (as Docker's insecure-registries)"
+    )]
+    RegistryTls { registry: String, detail: String },
     /// The registry or the engine does not know this image, tag or digest.
     #[error("{reference} not found: {detail}")]
     NotFound { reference: String, detail: String },

@@ -19,7 +19,7 @@ use cutover_runtime::{
 };
 use futures_util::StreamExt;
 
-use crate::{engine_message, status_of, Credentials, Engine};
+use crate::{engine_message, status_of, Credentials, Engine, RegistryAccess};
 
 pub const LABEL_APP: &str = "cutover.app";
 pub const LABEL_ENV: &str = "cutover.env";
@@ -311,6 +311,7 @@ impl Runtime for DockerRuntime {
             digest: image.registry_digest.clone(),
             tag: req.version.to_string(),
             credentials: req.credentials.cloned(),
+            access: registry_access(req),
         };
         prepare_image(&self.engine, &pull).await?;
         let volumes = &req.config.run.volumes;
@@ -563,6 +564,21 @@ pub struct ImagePull {
     pub tag: String,
     /// Registry login, resolved from its secret sources by whoever asked for the deploy.
     pub credentials: Option<(String, String)>,
+    /// How the registry is reached (`[registry] insecure`, `ca_bundle`).
+    pub access: RegistryAccess,
+}
+
+/// `[registry] insecure` and `ca_bundle` of the release's config, the bundle's path made
+/// absolute from the directory of cutover.toml.
+pub fn registry_access(req: &PlaceRequest<'_>) -> RegistryAccess {
+    match &req.config.registry {
+        Some(r) => RegistryAccess {
+            insecure: r.insecure,
+            ca_bundle: r.ca_bundle.as_ref().map(|p| req.base_dir.join(p)),
+            ..RegistryAccess::default()
+        },
+        None => RegistryAccess::default(),
+    }
 }
 
 /// Checks the registry and pulls by digest ([`DockerRuntime`]'s placement), usable without a
@@ -585,7 +601,7 @@ pub async fn prepare_image(engine: &Engine, image: &ImagePull) -> Result<(), Run
         password: p.clone(),
     });
     let (registry, name) = crate::split_repository(&image.repository);
-    let now = crate::registry_digest(&registry, &name, &image.tag, creds.as_ref())
+    let now = crate::registry_digest(&registry, &name, &image.tag, creds.as_ref(), &image.access)
         .await
         .map_err(|e| {
             fail(format!(

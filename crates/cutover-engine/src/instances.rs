@@ -172,6 +172,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             artifact: &artifact,
             config,
             credentials: credentials.as_ref(),
+            base_dir: &self.inner.options.repo_root,
         };
         send(
             progress,

@@ -96,6 +96,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             artifact: &artifact,
             config: &config,
             credentials: None,
+            base_dir: &self.inner.options.repo_root,
         };
         let digest = match self.inner.runtime.identify(&identify).await {
             Ok(d) => d,

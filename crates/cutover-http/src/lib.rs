@@ -22,7 +22,7 @@ pub use reqwest::{Client, Method, Response, StatusCode};
 pub const USER_AGENT: &str = concat!("cutover/", env!("CARGO_PKG_VERSION"));
 
 /// How the peer's certificate is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Verify {
     /// The system's roots and Mozilla's, plus the PEM bundle if one is given.
     Roots { ca_bundle: Option<PathBuf> },

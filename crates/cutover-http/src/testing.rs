@@ -43,6 +43,16 @@ impl TestCa {
         self.cert.pem()
     }
 
+    /// The CA's certificate, DER (e.g. for a JWT's `x5c` when the CA signs tokens).
+    pub fn cert_der(&self) -> Vec<u8> {
+        self.cert.der().to_vec()
+    }
+
+    /// The CA's private key, PKCS#8 DER (ECDSA P-256).
+    pub fn key_pkcs8_der(&self) -> Vec<u8> {
+        self.key.serialize_der()
+    }
+
     /// Writes the CA's certificate to `path`.
     pub fn write(&self, path: &Path) -> PathBuf {
         std::fs::write(path, self.pem()).expect("write CA");

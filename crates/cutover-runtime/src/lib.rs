@@ -35,6 +35,8 @@ pub struct PlaceRequest<'a> {
     pub config: &'a Config,
     /// Registry login, resolved from its secret sources by whoever asked for the deploy.
     pub credentials: Option<&'a (String, String)>,
+    /// Where relative paths of the config start (the directory of `cutover.toml`).
+    pub base_dir: &'a std::path::Path,
 }
 
 /// What instances run: a directory with the unpacked bundle, or an image by digest.

@@ -4,11 +4,29 @@ use std::time::Instant;
 
 use cutover_docker::{
     build_image, image_exists, list_images, pull_digest, push, registry_digest, remove_image,
-    BuildSpec, DockerError, Engine, EngineKind,
+    BuildSpec, DockerError, Engine, EngineKind, RegistryAccess,
 };
 
 use crate::require;
 use crate::support::*;
+
+/// A push without a login, to a registry reached as any loopback one is.
+async fn push_anon(engine: &Engine, repo: &str, tag: &str) -> Result<String, DockerError> {
+    push(
+        engine,
+        repo,
+        tag,
+        None,
+        &RegistryAccess::default(),
+        &mut |_| {},
+    )
+    .await
+}
+
+/// The digest of `name:tag` in `registry`, asked without a login.
+async fn digest_anon(registry: &str, name: &str, tag: &str) -> Result<Option<String>, DockerError> {
+    registry_digest(registry, name, tag, None, &RegistryAccess::default()).await
+}
 
 #[tokio::test]
 async fn build_push_remove_pull_by_digest() {
@@ -28,9 +46,16 @@ async fn build_push_remove_pull_by_digest() {
 
     let t0 = Instant::now();
     let mut lines = Vec::new();
-    let digest = push(&engine, &repo, sha, None, &mut |l| lines.push(l))
-        .await
-        .unwrap();
+    let digest = push(
+        &engine,
+        &repo,
+        sha,
+        None,
+        &RegistryAccess::default(),
+        &mut |l| lines.push(l),
+    )
+    .await
+    .unwrap();
     let push_time = t0.elapsed();
     assert!(
         digest.starts_with("sha256:") && digest.len() == 71,
@@ -41,12 +66,10 @@ async fn build_push_remove_pull_by_digest() {
 
     // The registry itself agrees.
     let name = format!("cutover-test-{t}");
-    let now = registry_digest(&reg.addr, &name, sha, None).await.unwrap();
+    let now = digest_anon(&reg.addr, &name, sha).await.unwrap();
     assert_eq!(now.as_deref(), Some(digest.as_str()));
     assert_eq!(
-        registry_digest(&reg.addr, &name, "never-pushed", None)
-            .await
-            .unwrap(),
+        digest_anon(&reg.addr, &name, "never-pushed").await.unwrap(),
         None
     );
 
@@ -152,20 +175,13 @@ async fn repushing_a_tag_with_other_bytes_moves_the_registry_digest() {
     clean.images.push(tag.clone());
 
     build_app(&engine, &format!("{t}-1"), std::slice::from_ref(&tag)).await;
-    let d1 = push(&engine, &repo, "abc", None, &mut |_| {})
-        .await
-        .unwrap();
+    let d1 = push_anon(&engine, &repo, "abc").await.unwrap();
     build_app(&engine, &format!("{t}-2"), std::slice::from_ref(&tag)).await;
-    let d2 = push(&engine, &repo, "abc", None, &mut |_| {})
-        .await
-        .unwrap();
+    let d2 = push_anon(&engine, &repo, "abc").await.unwrap();
     clean.images.push(format!("{repo}@{d1}"));
     clean.images.push(format!("{repo}@{d2}"));
     assert_ne!(d1, d2);
-    let now = registry_digest(&reg.addr, &name, "abc", None)
-        .await
-        .unwrap()
-        .unwrap();
+    let now = digest_anon(&reg.addr, &name, "abc").await.unwrap().unwrap();
     assert_eq!(now, d2);
     assert_ne!(
         now, d1,
@@ -183,9 +199,7 @@ async fn push_to_an_unreachable_registry_says_so() {
     let tag = format!("{repo}:v1");
     clean.images.push(tag.clone());
     build_app(&engine, &t, std::slice::from_ref(&tag)).await;
-    let err = push(&engine, &repo, "v1", None, &mut |_| {})
-        .await
-        .unwrap_err();
+    let err = push_anon(&engine, &repo, "v1").await.unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(err, DockerError::RegistryUnreachable { .. }),
@@ -193,7 +207,7 @@ async fn push_to_an_unreachable_registry_says_so() {
     );
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
 
-    let err = registry_digest(&format!("127.0.0.1:{port}"), "x", "v1", None)
+    let err = digest_anon(&format!("127.0.0.1:{port}"), "x", "v1")
         .await
         .unwrap_err();
     assert!(
@@ -217,9 +231,7 @@ async fn a_registry_that_refuses_the_push_is_named_and_nothing_is_recorded() {
     let tag = format!("{repo}:v1");
     clean.images.push(tag.clone());
     build_app(&engine, &t, std::slice::from_ref(&tag)).await;
-    let err = push(&engine, &repo, "v1", None, &mut |_| {})
-        .await
-        .unwrap_err();
+    let err = push_anon(&engine, &repo, "v1").await.unwrap_err();
     let msg = err.to_string();
     let _ = child.kill();
     let _ = child.wait();
@@ -233,7 +245,7 @@ async fn a_registry_that_refuses_the_push_is_named_and_nothing_is_recorded() {
         "the error says what happened: {msg}"
     );
     assert_eq!(
-        registry_digest(&addr, &format!("cutover-test-{t}"), "v1", None)
+        digest_anon(&addr, &format!("cutover-test-{t}"), "v1")
             .await
             .ok()
             .flatten(),
@@ -255,9 +267,7 @@ async fn pulling_a_digest_the_registry_does_not_have_is_not_found() {
     assert!(msg.contains(&digest), "{msg}");
 
     // Pushing what was never built.
-    let err = push(&engine, &repo, "never-built", None, &mut |_| {})
-        .await
-        .unwrap_err();
+    let err = push_anon(&engine, &repo, "never-built").await.unwrap_err();
     assert!(matches!(err, DockerError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("never-built"), "{err}");
 
@@ -322,7 +332,7 @@ async fn prepare_pulls_by_digest_and_refuses_a_moved_tag() {
     let tag = format!("{repo}:{sha}");
     clean.images.push(tag.clone());
     build_app(&engine, &format!("{t}-1"), std::slice::from_ref(&tag)).await;
-    let d1 = push(&engine, &repo, sha, None, &mut |_| {}).await.unwrap();
+    let d1 = push_anon(&engine, &repo, sha).await.unwrap();
     clean.images.push(format!("{repo}@{d1}"));
     remove_image(&engine, &tag).await.unwrap();
     remove_image(&engine, &format!("{repo}@{d1}"))
@@ -335,6 +345,7 @@ async fn prepare_pulls_by_digest_and_refuses_a_moved_tag() {
         digest: Some(d1.clone()),
         tag: sha.into(),
         credentials: None,
+        access: RegistryAccess::default(),
     };
     prepare_image(&engine, &pull).await.unwrap();
     assert!(image_exists(&engine, &pull.reference).await.unwrap());
@@ -342,7 +353,7 @@ async fn prepare_pulls_by_digest_and_refuses_a_moved_tag() {
 
     // Someone re-pushes :<sha> with other bytes.
     build_app(&engine, &format!("{t}-2"), std::slice::from_ref(&tag)).await;
-    let d2 = push(&engine, &repo, sha, None, &mut |_| {}).await.unwrap();
+    let d2 = push_anon(&engine, &repo, sha).await.unwrap();
     clean.images.push(format!("{repo}@{d2}"));
     let err = prepare_image(&engine, &pull).await.unwrap_err().to_string();
     assert!(

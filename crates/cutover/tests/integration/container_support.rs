@@ -109,28 +109,7 @@ fn start_registry() -> Result<Registry, String> {
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
         dir.join("storage").display()
     );
-    let config_path = dir.join("config.yml");
-    fs::write(&config_path, config).map_err(|e| e.to_string())?;
-    let script = r#"
-        "$1" serve "$2" 2>"$3/registry.log" &
-        reg=$!
-        while kill -0 "$4" 2>/dev/null && kill -0 "$reg" 2>/dev/null; do sleep 0.5; done
-        kill "$reg" 2>/dev/null; wait "$reg" 2>/dev/null
-        rm -rf "$3"
-    "#;
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .arg("registry-watchdog")
-        .arg(REGISTRY_BIN)
-        .arg(&config_path)
-        .arg(&dir)
-        .arg(std::process::id().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start {REGISTRY_BIN}: {e}"))?;
+    spawn_watched_registry(&dir, &config)?;
     let sock: SocketAddr = addr.parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -145,6 +124,35 @@ fn start_registry() -> Result<Registry, String> {
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs `docker-registry serve` with `config` (written to `dir/config.yml`, its log to
+/// `dir/registry.log`) under a watchdog shell that stops it and removes `dir` once this test
+/// process is gone, or once `dir/stop` exists.
+pub fn spawn_watched_registry(dir: &Path, config: &str) -> Result<(), String> {
+    let config_path = dir.join("config.yml");
+    fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let script = r#"
+        "$1" serve "$2" 2>"$3/registry.log" &
+        reg=$!
+        while kill -0 "$4" 2>/dev/null && kill -0 "$reg" 2>/dev/null && [ ! -e "$3/stop" ]; do sleep 0.2; done
+        kill "$reg" 2>/dev/null; wait "$reg" 2>/dev/null
+        rm -rf "$3"
+    "#;
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("registry-watchdog")
+        .arg(REGISTRY_BIN)
+        .arg(&config_path)
+        .arg(dir)
+        .arg(std::process::id().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {REGISTRY_BIN}: {e}"))?;
+    Ok(())
 }
 
 /// The course's tasks-app as a static binary (it runs `FROM scratch`), compiled once.
@@ -200,6 +208,8 @@ pub struct DockerSettings {
     pub extra: String,
     /// The registry url; default this process's registry.
     pub registry_url: Option<String>,
+    /// More lines of `[registry]` (credentials, `ca_bundle`, `insecure`).
+    pub registry_extra: String,
     pub runtime: String,
 }
 
@@ -211,6 +221,7 @@ impl Default for DockerSettings {
             run: "stop_timeout = \"2s\"".into(),
             extra: String::new(),
             registry_url: None,
+            registry_extra: String::new(),
             runtime: "docker".into(),
         }
     }
@@ -280,6 +291,7 @@ dockerfile = "Dockerfile"
 [registry]
 url = "{url}"
 repository = "{app}"
+{registry_extra}
 
 [retention]
 keep = {keep}
@@ -313,6 +325,7 @@ listen = "{production}"
             run = s.run,
             monitor = s.monitor,
             extra = s.extra,
+            registry_extra = s.registry_extra,
             runtime = s.runtime,
             staging = self.lab.listen,
             production = self.production,

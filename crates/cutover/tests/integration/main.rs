@@ -9,7 +9,8 @@
 //!
 //! The container tests (`containers`) use a [`container_support::DockerLab`]: the same, shipped
 //! as an image to a registry of their own and run on the machine's Docker engine (skipped
-//! without one, unless `CUTOVER_REQUIRE_DOCKER=1`).
+//! without one, unless `CUTOVER_REQUIRE_DOCKER=1`). `registries` does the same walk against
+//! registries run with TLS and htpasswd or token auth (`secure_registry`).
 //!
 //! Run: `cargo test -p cutover --test integration`.
 
@@ -20,8 +21,10 @@ mod edge_limits;
 mod git;
 mod pipeline;
 mod real_apps;
+mod registries;
 mod remote;
 mod resilience;
+mod secure_registry;
 mod support;
 mod walk;
 mod websockets;
