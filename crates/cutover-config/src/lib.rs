@@ -710,6 +710,35 @@ impl Config {
             }
         }
 
+        // TLS keys that would be ignored are a mistake, not a default.
+        if self.health.ca_bundle.is_some() && self.health.scheme == HealthScheme::Http {
+            return Err(ConfigError::at(
+                text,
+                origin,
+                at_value(&["health", "ca_bundle"]),
+                "ca_bundle verifies the certificates of instances that serve HTTPS, but scheme is \"http\"",
+            )
+            .with_field(field(&["health", "ca_bundle"], false))
+            .with_hint("add scheme = \"https\" to [health] if the app serves TLS, or remove ca_bundle"));
+        }
+        if let Some(r) = self
+            .registry
+            .as_ref()
+            .filter(|r| r.insecure && r.ca_bundle.is_some())
+        {
+            return Err(ConfigError::at(
+                text,
+                origin,
+                at_value(&["registry", "insecure"]),
+                format!(
+                    "insecure = true accepts any certificate from {}, so ca_bundle would never be used",
+                    r.url
+                ),
+            )
+            .with_field(field(&["registry", "insecure"], false))
+            .with_hint("remove insecure to verify the registry against ca_bundle, or remove ca_bundle"));
+        }
+
         self.check_pipeline(text, origin, &entries)?;
         for (name, env) in &self.environments {
             for (i, required) in env.requires.iter().enumerate() {

@@ -971,11 +971,11 @@ fn bad_edge_limits_are_refused_naming_the_field_and_the_fix() {
 fn tls_keys_parse() {
     let text = DOCKER.replace(
         "password = { env = \"REGISTRY_PASSWORD\" }",
-        "password = { env = \"REGISTRY_PASSWORD\" }\ninsecure = true\nca_bundle = \"certs/ca.pem\"",
+        "password = { env = \"REGISTRY_PASSWORD\" }\nca_bundle = \"certs/ca.pem\"",
     ) + "\n[health]\nscheme = \"https\"\nca_bundle = \"certs/app-ca.pem\"\n\n[[notify]]\nurl = \"https://hooks.example/x\"\nformat = \"teams\"\nheaders = { Authorization = { env = \"TEAMS_TOKEN\" } }\nca_bundle = \"certs/hooks.pem\"\n";
     let c = parse(&text).unwrap();
     let r = c.registry.as_ref().unwrap();
-    assert!(r.insecure);
+    assert!(!r.insecure);
     assert_eq!(r.ca_bundle.as_deref(), Some(Path::new("certs/ca.pem")));
     assert_eq!(c.health.scheme, HealthScheme::Https);
     assert_eq!(
@@ -1071,4 +1071,25 @@ fn notify_header_values_come_from_their_sources() {
         c.notify[0].resolve_headers(Path::new(".")).unwrap(),
         [("Authorization".to_string(), "Bearer s3cret".to_string())]
     );
+}
+
+#[test]
+fn tls_keys_that_would_be_ignored_are_refused() {
+    let e = err(&with("health", "ca_bundle = \"certs/ca.pem\""));
+    assert_eq!(e.field(), Some("[health] ca_bundle"), "{e}");
+    assert!(e.hint().unwrap().contains("scheme = \"https\""), "{e}");
+    assert!(e.location().is_some(), "{e}");
+    let e = err(&DOCKER.replace(
+        "password = { env = \"REGISTRY_PASSWORD\" }",
+        "password = { env = \"REGISTRY_PASSWORD\" }\ninsecure = true\nca_bundle = \"ca.pem\"",
+    ));
+    assert_eq!(e.field(), Some("[registry] insecure"), "{e}");
+    assert!(e.message().contains("127.0.0.1:5000"), "{e}");
+    assert!(e.hint().unwrap().contains("remove"), "{e}");
+    // Each alone is fine.
+    parse(&DOCKER.replace(
+        "password = { env = \"REGISTRY_PASSWORD\" }",
+        "password = { env = \"REGISTRY_PASSWORD\" }\ninsecure = true",
+    ))
+    .unwrap();
 }

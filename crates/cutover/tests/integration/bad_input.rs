@@ -410,6 +410,62 @@ fn health_path_that_404s() {
 }
 
 #[test]
+fn https_probes_of_an_app_that_serves_plain_http_fail_and_say_so() {
+    failed_start(
+        |lab| {
+            good_config_with(
+                lab,
+                "path = \"/health\"",
+                "path = \"/health\"\nscheme = \"https\"",
+            )
+        },
+        &["does not speak TLS", "scheme = \"http\""],
+    );
+}
+
+#[test]
+fn tls_and_notification_keys_with_bad_values() {
+    let lab = Lab::new();
+    let cases = [
+        (
+            good_config_with(
+                &lab,
+                "path = \"/health\"",
+                "path = \"/health\"\nscheme = \"tls\"",
+            ),
+            vec!["scheme", "tls", "https"],
+        ),
+        (
+            good_config_with(
+                &lab,
+                "path = \"/health\"",
+                "path = \"/health\"\nca_bundle = \"ca.pem\"",
+            ),
+            vec!["[health] ca_bundle", "scheme = \"https\""],
+        ),
+        (
+            format!(
+                "{}\n[[notify]]\nurl = \"ftp://127.0.0.1/hook\"\n",
+                lab.config()
+            ),
+            vec!["url", "not an http(s) URL", "https://"],
+        ),
+        (
+            format!(
+                "{}\n[[notify]]\nurl = \"https://127.0.0.1/hook\"\nformat = \"discord\"\n",
+                lab.config()
+            ),
+            vec!["format", "discord", "slack", "teams"],
+        ),
+    ];
+    drop(lab);
+    for (config, needles) in cases {
+        let run = refused_config(&config, &needles);
+        assert!(run.stderr.contains("hint"), "{run:?}");
+    }
+}
+
+#[test]
 fn app_that_never_gets_healthy_hits_the_deadline() {
     failed_start(
         |lab| {
