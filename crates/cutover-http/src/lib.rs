@@ -43,7 +43,8 @@ pub struct ClientOptions {
     pub max_redirects: usize,
     /// Keep idle connections for reuse (`false`: every request opens a fresh connection).
     pub pool: bool,
-    /// Honour `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` (never for probes of local instances).
+    /// Honour `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY`, loopback addresses always
+    /// excepted (never at all for probes of local instances).
     pub proxy_from_env: bool,
 }
 
@@ -96,8 +97,13 @@ pub fn client(options: &ClientOptions) -> Result<Client, BuildError> {
     if !options.pool {
         builder = builder.pool_max_idle_per_host(0);
     }
-    if !options.proxy_from_env {
-        builder = builder.no_proxy();
+    // No system proxy discovery: the environment's proxies, if asked for, are added below,
+    // never for loopback addresses (as Go's, and so Docker's, ProxyFromEnvironment).
+    builder = builder.no_proxy();
+    if options.proxy_from_env {
+        for proxy in env_proxies() {
+            builder = builder.proxy(proxy);
+        }
     }
     match &options.verify {
         Verify::Nothing => builder = builder.danger_accept_invalid_certs(true),
@@ -111,6 +117,40 @@ pub fn client(options: &ClientOptions) -> Result<Client, BuildError> {
         Verify::Roots { ca_bundle: None } => {}
     }
     builder.build().map_err(|e| BuildError::Client(chain(&e)))
+}
+
+/// `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY` (or their lower-case names), each bypassed for
+/// `NO_PROXY` and for loopback addresses. A proxy URL that does not parse is ignored.
+fn env_proxies() -> Vec<reqwest::Proxy> {
+    let var = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let mut bypass = "127.0.0.0/8,::1,localhost".to_string();
+    if let Some(more) = var(["NO_PROXY", "no_proxy"]) {
+        bypass = format!("{bypass},{more}");
+    }
+    let no_proxy = || reqwest::NoProxy::from_string(&bypass);
+    let mut proxies = Vec::new();
+    if let Some(p) = var(["HTTPS_PROXY", "https_proxy"]) {
+        proxies.extend(
+            reqwest::Proxy::https(&p)
+                .ok()
+                .map(|p| p.no_proxy(no_proxy())),
+        );
+    }
+    if let Some(p) = var(["HTTP_PROXY", "http_proxy"]) {
+        proxies.extend(
+            reqwest::Proxy::http(&p)
+                .ok()
+                .map(|p| p.no_proxy(no_proxy())),
+        );
+    }
+    if let Some(p) = var(["ALL_PROXY", "all_proxy"]) {
+        proxies.extend(reqwest::Proxy::all(&p).ok().map(|p| p.no_proxy(no_proxy())));
+    }
+    proxies
 }
 
 /// The certificates of a PEM bundle; an unreadable file or one without a certificate is an

@@ -101,3 +101,28 @@ async fn redirects_are_followed_on_the_same_host_only() {
     }
     assert!(target.requests().is_empty());
 }
+
+/// The environment's proxy carries requests to other hosts, never to loopback ones.
+#[tokio::test]
+async fn proxies_from_the_environment_skip_loopback_addresses() {
+    let proxy = TestServer::start(None, ok);
+    let target = TestServer::start(None, ok);
+    std::env::set_var("HTTP_PROXY", proxy.url(false, ""));
+    let c = client(&ClientOptions::default()).unwrap();
+    std::env::remove_var("HTTP_PROXY");
+    let direct = c.get(target.url(false, "/direct")).send().await.unwrap();
+    assert_eq!(direct.status(), 200);
+    assert_eq!(target.requests().len(), 1);
+    let proxied = c
+        .get("http://registry.cutover-test.invalid/v2/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 200);
+    let seen = proxy.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0].header("host"),
+        Some("registry.cutover-test.invalid")
+    );
+}
