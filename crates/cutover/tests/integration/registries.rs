@@ -114,6 +114,21 @@ fn a_tls_registry_with_basic_auth_build_publish_deploy_roll_back_and_notify_over
     assert!(!wrong.stderr.contains("wrong-pw-4711"), "{wrong:?}");
     lab.assert_serving(&v1);
 
+    // A push with the wrong password (the engine's own refusal) names the user, not the password.
+    lab.commit("third");
+    let push = lab
+        .run_env(
+            &["publish"],
+            &[
+                ("REG_USER", USER),
+                ("REG_PASSWORD", "wrong-pw-4711"),
+                ("HOOK_TOKEN", HOOK_TOKEN),
+            ],
+        )
+        .expect(1)
+        .says(&[&registry.addr, "user ci"]);
+    assert!(!push.stderr.contains("wrong-pw-4711"), "{push:?}");
+
     // A config that does not trust the registry's CA: refused, naming the host and the fix.
     let mut lab = lab;
     lab.recommit(
