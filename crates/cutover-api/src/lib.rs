@@ -19,9 +19,9 @@ pub use requests::{
     TokenGate, VerdictQuery,
 };
 pub use responses::{
-    BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, Ping, PruneReport, Refusal,
-    RefusalsView, RefusedCall, ReleaseEvent, Removed, Revoked, ServerInfo, Stopped, TargetView,
-    TokenCreated, TokenEntry, Verdict,
+    AccessLogView, BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, Ping, PruneReport,
+    Refusal, RefusalsView, RefusedCall, ReleaseEvent, Removed, Revoked, ServerInfo, Stopped,
+    TargetView, TokenCreated, TokenEntry, Verdict,
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,

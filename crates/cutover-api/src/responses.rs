@@ -80,6 +80,16 @@ pub struct InstanceLogs {
     pub lines: Vec<String>,
 }
 
+/// `GET /v1/logs/{env}/access`: the last lines of the environment's access log (one JSON
+/// document each: time, host, method, path, status, bytes, duration_ms, upstream, instance,
+/// release, request_id), and the file, to follow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessLogView {
+    pub env: String,
+    pub log_file: String,
+    pub lines: Vec<String>,
+}
+
 /// `POST /v1/prune`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PruneReport {

@@ -103,3 +103,16 @@ fn a_notification_names_its_kind_beside_the_event_fields() {
         n
     );
 }
+
+#[test]
+fn the_access_log_view_keeps_its_shape() {
+    let view = cutover_api::AccessLogView {
+        env: "staging".into(),
+        log_file: "/s/logs/access-staging.log".into(),
+        lines: vec![r#"{"status":200}"#.into()],
+    };
+    assert_eq!(
+        serde_json::to_string(&view).unwrap(),
+        r#"{"env":"staging","log_file":"/s/logs/access-staging.log","lines":["{\"status\":200}"]}"#
+    );
+}

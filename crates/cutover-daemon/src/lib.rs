@@ -7,6 +7,7 @@
 //! thread, forks, and the intermediate process exits at once, so the role is re-parented to init
 //! (or the nearest subreaper) and survives its caller being killed with `kill -9`.
 
+pub mod log;
 mod state_dir;
 
 pub use state_dir::StateDir;

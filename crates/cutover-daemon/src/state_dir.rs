@@ -37,6 +37,11 @@ impl StateDir {
         self.path.join("logs").join("server.log")
     }
 
+    /// The access log of the edge of `env`: one JSON line per request, rotated by size.
+    pub fn access_log(&self, env: &str) -> PathBuf {
+        self.path.join("logs").join(format!("access-{env}.log"))
+    }
+
     /// The content-addressed artifact store.
     pub fn artifacts(&self) -> PathBuf {
         self.path.join("artifacts")

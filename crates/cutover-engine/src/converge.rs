@@ -234,13 +234,21 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         self.transition_all(&cut_over);
         let env_cfg = goal.config.environment(env).ok();
         let limits = env_cfg.map(|e| e.edge).unwrap_or_default();
-        let mut switched = self.inner.edge.switch(env, &addrs, &limits).await;
+        let mut switched = self
+            .inner
+            .edge
+            .switch(env, release.id, instances, &limits)
+            .await;
         if switched.is_err() {
             // The proxy may have died under us: start it again (it reloads its routes) and
             // try once more before giving up.
             if let Some(env_cfg) = env_cfg {
                 if self.inner.edge.ensure(env, env_cfg.listen).await.is_ok() {
-                    switched = self.inner.edge.switch(env, &addrs, &limits).await;
+                    switched = self
+                        .inner
+                        .edge
+                        .switch(env, release.id, instances, &limits)
+                        .await;
                 }
             }
         }

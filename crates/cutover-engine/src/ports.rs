@@ -6,6 +6,7 @@ use cutover_config::EdgeLimits;
 use cutover_health::{HttpCheck, ProbeFailure};
 use cutover_proxy::protocol::{DEFAULT_WEIGHT, PROTOCOL};
 use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
+use cutover_runtime::InstanceInfo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,12 +19,13 @@ pub trait Edge: Send + Sync + 'static {
         env: &str,
         listen: SocketAddr,
     ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Atomically points the environment's traffic at `upstreams`, under `limits` (those of
-    /// the config of the release that serves).
+    /// Atomically points the environment's traffic at the instances of `release`, under
+    /// `limits` (those of the config of the release that serves).
     fn switch(
         &self,
         env: &str,
-        upstreams: &[SocketAddr],
+        release: i64,
+        instances: &[InstanceInfo],
         limits: &EdgeLimits,
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// Waits until no request is in flight to `upstreams` (true) or the drain timeout of the
@@ -102,12 +104,13 @@ impl Edge for ProxyEdge {
     async fn switch(
         &self,
         env: &str,
-        upstreams: &[SocketAddr],
+        release: i64,
+        instances: &[InstanceInfo],
         limits: &EdgeLimits,
     ) -> Result<(), String> {
-        let upstreams = upstreams
+        let upstreams = instances
             .iter()
-            .map(|&addr| Upstream::new(addr, DEFAULT_WEIGHT))
+            .map(|i| Upstream::new(i.address, DEFAULT_WEIGHT).named(&i.id, release))
             .collect();
         self.client(env)
             .set(RouteKey::env(env), upstreams, edge_limits(limits))

@@ -143,9 +143,12 @@ impl Edge for FakeEdge {
     async fn switch(
         &self,
         env: &str,
-        upstreams: &[SocketAddr],
+        _release: i64,
+        instances: &[InstanceInfo],
         _limits: &cutover_config::EdgeLimits,
     ) -> Result<(), String> {
+        let upstreams: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
+        let upstreams = &upstreams[..];
         let mut world = self.0.lock().unwrap();
         if world.refuse_switches {
             return Err("the admin socket refused".into());

@@ -7,7 +7,6 @@
 //! Placement unpacks the release's bundle into `<state dir>/releases/<env>/<release>/`; the
 //! instance's data dir is `<state dir>/data/<env>/`, kept across releases.
 
-mod log;
 mod process;
 pub mod supervisor;
 

@@ -12,7 +12,7 @@ use cutover_runtime::{
     Placement, Runtime, RuntimeError, Workload,
 };
 
-use crate::{instances_dir, log, log_path, state_path, validate, Launch, StateFile};
+use crate::{instances_dir, log_path, state_path, validate, Launch, StateFile};
 
 /// How long `start` waits for the supervisor to report that the instance started (generous: a
 /// loaded machine can take seconds to fork, exec and schedule it).
@@ -366,7 +366,7 @@ impl Runtime for ProcessRuntime {
             // A stopped instance keeps its log; find it under any environment.
             _ => find_log(&self.state_dir, id)?.ok_or_else(|| RuntimeError::NotFound(id.into()))?,
         };
-        log::tail(&path, lines)
+        cutover_daemon::log::tail(&path, lines)
             .map_err(|e| RuntimeError::io(format!("reading {}", path.display()), e))
     }
 }

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::log::{LogFile, MAX_LOG_BYTES};
 use crate::{log_path, state_path, validate, Launch, StateFile, MAX_EXITS};
+use cutover_daemon::log::{LogFile, MAX_LOG_BYTES};
 use cutover_runtime::{ExitRecord, InstanceInfo, InstanceState};
 
 /// First restart delay; doubles up to [`MAX_BACKOFF`].

@@ -16,8 +16,10 @@ use hyper::Response;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::access::{self, AccessLog, Entry};
 use crate::forward::ProxyBody;
 use crate::protocol::Limits;
+use crate::routes::Served;
 
 /// What a connection has done, shared by its socket, its service and its ticker.
 #[derive(Default)]
@@ -29,14 +31,88 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
-    /// A request has arrived; its answer counts until sent or dropped.
-    pub fn answer(self: &Arc<Self>, response: Response<ProxyBody>) -> Response<Answer> {
+    /// A request has arrived; its answer counts until sent or dropped, and is then written
+    /// to the access log.
+    pub fn answer(
+        self: &Arc<Self>,
+        response: Response<ProxyBody>,
+        request: Asked,
+        log: Arc<AccessLog>,
+    ) -> Response<Answer> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.answering.fetch_add(1, Ordering::Relaxed);
-        response.map(|body| Answer {
-            body,
-            activity: self.clone(),
-        })
+        let (mut parts, body) = response.into_parts();
+        let record = Record {
+            request,
+            status: parts.status.as_u16(),
+            served: parts.extensions.remove::<Arc<Served>>(),
+            request_id: parts.headers.get("x-request-id").cloned(),
+            bytes: 0,
+            log,
+        };
+        Response::from_parts(
+            parts,
+            Answer {
+                body,
+                activity: self.clone(),
+                record,
+            },
+        )
+    }
+}
+
+/// What the access log needs of a request, taken before it is handed on.
+pub(crate) struct Asked {
+    pub started: std::time::Instant,
+    pub method: hyper::Method,
+    pub host: Option<hyper::header::HeaderValue>,
+    pub path: String,
+}
+
+impl Asked {
+    pub fn of<B>(request: &hyper::Request<B>) -> Asked {
+        Asked {
+            started: std::time::Instant::now(),
+            method: request.method().clone(),
+            host: request.headers().get(hyper::header::HOST).cloned(),
+            path: request.uri().path().to_string(),
+        }
+    }
+}
+
+/// One answer being sent, written to the access log when it ends.
+struct Record {
+    request: Asked,
+    status: u16,
+    served: Option<Arc<Served>>,
+    request_id: Option<hyper::header::HeaderValue>,
+    bytes: u64,
+    log: Arc<AccessLog>,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let text = |v: &Option<hyper::header::HeaderValue>| {
+            v.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (host, request_id) = (text(&self.request.host), text(&self.request_id));
+        let served = self.served.as_deref();
+        self.log.record(&Entry {
+            time: access::now(),
+            host: &host,
+            method: self.request.method.as_str(),
+            path: &self.request.path,
+            status: self.status,
+            bytes: self.bytes,
+            duration_ms: access::millis(self.request.started.elapsed()),
+            upstream: served.map(|s| s.addr.clone()),
+            instance: served.and_then(|s| s.instance.as_deref()),
+            release: served.and_then(|s| s.release),
+            request_id: &request_id,
+        });
     }
 }
 
@@ -101,6 +177,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 pub(crate) struct Answer {
     body: ProxyBody,
     activity: Arc<Activity>,
+    record: Record,
 }
 
 impl Drop for Answer {
@@ -117,7 +194,13 @@ impl Body for Answer {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.record.bytes += data.len() as u64;
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::access::AccessLog;
 use crate::routes::{InflightGuard, Routes};
 
 /// What is sent upstream: nothing (a request without a body, which can be sent again) or the
@@ -54,6 +55,7 @@ pub(crate) struct Forwarder {
     fresh: UpstreamClient,
     /// Tells tunnels (upgraded connections) that the edge is stopping.
     shutdown: watch::Receiver<bool>,
+    access: Arc<AccessLog>,
 }
 
 fn connector() -> HttpConnector {
@@ -64,7 +66,12 @@ fn connector() -> HttpConnector {
 }
 
 impl Forwarder {
-    pub fn new(env: String, routes: Arc<Routes>, shutdown: watch::Receiver<bool>) -> Forwarder {
+    pub fn new(
+        env: String,
+        routes: Arc<Routes>,
+        access: Arc<AccessLog>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Forwarder {
         let pooled = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector());
@@ -77,7 +84,13 @@ impl Forwarder {
             pooled,
             fresh,
             shutdown,
+            access,
         }
+    }
+
+    /// Where answers are recorded.
+    pub fn access_log(&self) -> Arc<AccessLog> {
+        self.access.clone()
     }
 
     /// The limits a new client connection starts with.
@@ -269,6 +282,7 @@ impl Forwarder {
         if let Some(accepted) = accepted {
             parts.headers.insert(header::UPGRADE, accepted);
         }
+        parts.extensions.insert(guard.served.clone());
         let (shutdown, alive) = (self.shutdown.clone(), alive.clone());
         tokio::spawn(async move {
             if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
@@ -610,6 +624,7 @@ fn prepare_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue) {
 fn relay(response: Response<Incoming>, guard: InflightGuard) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    parts.extensions.insert(guard.served.clone());
     let body = TrackedBody {
         inner: body,
         guard: Some(guard),

@@ -7,6 +7,7 @@
 //! ([`ProxyClient`]); the proxy keeps its routes on disk and serves on when the control plane
 //! is gone.
 
+mod access;
 mod admin;
 mod client;
 mod conn;
@@ -31,6 +32,7 @@ pub use client::{running_pid, spawn, ProxyClient};
 pub use protocol::{DrainOutcome, Limits, ProxyStatus, Route, RouteKey, Upstream};
 pub use routes::RoutesFile;
 
+use crate::access::AccessLog;
 use crate::admin::{describe, Admin};
 use crate::forward::Forwarder;
 use crate::routes::Routes;
@@ -49,6 +51,8 @@ pub struct ProxyOptions {
     pub routes_file: PathBuf,
     pub pid_file: PathBuf,
     pub log_file: PathBuf,
+    /// One JSON line per request, rotated by size.
+    pub access_log: PathBuf,
 }
 
 impl ProxyOptions {
@@ -61,6 +65,7 @@ impl ProxyOptions {
             routes_file: state_dir.join("proxy").join(format!("{env}.routes.json")),
             pid_file: state_dir.join("proxy").join(format!("{env}.pid")),
             log_file: state_dir.join("logs").join(format!("proxy-{env}.log")),
+            access_log: cutover_daemon::StateDir::new(state_dir).access_log(env),
         }
     }
 }
@@ -151,6 +156,7 @@ fn start_serving_threads(
     count: usize,
     env: &str,
     routes: &Arc<Routes>,
+    access: &Arc<AccessLog>,
     shutdown: &watch::Receiver<bool>,
     workers: &mut Vec<std::thread::JoinHandle<()>>,
 ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
@@ -168,6 +174,7 @@ fn start_serving_threads(
         let forwarder = Arc::new(Forwarder::new(
             env.to_string(),
             routes.clone(),
+            access.clone(),
             shutdown.clone(),
         ));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -254,6 +261,19 @@ async fn serve(
         }
     };
 
+    let access = match AccessLog::open(&options.access_log) {
+        Ok(log) => Arc::new(log),
+        Err(e) => {
+            remove_pid_file(&options.pid_file, pid);
+            return Err(ProxyError::Io {
+                context: format!(
+                    "could not open the access log {}",
+                    options.access_log.display()
+                ),
+                source: e,
+            });
+        }
+    };
     let routes = Arc::new(Routes::new(&initial));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let admin = Arc::new(Admin {
@@ -278,12 +298,14 @@ async fn serve(
         serving_threads(),
         &options.env,
         &routes,
+        &access,
         &shutdown_rx,
         workers,
     );
     let forwarder = Arc::new(Forwarder::new(
         options.env.clone(),
         routes,
+        access,
         shutdown_rx.clone(),
     ));
     accept_until_shutdown(listener, forwarder, shutdown_rx).await;
@@ -350,8 +372,9 @@ async fn connection(
         let alive = alive.clone();
         let activity = counted.clone();
         async move {
+            let asked = conn::Asked::of(&request);
             let response = forwarder.handle(request, &client_ip, &alive).await;
-            response.map(|r| activity.answer(r))
+            response.map(|r| activity.answer(r, asked, forwarder.access_log()))
         }
     });
     let io = TokioIo::new(conn::Counted::new(stream, activity.clone()));

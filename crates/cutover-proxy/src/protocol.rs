@@ -61,16 +61,33 @@ impl fmt::Display for RouteKey {
 
 /// One upstream of a route and its share of new requests. Weight 0: no new requests, but the
 /// upstream stays in the route (its requests in flight are counted, and a drain waits for them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `instance` and `release` only name it in the access log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub addr: SocketAddr,
     pub weight: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<i64>,
 }
 
 impl Upstream {
     pub fn new(addr: SocketAddr, weight: u32) -> Upstream {
-        Upstream { addr, weight }
+        Upstream {
+            addr,
+            weight,
+            instance: None,
+            release: None,
+        }
+    }
+
+    /// Names the upstream in the access log.
+    pub fn named(mut self, instance: impl Into<String>, release: i64) -> Upstream {
+        self.instance = Some(instance.into());
+        self.release = Some(release);
+        self
     }
 }
 

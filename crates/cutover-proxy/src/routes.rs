@@ -153,7 +153,16 @@ fn matches(key: &RouteKey, _request: &request::Parts) -> bool {
     true
 }
 
+/// Which upstream served a request, for the access log (in the response's extensions).
+#[derive(Debug)]
+pub(crate) struct Served {
+    pub addr: String,
+    pub instance: Option<String>,
+    pub release: Option<i64>,
+}
+
 struct UpstreamState {
+    served: Arc<Served>,
     addr: SocketAddr,
     weight: u32,
     /// `addr` as the authority of request URIs, made once per table rather than per request.
@@ -263,6 +272,7 @@ pub(crate) struct InflightGuard {
     pub authority: Authority,
     /// The limits of the route the request took.
     pub limits: Limits,
+    pub served: Arc<Served>,
     shared: Arc<Shared>,
 }
 
@@ -334,6 +344,11 @@ impl Routes {
                         .drain_timeout_ms
                         .store(route.limits.drain_timeout_ms, Ordering::SeqCst);
                     UpstreamState {
+                        served: Arc::new(Served {
+                            addr: u.addr.to_string(),
+                            instance: u.instance.clone(),
+                            release: u.release,
+                        }),
                         addr: u.addr,
                         weight: u.weight,
                         authority: Authority::try_from(u.addr.to_string())
@@ -382,6 +397,7 @@ impl Routes {
                 addr: upstream.addr,
                 authority: upstream.authority.clone(),
                 limits: route.limits,
+                served: upstream.served.clone(),
                 shared: upstream.shared.clone(),
             };
             // If a swap happened between the load and the increment, a drain may already have

@@ -45,6 +45,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/releases/{id}/wait", get(wait))
         .route("/v1/rollback-target/{env}", get(rollback_target))
         .route("/v1/logs/{env}", get(logs))
+        .route("/v1/logs/{env}/access", get(access_log))
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollback", post(rollback))
         .route("/v1/promote", post(promote))
@@ -271,6 +272,33 @@ async fn logs(
         });
     }
     Json(out).into_response()
+}
+
+async fn access_log(
+    State(app): State<Shared>,
+    Path(env): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Response {
+    let file = app.state.access_log(&env);
+    let lines = q.lines.unwrap_or(50);
+    let read = file.clone();
+    let tail = tokio::task::spawn_blocking(move || cutover_daemon::log::tail(&read, lines))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|tail| tail);
+    match tail {
+        Ok(lines) => Json(cutover_api::AccessLogView {
+            env,
+            log_file: file.display().to_string(),
+            lines,
+        })
+        .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not read the access log {}: {e}", file.display()),
+            None,
+        ),
+    }
 }
 
 async fn approve(State(app): State<Shared>, Json(body): Json<GateBody>) -> Response {

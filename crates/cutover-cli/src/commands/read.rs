@@ -7,7 +7,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::Duration;
 
 use clap::Args;
-use cutover_api::{HistoryView, InstanceLogs, ShowView, StatusView};
+use cutover_api::{AccessLogView, HistoryView, InstanceLogs, ShowView, StatusView};
 
 use crate::client::Client;
 use crate::context::Context;
@@ -55,6 +55,9 @@ pub struct LogsArgs {
     /// Keep printing new output until Ctrl-C.
     #[arg(short, long)]
     pub follow: bool,
+    /// The edge's access log instead: one JSON line per request.
+    #[arg(long)]
+    pub access: bool,
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<i32> {
@@ -269,6 +272,32 @@ async fn follow(client: &Client, id: i64) -> anyhow::Result<i32> {
 pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
     let client = Client::connect_or_start(&ctx.state).await?;
+    if args.access {
+        let log: AccessLogView = client
+            .get(&format!(
+                "/v1/logs/{}/access?lines={}",
+                args.env, args.lines
+            ))
+            .await?;
+        if log.lines.is_empty() && !args.follow {
+            eprintln!("the edge of {} has answered no request yet", args.env);
+        }
+        for line in &log.lines {
+            println!("{line}");
+        }
+        if !args.follow {
+            return Ok(0);
+        }
+        let mut offset = std::fs::metadata(&log.log_file)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            for line in read_new(&log.log_file, &mut offset).lines() {
+                println!("{line}");
+            }
+        }
+    }
     let instances: Vec<InstanceLogs> = client
         .get(&format!("/v1/logs/{}?lines={}", args.env, args.lines))
         .await?;
@@ -313,26 +342,32 @@ pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow
             }
         }
         for (file, offset) in offsets.iter_mut() {
-            let Ok(mut f) = std::fs::File::open(file) else {
-                continue;
-            };
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            if len < *offset {
-                *offset = 0; // rotated
-            }
-            if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
-                continue;
-            }
-            let mut new = String::new();
-            if f.read_to_string(&mut new).is_ok() {
-                *offset += new.len() as u64;
-                let id = names.get(file).map(String::as_str).unwrap_or("?");
-                for line in new.lines() {
-                    println!("{id}  {line}");
-                }
+            let new = read_new(file, offset);
+            let id = names.get(file).map(String::as_str).unwrap_or("?");
+            for line in new.lines() {
+                println!("{id}  {line}");
             }
         }
     }
+}
+
+/// What `file` has gained since `offset` (from the start again when it was rotated).
+fn read_new(file: &str, offset: &mut u64) -> String {
+    let mut new = String::new();
+    let Ok(mut f) = std::fs::File::open(file) else {
+        return new;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < *offset {
+        *offset = 0; // rotated
+    }
+    if len == *offset || f.seek(SeekFrom::Start(*offset)).is_err() {
+        return new;
+    }
+    if f.read_to_string(&mut new).is_ok() {
+        *offset += new.len() as u64;
+    }
+    new
 }
 
 pub async fn down(state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {

@@ -14,6 +14,7 @@
 //!
 //! Run: `cargo test -p cutover --test integration`.
 
+mod access_log;
 mod bad_input;
 mod container_support;
 mod containers;

@@ -1,5 +1,5 @@
-//! An instance's log file: appended to by its supervisor, rotated at a size limit, read back
-//! by [`tail`].
+//! A log file rotated at a size limit, read back by [`tail`]: an instance's (appended to by
+//! its supervisor) and an edge's access log.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -7,12 +7,12 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 /// Rotate the log when it would grow past this.
-pub(crate) const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
+pub const MAX_LOG_BYTES: u64 = 8 * 1024 * 1024;
 /// How many rotated files (`.1`, `.2`) are kept.
 const KEEP: u32 = 2;
 
 /// An append-only log file that rotates to `<path>.1`, `<path>.2` at `max_bytes`.
-pub(crate) struct LogFile {
+pub struct LogFile {
     path: PathBuf,
     file: File,
     size: u64,
@@ -20,7 +20,7 @@ pub(crate) struct LogFile {
 }
 
 impl LogFile {
-    pub(crate) fn open(path: &Path, max_bytes: u64) -> io::Result<LogFile> {
+    pub fn open(path: &Path, max_bytes: u64) -> io::Result<LogFile> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir)?;
         }
@@ -36,7 +36,7 @@ impl LogFile {
 
     /// Appends `bytes`, rotating first if they would not fit. Best effort: a supervisor has
     /// nowhere else to report a failing log, and must keep its instance running regardless.
-    pub(crate) fn write(&mut self, bytes: &[u8]) {
+    pub fn write(&mut self, bytes: &[u8]) {
         if self.size > 0 && self.size + bytes.len() as u64 > self.max_bytes {
             if let Err(e) = self.rotate() {
                 let _ = writeln!(self.file, "[cutover] could not rotate the log: {e}");
@@ -48,7 +48,7 @@ impl LogFile {
     }
 
     /// Writes one line of the supervisor's own, prefixed `[cutover] `.
-    pub(crate) fn line(&mut self, message: &str) {
+    pub fn line(&mut self, message: &str) {
         self.write(format!("[cutover] {message}\n").as_bytes());
     }
 
@@ -77,7 +77,7 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
 }
 
 /// The last `lines` lines of the log at `path` and its rotated files, oldest first.
-pub(crate) fn tail(path: &Path, lines: usize) -> io::Result<Vec<String>> {
+pub fn tail(path: &Path, lines: usize) -> io::Result<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     let files = std::iter::once(path.to_path_buf()).chain((1..=KEEP).map(|n| rotated(path, n)));
     for file in files {
