@@ -72,6 +72,9 @@ pub struct InstanceView {
     pub started_at: DateTime<Utc>,
     /// `null` where the runtime keeps the output itself (a container engine).
     pub log_file: Option<String>,
+    /// The cluster node it runs on (`swarm`); absent on runtimes of one machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// `GET /v1/history/{env}`.

@@ -298,6 +298,51 @@ pub(crate) fn volumes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     Ok(volumes)
 }
 
+/// Swarm placement constraints: `<attribute> ==|!= <value>`, the attributes Swarm knows.
+pub(crate) fn constraints<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let list = string_list(d, "constraints", r#"["node.role == worker"]"#)?;
+    for c in &list {
+        check_constraint(c).map_err(|why| {
+            invalid::<D::Error>(
+                &format!("{c:?} is not a placement constraint: {why}"),
+                "write ATTRIBUTE == VALUE or ATTRIBUTE != VALUE, where ATTRIBUTE is node.id, \
+                 node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.NAME \
+                 or engine.labels.NAME, e.g. \"node.role == worker\"",
+            )
+        })?;
+    }
+    Ok(list)
+}
+
+fn check_constraint(c: &str) -> Result<(), &'static str> {
+    let (key, value) = match (c.split_once("=="), c.split_once("!=")) {
+        (Some(_), Some(_)) => return Err("it has both == and !="),
+        (Some(kv), None) | (None, Some(kv)) => kv,
+        (None, None) => return Err("it has no == or !="),
+    };
+    let (key, value) = (key.trim(), value.trim());
+    let known = [
+        "node.id",
+        "node.hostname",
+        "node.role",
+        "node.platform.os",
+        "node.platform.arch",
+    ];
+    let label = ["node.labels.", "engine.labels."]
+        .iter()
+        .any(|p| key.strip_prefix(p).is_some_and(|n| !n.is_empty()));
+    if !known.contains(&key) && !label {
+        return Err("Swarm knows no such attribute");
+    }
+    if value.is_empty() || value.contains(['=', '!']) || value.chars().any(char::is_whitespace) {
+        return Err("the value must be one word");
+    }
+    if key == "node.role" && !["manager", "worker"].contains(&value) {
+        return Err("node.role is manager or worker");
+    }
+    Ok(())
+}
+
 pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     let value = i64::deserialize(d)?;
     match u16::try_from(value) {

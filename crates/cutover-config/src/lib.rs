@@ -147,6 +147,8 @@ pub enum RuntimeKind {
     Docker,
     /// Containers through Podman's Docker-compatible API.
     Podman,
+    /// Services on a Docker Swarm (the Docker engine is a Swarm manager).
+    Swarm,
 }
 
 impl RuntimeKind {
@@ -340,6 +342,23 @@ pub struct Environment {
     /// `[environments.X.edge]`: the limits of the edge in front of this environment.
     #[serde(default)]
     pub edge: EdgeLimits,
+    /// `[environments.<name>.swarm]`: settings of the `swarm` runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmSettings>,
+}
+
+/// `[environments.<name>.swarm]`: where the `swarm` runtime may place the instances.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSettings {
+    /// Swarm placement constraints, each `<attribute> == <value>` or `!=`, e.g.
+    /// `node.role == worker` or `node.labels.zone == a`.
+    #[serde(
+        default,
+        deserialize_with = "fields::constraints",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub constraints: Vec<String>,
 }
 
 /// `[environments.X.edge]`: what the edge accepts and how long it waits, each with a clear
@@ -768,6 +787,25 @@ impl Config {
             }
         }
 
+        // `[environments.X.swarm]` configures the swarm runtime only.
+        for (name, env) in &self.environments {
+            if env.swarm.is_some() && env.runtime != RuntimeKind::Swarm {
+                return Err(ConfigError::at(
+                    text,
+                    origin,
+                    at_key(&["environments", name, "swarm"]),
+                    format!(
+                        "environment `{name}` runs on {}, and [environments.{name}.swarm] configures the swarm runtime",
+                        runtime_name(env.runtime)
+                    ),
+                )
+                .with_field(format!("[environments.{name}.swarm]"))
+                .with_hint(format!(
+                    "set runtime = \"swarm\" in [environments.{name}], or remove [environments.{name}.swarm]"
+                )));
+            }
+        }
+
         // What each environment's runtime needs from [build] and [run].
         for (name, env) in &self.environments {
             let need = |table: &str, key: &str, what: &str, hint: &str| {
@@ -1040,6 +1078,7 @@ fn runtime_name(kind: RuntimeKind) -> &'static str {
         RuntimeKind::Process => "the process runtime",
         RuntimeKind::Docker => "docker",
         RuntimeKind::Podman => "podman",
+        RuntimeKind::Swarm => "swarm",
     }
 }
 

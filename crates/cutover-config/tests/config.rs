@@ -725,6 +725,88 @@ fn bad_container_values_are_refused_with_a_hint() {
     }
 }
 
+// ---- the swarm runtime (issue 11) ----
+
+fn swarm(extra: &str) -> String {
+    DOCKER.replace(r#"runtime = "docker""#, r#"runtime = "swarm""#) + extra
+}
+
+#[test]
+fn a_swarm_environment_parses_with_its_constraints() {
+    let c = parse(&swarm(
+        "\n[environments.production.swarm]\nconstraints = [\"node.role == worker\", \"node.labels.zone != b\"]\n",
+    ))
+    .unwrap();
+    let env = &c.environments["production"];
+    assert_eq!(env.runtime, RuntimeKind::Swarm);
+    assert_eq!(
+        env.swarm.as_ref().unwrap().constraints,
+        ["node.role == worker", "node.labels.zone != b"]
+    );
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(serde_json::from_str::<Config>(&json).unwrap(), c);
+    // Without the table: anywhere.
+    assert!(parse(&swarm("")).unwrap().environments["production"]
+        .swarm
+        .is_none());
+    // A swarm environment runs an image, as containers do.
+    let e = err(&swarm("").replace("port = 8000\n", ""));
+    assert_eq!(e.field(), Some("[run] port"), "{e}");
+}
+
+#[test]
+fn bad_swarm_settings_are_refused_where_they_are() {
+    for (constraint, says) in [
+        ("node.role = worker", "no == or !="),
+        ("node.rol == worker", "no such attribute"),
+        ("node.role == boss", "manager or worker"),
+        ("node.labels. == a", "no such attribute"),
+        ("node.hostname == ", "one word"),
+        ("node.hostname == a b", "one word"),
+    ] {
+        let text = swarm(&format!(
+            "\n[environments.production.swarm]\nconstraints = [{constraint:?}]\n"
+        ));
+        let e = err(&text);
+        let msg = e.to_string();
+        assert!(
+            msg.contains(says) && msg.contains(constraint),
+            "{constraint}: {msg}"
+        );
+        assert!(
+            e.hint().is_some_and(|h| h.contains("node.role == worker")),
+            "{e:?}"
+        );
+        assert_eq!(line_col(&e).0, 25, "{constraint}: {msg}");
+    }
+    // An unknown key, a string instead of a list, an empty list.
+    let e = err(&swarm(
+        "\n[environments.production.swarm]\nconstraint = [\"node.role == worker\"]\n",
+    ));
+    assert!(e.to_string().contains("constraint"), "{e}");
+    assert_eq!(line_col(&e).0, 25, "{e}");
+    let e = err(&swarm(
+        "\n[environments.production.swarm]\nconstraints = \"node.role == worker\"\n",
+    ));
+    assert!(e.hint().is_some_and(|h| h.contains("list")), "{e:?}");
+    let e = err(&swarm(
+        "\n[environments.production.swarm]\nconstraints = []\n",
+    ));
+    assert!(e.to_string().contains("empty"), "{e}");
+    // A swarm table on an environment that does not run on the swarm runtime.
+    let e = err(&(DOCKER.to_string()
+        + "\n[environments.production.swarm]\nconstraints = [\"node.role == worker\"]\n"));
+    assert_eq!(e.field(), Some("[environments.production.swarm]"), "{e}");
+    assert!(
+        e.hint().is_some_and(|h| h.contains("runtime = \"swarm\"")),
+        "{e:?}"
+    );
+    assert_eq!(line_col(&e).0, 24, "{e}");
+    // The valid runtimes are named, swarm among them.
+    let e = err(&DOCKER.replace(r#"runtime = "docker""#, r#"runtime = "swarn""#));
+    assert!(e.to_string().contains("swarm"), "{e}");
+}
+
 // ---- pipeline keys (issue 4) ----
 
 const PIPELINE: &str = r#"[app]

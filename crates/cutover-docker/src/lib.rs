@@ -27,7 +27,10 @@ pub use image::{
     ImageSummary,
 };
 pub use registry::{api_endpoint, registry_digest, split_repository, RegistryAccess};
-pub use runtime::{prepare_image, DockerRuntime, ImagePull};
+pub use runtime::{
+    check_spec, parse_time, prepare_image, volume_bind, DockerRuntime, ImagePull, LABEL_APP,
+    LABEL_ENV, LABEL_INSTANCE, LABEL_PORT, LABEL_RELEASE, LABEL_STOP_TIMEOUT, LABEL_VERSION,
+};
 
 /// How long one engine request may take (a build or a push streams for at most this long).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -220,7 +223,7 @@ impl DockerError {
 }
 
 /// The engine's own message for an error (not bollard's wrapping of it).
-pub(crate) fn engine_message(e: &bollard::errors::Error) -> String {
+pub fn engine_message(e: &bollard::errors::Error) -> String {
     use bollard::errors::Error as E;
     match e {
         E::DockerResponseServerError {
@@ -233,7 +236,7 @@ pub(crate) fn engine_message(e: &bollard::errors::Error) -> String {
 }
 
 /// The HTTP status of an engine error, if it is one.
-pub(crate) fn status_of(e: &bollard::errors::Error) -> Option<u16> {
+pub fn status_of(e: &bollard::errors::Error) -> Option<u16> {
     match e {
         bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,

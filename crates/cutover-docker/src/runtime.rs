@@ -150,7 +150,9 @@ impl DockerRuntime {
     }
 }
 
-fn validate(spec: &InstanceSpec) -> Result<(&str, u16), RuntimeError> {
+/// Checks an instance spec a container runtime runs, and gives its image reference and the
+/// port the app listens on inside the container (shared with the Swarm runtime).
+pub fn check_spec(spec: &InstanceSpec) -> Result<(&str, u16), RuntimeError> {
     cutover_runtime::validate_id(&spec.id).map_err(RuntimeError::InvalidSpec)?;
     let image = match &spec.placement.workload {
         Workload::Image { reference } if !reference.trim().is_empty() => reference.as_str(),
@@ -182,7 +184,7 @@ fn validate(spec: &InstanceSpec) -> Result<(&str, u16), RuntimeError> {
 }
 
 /// `name:/path[:ro]` → the bind string, for named volumes only (no host paths).
-fn volume_bind(v: &str) -> Result<String, String> {
+pub fn volume_bind(v: &str) -> Result<String, String> {
     let mut parts = v.splitn(3, ':');
     let name = parts.next().unwrap_or_default();
     let path = parts.next().unwrap_or_default();
@@ -203,7 +205,8 @@ fn volume_bind(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
-fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+/// An engine timestamp (RFC 3339); `None` for none or the zero time, which means never.
+pub fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
     let t = DateTime::parse_from_rfc3339(s?).ok()?.with_timezone(&Utc);
     // "0001-01-01T00:00:00Z" means never.
     (t.timestamp() > 0).then_some(t)
@@ -277,6 +280,7 @@ fn info_of(c: &ContainerInspectResponse) -> Option<InstanceInfo> {
         restarts,
         exits,
         log_file: None,
+        node: None,
     })
 }
 
@@ -326,11 +330,12 @@ impl Runtime for DockerRuntime {
                 .iter()
                 .map(|v| format!("{}-{}-{v}", req.app, req.env))
                 .collect(),
+            constraints: Vec::new(),
         })
     }
 
     async fn start(&self, spec: InstanceSpec) -> Result<InstanceInfo, RuntimeError> {
-        let (image, container_port) = validate(&spec)?;
+        let (image, container_port) = check_spec(&spec)?;
         let port = free_port().map_err(|e| RuntimeError::io("picking a free port", e))?;
         let (_argv, vars) = launch_env(&spec, container_port)?;
         let name = Self::container_name(&spec.id);

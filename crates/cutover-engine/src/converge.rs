@@ -378,15 +378,21 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Some(&failure.message),
             &format!("found bad: {}", failure.message),
         );
+        // What to do about the failure (a runtime's hint) follows the outcome.
+        let hint = failure.hint.clone();
+        let hinted = |o: Outcome| match &hint {
+            Some(h) => o.with_hint(h.clone()),
+            None => o,
+        };
         let Some(live) = live else {
-            return Outcome::failed_restored(
+            return hinted(Outcome::failed_restored(
                 Some(release.id),
                 format!(
                     "release {} failed: {}; nothing was live in {env} before",
                     release.id, failure.message
                 ),
                 failure.logs,
-            );
+            ));
         };
         if !stopped_live {
             let message = format!(
@@ -396,7 +402,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 live.id,
                 live.short_version()
             );
-            return Outcome::failed_restored(Some(release.id), message, failure.logs);
+            return hinted(Outcome::failed_restored(
+                Some(release.id),
+                message,
+                failure.logs,
+            ));
         }
         send(
             progress,
@@ -413,7 +423,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                     "restored",
                     &format!("restored after release {} failed", release.id),
                 );
-                Outcome::failed_restored(
+                hinted(Outcome::failed_restored(
                     Some(release.id),
                     format!(
                         "release {} failed: {}; release {} ({}) was restored and serves {env}",
@@ -423,7 +433,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                         live.short_version()
                     ),
                     failure.logs,
-                )
+                ))
             }
             Err(restore_failure) => {
                 self.event(live.id, "restore-failed", &restore_failure.message);

@@ -82,6 +82,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 placement: placement.clone(),
                 argv: config.run.command.clone(),
                 vars,
+                secret_names: secrets.keys().cloned().collect(),
                 port_env: config.run.port_env.clone(),
                 app_port: config.run.port,
                 stop_timeout: config.run.stop_timeout,
@@ -109,9 +110,10 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                         .unwrap_or_default();
                     self.stop_instances(&started).await;
                     let _ = self.inner.runtime.stop(&id).await;
+                    let (message, hint) = split_hint(&e.to_string());
                     return Err(Failure {
-                        message: format!("instance {id} did not start: {e}"),
-                        hint: None,
+                        message: format!("instance {id} did not start: {message}"),
+                        hint,
                         logs,
                     });
                 }

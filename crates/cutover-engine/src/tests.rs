@@ -70,6 +70,7 @@ impl Runtime for FakeRuntime {
             },
             data_dir: None,
             volumes: Vec::new(),
+            constraints: Vec::new(),
         })
     }
 
@@ -91,6 +92,7 @@ impl Runtime for FakeRuntime {
             restarts: 0,
             exits: Vec::new(),
             log_file: None,
+            node: None,
         };
         self.0
             .lock()

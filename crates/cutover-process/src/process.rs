@@ -194,6 +194,7 @@ impl Runtime for ProcessRuntime {
             workload: Workload::Bundle { dir: release_dir },
             data_dir: Some(data_dir.display().to_string()),
             volumes: Vec::new(),
+            constraints: Vec::new(),
         })
     }
 

@@ -371,6 +371,7 @@ fn initial_info(state_dir: &Path, spec: &Launch) -> InstanceInfo {
         restarts: 0,
         exits: Vec::new(),
         log_file: Some(log_path(state_dir, &spec.env, &spec.id)),
+        node: None,
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Placement {
     /// Named data volumes (`name:/path`) scoped to the app and environment, for runtimes that
     /// mount them.
     pub volumes: Vec<String>,
+    /// Where a runtime that schedules onto several machines may put the release's instances
+    /// (placement constraints, e.g. `node.role == worker`); empty: anywhere. Runtimes of one
+    /// machine leave it empty.
+    pub constraints: Vec<String>,
 }
 
 /// Everything needed to start one instance. Contains secret values (in `vars`): a runtime
@@ -78,6 +82,9 @@ pub struct InstanceSpec {
     /// The instance's cutover-given environment (APP_VERSION, `[env]`, secrets …) without its
     /// port, which the runtime adds under `port_env`.
     pub vars: BTreeMap<String, String>,
+    /// Which of `vars` are secrets. A runtime with a secret store of its own keeps these there
+    /// rather than in the instance's environment; the others put them with the rest of `vars`.
+    pub secret_names: Vec<String>,
     /// The variable that carries the port (`run.port_env`, default `PORT`).
     pub port_env: String,
     /// The port the app listens on inside its sandbox (`run.port`), where it has one of its
@@ -124,6 +131,10 @@ pub struct InstanceInfo {
     /// Where its output is kept, if in a file (a container engine keeps it itself).
     #[serde(default)]
     pub log_file: Option<PathBuf>,
+    /// The machine it runs on, where a runtime spreads instances over several (a cluster
+    /// node's name); `None` on a runtime of one machine.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -362,9 +373,11 @@ mod tests {
                 },
                 data_dir: None,
                 volumes: Vec::new(),
+                constraints: Vec::new(),
             },
             argv: vec!["x".into()],
             vars: BTreeMap::new(),
+            secret_names: Vec::new(),
             port_env: "PORT".into(),
             app_port: None,
             stop_timeout: Duration::from_millis(1500),

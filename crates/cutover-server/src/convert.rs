@@ -121,6 +121,7 @@ pub fn instance(i: &InstanceInfo, serving: bool) -> api::InstanceView {
         restarts: i.restarts,
         started_at: i.started_at,
         log_file: i.log_file.as_ref().map(|f| f.display().to_string()),
+        node: i.node.clone(),
     }
 }
 

@@ -16,6 +16,7 @@ use cutover_process::ProcessRuntime;
 use cutover_runtime::{
     DynRuntime, InstanceInfo, InstanceSpec, PlaceRequest, Placement, Runtime, RuntimeError,
 };
+use cutover_swarm::SwarmRuntime;
 use tokio::sync::Mutex;
 
 /// How long a failed connection to a runtime is remembered before trying again, so that
@@ -25,16 +26,17 @@ const RETRY_CONNECT_AFTER: Duration = Duration::from_secs(30);
 const SCOPE_LABEL: &str = "cutover.scope";
 
 /// Every kind a server may run, in the order instances are looked for.
-const KINDS: [RuntimeKind; 3] = [
+const KINDS: [RuntimeKind; 4] = [
     RuntimeKind::Process,
     RuntimeKind::Docker,
     RuntimeKind::Podman,
+    RuntimeKind::Swarm,
 ];
 
 pub struct Runtimes {
     state_dir: PathBuf,
     exe: PathBuf,
-    /// Labels this state dir's containers (`cutover.scope`), so that a server sees and stops
+    /// Labels this state dir's containers and services (`cutover.scope`), so that a server sees and stops
     /// only its own.
     scope: String,
     /// `[docker] host` of the working tree's config (else DOCKER_HOST, else the default socket).
@@ -73,6 +75,15 @@ impl Runtimes {
                 .await
                 .map(container)
                 .map_err(|e| e.to_string()),
+            RuntimeKind::Swarm => {
+                let engine = Engine::connect(self.docker_host.as_deref(), EngineKind::Docker)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let swarm = SwarmRuntime::connect(engine)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(Arc::new(swarm.with_label(SCOPE_LABEL, &self.scope)))
+            }
         }
     }
 

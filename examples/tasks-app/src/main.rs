@@ -13,7 +13,8 @@
 //!   back as it was sent; the `101` answer names the version in `X-App-Version`.
 //!
 //! Environment: `HOST` (default `127.0.0.1`), `PORT` (default `8000`), `APP_VERSION` (default
-//! `dev`), `BREAK`, `GREETING`, and `CUTOVER_DATA_DIR`: when set, tasks live in
+//! `dev`), `BREAK`, `GREETING` (or `GREETING_FILE`, a file holding it: a secret on the swarm
+//! runtime), and `CUTOVER_DATA_DIR`: when set, tasks live in
 //! `$CUTOVER_DATA_DIR/tasks.json` (cutover keeps that directory across releases); otherwise they
 //! live in memory and die with the process.
 //!
@@ -125,7 +126,17 @@ impl Config {
             port,
             version: var("APP_VERSION").unwrap_or_else(|| "dev".to_string()),
             broken: matches!(var("BREAK").as_deref(), Some("1" | "true")),
-            greeting: var("GREETING"),
+            // Or from the file `GREETING_FILE` names (a Swarm secret: /run/secrets/GREETING).
+            greeting: match (var("GREETING"), var("GREETING_FILE")) {
+                (Some(g), _) => Some(g),
+                (None, Some(file)) => Some(
+                    std::fs::read_to_string(&file)
+                        .map_err(|e| format!("GREETING_FILE={file}: {e}"))?
+                        .trim_end()
+                        .to_string(),
+                ),
+                (None, None) => None,
+            },
             data_dir: var("CUTOVER_DATA_DIR").map(PathBuf::from),
         })
     }

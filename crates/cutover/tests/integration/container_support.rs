@@ -477,6 +477,28 @@ listen = "{production}"
                 }
             }
         }
+        // Swarm services and secrets first (removing a task's container only makes Swarm
+        // start another); `docker service ls` fails harmlessly on an engine without a Swarm.
+        let label = format!("label=cutover.app={}", self.app);
+        let services = docker(&["service", "ls", "--filter", &label, "--format", "{{.Name}}"]).1;
+        let services: Vec<&str> = services.lines().filter(|l| !l.is_empty()).collect();
+        for name in &services {
+            let _ = docker(&["service", "rm", name]);
+        }
+        // Their tasks' containers go after the service: wait, so that their images can go.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for name in &services {
+            let filter = format!("label=com.docker.swarm.service.name={name}");
+            while !docker(&["ps", "-aq", "--filter", &filter]).1.is_empty()
+                && Instant::now() < deadline
+            {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let secrets = docker(&["secret", "ls", "-q", "--filter", &label]).1;
+        for id in secrets.lines().filter(|l| !l.is_empty()) {
+            let _ = docker(&["secret", "rm", id]);
+        }
         let ids = docker(&[
             "ps",
             "-aq",
@@ -553,6 +575,52 @@ pub fn http_request(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     crate::support::split_response(&raw)
+}
+
+/// The registry, if the engine is also a Swarm manager (made one with `docker swarm init
+/// --advertise-addr 127.0.0.1` when its Swarm is inactive; a worker or a locked Swarm is a
+/// skip); else a skip was printed.
+pub fn swarm_ready() -> Option<&'static Registry> {
+    static SWARM: OnceLock<Result<(), String>> = OnceLock::new();
+    let registry = docker_ready()?;
+    let ready = SWARM.get_or_init(|| {
+        let state = || {
+            docker(&[
+                "info",
+                "--format",
+                "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+            ])
+            .1
+        };
+        if state() == "inactive false" {
+            let (code, _, err) = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+            if code != 0 && !err.contains("already part of a swarm") {
+                return Err(format!("docker swarm init failed: {err}"));
+            }
+        }
+        match state().as_str() {
+            "active true" => Ok(()),
+            other => Err(format!(
+                "the Docker engine is not a Swarm manager (Swarm state and control: {other})"
+            )),
+        }
+    });
+    match ready {
+        Ok(()) => Some(registry),
+        Err(e) => {
+            skip(e);
+            None
+        }
+    }
+}
+
+/// A docker lab on the `swarm` runtime, or `None` (skip printed) without a Swarm manager.
+pub fn swarm_lab_with(tweak: impl FnOnce(&mut DockerSettings)) -> Option<DockerLab> {
+    swarm_ready()?;
+    docker_lab_with(|s| {
+        s.runtime = "swarm".into();
+        tweak(s);
+    })
 }
 
 /// Returns from the test when the expression is `None` (a skip has been printed).

@@ -12,6 +12,10 @@
 //! without one, unless `CUTOVER_REQUIRE_DOCKER=1`). `registries` does the same walk against
 //! registries run with TLS and htpasswd or token auth (`secure_registry`).
 //!
+//! The Swarm tests (`swarm`) use the same lab on the `swarm` runtime: the engine must be a
+//! Swarm manager (they run `docker swarm init --advertise-addr 127.0.0.1` when its Swarm is
+//! inactive).
+//!
 //! Run: `cargo test -p cutover --test integration`.
 
 mod access_log;
@@ -27,5 +31,6 @@ mod remote;
 mod resilience;
 mod secure_registry;
 mod support;
+mod swarm;
 mod walk;
 mod websockets;

@@ -1,0 +1,420 @@
+//! The `swarm` runtime end to end on a single-node Swarm (the machine's own Docker engine, made
+//! a Swarm manager when it is not one): each instance a one-replica service publishing its port
+//! in host mode; deploy, health check and cut-over; a failing deploy removed whole while the
+//! known-good serves; a rollback inside the monitor window that is a switch; secrets as Swarm
+//! secrets; a killed task replaced by Swarm and recorded; re-adoption by a restarted server;
+//! bad input.
+//!
+//! Without an engine, `docker-registry` or a Swarm manager each test prints `SKIPPED: …` and
+//! passes, unless `CUTOVER_REQUIRE_DOCKER=1`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+use crate::container_support::*;
+use crate::docker_or_skip;
+use crate::support::*;
+
+/// The lab's services: name → `docker service inspect` document.
+fn services(lab: &DockerLab) -> Vec<serde_json::Value> {
+    let ids = docker_ok(&[
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=cutover.app={}", lab.app),
+    ]);
+    ids.lines()
+        .filter(|l| !l.is_empty())
+        .map(|id| {
+            let v: serde_json::Value =
+                serde_json::from_str(&docker_ok(&["service", "inspect", id])).unwrap();
+            v[0].clone()
+        })
+        .collect()
+}
+
+/// The serving instance of `version` in `env` from `status --json`.
+fn serving(lab: &DockerLab, env: &str, version: &str) -> serde_json::Value {
+    let e = lab.env_status(env);
+    e["instances"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no instances[]: {e:#}"))
+        .iter()
+        .find(|i| i["version"] == version && i["role"] == "serving")
+        .cloned()
+        .unwrap_or_else(|| panic!("no serving instance of {version} in {env}: {e:#}"))
+}
+
+fn id_of(instance: &serde_json::Value) -> String {
+    instance["id"].as_str().expect("instance id").to_string()
+}
+
+/// The id of the service of instance `id`.
+fn service_id(id: &str) -> String {
+    docker_ok(&[
+        "service",
+        "inspect",
+        "-f",
+        "{{.ID}}",
+        &format!("cutover-{id}"),
+    ])
+}
+
+#[test]
+fn swarm_deploys_serves_secrets_fails_whole_and_rolls_back_by_switch() {
+    const VALUE: &str = "sw4rm-s3cr3t-gr33ting-0815";
+    let lab = docker_or_skip!(swarm_lab_with(|s| {
+        s.monitor = "1s".into();
+        s.extra = "[secrets]\nGREETING = { env = \"T\" }\n".into();
+    }));
+    let v1 = lab.head();
+    let deployed = lab
+        .run_env(&["deploy", "staging"], &[("T", VALUE)])
+        .expect(0);
+    lab.assert_serving(&v1);
+    assert!(
+        deployed.stderr.contains("live"),
+        "the deploy says what went live: {deployed:?}"
+    );
+
+    // One service of one replica, labelled, running the image by digest, published in host
+    // mode on a port Swarm picked, which is where the edge routes.
+    let all = services(&lab);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    let svc = &all[0];
+    let labels = &svc["Spec"]["Labels"];
+    assert_eq!(labels["cutover.app"], lab.app.as_str(), "{labels:#}");
+    assert_eq!(labels["cutover.env"], "staging", "{labels:#}");
+    assert_eq!(labels["cutover.version"], v1.as_str(), "{labels:#}");
+    assert!(labels["cutover.release"].is_string(), "{labels:#}");
+    assert!(labels["cutover.scope"].is_string(), "{labels:#}");
+    assert_eq!(svc["Spec"]["Mode"]["Replicated"]["Replicas"], 1);
+    let digest = lab.registry_digest(&v1).expect("published");
+    let image = svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        .as_str()
+        .unwrap_or("");
+    assert_eq!(image, format!("{}@{digest}", lab.image), "by digest");
+    let ports = &svc["Spec"]["EndpointSpec"]["Ports"][0];
+    assert_eq!(ports["PublishMode"], "host", "{ports:#}");
+    assert_eq!(ports["TargetPort"], 8000, "{ports:#}");
+    let instance = serving(&lab, "staging", &v1);
+    let id = id_of(&instance);
+    assert_eq!(svc["Spec"]["Name"], format!("cutover-{id}").as_str());
+    assert_eq!(labels["cutover.instance"], id.as_str(), "{labels:#}");
+    assert!(
+        instance["node"].is_string(),
+        "status names the node: {instance:#}"
+    );
+    let address = instance["address"].as_str().unwrap().to_string();
+    let port = address.rsplit(':').next().unwrap();
+    let tasks = docker_ok(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.Ports}}",
+        &format!("cutover-{id}"),
+    ]);
+    assert!(
+        tasks.contains(&format!(":{port}->8000/tcp")),
+        "the instance's address is its task's published port: {address} vs {tasks}"
+    );
+
+    // The secret: a Swarm secret read from /run/secrets (the app got it: GET / greets with it),
+    // never in the service's spec, labels, environment, or anything cutover keeps or prints.
+    let (code, body) = http_get(lab.listen, "/").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains(VALUE), "the app read its secret file: {body}");
+    let spec = &svc["Spec"]["TaskTemplate"]["ContainerSpec"];
+    let env: Vec<String> = serde_json::from_value(spec["Env"].clone()).unwrap();
+    assert!(
+        env.contains(&"GREETING_FILE=/run/secrets/GREETING".to_string()),
+        "{env:?}"
+    );
+    assert!(!env.iter().any(|e| e.starts_with("GREETING=")), "{env:?}");
+    assert_eq!(spec["Secrets"][0]["File"]["Name"], "GREETING", "{spec:#}");
+    let inspected = docker_ok(&["service", "inspect", &format!("cutover-{id}")]);
+    assert!(!inspected.contains(VALUE), "{inspected}");
+    let secret_name = spec["Secrets"][0]["SecretName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = docker_ok(&["secret", "inspect", &secret_name]);
+    assert!(!secret.contains(VALUE), "{secret}");
+    assert!(
+        secret.contains("\"cutover.secret\": \"GREETING\""),
+        "{secret}"
+    );
+    for f in files_under(&lab.state_dir()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(VALUE.len()).any(|w| w == VALUE.as_bytes()),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+    for cmd in [
+        vec!["status", "--json"],
+        vec!["history", "staging", "--json"],
+    ] {
+        let out = lab.run(&cmd).expect(0);
+        assert!(!out.stdout.contains(VALUE) && !out.stderr.contains(VALUE));
+    }
+
+    // A failing deploy: its service and secret are removed whole, v1 serves throughout, exit 3.
+    let v2 = lab.commit("second");
+    let watch = lab.watch();
+    watch.wait_for(5);
+    let failed = lab
+        .run_env(&["deploy", "staging", "--env", "BREAK=1"], &[("T", VALUE)])
+        .expect(3);
+    watch.wait_for(5);
+    let seen = watch.stop();
+    assert!(
+        seen.iter().all(|s| s.as_deref() == Ok(v1.as_str())),
+        "every request answered by v1 during a failed deploy: {seen:?}"
+    );
+    assert!(failed.stderr.contains("kept serving"), "{failed:?}");
+    let left = services(&lab);
+    assert_eq!(left.len(), 1, "only v1's service is left: {left:#?}");
+    assert_eq!(left[0]["Spec"]["Labels"]["cutover.version"], v1.as_str());
+    let secrets = docker_ok(&[
+        "secret",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=cutover.app={}", lab.app),
+    ]);
+    assert_eq!(
+        secrets.lines().count(),
+        1,
+        "the failed instance's secret went with it: {secrets}"
+    );
+    assert_eq!(lab.history()[0]["version"], v2.as_str());
+    let _ = v2;
+
+    // A good v3 with a long monitor window: v1 stays warm; a rollback inside the window is a
+    // switch back to v1's very service, which never restarted.
+    let mut lab = lab;
+    lab.recommit(|s| s.monitor = "60s".into(), "long monitor");
+    let v3 = lab.head();
+    let v1_service = service_id(&id);
+    lab.run_env(&["deploy", "staging"], &[("T", VALUE)])
+        .expect(0);
+    lab.assert_serving(&v3);
+    assert_eq!(services(&lab).len(), 2, "v1 kept warm beside v3");
+    let watch = lab.watch();
+    watch.wait_for(5);
+    let started = Instant::now();
+    lab.run_env(&["rollback", "staging"], &[("T", VALUE)])
+        .expect(0);
+    let took = started.elapsed();
+    watch.wait_for(5);
+    let seen = watch.stop();
+    assert!(
+        seen.iter().all(|s| s.is_ok()),
+        "no failed request across the rollback: {seen:?}"
+    );
+    lab.assert_serving(&v1);
+    let back = serving(&lab, "staging", &v1);
+    assert_eq!(id_of(&back), id, "the warm v1 instance serves again");
+    assert_eq!(
+        service_id(&id),
+        v1_service,
+        "the same service, not a new one"
+    );
+    assert_eq!(back["restarts"], 0, "{back:#}");
+    eprintln!("rollback inside the monitor window took {took:?} (the whole command)");
+}
+
+#[test]
+fn swarm_replaces_a_killed_task_records_it_and_a_restarted_server_readopts() {
+    let lab = docker_or_skip!(swarm_lab_with(|s| s.monitor = "1s".into()));
+    let v1 = lab.head();
+    lab.run(&["deploy", "staging"]).expect(0);
+    lab.assert_serving(&v1);
+    // Past the monitor window.
+    std::thread::sleep(Duration::from_millis(1500));
+    let instance = serving(&lab, "staging", &v1);
+    let id = id_of(&instance);
+    let release = lab.history()[0]["id"].to_string();
+
+    // Kill the task's container: Swarm starts a new task (a new port); the watcher records the
+    // restart and the edge follows the task to its new address.
+    let container = docker_ok(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name=cutover-{id}"),
+    ]);
+    assert_eq!(container.lines().count(), 1, "{container}");
+    docker_ok(&["kill", "--signal", "KILL", &container]);
+    let after = eventually(
+        Duration::from_secs(30),
+        "the replaced task counted as a restart",
+        || {
+            let e = lab.env_status("staging");
+            let i = e["instances"]
+                .as_array()?
+                .iter()
+                .find(|i| i["id"] == id.as_str())?;
+            (i["restarts"].as_u64() >= Some(1) && i["state"] == "running").then(|| i.clone())
+        },
+    );
+    assert_eq!(id_of(&after), id, "the same instance: {after:#}");
+    eventually(
+        Duration::from_secs(30),
+        "the restart in the timeline",
+        || {
+            let show = lab.run(&["show", &release, "--json"]).expect(0).stdout;
+            show.contains("restarted").then_some(())
+        },
+    );
+    lab.wait_serving(&v1, Duration::from_secs(30));
+
+    // Kill the server: traffic goes on; the next command starts a server that adopts the
+    // service (no new one), and it keeps serving.
+    let pid: u32 = std::fs::read_to_string(lab.state_dir().join("server.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(lab.owns(pid));
+    let before = service_id(&id);
+    signal(pid, "KILL");
+    eventually(Duration::from_secs(10), "the server to die", || {
+        (!alive(pid)).then_some(())
+    });
+    lab.assert_serving(&v1);
+    let run = lab.run(&["status", "--json"]).expect(0);
+    assert!(run.stderr.contains("started the server"), "{run:?}");
+    let adopted = serving(&lab, "staging", &v1);
+    assert_eq!(id_of(&adopted), id, "re-adopted: {adopted:#}");
+    assert_eq!(service_id(&id), before);
+    assert_eq!(services(&lab).len(), 1);
+    lab.assert_serving(&v1);
+}
+
+#[test]
+fn swarm_refuses_constraints_it_cannot_meet_and_bad_ones() {
+    let lab = docker_or_skip!(swarm_lab_with(|s| s.monitor = "1s".into()));
+    let v1 = lab.head();
+    lab.run(&["deploy", "staging"]).expect(0);
+
+    // A valid constraint no node meets: the new instance cannot be placed, v1 serves, exit 3.
+    let mut lab = lab;
+    lab.recommit(
+        |s| {
+            s.extra =
+                "[environments.staging.swarm]\nconstraints = [\"node.labels.cutover-test-none == yes\"]\n"
+                    .into()
+        },
+        "unmeetable constraint",
+    );
+    let run = lab.run(&["deploy", "staging"]).expect(3);
+    assert!(run.stderr.contains("no suitable node"), "{run:?}");
+    assert!(run.stderr.contains("hint: "), "{run:?}");
+    lab.assert_serving(&v1);
+    assert_eq!(
+        services(&lab).len(),
+        1,
+        "nothing of the refused release left"
+    );
+
+    // A malformed one: refused before anything starts, located, exit 1.
+    lab.recommit(
+        |s| {
+            s.extra =
+                "[environments.staging.swarm]\nconstraints = [\"node.rol == worker\"]\n".into()
+        },
+        "bad constraint",
+    );
+    let run = lab.run(&["deploy", "staging"]).expect(1);
+    assert!(
+        run.stderr.contains("cutover.toml:") && run.stderr.contains("node.rol"),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains("hint: "), "{run:?}");
+    // An unknown key of the table.
+    lab.recommit(
+        |s| {
+            s.extra = "[environments.staging.swarm]\nplacement = [\"node.role == worker\"]\n".into()
+        },
+        "unknown key",
+    );
+    let run = lab.run(&["deploy", "staging"]).expect(1);
+    assert!(run.stderr.contains("placement"), "{run:?}");
+    lab.assert_serving(&v1);
+    assert_eq!(services(&lab).len(), 1);
+}
+
+/// A Docker engine API on a unix socket that answers like an engine outside any Swarm.
+fn fake_engine_outside_a_swarm(dir: &std::path::Path) -> String {
+    let path = dir.join("engine.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || loop {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let body = if line.contains("/version") {
+                    r#"{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12","Os":"linux","Arch":"amd64"}"#
+                } else if line.contains("/info") {
+                    r#"{"ID":"fake","Swarm":{"LocalNodeState":"inactive","ControlAvailable":false}}"#
+                } else {
+                    r#"{"message":"not here"}"#
+                };
+                let status = if line.contains("/version") || line.contains("/info") {
+                    "200 OK"
+                } else {
+                    "404 Not Found"
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nApi-Version: 1.41\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    format!("unix://{}", path.display())
+}
+
+#[test]
+fn swarm_on_an_engine_that_is_no_swarm_manager_is_refused_naming_the_fix() {
+    let mut lab = docker_or_skip!(docker_lab_with(|s| s.runtime = "swarm".into()));
+    let sock_dir = tempfile::Builder::new()
+        .prefix("cutover-it-engine-")
+        .tempdir()
+        .unwrap();
+    let host = fake_engine_outside_a_swarm(sock_dir.path());
+    // Built and published on the real engine; then the server talks to the fake one.
+    let v1 = lab.head();
+    lab.run(&["publish"]).expect(0);
+    lab.run(&["down"]).expect(0);
+    lab.recommit(
+        |s| s.extra = format!("[docker]\nhost = \"{host}\"\n"),
+        "an engine outside a swarm",
+    );
+    let run = lab.run(&["deploy", "staging", "--version", &v1]).expect(1);
+    assert!(
+        run.stderr.contains("not a Swarm manager") && run.stderr.contains("docker swarm init"),
+        "{run:?}"
+    );
+    assert!(lab.history().is_empty() || lab.history()[0]["state"] != "live");
+    assert_eq!(services(&lab).len(), 0);
+}
