@@ -28,8 +28,9 @@ pub use image::{
 };
 pub use registry::{api_endpoint, registry_digest, split_repository, RegistryAccess};
 pub use runtime::{
-    check_spec, parse_time, prepare_image, volume_bind, DockerRuntime, ImagePull, LABEL_APP,
-    LABEL_ENV, LABEL_INSTANCE, LABEL_PORT, LABEL_RELEASE, LABEL_STOP_TIMEOUT, LABEL_VERSION,
+    check_spec, last_lines, parse_time, prepare_image, volume_bind, DockerRuntime, ImagePull,
+    LABEL_APP, LABEL_ENV, LABEL_INSTANCE, LABEL_PORT, LABEL_RELEASE, LABEL_STOP_TIMEOUT,
+    LABEL_VERSION,
 };
 
 /// How long one engine request may take (a build or a push streams for at most this long).

@@ -522,22 +522,32 @@ impl Runtime for DockerRuntime {
             .stderr(true)
             .tail(&lines.to_string())
             .build();
-        let mut stream = self.engine.docker().logs(&name, Some(options));
-        let mut text = Vec::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(out) => text.extend_from_slice(&out.into_bytes()),
-                Err(e) if status_of(&e) == Some(404) => {
-                    return Err(RuntimeError::NotFound(id.to_string()))
-                }
-                Err(e) => return Err(self.api_err(format!("reading the logs of {name}"), e)),
-            }
-        }
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<String> = text.lines().map(str::to_string).collect();
-        let skip = all.len().saturating_sub(lines);
-        Ok(all.into_iter().skip(skip).collect())
+        let stream = self.engine.docker().logs(&name, Some(options));
+        last_lines(stream, lines)
+            .await
+            .map_err(|e| match status_of(&e) {
+                Some(404) => RuntimeError::NotFound(id.to_string()),
+                _ => self.api_err(format!("reading the logs of {name}"), e),
+            })
     }
+}
+
+/// The last `lines` lines of an engine's log stream (a container's or a Swarm service's).
+pub async fn last_lines(
+    stream: impl futures_util::Stream<
+        Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+    >,
+    lines: usize,
+) -> Result<Vec<String>, bollard::errors::Error> {
+    let mut stream = std::pin::pin!(stream);
+    let mut text = Vec::new();
+    while let Some(item) = stream.next().await {
+        text.extend_from_slice(&item?.into_bytes());
+    }
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<String> = text.lines().map(str::to_string).collect();
+    let skip = all.len().saturating_sub(lines);
+    Ok(all.into_iter().skip(skip).collect())
 }
 
 /// The image of the artifact a container release runs.

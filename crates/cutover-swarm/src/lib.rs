@@ -42,14 +42,13 @@ use bollard::query_parameters::{
 };
 use chrono::Utc;
 use cutover_docker::{
-    engine_message, parse_time, status_of, DockerRuntime, Engine, LABEL_APP, LABEL_ENV,
+    engine_message, last_lines, parse_time, status_of, DockerRuntime, Engine, LABEL_APP, LABEL_ENV,
     LABEL_INSTANCE, LABEL_RELEASE, LABEL_STOP_TIMEOUT, LABEL_VERSION,
 };
 use cutover_runtime::{
     launch_env, ExitRecord, InstanceInfo, InstanceSpec, InstanceState, PlaceRequest, Placement,
     Runtime, RuntimeError,
 };
-use futures_util::StreamExt;
 
 /// The variable name a secret of the instance is kept under, on its Swarm secret.
 pub const LABEL_SECRET: &str = "cutover.secret";
@@ -622,37 +621,36 @@ impl Runtime for SwarmRuntime {
             .stderr(true)
             .tail(&lines.to_string())
             .build();
-        let mut stream = self.engine().docker().service_logs(&name, Some(options));
-        let mut text = Vec::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(out) => text.extend_from_slice(&out.into_bytes()),
-                Err(e) if status_of(&e) == Some(404) => {
-                    return Err(RuntimeError::NotFound(id.to_string()))
-                }
-                Err(e) => return Err(self.api_err(format!("reading the logs of {name}"), e)),
-            }
-        }
-        let text = String::from_utf8_lossy(&text);
-        let all: Vec<String> = text.lines().map(str::to_string).collect();
-        let skip = all.len().saturating_sub(lines);
-        Ok(all.into_iter().skip(skip).collect())
+        let stream = self.engine().docker().service_logs(&name, Some(options));
+        last_lines(stream, lines)
+            .await
+            .map_err(|e| match status_of(&e) {
+                Some(404) => RuntimeError::NotFound(id.to_string()),
+                _ => self.api_err(format!("reading the logs of {name}"), e),
+            })
     }
 }
 
 /// A task that runs or is on its way to.
 fn is_up(t: &Task) -> bool {
-    let state = t.status.as_ref().and_then(|s| s.state);
-    !matches!(
-        state,
-        Some(
-            TaskState::COMPLETE
-                | TaskState::SHUTDOWN
-                | TaskState::FAILED
-                | TaskState::REJECTED
-                | TaskState::ORPHANED
-                | TaskState::REMOVE
-        ) | None
+    t.status
+        .as_ref()
+        .and_then(|s| s.state)
+        .is_some_and(|s| s == TaskState::RUNNING || is_on_its_way(s))
+}
+
+/// A task state before `running`.
+fn is_on_its_way(s: TaskState) -> bool {
+    matches!(
+        s,
+        TaskState::NEW
+            | TaskState::ALLOCATED
+            | TaskState::PENDING
+            | TaskState::ASSIGNED
+            | TaskState::ACCEPTED
+            | TaskState::PREPARING
+            | TaskState::READY
+            | TaskState::STARTING
     )
 }
 
@@ -707,26 +705,8 @@ fn info_of(
     let replaced = &tasks[..current.unwrap_or(0)];
     let state = match task.and_then(|t| t.status.as_ref()?.state) {
         Some(TaskState::RUNNING) => InstanceState::Running,
-        Some(
-            TaskState::NEW
-            | TaskState::ALLOCATED
-            | TaskState::PENDING
-            | TaskState::ASSIGNED
-            | TaskState::ACCEPTED
-            | TaskState::PREPARING
-            | TaskState::READY
-            | TaskState::STARTING,
-        ) if replaced.is_empty() => InstanceState::Starting,
-        Some(
-            TaskState::NEW
-            | TaskState::ALLOCATED
-            | TaskState::PENDING
-            | TaskState::ASSIGNED
-            | TaskState::ACCEPTED
-            | TaskState::PREPARING
-            | TaskState::READY
-            | TaskState::STARTING,
-        ) => InstanceState::Restarting,
+        Some(s) if is_on_its_way(s) && replaced.is_empty() => InstanceState::Starting,
+        Some(s) if is_on_its_way(s) => InstanceState::Restarting,
         // No task, or the last one ended and Swarm gave up on it.
         _ if task.is_some_and(|t| t.desired_state == Some(TaskState::RUNNING)) => {
             InstanceState::Restarting

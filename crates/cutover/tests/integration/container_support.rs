@@ -623,6 +623,29 @@ pub fn swarm_lab_with(tweak: impl FnOnce(&mut DockerSettings)) -> Option<DockerL
     })
 }
 
+/// No file of the lab's state dir holds `value`, and neither does what `status` and `history`
+/// print.
+pub fn assert_secret_kept_nowhere(lab: &DockerLab, value: &str) {
+    for f in files_under(&lab.state_dir()) {
+        let bytes = fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+    for cmd in [
+        vec!["status", "--json"],
+        vec!["history", "staging", "--json"],
+    ] {
+        let out = lab.run(&cmd).expect(0);
+        assert!(
+            !out.stdout.contains(value) && !out.stderr.contains(value),
+            "{out:?}"
+        );
+    }
+}
+
 /// Returns from the test when the expression is `None` (a skip has been printed).
 #[macro_export]
 macro_rules! docker_or_skip {

@@ -147,21 +147,7 @@ fn swarm_deploys_serves_secrets_fails_whole_and_rolls_back_by_switch() {
         secret.contains("\"cutover.secret\": \"GREETING\""),
         "{secret}"
     );
-    for f in files_under(&lab.state_dir()) {
-        let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !bytes.windows(VALUE.len()).any(|w| w == VALUE.as_bytes()),
-            "{} holds the secret",
-            f.display()
-        );
-    }
-    for cmd in [
-        vec!["status", "--json"],
-        vec!["history", "staging", "--json"],
-    ] {
-        let out = lab.run(&cmd).expect(0);
-        assert!(!out.stdout.contains(VALUE) && !out.stderr.contains(VALUE));
-    }
+    assert_secret_kept_nowhere(&lab, VALUE);
 
     // A failing deploy: its service and secret are removed whole, v1 serves throughout, exit 3.
     let v2 = lab.commit("second");
