@@ -11,7 +11,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Mutex};
 
 use crate::protocol::{
-    self, AdminError, DrainOutcome, ErrorCode, ProxyStatus, Reply, Request, Route, PROTOCOL,
+    self, AdminError, DrainOutcome, ErrorCode, Hold, ProxyStatus, Reply, Request, Route, RouteKey,
+    PROTOCOL,
 };
 use crate::routes::{serves, Routes, RoutesFile};
 
@@ -107,6 +108,10 @@ impl Admin {
                 upstreams,
                 timeout_ms,
             } => Reply::Drain(self.drain(&upstreams, timeout_ms).await),
+            Request::Hold { route, hold } => match self.hold(route, hold).await {
+                Ok(generation) => Reply::Hold { generation },
+                Err(error) => Reply::Error(error),
+            },
             Request::Shutdown => {
                 eprintln!("edge proxy for {}: shutting down (asked)", self.env);
                 return (Reply::Shutdown, true);
@@ -117,6 +122,7 @@ impl Admin {
 
     fn status(&self) -> ProxyStatus {
         let (generation, routes, draining) = self.routes.status();
+        let held = self.routes.held();
         ProxyStatus {
             protocol: PROTOCOL,
             env: self.env.clone(),
@@ -125,6 +131,7 @@ impl Admin {
             generation,
             routes,
             draining,
+            held,
         }
     }
 
@@ -134,6 +141,21 @@ impl Admin {
         serves(&self.env, &route.key)?;
         let mut current = self.current.lock().await;
         let next = current.with(route);
+        self.install(&mut current, next).await
+    }
+
+    /// Puts a hold on a route or lifts it; persisted, then installed.
+    async fn hold(&self, route: RouteKey, hold: Option<Hold>) -> Result<u64, AdminError> {
+        serves(&self.env, &route)?;
+        if let Some(hold) = &hold {
+            hold.validate()?;
+        }
+        let mut current = self.current.lock().await;
+        let next = current.with_hold(&route, hold);
+        self.install(&mut current, next).await
+    }
+
+    async fn install(&self, current: &mut RoutesFile, next: RoutesFile) -> Result<u64, AdminError> {
         // Persist first: a proxy restarted after this reply serves what it was told.
         let (path, to_save) = (self.routes_file.clone(), next.clone());
         let saved = tokio::task::spawn_blocking(move || to_save.save(&path))
@@ -233,5 +255,13 @@ pub(crate) fn describe(file: &RoutesFile) -> String {
             format!("{} to {upstreams}", route.key)
         })
         .collect();
-    format!("routes {}", routes.join("; "))
+    let holds: Vec<String> = file
+        .holds
+        .iter()
+        .map(|h| match &h.hold {
+            Hold::Maintenance { .. } => format!("; {} is in maintenance (503)", h.route),
+            Hold::Pause { until_ms } => format!("; {} is paused until {until_ms}", h.route),
+        })
+        .collect();
+    format!("routes {}{}", routes.join("; "), holds.concat())
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::protocol::{
-    self, DrainOutcome, Limits, ProxyStatus, Reply, Request, Route, RouteKey, Upstream,
+    self, DrainOutcome, Hold, Limits, ProxyStatus, Reply, Request, Route, RouteKey, Upstream,
 };
 use crate::{ProxyError, ProxyOptions};
 
@@ -80,6 +80,16 @@ impl ProxyClient {
         });
         match self.call(&request, REPLY_TIMEOUT).await?.0 {
             Reply::Set { generation } => Ok(generation),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
+    /// Puts a hold on the new requests of `route` (maintenance, pause), or lifts it (`None`).
+    /// Returns the new generation.
+    pub async fn hold(&self, route: RouteKey, hold: Option<Hold>) -> Result<u64, ProxyError> {
+        let request = Request::Hold { route, hold };
+        match self.call(&request, REPLY_TIMEOUT).await?.0 {
+            Reply::Hold { generation } => Ok(generation),
             other => Err(self.unexpected(&request, &other)),
         }
     }

@@ -21,7 +21,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::access::AccessLog;
-use crate::routes::{InflightGuard, Routes};
+use crate::protocol::Hold;
+use crate::routes::{now_ms, InflightGuard, Routes};
 
 /// What is sent upstream: nothing (a request without a body, which can be sent again) or the
 /// client's body streamed through. No boxing per request.
@@ -118,8 +119,12 @@ impl Forwarder {
         prepare_request_headers(&mut parts.headers, client_ip);
         let id = request_id(&mut parts.headers);
 
-        let Some(guard) = self.routes.pick(&parts, None) else {
-            return Ok(with_id(self.nothing_live(), id));
+        let guard = match self.routes.pick(&parts, None) {
+            Some(guard) => guard,
+            None => match self.unpicked(&parts).await {
+                Ok(guard) => guard,
+                Err(answer) => return Ok(with_id(answer, id)),
+            },
         };
         let limits = guard.limits;
         if body.size_hint().lower() > limits.max_body {
@@ -159,6 +164,48 @@ impl Forwarder {
         };
         let answer = self.failed(error, &parts.method, parts.uri.path(), addr, &id);
         Ok(with_id(answer, id))
+    }
+
+    /// When `pick` found no upstream: the route's hold decides (maintenance answers 503, a
+    /// pause holds the request until it ends and picks again), else nothing is live.
+    async fn unpicked(
+        &self,
+        parts: &hyper::http::request::Parts,
+    ) -> Result<InflightGuard, Response<ProxyBody>> {
+        loop {
+            // Listening before looking: a change between the two is not missed.
+            let changed = self.routes.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(guard) = self.routes.pick(parts, None) {
+                return Ok(guard);
+            }
+            let Some(hold) = self.routes.hold_for(parts) else {
+                return Err(self.nothing_live());
+            };
+            match &*hold {
+                Hold::Maintenance {
+                    message,
+                    retry_after_s,
+                } => return Err(maintenance(message, *retry_after_s, wants_json(parts))),
+                Hold::Pause { until_ms } => {
+                    let Some(_held) = self.routes.hold_one(MAX_HELD) else {
+                        return Err(text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "{} is paused and {MAX_HELD} requests wait already\n",
+                                self.env
+                            ),
+                        ));
+                    };
+                    let left = Duration::from_millis(until_ms.saturating_sub(now_ms()));
+                    tokio::select! {
+                        () = changed => {}
+                        () = tokio::time::sleep(left) => {}
+                    }
+                }
+            }
+        }
     }
 
     fn nothing_live(&self) -> Response<ProxyBody> {
@@ -251,8 +298,12 @@ impl Forwarder {
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol);
-        let Some(guard) = self.routes.pick(&parts, None) else {
-            return self.nothing_live();
+        let guard = match self.routes.pick(&parts, None) {
+            Some(guard) => guard,
+            None => match self.unpicked(&parts).await {
+                Ok(guard) => guard,
+                Err(answer) => return answer,
+            },
         };
         let path = parts.uri.path().to_string();
         let method = parts.method.clone();
@@ -321,6 +372,43 @@ impl Forwarder {
         *request.headers_mut() = headers;
         client.request(request).await.map_err(SendError::Upstream)
     }
+}
+
+/// The most requests a paused edge holds; more get 503.
+const MAX_HELD: u64 = 10_000;
+
+/// Whether the client asked for JSON.
+fn wants_json(parts: &hyper::http::request::Parts) -> bool {
+    parts
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json"))
+}
+
+/// 503 for maintenance, with `Retry-After` and the message: JSON when asked for, else a page.
+fn maintenance(message: &str, retry_after_s: u64, json: bool) -> Response<ProxyBody> {
+    let (content_type, body) = if json {
+        let body = serde_json::json!({"error": "maintenance", "message": message});
+        ("application/json", format!("{body}\n"))
+    } else {
+        let escaped = message
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;");
+        let page = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Down for maintenance</title></head>\n\
+             <body><h1>Down for maintenance</h1>\n<p>{escaped}</p></body></html>\n"
+        );
+        ("text/html; charset=utf-8", page)
+    };
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    response
 }
 
 /// Waits `limit` for the response head.

@@ -213,6 +213,61 @@ impl Route {
     }
 }
 
+/// What a route does with new requests instead of passing them on: answer that the app is
+/// down for maintenance, or hold them until resumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Hold {
+    /// 503 with `Retry-After` and the message (an HTML page, or JSON for
+    /// `Accept: application/json`).
+    Maintenance {
+        message: String,
+        #[serde(default = "default_retry_after")]
+        retry_after_s: u64,
+    },
+    /// New requests wait at the edge (a bounded queue; 503 beyond it) until the hold is lifted
+    /// or `until_ms` (Unix time, milliseconds) passes, then go on.
+    Pause { until_ms: u64 },
+}
+
+fn default_retry_after() -> u64 {
+    60
+}
+
+/// The longest maintenance message accepted.
+pub const MAX_MESSAGE: usize = 2000;
+
+impl Hold {
+    /// Whether the hold still applies at `now_ms` (Unix milliseconds).
+    pub fn applies(&self, now_ms: u64) -> bool {
+        match self {
+            Hold::Maintenance { .. } => true,
+            Hold::Pause { until_ms } => now_ms < *until_ms,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), AdminError> {
+        match self {
+            Hold::Maintenance { message, .. } if message.len() > MAX_MESSAGE => {
+                Err(AdminError::bad_request(
+                    "hold.message",
+                    format!("the message is {} bytes long", message.len()),
+                    format!("say it in at most {MAX_MESSAGE} bytes"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A route's hold, as the routes file keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteHold {
+    pub route: RouteKey,
+    pub hold: Hold,
+}
+
 /// One admin request line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -231,6 +286,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
+    /// Puts a hold on a route's new requests, or lifts it (`hold` left out or null):
+    /// [`Reply::Hold`]. Kept in the routes file; a `set` leaves it as it is.
+    Hold {
+        route: RouteKey,
+        #[serde(default)]
+        hold: Option<Hold>,
+    },
     /// Stops taking connections, lets requests in flight finish, exits: [`Reply::Shutdown`],
     /// then the connection closes once the edge has stopped.
     Shutdown,
@@ -238,7 +300,7 @@ pub enum Request {
 
 impl Request {
     /// Every `op`, as on the wire.
-    pub const OPS: [&'static str; 4] = ["status", "set", "drain", "shutdown"];
+    pub const OPS: [&'static str; 5] = ["status", "set", "drain", "hold", "shutdown"];
 
     /// This request's `op`.
     pub fn op(&self) -> &'static str {
@@ -246,6 +308,7 @@ impl Request {
             Request::Status => "status",
             Request::Set(_) => "set",
             Request::Drain { .. } => "drain",
+            Request::Hold { .. } => "hold",
             Request::Shutdown => "shutdown",
         }
     }
@@ -261,6 +324,10 @@ pub enum Reply {
         generation: u64,
     },
     Drain(DrainOutcome),
+    Hold {
+        /// The generation now served.
+        generation: u64,
+    },
     Shutdown,
     Error(AdminError),
 }
@@ -279,6 +346,13 @@ pub struct ProxyStatus {
     pub routes: Vec<RouteStatus>,
     /// Upstreams no route names any more with requests still in flight, and how many.
     pub draining: BTreeMap<SocketAddr, u64>,
+    /// Requests waiting at the edge for a pause to end.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ProxyStatus {
@@ -317,6 +391,9 @@ impl ProxyStatus {
 pub struct RouteStatus {
     pub route: RouteKey,
     pub upstreams: Vec<UpstreamStatus>,
+    /// The route's hold, while it applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

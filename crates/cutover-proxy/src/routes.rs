@@ -13,8 +13,8 @@ use hyper::http::uri::Authority;
 use serde::{Deserialize, Serialize};
 
 use crate::protocol::{
-    AdminError, ErrorCode, Limits, Route, RouteKey, RouteStatus, Upstream, UpstreamStatus,
-    DEFAULT_WEIGHT,
+    AdminError, ErrorCode, Hold, Limits, Route, RouteHold, RouteKey, RouteStatus, Upstream,
+    UpstreamStatus, DEFAULT_WEIGHT,
 };
 
 /// What the proxy keeps on disk: every route it serves, as installed by the last `set`.
@@ -23,6 +23,9 @@ use crate::protocol::{
 pub struct RoutesFile {
     pub generation: u64,
     pub routes: Vec<Route>,
+    /// Holds on routes (maintenance, pause), set with the `hold` op.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<RouteHold>,
 }
 
 /// The routes file as read: today's shape, or that of an edge from before routes and weights
@@ -34,6 +37,8 @@ struct OnDisk {
     generation: u64,
     routes: Option<Vec<Route>>,
     upstreams: Option<Vec<SocketAddr>>,
+    #[serde(default)]
+    holds: Vec<RouteHold>,
 }
 
 impl RoutesFile {
@@ -79,6 +84,7 @@ impl RoutesFile {
         let file = RoutesFile {
             generation: on_disk.generation,
             routes,
+            holds: on_disk.holds,
         };
         file.validate(env).map_err(|e| invalid(e.to_string()))?;
         Ok(file)
@@ -102,6 +108,28 @@ impl RoutesFile {
         RoutesFile {
             generation: self.generation + 1,
             routes,
+            holds: self.holds.clone(),
+        }
+    }
+
+    /// These routes with the hold of `route` replaced (or lifted), as the next generation.
+    pub fn with_hold(&self, route: &RouteKey, hold: Option<Hold>) -> RoutesFile {
+        let mut holds: Vec<RouteHold> = self
+            .holds
+            .iter()
+            .filter(|h| &h.route != route)
+            .cloned()
+            .collect();
+        if let Some(hold) = hold {
+            holds.push(RouteHold {
+                route: route.clone(),
+                hold,
+            });
+        }
+        RoutesFile {
+            generation: self.generation + 1,
+            routes: self.routes.clone(),
+            holds,
         }
     }
 
@@ -185,6 +213,7 @@ pub(crate) struct Shared {
 struct RouteState {
     key: RouteKey,
     limits: Limits,
+    hold: Option<Arc<Hold>>,
     upstreams: Vec<UpstreamState>,
     /// One period of smooth weighted round-robin, as indices into `upstreams` (see
     /// [`smooth_schedule`]); upstreams of weight 0 are not in it.
@@ -266,6 +295,23 @@ impl Table {
     }
 }
 
+/// The time now in Unix milliseconds (what a pause's `until_ms` is compared with).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Counts one request waiting for a pause to end, until dropped.
+pub(crate) struct HeldGuard<'a>(&'a AtomicU64);
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Counts one request in flight to `addr` until dropped.
 pub(crate) struct InflightGuard {
     pub addr: SocketAddr,
@@ -309,6 +355,10 @@ pub(crate) struct Routes {
     /// One counter per upstream, shared by every table that names it, so that a request sent
     /// before a swap is still counted after it.
     counters: Mutex<HashMap<SocketAddr, Arc<Shared>>>,
+    /// Wakes requests held by a pause when the routes change.
+    changed: tokio::sync::Notify,
+    /// Requests waiting for a pause to end, across all serving threads.
+    held: AtomicU64,
 }
 
 impl Routes {
@@ -319,6 +369,8 @@ impl Routes {
                 routes: Vec::new(),
             }),
             counters: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
+            held: AtomicU64::new(0),
         };
         routes.install(initial);
         routes
@@ -361,6 +413,11 @@ impl Routes {
             routes.push(RouteState {
                 key: route.key.clone(),
                 limits: route.limits,
+                hold: file
+                    .holds
+                    .iter()
+                    .find(|h| h.route == route.key)
+                    .map(|h| Arc::new(h.hold.clone())),
                 upstreams,
                 schedule: smooth_schedule(&weights),
                 cursor: AtomicUsize::new(0),
@@ -370,6 +427,7 @@ impl Routes {
             generation: file.generation,
             routes,
         }));
+        self.changed.notify_waiters();
         // Forget idle upstreams that are no longer routed to. A request that picked one from
         // the old table notices the swap in `pick` and picks again.
         let routed = |addr: &SocketAddr| {
@@ -391,6 +449,9 @@ impl Routes {
             // `load` (not `load_full`): no reference count shared by all threads on the hot path.
             let table = self.table.load();
             let route = table.route_for(request)?;
+            if route.hold.as_ref().is_some_and(|h| h.applies(now_ms())) {
+                return None;
+            }
             let upstream = &route.upstreams[route.next(avoid)?];
             upstream.shared.inflight.fetch_add(1, Ordering::SeqCst);
             let guard = InflightGuard {
@@ -406,6 +467,34 @@ impl Routes {
                 return Some(guard);
             }
         }
+    }
+
+    /// The hold on the request's route, while it applies (why `pick` found nothing).
+    pub fn hold_for(&self, request: &request::Parts) -> Option<Arc<Hold>> {
+        let table = self.table.load();
+        let hold = table.route_for(request)?.hold.clone()?;
+        hold.applies(now_ms()).then_some(hold)
+    }
+
+    /// Resolves at the next change of the routes (created before looking, so that none is
+    /// missed).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    /// Counts a request waiting for a pause to end, if fewer than `max` wait already.
+    pub fn hold_one(&self, max: u64) -> Option<HeldGuard<'_>> {
+        let before = self.held.fetch_add(1, Ordering::SeqCst);
+        if before >= max {
+            self.held.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(HeldGuard(&self.held))
+    }
+
+    /// Requests waiting for a pause to end.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
     }
 
     /// Requests in flight to any of `addrs`.
@@ -474,6 +563,7 @@ impl Routes {
             .routes
             .iter()
             .map(|r| RouteStatus {
+                hold: r.hold.as_deref().filter(|h| h.applies(now_ms())).cloned(),
                 route: r.key.clone(),
                 upstreams: r
                     .upstreams
@@ -512,6 +602,7 @@ mod tests {
     fn file(generation: u64, upstreams: &[(u16, u32)]) -> RoutesFile {
         RoutesFile {
             generation,
+            holds: Vec::new(),
             routes: vec![Route {
                 key: RouteKey::env("staging"),
                 upstreams: upstreams

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use cutover_proxy::protocol::{
-    self, AdminError, DrainOutcome, ErrorCode, Limits, ProxyStatus, Reply, Request, Route,
+    self, AdminError, DrainOutcome, ErrorCode, Hold, Limits, ProxyStatus, Reply, Request, Route,
     RouteKey, RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
 };
 
@@ -21,6 +21,7 @@ fn status() -> ProxyStatus {
         pid: 42,
         generation: 9,
         routes: vec![RouteStatus {
+            hold: None,
             route: RouteKey::env("staging"),
             upstreams: vec![
                 UpstreamStatus {
@@ -36,6 +37,7 @@ fn status() -> ProxyStatus {
             ],
         }],
         draining: BTreeMap::from([(addr(4000), 1)]),
+        held: 0,
     }
 }
 
@@ -79,6 +81,32 @@ fn requests() -> Vec<(Request, &'static str)> {
                 timeout_ms: Some(250),
             },
             r#"{"op":"drain","upstreams":["127.0.0.1:4000"],"timeout_ms":250}"#,
+        ),
+        (
+            Request::Hold {
+                route: RouteKey::env("staging"),
+                hold: Some(Hold::Maintenance {
+                    message: "back soon".into(),
+                    retry_after_s: 60,
+                }),
+            },
+            r#"{"op":"hold","route":{"env":"staging"},"hold":{"kind":"maintenance","message":"back soon","retry_after_s":60}}"#,
+        ),
+        (
+            Request::Hold {
+                route: RouteKey::env("staging"),
+                hold: Some(Hold::Pause {
+                    until_ms: 1_700_000_000_000,
+                }),
+            },
+            r#"{"op":"hold","route":{"env":"staging"},"hold":{"kind":"pause","until_ms":1700000000000}}"#,
+        ),
+        (
+            Request::Hold {
+                route: RouteKey::env("staging"),
+                hold: None,
+            },
+            r#"{"op":"hold","route":{"env":"staging"},"hold":null}"#,
         ),
         (Request::Shutdown, r#"{"op":"shutdown"}"#),
     ]

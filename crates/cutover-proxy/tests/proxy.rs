@@ -80,6 +80,7 @@ async fn proxies_requests_with_forwarded_headers_503_and_502() {
     assert_eq!(
         status.routes,
         vec![RouteStatus {
+            hold: None,
             route: proxy.route(),
             upstreams: vec![UpstreamStatus {
                 addr: dead,
@@ -751,6 +752,7 @@ async fn a_routes_file_of_an_older_edge_is_loaded_and_served() {
     assert_eq!(
         status.routes,
         vec![RouteStatus {
+            hold: None,
             route: RouteKey::env("upgrade"),
             upstreams: vec![UpstreamStatus {
                 addr: a,
