@@ -14,9 +14,9 @@ mod views;
 
 pub use line::{Line, Outcome, RunEvent, RunEventKind};
 pub use requests::{
-    BlobsQuery, ChecksBody, DeployBody, EnvBody, GateBody, HistoryQuery, LogsQuery, PromoteBody,
-    PruneBody, Role, RollbackBody, RollbackTargetQuery, RunRequest, RunsQuery, TokenBody,
-    TokenGate, VerdictQuery,
+    BlobsQuery, ChecksBody, DeployBody, EnvBody, GateBody, HistoryQuery, LogsQuery,
+    MaintenanceBody, PauseBody, PromoteBody, PruneBody, Role, RollbackBody, RollbackTargetQuery,
+    RunRequest, RunsQuery, TokenBody, TokenGate, VerdictQuery,
 };
 pub use responses::{
     AccessLogView, BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, Ping, PruneReport,
@@ -25,6 +25,6 @@ pub use responses::{
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,
-    PipelineRunView, Promotion, ReleaseRef, ReleaseView, RunView, RunsView, ShowView, SnapshotView,
-    StatusView,
+    MaintenanceView, PauseView, PipelineRunView, Promotion, ReleaseRef, ReleaseView, RunView,
+    RunsView, ShowView, SnapshotView, StatusView,
 };

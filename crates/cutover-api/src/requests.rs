@@ -135,6 +135,25 @@ pub struct EnvBody {
     pub reason: Option<String>,
 }
 
+/// `POST /v1/maintenance`: `on` with the message users see, or off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceBody {
+    pub env: String,
+    pub by: String,
+    pub on: bool,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `POST /v1/pause`: hold new requests at the edge for at most `max_ms` (default 30 s).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PauseBody {
+    pub env: String,
+    pub by: String,
+    #[serde(default)]
+    pub max_ms: Option<u64>,
+}
+
 /// `POST /v1/tokens`, `/v1/tokens/revoke`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenBody {

@@ -28,6 +28,28 @@ pub struct EnvironmentView {
     /// Set while deploys to the environment are frozen.
     #[serde(default)]
     pub frozen: Option<FreezeView>,
+    /// Set while the edge answers 503 for maintenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceView>,
+    /// Set while the edge holds new requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseView>,
+}
+
+/// Maintenance: the edge answers 503 with the message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceView {
+    pub message: String,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A pause: new requests wait at the edge until `until` or `cutover resume`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PauseView {
+    pub until: DateTime<Utc>,
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -76,6 +76,12 @@ Exit codes: 0 live · 1 refused, nothing changed · 3 the new version failed and
     Unfreeze(commands::gate::EnvArgs),
     /// Stop the deploy in flight in an environment; the known-good keeps serving.
     Abort(commands::gate::EnvArgs),
+    /// Answer every request with 503 and a message (`on --message "…"`), or stop (`off`).
+    Maintenance(commands::gate::MaintenanceArgs),
+    /// Hold new requests at the edge (not refused) until `cutover resume` or --max runs out.
+    Pause(commands::gate::PauseArgs),
+    /// End a pause: the held requests go on.
+    Resume(commands::gate::EnvArgs),
     /// Go back to the previous known-good release (or the one given with --to).
     #[command(
         after_help = "A rollback is a new release of a known-good artifact and config; inside the monitor \
@@ -180,6 +186,9 @@ pub fn run(cli: Cli) -> i32 {
                 Command::Freeze(args) => commands::gate::freeze(args, state_dir).await,
                 Command::Unfreeze(args) => commands::gate::unfreeze(args, state_dir).await,
                 Command::Abort(args) => commands::gate::abort(args, state_dir).await,
+                Command::Maintenance(args) => commands::gate::maintenance(args, state_dir).await,
+                Command::Pause(args) => commands::gate::pause(args, state_dir).await,
+                Command::Resume(args) => commands::gate::resume(args, state_dir).await,
                 Command::Deploy(args) => commands::deploy::deploy(args, state_dir).await,
                 Command::Rollback(args) => commands::deploy::rollback(args, state_dir).await,
                 Command::Status(args) => commands::read::status(args, state_dir).await,

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use cutover_config::{Approval, Environment};
-use cutover_ledger::{Release, ReleaseState};
+use cutover_ledger::{EdgeHold, EdgeHoldKind, Release, ReleaseState};
+use cutover_proxy::protocol::Hold;
 use cutover_runtime::Runtime;
 
 use crate::converge::{Leaving, Source};
@@ -280,6 +281,134 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             },
             Ok(false) => Outcome::refused(format!("{env} is not frozen"), None),
             Err(e) => Outcome::refused(e.to_string(), None),
+        }
+    }
+
+    /// Puts `env` in maintenance (its edge answers 503 with `message`) or ends it. Recorded
+    /// first, then told to the edge; a refusing edge undoes the record.
+    pub async fn maintenance(&self, env: &str, on: bool, message: &str, by: &str) -> Outcome {
+        if !on {
+            return self.lift_hold(env, "maintenance").await;
+        }
+        let hold = EdgeHold {
+            kind: EdgeHoldKind::Maintenance {
+                message: message.to_string(),
+            },
+            by: by.to_string(),
+            at: chrono::Utc::now(),
+        };
+        let edge = Hold::Maintenance {
+            message: message.to_string(),
+            retry_after_s: 60,
+        };
+        self.put_hold(
+            env,
+            hold,
+            edge,
+            format!("{env} is in maintenance: {message}"),
+        )
+        .await
+    }
+
+    /// Holds `env`'s new requests at its edge for at most `max`.
+    pub async fn pause(&self, env: &str, max: std::time::Duration, by: &str) -> Outcome {
+        let now = chrono::Utc::now();
+        let until = now + chrono::Duration::milliseconds(max.as_millis() as i64);
+        let hold = EdgeHold {
+            kind: EdgeHoldKind::Pause { until },
+            by: by.to_string(),
+            at: now,
+        };
+        let edge = Hold::Pause {
+            until_ms: u64::try_from(until.timestamp_millis()).unwrap_or(0),
+        };
+        let message = format!(
+            "{env} is paused: new requests wait at the edge until {} at the latest",
+            until.format("%H:%M:%SZ")
+        );
+        self.put_hold(env, hold, edge, message).await
+    }
+
+    /// Ends a pause: held requests go on.
+    pub async fn resume(&self, env: &str) -> Outcome {
+        self.lift_hold(env, "pause").await
+    }
+
+    async fn put_hold(&self, env: &str, hold: EdgeHold, edge: Hold, message: String) -> Outcome {
+        let before = match self.with_ledger(|l| l.edge_hold(env)) {
+            Ok(before) => before,
+            Err(e) => return Outcome::refused(e.to_string(), None),
+        };
+        if let Err(e) = self.with_ledger(|l| l.set_edge_hold(env, &hold)) {
+            return Outcome::refused(e.to_string(), None);
+        }
+        if let Err(e) = self.inner.edge.hold(env, Some(edge)).await {
+            let _ = self.with_ledger(|l| match &before {
+                Some(before) => l.set_edge_hold(env, before),
+                None => l.clear_edge_hold(env).map(|_| ()),
+            });
+            return Outcome::refused(
+                format!("the edge of {env} refused: {e}; nothing changed"),
+                Some(format!(
+                    "deploy to {env} first (its edge starts with the first deploy)"
+                )),
+            );
+        }
+        let hint = match hold.kind {
+            EdgeHoldKind::Maintenance { .. } => {
+                format!("end it with: cutover maintenance {env} off")
+            }
+            EdgeHoldKind::Pause { .. } => {
+                format!("release the requests with: cutover resume {env}")
+            }
+        };
+        Outcome {
+            exit_code: 0,
+            release: None,
+            message,
+            hint: Some(hint),
+            logs: Vec::new(),
+        }
+    }
+
+    async fn lift_hold(&self, env: &str, what: &str) -> Outcome {
+        let current = match self.with_ledger(|l| l.edge_hold(env)) {
+            Ok(current) => current,
+            Err(e) => return Outcome::refused(e.to_string(), None),
+        };
+        let matches = match current.as_ref().map(|h| &h.kind) {
+            Some(EdgeHoldKind::Maintenance { .. }) => what == "maintenance",
+            Some(EdgeHoldKind::Pause { until }) => what == "pause" && *until > chrono::Utc::now(),
+            None => false,
+        };
+        if !matches {
+            let state = if what == "maintenance" {
+                "in maintenance"
+            } else {
+                "paused"
+            };
+            return Outcome::refused(format!("{env} is not {state}"), None);
+        }
+        if let Err(e) = self.inner.edge.hold(env, None).await {
+            return Outcome::refused(
+                format!("the edge of {env} refused: {e}; nothing changed"),
+                None,
+            );
+        }
+        if let Err(e) = self.with_ledger(|l| l.clear_edge_hold(env)) {
+            return Outcome::refused(e.to_string(), None);
+        }
+        let message = if what == "maintenance" {
+            format!("{env} is out of maintenance: its edge serves again")
+        } else {
+            format!("{env} is resumed: held requests went on")
+        };
+        Outcome {
+            exit_code: 0,
+            release: None,
+            message,
+            hint: None,
+            logs: Vec::new(),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use cutover_config::EdgeLimits;
 use cutover_health::{HttpCheck, ProbeFailure};
-use cutover_proxy::protocol::{DEFAULT_WEIGHT, PROTOCOL};
+use cutover_proxy::protocol::{Hold, DEFAULT_WEIGHT, PROTOCOL};
 use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
 use cutover_runtime::InstanceInfo;
 use std::future::Future;
@@ -35,6 +35,12 @@ pub trait Edge: Send + Sync + 'static {
         env: &str,
         upstreams: &[SocketAddr],
     ) -> impl Future<Output = Result<bool, String>> + Send;
+    /// Puts a hold on the environment's new requests (maintenance, pause) or lifts it.
+    fn hold(
+        &self,
+        env: &str,
+        hold: Option<Hold>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
     /// Where the environment's traffic goes now; `None` if its proxy is not running.
     fn upstreams(&self, env: &str) -> impl Future<Output = Option<Vec<SocketAddr>>> + Send;
     /// Stops the environment's proxy.
@@ -124,6 +130,14 @@ impl Edge for ProxyEdge {
             .drain(upstreams, None)
             .await
             .map(|d| d.drained)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn hold(&self, env: &str, hold: Option<Hold>) -> Result<(), String> {
+        self.client(env)
+            .hold(RouteKey::env(env), hold)
+            .await
+            .map(|_| ())
             .map_err(|e| e.to_string())
     }
 

@@ -169,6 +169,14 @@ impl Edge for FakeEdge {
         Ok(true)
     }
 
+    async fn hold(
+        &self,
+        _env: &str,
+        _hold: Option<cutover_proxy::protocol::Hold>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
     async fn upstreams(&self, env: &str) -> Option<Vec<SocketAddr>> {
         Some(
             self.0

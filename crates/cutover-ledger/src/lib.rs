@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 pub use model::{
-    CheckRecord, Event, Freeze, NewRelease, PipelineRun, Promotion, Refusal, Release, ReleaseKind,
-    ReleaseState, Snapshot,
+    CheckRecord, EdgeHold, EdgeHoldKind, Event, Freeze, NewRelease, PipelineRun, Promotion,
+    Refusal, Release, ReleaseKind, ReleaseState, Snapshot,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_release ON events (release_id, id);
+CREATE TABLE IF NOT EXISTS edge_holds (
+    env TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    message TEXT,
+    until TEXT,
+    held_by TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS freezes (
     env TEXT PRIMARY KEY,
     frozen_by TEXT NOT NULL,
@@ -533,6 +541,64 @@ impl Ledger {
                 })
             })
             .transpose()
+    }
+
+    /// Records the hold on `env`'s edge (maintenance or pause), replacing any other.
+    pub fn set_edge_hold(&mut self, env: &str, hold: &EdgeHold) -> Result<()> {
+        let (kind, message, until) = match &hold.kind {
+            EdgeHoldKind::Maintenance { message } => ("maintenance", Some(message.clone()), None),
+            EdgeHoldKind::Pause { until } => ("pause", None, Some(until.to_rfc3339())),
+        };
+        self.conn.execute(
+            "INSERT OR REPLACE INTO edge_holds (env, kind, message, until, held_by, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![env, kind, message, until, hold.by, hold.at.to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Lifts the hold on `env`'s edge; false if there was none.
+    pub fn clear_edge_hold(&mut self, env: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM edge_holds WHERE env = ?1", [env])?
+            > 0)
+    }
+
+    /// The hold on `env`'s edge as recorded (a pause whose time has passed included).
+    pub fn edge_hold(&self, env: &str) -> Result<Option<EdgeHold>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT kind, message, until, held_by, at FROM edge_holds WHERE env = ?1",
+                [env],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((kind, message, until, by, at)) = row else {
+            return Ok(None);
+        };
+        let kind = match (kind.as_str(), until) {
+            ("pause", Some(until)) => EdgeHoldKind::Pause {
+                until: parse_time(&until)?,
+            },
+            _ => EdgeHoldKind::Maintenance {
+                message: message.unwrap_or_default(),
+            },
+        };
+        Ok(Some(EdgeHold {
+            kind,
+            by,
+            at: parse_time(&at)?,
+        }))
     }
 
     /// Records one check's result for a commit.

@@ -162,6 +162,21 @@ pub struct Freeze {
     pub at: DateTime<Utc>,
 }
 
+/// A hold on an environment's edge: maintenance (503 with a message) or a pause (requests
+/// wait at the edge until `until` or a resume).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeHold {
+    pub kind: EdgeHoldKind,
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EdgeHoldKind {
+    Maintenance { message: String },
+    Pause { until: DateTime<Utc> },
+}
+
 /// One check's result for a commit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckRecord {

@@ -287,3 +287,43 @@ fn tokens_issued_before_roles_become_deploy_and_carry_their_role() {
     assert!(l.revoke_token("ro").unwrap());
     assert_eq!(l.token_owner(&t).unwrap(), None);
 }
+
+#[test]
+fn an_edge_hold_is_recorded_replaced_and_lifted() {
+    let (_dir, mut l) = ledger();
+    assert_eq!(l.edge_hold("staging").unwrap(), None);
+    let at = chrono::Utc::now();
+    let maintenance = EdgeHold {
+        kind: EdgeHoldKind::Maintenance {
+            message: "back soon".into(),
+        },
+        by: "ana".into(),
+        at,
+    };
+    l.set_edge_hold("staging", &maintenance).unwrap();
+    let read = l.edge_hold("staging").unwrap().unwrap();
+    assert_eq!(read.by, "ana");
+    assert_eq!(
+        read.kind,
+        EdgeHoldKind::Maintenance {
+            message: "back soon".into()
+        }
+    );
+    let until = at + chrono::Duration::seconds(30);
+    let pause = EdgeHold {
+        kind: EdgeHoldKind::Pause { until },
+        by: "bo".into(),
+        at,
+    };
+    l.set_edge_hold("staging", &pause).unwrap();
+    match l.edge_hold("staging").unwrap().unwrap().kind {
+        EdgeHoldKind::Pause { until: read } => {
+            assert_eq!(read.timestamp_millis() / 1000, until.timestamp_millis() / 1000)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(l.edge_hold("production").unwrap(), None);
+    assert!(l.clear_edge_hold("staging").unwrap());
+    assert!(!l.clear_edge_hold("staging").unwrap());
+    assert_eq!(l.edge_hold("staging").unwrap(), None);
+}

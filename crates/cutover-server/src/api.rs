@@ -13,10 +13,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cutover_api::{
     ChecksBody, DeployBody, EnvBody, EnvironmentView, GateBody, HistoryQuery, HistoryView,
-    InstanceLogs, Line, LogsQuery, Ping, PromoteBody, PruneBody, Refusal, RefusalsView, Revoked,
-    Role, RollbackBody, RollbackTargetQuery, RunEvent, RunRequest, RunView, RunsQuery, RunsView,
-    ShowView, StatusView, Stopped, TargetView, TokenBody, TokenCreated, TokenEntry, Verdict,
-    VerdictQuery,
+    InstanceLogs, Line, LogsQuery, MaintenanceBody, PauseBody, Ping, PromoteBody, PruneBody,
+    Refusal, RefusalsView, Revoked, Role, RollbackBody, RollbackTargetQuery, RunEvent, RunRequest,
+    RunView, RunsQuery, RunsView, ShowView, StatusView, Stopped, TargetView, TokenBody,
+    TokenCreated, TokenEntry, Verdict, VerdictQuery,
 };
 use cutover_config::Config;
 use cutover_daemon::StateDir;
@@ -56,6 +56,9 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/reject", post(reject))
         .route("/v1/freeze", post(freeze))
         .route("/v1/unfreeze", post(unfreeze))
+        .route("/v1/maintenance", post(maintenance))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
         .route("/v1/abort", post(abort))
         .route("/v1/pipeline/run", post(pipeline_run))
         .route("/v1/checks/run", post(checks_run))
@@ -132,6 +135,8 @@ async fn status(State(app): State<Shared>) -> Response {
             .filter(|i| i.env == name)
             .map(|i| convert::instance(i, serving.contains(&i.id)))
             .collect();
+        let (maintenance, paused) =
+            convert::edge_hold(engine.with_ledger(|l| l.edge_hold(&name)).ok().flatten());
         environments.push(EnvironmentView {
             name: name.clone(),
             listen,
@@ -149,6 +154,8 @@ async fn status(State(app): State<Shared>) -> Response {
                 .ok()
                 .flatten()
                 .map(convert::freeze),
+            maintenance,
+            paused,
         });
     }
     Json(StatusView { environments }).into_response()
@@ -330,6 +337,43 @@ async fn freeze(
 ) -> Json<cutover_api::Outcome> {
     let reason = body.reason.unwrap_or_else(|| "no reason given".into());
     answer(app.engine.freeze(&body.env, &body.by, &reason))
+}
+
+/// The longest pause: requests held longer than clients wait help nobody.
+const MAX_PAUSE_MS: u64 = 10 * 60 * 1000;
+
+async fn maintenance(State(app): State<Shared>, Json(body): Json<MaintenanceBody>) -> Response {
+    let message = body.message.unwrap_or_default();
+    if body.on && message.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "maintenance needs a message for the people it turns away",
+            Some("write: cutover maintenance ENV on --message \"Back at 14:00\"".into()),
+        );
+    }
+    answer(
+        app.engine
+            .maintenance(&body.env, body.on, &message, &body.by)
+            .await,
+    )
+    .into_response()
+}
+
+async fn pause(State(app): State<Shared>, Json(body): Json<PauseBody>) -> Response {
+    let max_ms = body.max_ms.unwrap_or(30_000);
+    if max_ms == 0 || max_ms > MAX_PAUSE_MS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("--max of {max_ms} ms is out of range"),
+            Some("pause for 1s to 10m, e.g. --max 30s".into()),
+        );
+    }
+    let max = std::time::Duration::from_millis(max_ms);
+    answer(app.engine.pause(&body.env, max, &body.by).await).into_response()
+}
+
+async fn resume(State(app): State<Shared>, Json(body): Json<EnvBody>) -> Response {
+    answer(app.engine.resume(&body.env).await).into_response()
 }
 
 async fn unfreeze(

@@ -3,7 +3,7 @@
 
 use cutover_api as api;
 use cutover_engine::{Outcome, Progress};
-use cutover_ledger::{CheckRecord, Event, Freeze, PipelineRun, Release};
+use cutover_ledger::{CheckRecord, EdgeHold, EdgeHoldKind, Event, Freeze, PipelineRun, Release};
 use cutover_runtime::{InstanceInfo, InstanceState};
 
 pub fn outcome(o: Outcome) -> api::Outcome {
@@ -97,6 +97,24 @@ pub fn event(e: &Event) -> api::EventView {
         at: e.at,
         kind: e.kind.clone(),
         message: e.message.clone(),
+    }
+}
+
+/// The hold on an environment's edge as `status` shows it: maintenance, or a pause that has
+/// not run out.
+pub fn edge_hold(hold: Option<EdgeHold>) -> (Option<api::MaintenanceView>, Option<api::PauseView>) {
+    match hold {
+        Some(EdgeHold {
+            kind: EdgeHoldKind::Maintenance { message },
+            by,
+            at,
+        }) => (Some(api::MaintenanceView { message, by, at }), None),
+        Some(EdgeHold {
+            kind: EdgeHoldKind::Pause { until },
+            by,
+            at,
+        }) if until > chrono::Utc::now() => (None, Some(api::PauseView { until, by, at })),
+        _ => (None, None),
     }
 }
 

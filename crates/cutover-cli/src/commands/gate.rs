@@ -60,6 +60,33 @@ pub struct EnvArgs {
     pub env: String,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug)]
+pub struct MaintenanceArgs {
+    pub env: String,
+    pub switch: Switch,
+    /// What people see instead of the app (with `on`).
+    #[arg(long)]
+    pub message: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PauseArgs {
+    pub env: String,
+    /// The longest the edge holds requests, e.g. 30s (1s to 10m).
+    #[arg(long, default_value = "30s", value_parser = parse_max)]
+    pub max: std::time::Duration,
+}
+
+fn parse_max(text: &str) -> Result<std::time::Duration, String> {
+    cutover_config::parse_duration(text)
+}
+
 fn me() -> String {
     cutover_daemon::current_user()
 }
@@ -113,6 +140,41 @@ pub async fn unfreeze(args: EnvArgs, state_dir: Option<&std::path::Path>) -> any
     post(
         state_dir,
         "/v1/unfreeze",
+        &EnvBody {
+            env: args.env,
+            by: me(),
+            reason: None,
+        },
+    )
+    .await
+}
+
+pub async fn maintenance(
+    args: MaintenanceArgs,
+    state_dir: Option<&std::path::Path>,
+) -> anyhow::Result<i32> {
+    let body = cutover_api::MaintenanceBody {
+        env: args.env,
+        by: me(),
+        on: matches!(args.switch, Switch::On),
+        message: args.message,
+    };
+    post(state_dir, "/v1/maintenance", &body).await
+}
+
+pub async fn pause(args: PauseArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    let body = cutover_api::PauseBody {
+        env: args.env,
+        by: me(),
+        max_ms: Some(u64::try_from(args.max.as_millis()).unwrap_or(u64::MAX)),
+    };
+    post(state_dir, "/v1/pause", &body).await
+}
+
+pub async fn resume(args: EnvArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    post(
+        state_dir,
+        "/v1/resume",
         &EnvBody {
             env: args.env,
             by: me(),

@@ -112,6 +112,21 @@ pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> an
             ),
             None => println!("  previous  none (no known-good to roll back to)"),
         }
+        if let Some(m) = &env.maintenance {
+            println!(
+                "  edge      in maintenance (503) since {} by {}: {}",
+                m.at.format("%H:%M:%SZ"),
+                m.by,
+                m.message
+            );
+        }
+        if let Some(p) = &env.paused {
+            println!(
+                "  edge      paused by {}: new requests wait until {} at the latest",
+                p.by,
+                p.until.format("%H:%M:%SZ")
+            );
+        }
         for i in &env.instances {
             println!(
                 "  instance  {}  {}  pid {}  {}  {}  restarts {}",
