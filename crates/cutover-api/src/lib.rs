@@ -21,7 +21,7 @@ pub use requests::{
 pub use responses::{
     AccessLogView, BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, Ping, PruneReport,
     Refusal, RefusalsView, RefusedCall, ReleaseEvent, Removed, Revoked, ServerInfo, Stopped,
-    TargetView, TokenCreated, TokenEntry, Verdict,
+    TargetView, TokenCreated, TokenEntry, Verdict, WhoAmI,
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,

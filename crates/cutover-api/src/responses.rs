@@ -223,3 +223,11 @@ pub struct RefusedCall {
 pub struct BlobsMissing {
     pub missing: Vec<String>,
 }
+
+/// `GET /v1/whoami`: whose token the call carried, and its role (the local socket's caller is
+/// the machine's user, with every right).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub name: String,
+    pub role: crate::Role,
+}

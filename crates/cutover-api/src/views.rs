@@ -34,6 +34,13 @@ pub struct EnvironmentView {
     /// Set while the edge holds new requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<PauseView>,
+    /// The server it lives on (`https://…`) when not this machine's; set by the CLI, which
+    /// asks each server of the working tree's config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// Why that server could not be asked (then nothing else of it is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 /// Maintenance: the edge answers 503 with the message.

@@ -1,5 +1,6 @@
-//! The CLI side of the server's local API: HTTP/1.1 over the state dir's unix socket, and
-//! starting the server in the background when none runs.
+//! The CLI side of the server's API: HTTP/1.1 over the state dir's unix socket (starting the
+//! server in the background when none runs), or HTTPS to a cutover server on another machine
+//! (`cutover-http`, its certificate pinned by fingerprint, a bearer token on every call).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,7 +17,54 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub struct Client {
-    socket: PathBuf,
+    transport: Transport,
+}
+
+enum Transport {
+    Local {
+        socket: PathBuf,
+    },
+    Remote {
+        url: String,
+        http: cutover_http::Client,
+        token: String,
+    },
+}
+
+/// An answer's body, read chunk by chunk.
+enum Answer {
+    Local(Incoming),
+    Remote(cutover_http::Response),
+}
+
+impl Answer {
+    async fn chunk(&mut self) -> anyhow::Result<Option<Bytes>> {
+        match self {
+            Answer::Local(incoming) => loop {
+                let Some(frame) = incoming.frame().await else {
+                    return Ok(None);
+                };
+                let frame = frame.context("the cutover server closed the connection mid-answer")?;
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            },
+            Answer::Remote(response) => response.chunk().await.map_err(|e| {
+                anyhow!(
+                    "the connection to the cutover server broke off mid-answer: {}",
+                    cutover_http::classify(&e)
+                )
+            }),
+        }
+    }
+
+    async fn all(mut self) -> anyhow::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.chunk().await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,9 +74,7 @@ const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
 impl Client {
     /// Connects to the state dir's server, starting one in the background if none answers.
     pub async fn connect_or_start(state: &StateDir) -> anyhow::Result<Client> {
-        let client = Client {
-            socket: state.socket(),
-        };
+        let client = Client::local(state);
         if client.ping().await {
             return Ok(client);
         }
@@ -81,10 +127,48 @@ impl Client {
 
     /// Connects only if a server already runs.
     pub async fn connect_existing(state: &StateDir) -> Option<Client> {
-        let client = Client {
-            socket: state.socket(),
-        };
+        let client = Client::local(state);
         client.ping().await.then_some(client)
+    }
+
+    fn local(state: &StateDir) -> Client {
+        Client {
+            transport: Transport::Local {
+                socket: state.socket(),
+            },
+        }
+    }
+
+    /// A client of the cutover server at `url` (`https://host:port`), trusting exactly the
+    /// certificate `fingerprint` names and sending `token`.
+    pub fn remote(url: &str, fingerprint: &str, token: &str) -> anyhow::Result<Client> {
+        let options = cutover_http::ClientOptions {
+            verify: cutover_http::Verify::Pinned {
+                fingerprint: fingerprint.to_string(),
+            },
+            connect_timeout: CONNECT_TIMEOUT,
+            // Long commands stream for as long as they take; each call sets its own limit.
+            timeout: None,
+            max_redirects: 0,
+            pool: true,
+            proxy_from_env: true,
+        };
+        let http = cutover_http::client(&options)?;
+        Ok(Client {
+            transport: Transport::Remote {
+                url: url.trim_end_matches('/').to_string(),
+                http,
+                token: token.to_string(),
+            },
+        })
+    }
+
+    /// Where this client's server is, for messages: its URL, or "this machine".
+    pub fn server(&self) -> String {
+        match &self.transport {
+            Transport::Local { .. } => "this machine".into(),
+            Transport::Remote { url, .. } => url.clone(),
+        }
     }
 
     async fn ping(&self) -> bool {
@@ -99,24 +183,41 @@ impl Client {
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> anyhow::Result<(StatusCode, Incoming)> {
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::UnixStream::connect(&self.socket),
-        )
-        .await
-        .map_err(|_| {
-            anyhow!(
-                "the cutover server does not answer on {}",
-                self.socket.display()
-            )
-        })?
-        .with_context(|| {
-            format!(
-                "connecting to the cutover server at {}",
-                self.socket.display()
-            )
-        })?;
+    ) -> anyhow::Result<(StatusCode, Answer)> {
+        self.send_typed(method, path, body, "application/json")
+            .await
+    }
+
+    async fn send_typed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> anyhow::Result<(StatusCode, Answer)> {
+        let (socket, url, http, token) = match &self.transport {
+            Transport::Local { socket } => (socket, "", None, ""),
+            Transport::Remote { url, http, token } => {
+                (&PathBuf::new(), url.as_str(), Some(http), token.as_str())
+            }
+        };
+        if let Some(http) = http {
+            let method = cutover_http::Method::from_bytes(method.as_bytes())?;
+            let response = http
+                .request(method, format!("{url}{path}"))
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body.unwrap_or_default())
+                .send()
+                .await
+                .map_err(|e| unreachable(url, &e))?;
+            let status = StatusCode::from_u16(response.status().as_u16())?;
+            return Ok((status, Answer::Remote(response)));
+        }
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::UnixStream::connect(socket))
+            .await
+            .map_err(|_| anyhow!("the cutover server does not answer on {}", socket.display()))?
+            .with_context(|| format!("connecting to the cutover server at {}", socket.display()))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
@@ -126,10 +227,22 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", "cutover")
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let response = sender.send_request(request).await?;
-        Ok((response.status(), response.into_body()))
+        Ok((response.status(), Answer::Local(response.into_body())))
+    }
+
+    /// Uploads raw bytes (a blob) with `PUT`; a non-2xx answer becomes a [`Refusal`].
+    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let (status, answer) = self
+            .send_typed("PUT", path, Some(bytes), "application/octet-stream")
+            .await?;
+        let body = answer.all().await?;
+        if !status.is_success() {
+            return Err(refusal(status, &body));
+        }
+        Ok(())
     }
 
     /// A JSON request and its JSON answer; a non-2xx answer becomes a [`Refusal`].
@@ -152,24 +265,19 @@ impl Client {
     ) -> anyhow::Result<T> {
         let body = body.map(serde_json::to_vec).transpose()?;
         let answer = async {
-            let (status, incoming) = self.send(method, path, body).await?;
-            let bytes = incoming.collect().await?.to_bytes();
+            let (status, answer) = self.send(method, path, body).await?;
+            let bytes = answer.all().await?;
             anyhow::Ok((status, bytes))
         };
         let (status, bytes) = tokio::time::timeout(limit, answer).await.map_err(|_| {
             anyhow!(
-                "the cutover server did not answer {method} {path} within {} s",
+                "the cutover server ({}) did not answer {method} {path} within {} s",
+                self.server(),
                 limit.as_secs()
             )
         })??;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<Refusal>(&bytes) {
-                Ok(refusal) => refusal.into(),
-                Err(_) => anyhow!(
-                    "the server answered {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                ),
-            });
+            return Err(refusal(status, &bytes));
         }
         serde_json::from_slice(&bytes)
             .with_context(|| format!("reading the server's answer to {method} {path}"))
@@ -186,17 +294,13 @@ impl Client {
         body: &impl Serialize,
         mut on_line: impl FnMut(&Line),
     ) -> anyhow::Result<Outcome> {
-        let (status, mut incoming) = self
+        let (status, mut answer) = self
             .send("POST", path, Some(serde_json::to_vec(body)?))
             .await?;
         let mut buffer: Vec<u8> = Vec::new();
         let mut outcome = None;
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame.context("the cutover server closed the connection mid-answer")?;
-            let Some(data) = frame.data_ref() else {
-                continue;
-            };
-            buffer.extend_from_slice(data);
+        while let Some(data) = answer.chunk().await? {
+            buffer.extend_from_slice(&data);
             while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=pos).collect();
                 if !status.is_success() {
@@ -210,14 +314,38 @@ impl Client {
             }
         }
         if !status.is_success() {
-            let text = String::from_utf8_lossy(&buffer).to_string();
-            return Err(match serde_json::from_str::<Refusal>(&text) {
-                Ok(refusal) => refusal.into(),
-                Err(_) => anyhow!("the server answered {status}: {text}"),
-            });
+            return Err(refusal(status, &buffer));
         }
         outcome.ok_or_else(|| {
             anyhow!("the cutover server ended the answer without an outcome; see `cutover history`")
         })
     }
+}
+
+/// A non-2xx answer as the error it carries.
+fn refusal(status: StatusCode, body: &[u8]) -> anyhow::Error {
+    match serde_json::from_slice::<Refusal>(body) {
+        Ok(refusal) => refusal.into(),
+        Err(_) => anyhow!(
+            "the server answered {status}: {}",
+            String::from_utf8_lossy(body)
+        ),
+    }
+}
+
+/// A remote server that could not be reached, and what to do.
+fn unreachable(url: &str, e: &cutover_http::reqwest::Error) -> anyhow::Error {
+    let failure = cutover_http::classify(e);
+    let hint = match &failure {
+        cutover_http::Failure::Certificate(_) => {
+            "if the server's certificate changed on purpose, log in again with the fingerprint `cutover server info` shows on the server"
+        }
+        cutover_http::Failure::NoTls => "the address answers plain HTTP: is it the webhook listener? use the one `cutover server --listen` serves",
+        _ => "is `cutover server --listen` running there, and the address right?",
+    };
+    Refusal::new(
+        format!("cannot reach the cutover server at {url}: {failure}"),
+        Some(hint.to_string()),
+    )
+    .into()
 }

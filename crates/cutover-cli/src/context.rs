@@ -57,4 +57,24 @@ impl Context {
     pub fn working_config(&self) -> anyhow::Result<Config> {
         Ok(Config::load(&self.config_path())?)
     }
+
+    /// The server `env` lives on, as the working tree's config says (`server = "https://…"`);
+    /// `None`: this machine's.
+    pub fn server_of(&self, env: &str) -> Option<String> {
+        let config = self.working_config().ok()?;
+        config.environment(env).ok()?.server.clone()
+    }
+
+    /// A client of the server that runs `env`: the remote one its `server` names (with the
+    /// login kept for it, or CUTOVER_TOKEN and CUTOVER_SERVER_FINGERPRINT), or this machine's,
+    /// started in the background when none runs.
+    pub async fn client_for(&self, env: &str) -> anyhow::Result<crate::client::Client> {
+        match self.server_of(env) {
+            Some(url) => {
+                let login = crate::credentials::for_server(&url)?;
+                crate::client::Client::remote(&url, &login.fingerprint, &login.token)
+            }
+            None => crate::client::Client::connect_or_start(&self.state).await,
+        }
+    }
 }

@@ -9,6 +9,7 @@
 mod client;
 mod commands;
 mod context;
+mod credentials;
 mod output;
 mod roles;
 
@@ -36,6 +37,10 @@ pub struct Cli {
     /// The state dir (default: `.cutover/` beside cutover.toml).
     #[arg(long, global = true, env = "CUTOVER_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// The token for a remote server, read from this file (instead of `cutover login`'s or
+    /// CUTOVER_TOKEN), for CI jobs.
+    #[arg(long, global = true, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,9 +64,14 @@ Exit codes: 0 live · 1 refused, nothing changed · 3 the new version failed and
     /// The pipeline: checks → build → publish → staging → (approval) → production.
     #[command(subcommand)]
     Pipeline(commands::pipeline::PipelineCommand),
-    /// API tokens, one per person, for approving over the server's HTTP API.
+    /// API tokens, one per person and role, for the server's HTTPS API.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
+    /// Keep the fingerprint and token of a cutover server on another machine, after checking
+    /// both with it (for environments with `server = "https://…"`).
+    Login(commands::login::LoginArgs),
+    /// Forget a server's login.
+    Logout(commands::login::LogoutArgs),
     /// Poll a git remote for new commits on [pipeline] branch and run the pipeline for each.
     Watch(commands::watch::WatchArgs),
     /// Ship the release waiting at an environment's manual gate (you are the approver).
@@ -155,6 +165,9 @@ pub fn parse() -> Invocation {
 /// Runs a command of the CLI and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let state_dir = cli.state_dir.as_deref();
+    if let Some(path) = &cli.token_file {
+        credentials::set_token_file(path.clone());
+    }
     if matches!(
         cli.command,
         Command::Status(_) | Command::History(_) | Command::Show(_) | Command::Logs(_)
@@ -180,6 +193,8 @@ pub fn run(cli: Cli) -> i32 {
                 Command::Pipeline(command) => commands::pipeline::run(command, state_dir).await,
                 Command::Watch(args) => commands::watch::run(args, state_dir).await,
                 Command::Token(command) => commands::token::run(command, state_dir).await,
+                Command::Login(args) => commands::login::login(args).await,
+                Command::Logout(args) => commands::login::logout(args),
                 Command::Approve(args) => commands::gate::approve(args, state_dir).await,
                 Command::Reject(args) => commands::gate::reject(args, state_dir).await,
                 Command::Promote(args) => commands::gate::promote(args, state_dir).await,

@@ -111,6 +111,54 @@ pub(crate) fn git_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Err
     Ok(name)
 }
 
+/// `[environments.X] server`: `https://host[:port]`, nothing more (no path, no credentials:
+/// those live in `cutover login`'s file, never in `cutover.toml`).
+pub(crate) fn server_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let url = String::deserialize(d)?;
+    parse_server_url(&url)
+        .map(Some)
+        .map_err(|(message, hint)| invalid(&message, &hint))
+}
+
+/// Checks a server URL (`https://host[:port]`); returns it without a trailing `/`, or what is
+/// wrong and the fix.
+pub fn parse_server_url(url: &str) -> Result<String, (String, String)> {
+    let hint = "write the server's address as `cutover server --listen` serves it, e.g. \"https://prod.example.com:9871\"".to_string();
+    let Some(rest) = url.strip_prefix("https://") else {
+        let why = if url.starts_with("http://") {
+            format!("{url:?} is plain HTTP; a remote server is reached over HTTPS only")
+        } else {
+            format!("{url:?} is not an https:// URL")
+        };
+        return Err((why, hint));
+    };
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() {
+        return Err((format!("{url:?} names no host"), hint));
+    }
+    if host.contains('@') {
+        return Err((
+            "the URL carries credentials (not repeated here)".into(),
+            "credentials never go in cutover.toml: use `cutover login URL --token …` (or CUTOVER_TOKEN in CI)".into(),
+        ));
+    }
+    if let Some(c) = host
+        .chars()
+        .find(|c| matches!(c, '/' | '?' | '#') || c.is_whitespace())
+    {
+        return Err((
+            format!("{url:?} has {c:?}: a server URL has no path, query or spaces"),
+            hint,
+        ));
+    }
+    if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']')) {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err((format!("{url:?} has no valid port"), hint));
+        }
+    }
+    Ok(format!("https://{host}"))
+}
+
 /// A string, or a scalar of another type shown as written (for better errors).
 pub(crate) enum StrOrOther {
     Str(String),

@@ -15,7 +15,7 @@ pub use argv::expand_argv;
 pub use docker_auth::{docker_config_path, docker_login};
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrorKind, Location};
-pub use fields::{is_env_var_name, AppName, SecretSource};
+pub use fields::{is_env_var_name, parse_server_url as server_url, AppName, SecretSource};
 pub use secrets::SecretError;
 pub use template::init_template;
 
@@ -345,6 +345,14 @@ pub struct Environment {
     /// `[environments.<name>.swarm]`: settings of the `swarm` runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarm: Option<SwarmSettings>,
+    /// The cutover server that runs this environment, `https://host[:port]`; absent: the
+    /// server of this machine's state dir, as always.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "fields::server_url"
+    )]
+    pub server: Option<String>,
 }
 
 /// `[environments.<name>.swarm]`: where the `swarm` runtime may place the instances.

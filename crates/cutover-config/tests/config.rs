@@ -1175,3 +1175,40 @@ fn tls_keys_that_would_be_ignored_are_refused() {
     ))
     .unwrap();
 }
+#[test]
+fn an_environment_on_another_server_names_it_by_https_url_only() {
+    let ok = parse(&with(
+        "environments.staging",
+        "server = \"https://prod.example.com:9871/\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        ok.environments["staging"].server.as_deref(),
+        Some("https://prod.example.com:9871")
+    );
+    assert_eq!(parse(BASE).unwrap().environments["staging"].server, None);
+    for (value, needle, hint) in [
+        ("http://prod:9871", "plain HTTP", "https://"),
+        ("prod.example.com:9871", "not an https:// URL", "https://"),
+        ("https://", "names no host", "https://"),
+        (
+            "https://bot:s3cret@prod:9871",
+            "carries credentials",
+            "cutover login",
+        ),
+        ("https://prod:9871/api", "no path", "https://"),
+        ("https://prod:http", "no valid port", "https://"),
+    ] {
+        let e = err(&with(
+            "environments.staging",
+            &format!("server = {value:?}"),
+        ));
+        assert_eq!(e.field(), Some("[environments.staging] server"), "{e}");
+        assert!(e.message().contains(needle), "{value}: {e}");
+        assert!(e.hint().unwrap().contains(hint), "{value}: {e}");
+        assert!(
+            !e.to_string().contains("s3cret"),
+            "never echoes a password: {e}"
+        );
+    }
+}

@@ -29,6 +29,9 @@ pub enum Verify {
     /// Any certificate is accepted (health probes of instances with self-signed ones; a
     /// registry the user marked `insecure`).
     Nothing,
+    /// Exactly the certificate with this fingerprint (`sha256:<hex>`), whatever its name or
+    /// issuer: a cutover server's own certificate, pinned by `cutover login`.
+    Pinned { fingerprint: String },
 }
 
 /// How a client behaves.
@@ -115,6 +118,9 @@ pub fn client(options: &ClientOptions) -> Result<Client, BuildError> {
             }
         }
         Verify::Roots { ca_bundle: None } => {}
+        Verify::Pinned { fingerprint } => {
+            builder = builder.use_preconfigured_tls(pin::pinned_config(fingerprint));
+        }
     }
     builder.build().map_err(|e| BuildError::Client(chain(&e)))
 }
@@ -299,6 +305,7 @@ fn tls_failure(e: &rustls::Error) -> Failure {
             C::UnknownIssuer => "it is signed by an unknown CA".to_string(),
             C::Revoked => "it is revoked".to_string(),
             C::BadSignature => "its signature is bad".to_string(),
+            C::Other(other) => other.to_string(),
             other => format!("{other:?}"),
         }),
         other => Failure::Other(format!("TLS: {other}")),
@@ -366,3 +373,5 @@ mod tests {
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub mod pin;

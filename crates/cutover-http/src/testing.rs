@@ -94,6 +94,11 @@ impl TestCa {
 }
 
 impl Issued {
+    /// The certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
     /// Writes `cert.pem` and `key.pem` into `dir`; returns their paths.
     pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf) {
         let cert = dir.join("cert.pem");

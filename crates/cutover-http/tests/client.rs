@@ -126,3 +126,42 @@ async fn proxies_from_the_environment_skip_loopback_addresses() {
         Some("registry.cutover-test.invalid")
     );
 }
+
+/// A pinned client talks to exactly the certificate it pins, whatever its name or issuer; any
+/// other is refused naming both fingerprints.
+#[tokio::test]
+async fn a_pinned_client_trusts_exactly_the_pinned_certificate() {
+    use cutover_http::pin::{fingerprint, parse_fingerprint};
+    let ca = TestCa::new("nobody trusts this CA");
+    let issued = ca.issue(&["not-the-name-we-call.example"]);
+    let server = TestServer::start(Some(&issued), ok);
+    let good = fingerprint(issued.cert_der());
+    let pinned = |fingerprint: &str| ClientOptions {
+        verify: Verify::Pinned {
+            fingerprint: fingerprint.to_string(),
+        },
+        ..ClientOptions::default()
+    };
+    assert_eq!(get(&pinned(&good), &server.url(true, "/")).await, Ok(200));
+
+    let wrong = format!("sha256:{}", "ab".repeat(32));
+    let said = get(&pinned(&wrong), &server.url(true, "/"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(said.contains(&good) && said.contains(&wrong), "{said}");
+    // Roots do not vouch for it either: the pin is what trusts it.
+    assert!(get(&ClientOptions::default(), &server.url(true, "/"))
+        .await
+        .is_err());
+
+    let colons: Vec<String> = good["sha256:".len()..]
+        .as_bytes()
+        .chunks(2)
+        .map(|p| String::from_utf8(p.to_vec()).unwrap().to_uppercase())
+        .collect();
+    let openssl_style = format!("SHA256:{}", colons.join(":"));
+    assert_eq!(parse_fingerprint(&openssl_style), Some(good.clone()));
+    assert_eq!(parse_fingerprint("sha256:1234"), None);
+    assert_eq!(parse_fingerprint("md5:00"), None);
+}

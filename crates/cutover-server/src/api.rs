@@ -66,6 +66,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/tokens", get(tokens).post(create_token))
         .route("/v1/tokens/revoke", post(revoke_token))
         .route("/v1/refusals", get(refusals))
+        .route("/v1/whoami", get(whoami))
         .route("/v1/blobs/missing", post(crate::ship::missing))
         .route(
             "/v1/blobs/{digest}",
@@ -138,6 +139,8 @@ async fn status(State(app): State<Shared>) -> Response {
         let (maintenance, paused) =
             convert::edge_hold(engine.with_ledger(|l| l.edge_hold(&name)).ok().flatten());
         environments.push(EnvironmentView {
+            server: None,
+            unreachable: None,
             name: name.clone(),
             listen,
             live: live.as_ref().map(convert::live),
@@ -419,6 +422,18 @@ async fn create_token(State(app): State<Shared>, Json(body): Json<TokenBody>) ->
         .into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
+}
+
+async fn whoami(caller: Option<axum::Extension<crate::auth::Caller>>) -> Json<cutover_api::WhoAmI> {
+    Json(match caller {
+        Some(axum::Extension(crate::auth::Caller(name, role))) => {
+            cutover_api::WhoAmI { name, role }
+        }
+        None => cutover_api::WhoAmI {
+            name: cutover_daemon::current_user(),
+            role: Role::Admin,
+        },
+    })
 }
 
 async fn refusals(State(app): State<Shared>) -> Response {

@@ -17,7 +17,7 @@ use crate::ServerEngine;
 
 /// Whose token a call carried (a request extension, once `require_role` let it through).
 #[derive(Debug, Clone)]
-pub struct Caller(pub String);
+pub struct Caller(pub String, pub Role);
 
 /// The most a JSON body may weigh on a listener other machines reach.
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -100,7 +100,7 @@ pub async fn require_role(
     }
     match as_person(request, &name).await {
         Ok(mut request) => {
-            request.extensions_mut().insert(Caller(name));
+            request.extensions_mut().insert(Caller(name, role));
             next.run(request).await
         }
         Err(response) => response,

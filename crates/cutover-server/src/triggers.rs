@@ -195,7 +195,7 @@ async fn receive(
 
 async fn approve_with_token(
     State(engine): State<ServerEngine>,
-    Extension(Caller(who)): Extension<Caller>,
+    Extension(Caller(who, _)): Extension<Caller>,
     Json(body): Json<TokenGate>,
 ) -> Response {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -210,7 +210,7 @@ async fn approve_with_token(
 
 async fn reject_with_token(
     State(engine): State<ServerEngine>,
-    Extension(Caller(who)): Extension<Caller>,
+    Extension(Caller(who, _)): Extension<Caller>,
     Json(body): Json<TokenGate>,
 ) -> Response {
     let choice = cutover_engine::GateChoice {

@@ -90,13 +90,31 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
     config.environment(&args.env)?;
     config.check_overrides(&args.overrides)?;
     let secrets = config.resolve_secrets(&ctx.root)?;
-    let client = Client::connect_or_start(&ctx.state).await?;
+    let client = ctx.client_for(&args.env).await?;
+    // A remote server has neither the bundle nor, often, the repository: the bundle travels
+    // by digest, and the commit's author (who may not approve it) is looked up here.
+    let remote = ctx.server_of(&args.env).is_some();
+    let mut author = None;
+    let artifact = if remote {
+        author = cutover_git::Repo::discover(&ctx.root)
+            .and_then(|repo| repo.commit_info(&artifact.commit))
+            .ok()
+            .map(|c| c.author());
+        crate::commands::ship::ship(&client, &ctx, artifact, &progress).await?
+    } else {
+        artifact
+    };
     progress.step(&format!(
-        "deploying {}:{} ({}) to {}",
+        "deploying {}:{} ({}) to {}{}",
         artifact.app,
         short(&artifact.version),
         artifact.digest,
-        args.env
+        args.env,
+        if remote {
+            format!(" on {}", client.server())
+        } else {
+            String::new()
+        }
     ));
     let body = DeployBody {
         env: args.env.clone(),
@@ -108,9 +126,9 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         queue: args.queue,
         registry_login: config.registry_credentials(&ctx.root)?,
         trigger: "cli".into(),
-        // The server looks up the commit's author (and publishes the image first if the
-        // environment needs it).
-        author: None,
+        // A local server looks up the commit's author itself (and publishes the image first
+        // if the environment needs it).
+        author,
         skip_checks: args.skip_checks,
     };
     let outcome = client
@@ -134,7 +152,7 @@ pub async fn rollback(
         }
     }
     let progress = Renderer::new(args.verbose);
-    let client = Client::connect_or_start(&ctx.state).await?;
+    let client = ctx.client_for(&args.env).await?;
     let query = args
         .to
         .as_ref()

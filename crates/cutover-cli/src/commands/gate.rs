@@ -5,7 +5,6 @@ use clap::Args;
 use cutover_api::{EnvBody, GateBody, Outcome, PromoteBody, TargetView};
 use cutover_config::Config;
 
-use crate::client::Client;
 use crate::context::Context;
 use crate::output::{report, Renderer};
 
@@ -96,7 +95,7 @@ pub async fn approve(
     state_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    let client = Client::connect_or_start(&ctx.state).await?;
+    let client = ctx.client_for(&args.env).await?;
     let progress = Renderer::new(args.verbose);
     let body = GateBody {
         env: args.env,
@@ -120,12 +119,14 @@ pub async fn reject(args: RejectArgs, state_dir: Option<&std::path::Path>) -> an
         older: true,
         reason: Some(args.reason),
     };
-    post(state_dir, "/v1/reject", &body).await
+    let env = body.env.clone();
+    post(state_dir, &env, "/v1/reject", &body).await
 }
 
 pub async fn freeze(args: FreezeArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     post(
         state_dir,
+        &args.env.clone(),
         "/v1/freeze",
         &EnvBody {
             env: args.env,
@@ -139,6 +140,7 @@ pub async fn freeze(args: FreezeArgs, state_dir: Option<&std::path::Path>) -> an
 pub async fn unfreeze(args: EnvArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     post(
         state_dir,
+        &args.env.clone(),
         "/v1/unfreeze",
         &EnvBody {
             env: args.env,
@@ -187,6 +189,7 @@ pub async fn resume(args: EnvArgs, state_dir: Option<&std::path::Path>) -> anyho
 pub async fn abort(args: EnvArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     post(
         state_dir,
+        &args.env.clone(),
         "/v1/abort",
         &EnvBody {
             env: args.env,
@@ -199,11 +202,12 @@ pub async fn abort(args: EnvArgs, state_dir: Option<&std::path::Path>) -> anyhow
 
 async fn post(
     state_dir: Option<&std::path::Path>,
+    env: &str,
     path: &str,
     body: &impl serde::Serialize,
 ) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    let client = Client::connect_or_start(&ctx.state).await?;
+    let client = ctx.client_for(env).await?;
     let outcome: Outcome = client.call("POST", path, Some(body)).await?;
     Ok(report(&outcome))
 }
@@ -215,7 +219,20 @@ pub async fn promote(
     state_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    let client = Client::connect_or_start(&ctx.state).await?;
+    if ctx.server_of(&args.from) != ctx.server_of(&args.to) {
+        return Err(cutover_api::Refusal::new(
+            format!(
+                "{} and {} live on different servers; promoting across servers is not built yet",
+                args.from, args.to
+            ),
+            Some(format!(
+                "deploy the same version there instead: `cutover deploy {} --version <sha>` ships the artifact by digest",
+                args.to
+            )),
+        )
+        .into());
+    }
+    let client = ctx.client_for(&args.to).await?;
     // Secrets and the registry login are resolved here, in the caller's environment, from the
     // config of what is live in `from` now (the server resolves any the release it takes lacks).
     let live: Option<TargetView> = client.get(&format!("/v1/live/{}", args.from)).await?;

@@ -74,7 +74,8 @@ pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> an
         eprintln!("warning: the working tree's cutover.toml is invalid (deploys use the committed one):\n{e}");
     }
     let client = Client::connect_or_start(&ctx.state).await?;
-    let view: StatusView = client.get("/v1/status").await?;
+    let mut view: StatusView = client.get("/v1/status").await?;
+    merge_remote(&ctx, &mut view).await;
     if args.json {
         return print_json(&view);
     }
@@ -82,7 +83,16 @@ pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> an
         println!("no environments: add [environments.NAME] to cutover.toml");
     }
     for env in &view.environments {
-        println!("{}  {}", env.name, env.listen.as_deref().unwrap_or("-"));
+        let on = env
+            .server
+            .as_ref()
+            .map(|s| format!("  on {s}"))
+            .unwrap_or_default();
+        println!("{}  {}{on}", env.name, env.listen.as_deref().unwrap_or("-"));
+        if let Some(why) = &env.unreachable {
+            println!("  unreachable: {why}");
+            continue;
+        }
         match &env.live {
             Some(live) => {
                 let since = live
@@ -142,12 +152,63 @@ pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> an
     Ok(0)
 }
 
+/// Replaces the environments the working tree's config puts on other servers by what those
+/// servers say of them; a server that cannot be asked is shown as such, the others still are.
+async fn merge_remote(ctx: &Context, view: &mut StatusView) {
+    let Ok(config) = ctx.working_config() else {
+        return;
+    };
+    let mut by_server: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, env) in &config.environments {
+        if let Some(url) = &env.server {
+            by_server
+                .entry(url.clone())
+                .or_default()
+                .push(name.to_string());
+        }
+    }
+    for (url, names) in by_server {
+        view.environments.retain(|e| !names.contains(&e.name));
+        let answer = async {
+            let login = crate::credentials::for_server(&url)?;
+            let client = Client::remote(&url, &login.fingerprint, &login.token)?;
+            client.get::<StatusView>("/v1/status").await
+        }
+        .await;
+        match answer {
+            Ok(remote) => {
+                for mut env in remote.environments {
+                    if names.contains(&env.name) {
+                        env.server = Some(url.clone());
+                        view.environments.push(env);
+                    }
+                }
+            }
+            Err(e) => {
+                for name in &names {
+                    view.environments.push(cutover_api::EnvironmentView {
+                        name: name.clone(),
+                        listen: None,
+                        live: None,
+                        previous: None,
+                        instances: Vec::new(),
+                        awaiting_approval: Vec::new(),
+                        frozen: None,
+                        server: Some(url.clone()),
+                        unreachable: Some(format!("{e:#}")),
+                    });
+                }
+            }
+        }
+    }
+}
+
 pub async fn history(
     args: HistoryArgs,
     state_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    let client = Client::connect_or_start(&ctx.state).await?;
+    let client = ctx.client_for(&args.env).await?;
     let view: HistoryView = client
         .get(&format!("/v1/history/{}?limit={}", args.env, args.limit))
         .await?;
@@ -286,7 +347,7 @@ async fn follow(client: &Client, id: i64) -> anyhow::Result<i32> {
 
 pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    let client = Client::connect_or_start(&ctx.state).await?;
+    let client = ctx.client_for(&args.env).await?;
     if args.access {
         let log: AccessLogView = client
             .get(&format!(

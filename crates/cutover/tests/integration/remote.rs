@@ -486,3 +486,142 @@ fn a_bundle_uploads_blob_by_blob_and_a_truncated_blob_is_refused() {
     let (code, _) = remote.call("PUT", "/v1/artifacts", Some(&reader), Some(&manifest_arg));
     assert_eq!(code, 403);
 }
+
+/// The version an edge at `addr` serves (`/health` 200 only).
+fn serving(addr: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    match crate::support::http_get(addr, "/health") {
+        Ok((200, body)) => crate::support::json_field(&body, "version"),
+        _ => None,
+    }
+}
+
+fn wait_for_version(addr: &str, version: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = serving(addr);
+        if last.as_deref() == Some(version) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{addr} did not serve {version}; last {last:?}");
+}
+
+/// Issue 10, parts 2–4 and 7 from the CLI's side: one `cutover.toml` drives staging on this
+/// machine and production on a server elsewhere (`server = "https://…"`), after `cutover login`
+/// pinned its certificate; the bundle built here travels by digest (only what the server
+/// lacks), the server deploys it, and history and rollback go there too. A wrong fingerprint,
+/// a missing login and a token whose role is too small are refused with exit 1, nothing changed.
+#[test]
+fn a_laptop_deploys_production_on_a_remote_server_by_digest() {
+    let remote = Remote::start(&[]);
+    let pin = remote.cli(&["server", "info", "--json"]).expect(0).json()["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bot = token(&remote, "deploy-bot", "deploy");
+    let viewer = token(&remote, "viewer", "read");
+    let url = format!("https://{}", remote.addr);
+    let production = format!("127.0.0.1:{}", free_port());
+
+    let mut lab = crate::support::Lab::new();
+    let logins = tempfile::tempdir().unwrap();
+    lab.env.push((
+        "XDG_CONFIG_HOME".into(),
+        logins.path().to_str().unwrap().into(),
+    ));
+    let text = format!(
+        "{}\n[environments.production]\nlisten = \"{production}\"\nserver = \"{url}\"\n",
+        lab.config()
+    );
+    let v1 = lab.commit_config(&text, "production lives elsewhere");
+
+    // Before logging in: refused, says how.
+    lab.run(&["deploy", "production"])
+        .expect(1)
+        .says(&["not logged in", "cutover login"]);
+    // A login with a wrong fingerprint is refused naming both, and keeps nothing.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    lab.run(&["login", &url, "--fingerprint", &wrong, "--token", &bot])
+        .expect(1)
+        .says(&[&pin, &wrong]);
+    assert!(!logins.path().join("cutover/servers.json").exists());
+    lab.run(&["login", &url, "--fingerprint", &pin, "--token", "cut_nope"])
+        .expect(1)
+        .says(&["not valid"]);
+    lab.run(&["login", &url, "--fingerprint", &pin, "--token", &bot])
+        .expect(0)
+        .says(&["deploy-bot", "deploy"]);
+    let kept = logins.path().join("cutover/servers.json");
+    let mode = fs::metadata(&kept).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+
+    // Deploy: built here, shipped by digest, deployed there.
+    let run = lab.run(&["deploy", "production"]).expect(0);
+    assert!(run.stderr.contains(&format!("on {url}")), "{run:?}");
+    assert!(
+        run.stderr.contains("1 of 1 blobs"),
+        "the bundle travelled: {run:?}"
+    );
+    wait_for_version(&production, &v1);
+    let history = lab
+        .run(&["history", "production", "--json"])
+        .expect(0)
+        .json();
+    let releases = history["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 1, "{history:#}");
+    assert_eq!(releases[0]["requested_by"], "deploy-bot", "{history:#}");
+    // `status` shows both, and says where each lives.
+    let status = lab.run(&["status", "--json"]).expect(0).json();
+    let env = |status: &Value, name: &str| {
+        status["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}: {status:#}"))
+    };
+    let prod = env(&status, "production");
+    assert_eq!(prod["server"], url.as_str(), "{status:#}");
+    assert_eq!(prod["live"]["version"], v1.as_str(), "{status:#}");
+    assert!(
+        env(&status, "staging").get("server").is_none(),
+        "{status:#}"
+    );
+    let shown = lab.run(&["status"]).expect(0);
+    assert!(shown.stdout.contains(&format!("on {url}")), "{shown:?}");
+
+    // A commit that changes no file of the bundle: nothing travels again.
+    let v2 = lab.commit("notes only");
+    let run = lab.run(&["deploy", "production"]).expect(0);
+    assert!(run.stderr.contains("0 of 1 blobs"), "{run:?}");
+    wait_for_version(&production, &v2);
+    lab.run(&["rollback", "production"]).expect(0);
+    wait_for_version(&production, &v1);
+
+    // A read token may look but not deploy; a wrong pin in CI's variables is refused.
+    let read_only = [("CUTOVER_TOKEN", viewer.as_str())];
+    lab.run_env(&["history", "production"], &read_only)
+        .expect(0);
+    lab.run_env(&["deploy", "production"], &read_only)
+        .expect(1)
+        .says(&["role read", "needs deploy"]);
+    lab.run_env(
+        &["history", "production"],
+        &[("CUTOVER_SERVER_FINGERPRINT", wrong.as_str())],
+    )
+    .expect(1)
+    .says(&[&pin, "log in again"]);
+    assert_eq!(serving(&production).as_deref(), Some(v1.as_str()));
+
+    lab.run(&["logout", &url]).expect(0);
+    lab.run(&["history", "production"])
+        .expect(1)
+        .says(&["not logged in"]);
+}
