@@ -155,8 +155,7 @@ async fn a_pinned_client_trusts_exactly_the_pinned_certificate() {
         .await
         .is_err());
 
-    let colons: Vec<String> = good["sha256:".len()..]
-        .as_bytes()
+    let colons: Vec<String> = good.as_bytes()["sha256:".len()..]
         .chunks(2)
         .map(|p| String::from_utf8(p.to_vec()).unwrap().to_uppercase())
         .collect();
