@@ -1175,6 +1175,7 @@ fn tls_keys_that_would_be_ignored_are_refused() {
     ))
     .unwrap();
 }
+
 #[test]
 fn an_environment_on_another_server_names_it_by_https_url_only() {
     let ok = parse(&with(
