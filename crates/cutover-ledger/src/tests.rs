@@ -318,7 +318,10 @@ fn an_edge_hold_is_recorded_replaced_and_lifted() {
     l.set_edge_hold("staging", &pause).unwrap();
     match l.edge_hold("staging").unwrap().unwrap().kind {
         EdgeHoldKind::Pause { until: read } => {
-            assert_eq!(read.timestamp_millis() / 1000, until.timestamp_millis() / 1000)
+            assert_eq!(
+                read.timestamp_millis() / 1000,
+                until.timestamp_millis() / 1000
+            )
         }
         other => panic!("{other:?}"),
     }

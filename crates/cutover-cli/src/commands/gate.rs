@@ -161,7 +161,8 @@ pub async fn maintenance(
         on: matches!(args.switch, Switch::On),
         message: args.message,
     };
-    post(state_dir, "/v1/maintenance", &body).await
+    let env = body.env.clone();
+    post(state_dir, &env, "/v1/maintenance", &body).await
 }
 
 pub async fn pause(args: PauseArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
@@ -170,12 +171,14 @@ pub async fn pause(args: PauseArgs, state_dir: Option<&std::path::Path>) -> anyh
         by: me(),
         max_ms: Some(u64::try_from(args.max.as_millis()).unwrap_or(u64::MAX)),
     };
-    post(state_dir, "/v1/pause", &body).await
+    let env = body.env.clone();
+    post(state_dir, &env, "/v1/pause", &body).await
 }
 
 pub async fn resume(args: EnvArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     post(
         state_dir,
+        &args.env.clone(),
         "/v1/resume",
         &EnvBody {
             env: args.env,

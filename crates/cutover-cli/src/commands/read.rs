@@ -194,6 +194,8 @@ async fn merge_remote(ctx: &Context, view: &mut StatusView) {
                         instances: Vec::new(),
                         awaiting_approval: Vec::new(),
                         frozen: None,
+                        maintenance: None,
+                        paused: None,
                         server: Some(url.clone()),
                         unreachable: Some(format!("{e:#}")),
                     });
