@@ -19,9 +19,9 @@ pub use requests::{
     RunRequest, RunsQuery, TokenBody, TokenGate, VerdictQuery,
 };
 pub use responses::{
-    AccessLogView, BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, Ping, PruneReport,
-    Refusal, RefusalsView, RefusedCall, ReleaseEvent, Removed, Revoked, ServerInfo, Stopped,
-    TargetView, TokenCreated, TokenEntry, Verdict, WhoAmI,
+    AccessLogView, BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, Ping,
+    PipelineRunEvent, PruneReport, Refusal, RefusalsView, RefusedCall, ReleaseEvent, Removed,
+    Revoked, ServerInfo, Stopped, TargetView, TokenCreated, TokenEntry, Verdict, WhoAmI,
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,

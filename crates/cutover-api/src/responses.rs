@@ -161,6 +161,27 @@ pub enum HookAnswer {
 pub enum Notification {
     /// A release changed state: `{"kind":"release","app":…,"state":"live",…}`.
     Release(ReleaseEvent),
+    /// A pipeline run ended without shipping (a check failed, it was refused, a deploy rolled
+    /// back): `{"kind":"pipeline-run","run":…,"state":"failed",…}`. Above all for the runs a
+    /// webhook or `watch` started, which nobody watches.
+    PipelineRun(PipelineRunEvent),
+}
+
+/// How a pipeline run ended, as notifications carry it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PipelineRunEvent {
+    pub app: String,
+    pub run: i64,
+    /// The commit (or what was asked for, when it could not be resolved).
+    pub sha: String,
+    /// "cli", "webhook", "watch".
+    pub trigger: String,
+    pub requested_by: String,
+    /// "refused" or "failed".
+    pub state: String,
+    pub exit_code: i32,
+    pub message: String,
+    pub at: DateTime<Utc>,
 }
 
 impl From<ReleaseEvent> for Notification {

@@ -436,6 +436,15 @@ pub fn summary(event: &Notification) -> String {
                 None => format!("{}: {what}", e.app),
             }
         }
+        Notification::PipelineRun(e) => format!(
+            "{}: pipeline run {} for {} ({}) {}: {}",
+            e.app,
+            e.run,
+            short(&e.sha),
+            e.trigger,
+            e.state,
+            e.message
+        ),
     }
 }
 
@@ -456,6 +465,16 @@ fn facts(event: &Notification) -> Vec<(&'static str, String)> {
             }
             facts
         }
+        Notification::PipelineRun(e) => vec![
+            ("App", e.app.clone()),
+            ("Pipeline run", e.run.to_string()),
+            ("Commit", short(&e.sha).to_string()),
+            ("Trigger", e.trigger.clone()),
+            ("Requested by", e.requested_by.clone()),
+            ("State", e.state.clone()),
+            ("Reason", e.message.clone()),
+            ("At", e.at.to_rfc3339()),
+        ],
     }
 }
 

@@ -111,6 +111,13 @@ pub async fn run(
     ));
     let outcome = stages(&engine, &state, &req, &sha, &config, run.id, &log).await;
     let _ = engine.with_ledger(|l| l.finish_run(run.id, outcome.exit_code, &outcome.message));
+    notify_unshipped(
+        config.app.name.as_str(),
+        run.id,
+        sha.as_str(),
+        &req,
+        &outcome,
+    );
     let mut outcome = outcome;
     outcome.message = format!("pipeline run {}: {}", run.id, outcome.message);
     outcome
@@ -130,9 +137,38 @@ fn refused_run(engine: &ServerEngine, req: &RunRequest, sha: &str, outcome: Outc
     });
     let mut outcome = outcome;
     if let Ok(id) = recorded {
+        let app = Config::load(&engine.options().repo_root.join(CONFIG_FILE))
+            .map(|c| c.app.name.to_string())
+            .unwrap_or_else(|_| "cutover".into());
+        notify_unshipped(&app, id, sha, req, &outcome);
         outcome.message = format!("pipeline run {id}: {}", outcome.message);
     }
     outcome
+}
+
+/// A run that ended without shipping is told to the `[[notify]]` receivers (a run a webhook
+/// started has nobody watching it).
+fn notify_unshipped(app: &str, run: i64, sha: &str, req: &RunRequest, outcome: &Outcome) {
+    if outcome.exit_code == 0 {
+        return;
+    }
+    crate::triggers::notify(cutover_hooks::Notification::PipelineRun(
+        cutover_api::PipelineRunEvent {
+            app: app.to_string(),
+            run,
+            sha: sha.to_string(),
+            trigger: req.trigger.clone(),
+            requested_by: req.requested_by.clone(),
+            state: if outcome.exit_code == 1 {
+                "refused".into()
+            } else {
+                "failed".into()
+            },
+            exit_code: outcome.exit_code,
+            message: outcome.message.clone(),
+            at: chrono::Utc::now(),
+        },
+    ));
 }
 
 async fn stages(

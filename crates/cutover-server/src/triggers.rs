@@ -224,6 +224,17 @@ async fn reject_with_token(
     .into_response()
 }
 
+/// The server's notifier, once `start_notifications` made one: for the events that are not
+/// release state changes (a pipeline run that ended without shipping).
+static NOTIFIER: std::sync::OnceLock<Notifier> = std::sync::OnceLock::new();
+
+/// Sends `event` to the `[[notify]]` receivers, if any; never waits.
+pub fn notify(event: impl Into<cutover_hooks::Notification>) {
+    if let Some(notifier) = NOTIFIER.get() {
+        notifier.notify(event);
+    }
+}
+
 /// Sends every notable release state change to the config's `[[notify]]` receivers. A
 /// receiver whose header secrets cannot be resolved is left out, with a warning naming them.
 pub fn start_notifications(
@@ -259,6 +270,7 @@ pub fn start_notifications(
         .map(|r| cutover_hooks::redact(&r.url))
         .collect();
     let notifier = Notifier::new(receivers);
+    let _ = NOTIFIER.set(notifier.clone());
     let handle = tokio::runtime::Handle::current();
     engine.observe(Arc::new(move |release| {
         let event = convert::release_event(release);

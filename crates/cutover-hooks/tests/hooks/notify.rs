@@ -98,9 +98,10 @@ impl Receiver {
         self.hits()
             .iter()
             .filter(|h| (200..300).contains(&h.status))
-            .map(
+            .filter_map(
                 |h| match serde_json::from_slice::<Notification>(&h.body).unwrap() {
-                    Notification::Release(e) => e,
+                    Notification::Release(e) => Some(e),
+                    Notification::PipelineRun(_) => None,
                 },
             )
             .collect()

@@ -1020,6 +1020,43 @@ impl Drop for Blackhole {
     }
 }
 
+/// Issue 10, part 6: a pipeline run that ends without shipping is told to the receivers, as
+/// a `pipeline-run` notification with its reason (a webhook's run has nobody watching it).
+#[test]
+fn a_failed_pipeline_run_is_notified() {
+    let receiver = Receiver::start();
+    let failing = CHECKS.replace(
+        "run = \"echo testing\"",
+        "run = \"echo 'assertion failed: expected 2, got 3'; exit 1\"",
+    );
+    let rest = format!(
+        "{failing}\n[[notify]]\nurl = \"http://{}/hook\"\n",
+        receiver.addr
+    );
+    let pipe = Pipe::new("", "", &rest);
+    let sha = pipe.head();
+    pipe.run(&["pipeline", "run"]).expect(1);
+    let event = poll(
+        Duration::from_secs(30),
+        "a pipeline-run notification",
+        || {
+            receiver
+                .events()
+                .into_iter()
+                .find(|e| e["kind"] == "pipeline-run")
+        },
+    );
+    assert_eq!(event["sha"], sha.as_str(), "{event:#}");
+    assert_eq!(event["state"], "refused", "{event:#}");
+    assert_eq!(event["trigger"], "cli", "{event:#}");
+    assert_eq!(event["app"], "lab", "{event:#}");
+    assert!(
+        event["message"].as_str().unwrap().contains("test"),
+        "the reason names the check: {event:#}"
+    );
+    assert!(pipe.history().is_empty(), "nothing shipped");
+}
+
 #[test]
 fn notifications_reach_a_receiver_and_a_dead_one_slows_nothing() {
     let receiver = Receiver::start();
