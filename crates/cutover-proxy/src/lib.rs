@@ -302,6 +302,7 @@ async fn serve(
         &shutdown_rx,
         workers,
     );
+    let log = access.clone();
     let forwarder = Arc::new(Forwarder::new(
         options.env.clone(),
         routes,
@@ -312,6 +313,7 @@ async fn serve(
     for finished in done {
         let _ = finished.await;
     }
+    log.close();
 
     admin_task.abort();
     let _ = std::fs::remove_file(&options.admin_socket);

@@ -22,14 +22,23 @@ fn logs_access_shows_one_json_line_per_request_and_follows() {
     assert_eq!(lab.get("/tasks").unwrap().0, 200);
     assert_eq!(lab.get("/nowhere").unwrap().0, 404);
 
-    let run = lab
-        .run(&["logs", "staging", "--access", "-n", "1000"])
-        .expect(0);
-    let lines: Vec<Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    // The edge writes its access log every 100 ms (serving threads only fill a buffer).
+    let mut tries = 0;
+    let (run, lines) = loop {
+        let run = lab
+            .run(&["logs", "staging", "--access", "-n", "1000"])
+            .expect(0);
+        let lines: Vec<Value> = run
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        tries += 1;
+        if lines.len() >= seen + 2 || tries == 40 {
+            break (run, lines);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(lines.len(), seen + 2, "{run:?}");
     let (tasks, nowhere) = (&lines[seen], &lines[seen + 1]);
     assert_eq!(tasks["path"], "/tasks");
