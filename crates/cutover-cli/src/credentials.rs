@@ -51,25 +51,8 @@ fn load(path: &Path) -> anyhow::Result<BTreeMap<String, Credentials>> {
 }
 
 fn store(path: &Path, all: &BTreeMap<String, Credentials>) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    file.write_all(&serde_json::to_vec_pretty(all)?)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    cutover_daemon::write_private(path, &serde_json::to_vec_pretty(all)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Keeps `credentials` for `url`.

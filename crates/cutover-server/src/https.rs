@@ -4,7 +4,6 @@
 //! server makes itself on first start and keeps in the state dir; clients pin its SHA-256
 //! fingerprint, so no CA is involved.
 
-use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,26 +120,11 @@ fn make_own(cert_file: &Path, key_file: &Path) -> Result<(), String> {
         .map_err(|e| format!("cannot make the server's certificate: {e}"))?;
     let dir = cert_file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    write_private(key_file, made.key_pair.serialize_pem().as_bytes())
+    cutover_daemon::write_private(key_file, made.key_pair.serialize_pem().as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", key_file.display()))?;
     cutover_daemon::write_atomic(cert_file, made.cert.pem().as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", cert_file.display()))?;
     Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Binds `addr`, with an error that says what to do.
