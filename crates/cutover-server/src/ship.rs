@@ -8,10 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use bytes::Bytes;
 use cutover_api::{BlobsMissing, BlobsQuery, Refusal};
 use cutover_artifact::{Artifact, ArtifactStore};
 use futures_util::StreamExt as _;
-use tokio::io::AsyncWriteExt as _;
 
 use crate::api::Shared;
 
@@ -49,58 +49,62 @@ pub async fn put_blob(
     if store.missing_blobs([digest.as_str()]).is_empty() {
         return StatusCode::NO_CONTENT.into_response();
     }
-    // Spooled to a file first (bounded memory), then verified and stored.
-    let spool =
-        store
-            .dir()
-            .join("tmp")
-            .join(format!("upload-{}-{}", std::process::id(), rand_suffix()));
-    let received = spool_body(body, &spool).await;
-    let result = match received {
-        Ok(()) => {
-            let (spool, digest) = (spool.clone(), digest.clone());
-            tokio::task::spawn_blocking(move || {
-                let mut file = std::fs::File::open(&spool)?;
-                store
-                    .put_blob(&digest, &mut file)
-                    .map_err(std::io::Error::other)
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            .map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e),
-    };
-    let _ = tokio::fs::remove_file(&spool).await;
-    match result {
-        Ok(_) => StatusCode::CREATED.into_response(),
-        Err(e) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e, None),
-    }
-}
-
-async fn spool_body(body: Body, path: &std::path::Path) -> Result<(), String> {
-    let mut file = tokio::fs::File::create(path)
-        .await
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // The body streams into the store, which hashes it as it writes and keeps it only if it
+    // is the blob it claims to be; a bounded channel keeps memory flat.
+    let (chunks, incoming) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut reader = ChunkReader {
+            incoming,
+            current: Bytes::new(),
+        };
+        store.put_blob(&digest, &mut reader)
+    });
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| format!("the upload broke off: {e}"))?;
-        total += chunk.len() as u64;
-        if total > MAX_BLOB {
-            return Err(format!("a blob may be at most {} GiB", MAX_BLOB >> 30));
+        let chunk = chunk.map_err(|e| std::io::Error::other(format!("the upload broke off: {e}")));
+        if let Ok(data) = &chunk {
+            total += data.len() as u64;
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let chunk = match chunk {
+            Ok(_) if total > MAX_BLOB => Err(std::io::Error::other(format!(
+                "a blob may be at most {} GiB",
+                MAX_BLOB >> 30
+            ))),
+            other => other,
+        };
+        let failed = chunk.is_err();
+        let sent = chunks.send(chunk).await.is_ok();
+        if failed || !sent {
+            break;
+        }
     }
-    file.flush().await.map_err(|e| e.to_string())
+    drop(chunks);
+    match stored.await {
+        Ok(Ok(_)) => StatusCode::CREATED.into_response(),
+        Ok(Err(e)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
 }
 
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+/// The upload's chunks as a `Read` for the store (on a blocking thread).
+struct ChunkReader {
+    incoming: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.incoming.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// `PUT /v1/artifacts`: a bundle's manifest (as `cutover-artifact` stores it), once its blobs
