@@ -15,10 +15,24 @@ fn logs_access_shows_one_json_line_per_request_and_follows() {
     lab.deploy().expect(0);
     lab.assert_serving(&v1);
     let release = lab.staging()["live"]["release"].as_i64().unwrap();
-    let before = lab
-        .run(&["logs", "staging", "--access", "-n", "1000"])
-        .expect(0);
-    let seen = before.stdout.lines().count();
+    // The edge writes its access log every 100 ms: count what is there once it has settled
+    // (the requests of the deploy's own checks may still be on their way to the file).
+    let count = || {
+        lab.run(&["logs", "staging", "--access", "-n", "1000"])
+            .expect(0)
+            .stdout
+            .lines()
+            .count()
+    };
+    let mut seen = count();
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let now = count();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
     assert_eq!(lab.get("/tasks").unwrap().0, 200);
     assert_eq!(lab.get("/nowhere").unwrap().0, 404);
 
