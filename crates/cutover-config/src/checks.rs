@@ -84,6 +84,7 @@ impl Config {
             .with_hint("remove insecure to verify the registry against ca_bundle, or remove ca_bundle"));
         }
 
+        self.check_tls(text, origin, &entries)?;
         self.check_pipeline(text, origin, &entries)?;
         for (name, env) in &self.environments {
             for (i, required) in env.requires.iter().enumerate() {
@@ -309,6 +310,76 @@ impl Config {
 }
 
 impl Config {
+    /// `tls`, `hosts` and `http_redirect` of each environment: what ACME can issue, and a
+    /// redirect that has somewhere to send people.
+    fn check_tls(
+        &self,
+        text: &str,
+        origin: &str,
+        entries: &[locate::Entry],
+    ) -> Result<(), ConfigError> {
+        let at = |path: &[&str]| {
+            locate::value_span(entries, path)
+                .or_else(|| locate::key_span(entries, &path[..2]))
+                .map_or(0, |s| s.start)
+        };
+        for (name, env) in &self.environments {
+            let err = |key: &str, message: String, hint: String| {
+                Err(
+                    ConfigError::at(text, origin, at(&["environments", name, key]), message)
+                        .with_field(format!("[environments.{name}] {key}"))
+                        .with_hint(hint),
+                )
+            };
+            if env.tls == Some(Tls::Acme) {
+                if env.hosts.is_empty() {
+                    return err(
+                        "tls",
+                        format!("tls = \"acme\" needs the names to get a certificate for, and environment `{name}` has no hosts"),
+                        format!("add hosts = [\"app.example.com\"] to [environments.{name}], or use your own files: tls = {{ cert = \"…\", key = \"…\" }}"),
+                    );
+                }
+                if let Some(wild) = env.hosts.iter().find(|h| h.starts_with("*.")) {
+                    return err(
+                        "hosts",
+                        format!("{wild:?} is a wildcard, and ACME issues wildcard certificates only through DNS-01, which cutover does not answer"),
+                        "list each name instead, or give a wildcard certificate of your own: tls = { cert = \"…\", key = \"…\" }".to_string(),
+                    );
+                }
+            }
+            let Some(redirect) = env.http_redirect else {
+                continue;
+            };
+            if env.tls.is_none() {
+                return err(
+                    "http_redirect",
+                    format!("http_redirect sends plain HTTP to https://, and environment `{name}` serves no TLS"),
+                    format!("add tls = \"acme\" (or tls = {{ cert, key }}) to [environments.{name}], or remove http_redirect"),
+                );
+            }
+            if overlaps(redirect, env.listen) {
+                return err(
+                    "http_redirect",
+                    format!("{redirect} is also the listen address of environment `{name}`: one port cannot answer both TLS and plain HTTP"),
+                    format!("give http_redirect its own port, e.g. \"{}:80\" beside listen on 443", redirect.ip()),
+                );
+            }
+            let taken = self
+                .environments
+                .iter()
+                .find(|(other, e)| *other != name && overlaps(e.listen, redirect));
+            if let Some((other, _)) = taken {
+                return err(
+                    "http_redirect",
+                    format!("{redirect} is already the listen address of environment `{other}`"),
+                    "give http_redirect a port no environment listens on, e.g. \"0.0.0.0:80\""
+                        .to_string(),
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Check names are unique, `needs` name existing checks, and there is no cycle.
     fn check_pipeline(
         &self,

@@ -1,10 +1,10 @@
-//! Durations written as strings: `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"1m30s"`.
+//! Durations written as strings: `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"30d"`, `"1m30s"`.
 
 use std::time::Duration;
 
-const HINT: &str = "use a number with a unit, e.g. \"10s\" or \"500ms\" (units: ms, s, m, h)";
+const HINT: &str = "use a number with a unit, e.g. \"10s\" or \"500ms\" (units: ms, s, m, h, d)";
 
-/// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h"` or a sum such as `"1m30s"`.
+/// Parses `"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"30d"` or a sum such as `"1m30s"`.
 /// The error says what is wrong and how to write it.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     parse(s).map_err(|(message, hint)| format!("{message}: {hint}"))
@@ -18,7 +18,13 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".to_string();
     }
     let mut out = String::new();
-    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if ms >= size {
             out.push_str(&format!("{}{unit}", ms / size));
             ms %= size;
@@ -58,6 +64,7 @@ pub(crate) fn parse(s: &str) -> Result<Duration, (String, String)> {
             "s" => Duration::from_secs(number),
             "m" => Duration::from_secs(number.saturating_mul(60)),
             "h" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" => Duration::from_secs(number.saturating_mul(86_400)),
             "" => return Err(bad("is not a duration (the unit is missing)")),
             _ => return Err(bad("is not a duration")),
         };
@@ -123,12 +130,13 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
     }
 
     #[test]
     fn rejects_with_the_fix() {
-        for bad in ["10", "-1s", "ten", "", "1.5s", "10 s", "5d", "s"] {
+        for bad in ["10", "-1s", "ten", "", "1.5s", "10 s", "5w", "s"] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("e.g. \"10s\""), "{bad}: {err}");
         }
@@ -137,11 +145,23 @@ mod tests {
 
     #[test]
     fn formats_back() {
-        for ms in [0, 1, 200, 1000, 1500, 10_000, 90_000, 3_600_000, 3_723_004] {
+        for ms in [
+            0,
+            1,
+            200,
+            1000,
+            1500,
+            10_000,
+            90_000,
+            3_600_000,
+            3_723_004,
+            2_592_000_000,
+        ] {
             let d = Duration::from_millis(ms);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{ms}");
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_millis(200)), "200ms");
+        assert_eq!(format_duration(Duration::from_secs(30 * 86_400)), "30d");
     }
 }

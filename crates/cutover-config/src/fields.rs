@@ -679,3 +679,147 @@ impl<'de> Deserialize<'de> for SecretSource {
         d.deserialize_any(V)
     }
 }
+
+/// `http_redirect`: an optional IP:PORT.
+pub(crate) fn listen_option<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    listen(d).map(Some)
+}
+
+/// `[acme] directory`: an https URL (the account key and the orders travel over it).
+pub(crate) fn acme_directory<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    let rest = url.strip_prefix("https://").unwrap_or_default();
+    if rest.is_empty() || rest.starts_with('/') || url.contains(char::is_whitespace) {
+        return Err(invalid(
+            &format!("{url:?} is not an https URL"),
+            &format!(
+                "ACME directories are served over HTTPS; write its URL, e.g. directory = \"{}\"",
+                crate::LETS_ENCRYPT
+            ),
+        ));
+    }
+    Ok(url)
+}
+
+/// `[acme] email`: an address the CA can write to.
+pub(crate) fn email<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let email = String::deserialize(d)?;
+    let ok = match email.split_once('@') {
+        Some((user, domain)) => {
+            !user.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && !email.contains(|c: char| c.is_whitespace() || c == ':' || c == ',')
+        }
+        None => false,
+    };
+    if ok {
+        Ok(Some(email))
+    } else {
+        Err(invalid(
+            &format!("{email:?} is not an email address"),
+            "write the address the CA may warn about expiring certificates, e.g. email = \"ops@example.com\", or leave the key out",
+        ))
+    }
+}
+
+/// `tls = "acme"` or `tls = { cert = "…", key = "…" }`, in TOML and in the JSON snapshot.
+pub(crate) mod tls_option {
+    use super::invalid;
+    use crate::Tls;
+    use serde::de::{self, Deserializer, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+    use std::fmt;
+    use std::path::PathBuf;
+
+    const HINT: &str =
+        "write tls = \"acme\" for certificates by ACME, or tls = { cert = \"certs/site.pem\", key = \"certs/site.key\" } for your own files";
+
+    pub fn serialize<S: Serializer>(tls: &Option<Tls>, s: S) -> Result<S::Ok, S::Error> {
+        match tls {
+            None => s.serialize_none(),
+            Some(Tls::Acme) => s.serialize_str("acme"),
+            Some(Tls::Files { cert, key }) => {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry("cert", cert)?;
+                map.serialize_entry("key", key)?;
+                map.end()
+            }
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Tls>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Tls;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"acme\" or a table { cert, key }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Tls, E> {
+                if v == "acme" {
+                    Ok(Tls::Acme)
+                } else {
+                    Err(invalid(
+                        &format!("{v:?} is not a way to get a certificate"),
+                        HINT,
+                    ))
+                }
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Tls, E> {
+                Err(invalid(
+                    &format!("{v} is not a way to get a certificate"),
+                    HINT,
+                ))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Tls, E> {
+                Err(invalid(
+                    &format!("{v} is not a way to get a certificate"),
+                    HINT,
+                ))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Tls, A::Error> {
+                let (mut cert, mut key): (Option<PathBuf>, Option<PathBuf>) = (None, None);
+                while let Some(name) = map.next_key::<String>()? {
+                    let value: String = map.next_value().map_err(|_| {
+                        invalid(
+                            &format!("tls.{name} is not a path"),
+                            "write the PEM file's path as a string, e.g. cert = \"certs/site.pem\"",
+                        )
+                    })?;
+                    if value.trim().is_empty() {
+                        return Err(invalid(
+                            &format!("tls.{name} is empty"),
+                            "give the path of the PEM file, relative to cutover.toml",
+                        ));
+                    }
+                    match name.as_str() {
+                        "cert" => cert = Some(value.into()),
+                        "key" => key = Some(value.into()),
+                        _ => {
+                            return Err(invalid(
+                                &format!("unknown key `{name}` in tls"),
+                                "tls takes cert (the PEM chain, leaf first) and key (its private key), e.g. tls = { cert = \"certs/site.pem\", key = \"certs/site.key\" }",
+                            ))
+                        }
+                    }
+                }
+                match (cert, key) {
+                    (Some(cert), Some(key)) => Ok(Tls::Files { cert, key }),
+                    (None, _) => Err(invalid(
+                        "tls has no cert",
+                        "add the certificate chain's PEM file, e.g. tls = { cert = \"certs/site.pem\", key = \"certs/site.key\" }",
+                    )),
+                    (_, None) => Err(invalid(
+                        "tls has no key",
+                        "add the private key's PEM file, e.g. tls = { cert = \"certs/site.pem\", key = \"certs/site.key\" }",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(V).map(Some)
+    }
+}

@@ -76,6 +76,72 @@ pub struct Config {
     pub webhook: Option<Webhook>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notify>,
+    /// `[acme]`: where `tls = "acme"` environments get their certificates.
+    #[serde(default)]
+    pub acme: Acme,
+}
+
+/// `[acme]`: the ACME (RFC 8555) directory that issues certificates for `tls = "acme"`
+/// environments, and the account's contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// The directory URL, https only.
+    #[serde(
+        default = "default_acme_directory",
+        deserialize_with = "fields::acme_directory"
+    )]
+    pub directory: String,
+    /// The account's contact address (the CA writes about expiring certificates).
+    #[serde(
+        default,
+        deserialize_with = "fields::email",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub email: Option<String>,
+    /// A PEM file of CAs trusted besides the system's for the directory, relative to the
+    /// directory of `cutover.toml`.
+    #[serde(
+        default,
+        deserialize_with = "fields::ca_bundle",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_bundle: Option<PathBuf>,
+    /// How long before a certificate expires it is renewed.
+    #[serde(default = "default_renew_before", with = "duration::positive")]
+    pub renew_before: Duration,
+}
+
+/// Let's Encrypt's production directory.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+fn default_acme_directory() -> String {
+    LETS_ENCRYPT.to_string()
+}
+
+fn default_renew_before() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+impl Default for Acme {
+    fn default() -> Acme {
+        Acme {
+            directory: default_acme_directory(),
+            email: None,
+            ca_bundle: None,
+            renew_before: default_renew_before(),
+        }
+    }
+}
+
+/// `tls` of an environment: where the edge gets the certificate for its `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// `tls = "acme"`: obtained and renewed through `[acme]`.
+    Acme,
+    /// `tls = { cert = "…", key = "…" }`: PEM files (the chain, leaf first, and its private
+    /// key), relative to the directory of `cutover.toml`; reloaded when they change.
+    Files { cert: PathBuf, key: PathBuf },
 }
 
 /// `[registry]`: the OCI registry image artifacts are published to and pulled from.
@@ -354,6 +420,25 @@ pub struct Environment {
         deserialize_with = "fields::server_url"
     )]
     pub server: Option<String>,
+    /// The names this environment answers to (SNI and `Host`); `*.example.com` matches one
+    /// label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// HTTPS on `listen`: `"acme"` or `{ cert, key }`; absent: plain HTTP.
+    #[serde(
+        default,
+        with = "fields::tls_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls: Option<Tls>,
+    /// A plain-HTTP address that answers ACME HTTP-01 challenges and redirects everything else
+    /// to `https://` (308).
+    #[serde(
+        default,
+        deserialize_with = "fields::listen_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_redirect: Option<SocketAddr>,
 }
 
 /// `[environments.<name>.swarm]`: where the `swarm` runtime may place the instances.

@@ -145,7 +145,7 @@ fn bad_durations_point_at_the_value_with_the_fix() {
     let shown = e.to_string();
     assert_eq!(
         shown,
-        format!("cutover.toml:{line}:12: [health] interval: \"10\" is not a duration (the unit is missing)\n  hint: use a number with a unit, e.g. \"10s\" or \"500ms\" (units: ms, s, m, h)")
+        format!("cutover.toml:{line}:12: [health] interval: \"10\" is not a duration (the unit is missing)\n  hint: use a number with a unit, e.g. \"10s\" or \"500ms\" (units: ms, s, m, h, d)")
     );
 
     let e = err(&with("health", "deadline = \"-1s\""));
@@ -1212,4 +1212,201 @@ fn an_environment_on_another_server_names_it_by_https_url_only() {
             "never echoes a password: {e}"
         );
     }
+}
+
+// ---- HTTPS at the edge (issue 9) ----
+
+#[test]
+fn edge_tls_keys_parse_and_round_trip() {
+    let c = parse(BASE).unwrap();
+    let staging = c.environment("staging").unwrap();
+    assert_eq!(staging.tls, None);
+    assert_eq!(staging.http_redirect, None);
+    assert_eq!(c.acme, Acme::default());
+    assert_eq!(c.acme.directory, LETS_ENCRYPT);
+    assert_eq!(c.acme.renew_before, Duration::from_secs(30 * 86_400));
+
+    let text = with(
+        "environments.staging",
+        "hosts = [\"tasks.example.com\", \"www.tasks.example.com\"]\ntls = \"acme\"\nhttp_redirect = \"127.0.0.1:8080\"",
+    ) + "\n[environments.production]\nlisten = \"127.0.0.1:8443\"\nhosts = [\"*.example.org\"]\ntls = { cert = \"certs/site.pem\", key = \"certs/site.key\" }\n\n[acme]\ndirectory = \"https://127.0.0.1:14000/dir\"\nemail = \"ops@example.com\"\nca_bundle = \"pebble.minica.pem\"\nrenew_before = \"10d\"\n";
+    let c = parse(&text).unwrap();
+    let staging = c.environment("staging").unwrap();
+    assert_eq!(staging.tls, Some(Tls::Acme));
+    assert_eq!(
+        staging.http_redirect,
+        Some("127.0.0.1:8080".parse().unwrap())
+    );
+    assert_eq!(staging.hosts.len(), 2);
+    assert_eq!(
+        c.environment("production").unwrap().tls,
+        Some(Tls::Files {
+            cert: "certs/site.pem".into(),
+            key: "certs/site.key".into()
+        })
+    );
+    assert_eq!(c.acme.directory, "https://127.0.0.1:14000/dir");
+    assert_eq!(c.acme.email.as_deref(), Some("ops@example.com"));
+    assert_eq!(
+        c.acme.ca_bundle.as_deref(),
+        Some(Path::new("pebble.minica.pem"))
+    );
+    assert_eq!(c.acme.renew_before, Duration::from_secs(10 * 86_400));
+    // The committed snapshot keeps them.
+    let json = serde_json::to_string(&c).unwrap();
+    let back: Config = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, c);
+}
+
+#[test]
+fn bad_edge_tls_values_are_refused_naming_the_field_and_the_fix() {
+    let env = |lines: &str| with("environments.staging", lines);
+    let acme = |lines: &str| format!("{BASE}\n[acme]\n{lines}\n");
+    // (config, field, what the message says, what the hint says, line of the error)
+    let cases: Vec<(String, &str, &str, &str, &str)> = vec![
+        (
+            env("tls = \"acme\""),
+            "[environments.staging] tls",
+            "has no hosts",
+            "hosts = [",
+            "tls = \"acme\"",
+        ),
+        (
+            env("hosts = [\"*.example.com\"]\ntls = \"acme\""),
+            "[environments.staging] hosts",
+            "wildcard",
+            "list each name",
+            "hosts = [\"*.example.com\"]",
+        ),
+        (
+            env("hosts = [\"a.example.com\"]\ntls = \"acme\"\nhttp_redirect = \"127.0.0.1:8001\""),
+            "[environments.staging] http_redirect",
+            "also the listen address",
+            "its own port",
+            "http_redirect = \"127.0.0.1:8001\"",
+        ),
+        (
+            env("hosts = [\"a.example.com\"]\nhttp_redirect = \"127.0.0.1:8080\""),
+            "[environments.staging] http_redirect",
+            "serves no TLS",
+            "tls = \"acme\"",
+            "http_redirect = \"127.0.0.1:8080\"",
+        ),
+        (
+            env("tls = \"letsencrypt\""),
+            "[environments.staging] tls",
+            "not a way to get a certificate",
+            "tls = \"acme\"",
+            "tls = \"letsencrypt\"",
+        ),
+        (
+            env("tls = true"),
+            "[environments.staging] tls",
+            "not a way to get a certificate",
+            "tls = \"acme\"",
+            "tls = true",
+        ),
+        (
+            env("tls = { cert = \"site.pem\" }"),
+            "[environments.staging] tls",
+            "no key",
+            "key = ",
+            "tls = { cert = \"site.pem\" }",
+        ),
+        (
+            env("tls = { key = \"site.key\" }"),
+            "[environments.staging] tls",
+            "no cert",
+            "cert = ",
+            "tls = { key = \"site.key\" }",
+        ),
+        (
+            env("tls = { cert = \"site.pem\", key = \"site.key\", chain = \"ca.pem\" }"),
+            "[environments.staging] tls",
+            "unknown key `chain`",
+            "cert",
+            "tls = { cert = \"site.pem\", key = \"site.key\", chain = \"ca.pem\" }",
+        ),
+        (
+            env("tls = { cert = \"\", key = \"site.key\" }"),
+            "[environments.staging] tls",
+            "empty",
+            "path",
+            "tls = { cert = \"\", key = \"site.key\" }",
+        ),
+        (
+            env("http_redirect = \"80\""),
+            "[environments.staging] http_redirect",
+            "not an IP:PORT",
+            "127.0.0.1:8001",
+            "http_redirect = \"80\"",
+        ),
+        (
+            acme("directory = \"http://127.0.0.1:14000/dir\""),
+            "[acme] directory",
+            "not an https URL",
+            "https://acme-v02",
+            "directory = \"http://127.0.0.1:14000/dir\"",
+        ),
+        (
+            acme("email = \"ops\""),
+            "[acme] email",
+            "not an email address",
+            "ops@example.com",
+            "email = \"ops\"",
+        ),
+        (
+            acme("renew_before = \"30\""),
+            "[acme] renew_before",
+            "unit is missing",
+            "\"10s\"",
+            "renew_before = \"30\"",
+        ),
+        (
+            acme("renew_before = \"0d\""),
+            "[acme] renew_before",
+            "0",
+            "more than 0",
+            "renew_before = \"0d\"",
+        ),
+        (
+            acme("ca_bundle = \"\""),
+            "[acme] ca_bundle",
+            "empty",
+            "PEM",
+            "ca_bundle = \"\"",
+        ),
+        (
+            acme("directroy = \"https://x.example/dir\""),
+            "[acme] directroy",
+            "unknown",
+            "directory",
+            "directroy = \"https://x.example/dir\"",
+        ),
+    ];
+    for (text, field, says, hint, line) in &cases {
+        let e = err(text);
+        assert_eq!(e.field(), Some(*field), "{text}\n→ {e}");
+        assert!(e.message().contains(says), "{text}\n→ {e}");
+        let h = e.hint().unwrap_or_else(|| panic!("no hint: {e}"));
+        assert!(h.contains(hint), "{text}\n→ {e}");
+        let at = text.lines().position(|l| l == *line).unwrap() + 1;
+        assert_eq!(e.location().unwrap().line, at, "{text}\n→ {e}");
+    }
+    // An http_redirect on another environment's listen address.
+    let text =
+        env("hosts = [\"a.example.com\"]\ntls = \"acme\"\nhttp_redirect = \"127.0.0.1:8002\"")
+            + "\n[environments.production]\nlisten = \"127.0.0.1:8002\"\n";
+    let e = err(&text);
+    assert_eq!(
+        e.field(),
+        Some("[environments.staging] http_redirect"),
+        "{e}"
+    );
+    assert!(e.message().contains("`production`"), "{e}");
+    // A wildcard is fine with files.
+    parse(&env(
+        "hosts = [\"*.example.com\"]\ntls = { cert = \"c.pem\", key = \"k.pem\" }",
+    ))
+    .unwrap();
 }
