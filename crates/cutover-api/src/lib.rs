@@ -25,6 +25,6 @@ pub use responses::{
 };
 pub use views::{
     CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,
-    MaintenanceView, PauseView, PipelineRunView, Promotion, ReleaseRef, ReleaseView, RunView,
-    RunsView, ShowView, SnapshotView, StatusView,
+    MaintenanceView, PauseView, PipelineRunView, Promotion, ReleaseRef, ReleaseView, RestartView,
+    RunView, RunsView, ShowView, SnapshotView, StatusView,
 };

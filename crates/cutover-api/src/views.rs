@@ -104,6 +104,19 @@ pub struct InstanceView {
     /// The cluster node it runs on (`swarm`); absent on runtimes of one machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// How it last ended before it was restarted (a crash, or on `swarm` the loss of its
+    /// node); absent while it never restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<RestartView>,
+}
+
+/// One restart of an instance: when its previous run ended and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestartView {
+    pub at: DateTime<Utc>,
+    /// E.g. "exit status 1", "was lost with its node worker-2 (node down); Swarm placed a new
+    /// task".
+    pub reason: String,
 }
 
 /// `GET /v1/history/{env}`.

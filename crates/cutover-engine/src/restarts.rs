@@ -1,5 +1,6 @@
 //! The server's watch over the data plane between deploys: every restart of an instance (its
-//! supervisor restarted it after a crash) goes into the timeline of its release, and every
+//! supervisor, its container engine or its Swarm restarted it after a crash or moved it off a
+//! lost node) goes into the timeline of its release, and every
 //! environment is healed through the converge path ([`Engine::heal`]) when its edge proxy died
 //! or its live release's instances are gone — without waiting for a server restart.
 
@@ -36,7 +37,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                         instance.release,
                         "restart",
                         &format!(
-                            "instance {} {status}; its supervisor restarted it (restart {})",
+                            "instance {} {status}; it was restarted (restart {})",
                             instance.id, instance.restarts
                         ),
                     );

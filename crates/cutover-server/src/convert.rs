@@ -140,6 +140,10 @@ pub fn instance(i: &InstanceInfo, serving: bool) -> api::InstanceView {
         started_at: i.started_at,
         log_file: i.log_file.as_ref().map(|f| f.display().to_string()),
         node: i.node.clone(),
+        last_restart: i.exits.last().map(|e| api::RestartView {
+            at: e.at,
+            reason: e.status.clone(),
+        }),
     }
 }
 

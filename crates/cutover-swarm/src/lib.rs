@@ -15,14 +15,16 @@
 //! - Secrets: each of the instance's secrets becomes a Swarm secret of its own, created with the
 //!   service and removed with it; the app reads `/run/secrets/NAME`, and `NAME_FILE` says where.
 //!   The value is in no label, no environment variable and no `docker service inspect`.
-//! - Restarts: `restart_policy: on-failure` (10 attempts), so Swarm replaces a crashed task; each
-//!   replaced task of the service counts as one restart (as far back as Swarm keeps tasks: its
-//!   `task-history-limit`, 5 by default).
+//! - Restarts: `restart_policy: on-failure` (no limit), so Swarm replaces a crashed task; each
+//!   replaced task of the service counts as one restart. Swarm keeps only a few ended tasks (its
+//!   `task-history-limit`, 5 by default), so the runtime remembers every task id it has counted:
+//!   the count is exact past that limit. A task replaced because its node went down is said so
+//!   (`its node NAME went down`).
 //!
 //! Architecture invariant: the engine learns no Swarm word; everything Swarm-specific is here,
 //! behind the runtime trait, and secret values only travel in the engine API's request bodies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -31,8 +33,8 @@ use base64::Engine as _;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, LocalNodeState, Mount, MountType, Node, SecretSpec, Service, ServiceSpec,
-    ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
+    EndpointSpec, LocalNodeState, Mount, MountType, Node, NodeState, SecretSpec, Service,
+    ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec, TaskSpecContainerSpec,
     TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets, TaskSpecPlacement,
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
 };
@@ -53,8 +55,10 @@ use cutover_runtime::{
 /// The variable name a secret of the instance is kept under, on its Swarm secret.
 pub const LABEL_SECRET: &str = "cutover.secret";
 
-/// How often Swarm replaces a crashed task before it gives up.
-const MAX_RESTARTS: i64 = 10;
+/// How often Swarm replaces a crashed task before it gives up: never (0), as the process
+/// runtime's supervisor. (With a limit N, Swarm would also keep N + 1 ended tasks of the
+/// service instead of its task history limit.)
+const MAX_RESTARTS: i64 = 0;
 /// How long Swarm waits before it replaces a crashed task.
 const RESTART_DELAY: Duration = Duration::from_millis(500);
 /// How long a new service may take to have a running task (an image pull on a worker included).
@@ -76,6 +80,17 @@ pub struct SwarmRuntime {
     /// when it ends, and until the replacing task runs the instance keeps that address (as a
     /// restarting container keeps its port), so the edge's route stays what it was.
     last_seen: Mutex<HashMap<String, (SocketAddr, Option<String>)>>,
+    /// Every replaced task counted as a restart of each instance, with how it ended: Swarm
+    /// forgets ended tasks past its task history limit, the count must not.
+    counted: Mutex<HashMap<String, Counted>>,
+}
+
+/// The replaced tasks of one instance seen so far.
+#[derive(Debug, Default)]
+struct Counted {
+    tasks: HashSet<String>,
+    /// How they ended, oldest first (the last 20).
+    exits: Vec<ExitRecord>,
 }
 
 impl std::fmt::Debug for SwarmRuntime {
@@ -131,6 +146,7 @@ impl SwarmRuntime {
             extra_labels: Vec::new(),
             logins: Mutex::default(),
             last_seen: Mutex::default(),
+            counted: Mutex::default(),
         })
     }
 
@@ -198,19 +214,39 @@ impl SwarmRuntime {
         };
         let tasks = self.tasks(id).await?;
         let nodes = self.nodes().await;
-        Ok(info_of(service, &tasks, &nodes).map(|i| self.remembered(i)))
+        Ok(info_of(service, &tasks, &nodes).map(|(i, replaced)| self.remembered(i, replaced)))
     }
 
-    /// `info` with the address of its last running task while it has none of its own.
-    fn remembered(&self, mut info: InstanceInfo) -> InstanceInfo {
-        let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        if info.port != 0 {
-            seen.insert(info.id.clone(), (info.address, info.node.clone()));
-        } else if let Some((address, node)) = seen.get(&info.id) {
-            info.address = *address;
-            info.port = address.port();
-            info.node = node.clone();
+    /// `info` with the address of its last running task while it has none of its own, and
+    /// its restarts counted over every replaced task ever seen (`replaced`: those Swarm still
+    /// keeps, oldest first).
+    fn remembered(
+        &self,
+        mut info: InstanceInfo,
+        replaced: Vec<(String, ExitRecord)>,
+    ) -> InstanceInfo {
+        {
+            let mut seen = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+            if info.port != 0 {
+                seen.insert(info.id.clone(), (info.address, info.node.clone()));
+            } else if let Some((address, node)) = seen.get(&info.id) {
+                info.address = *address;
+                info.port = address.port();
+                info.node = node.clone();
+            }
         }
+        let mut counted = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        let counted = counted.entry(info.id.clone()).or_default();
+        for (task, exit) in replaced {
+            if counted.tasks.insert(task) {
+                counted.exits.push(exit);
+            }
+        }
+        if counted.exits.len() > 20 {
+            counted.exits.drain(..counted.exits.len() - 20);
+        }
+        info.restarts = u32::try_from(counted.tasks.len()).unwrap_or(u32::MAX);
+        info.exits = counted.exits.clone();
         info
     }
 
@@ -261,6 +297,10 @@ impl SwarmRuntime {
             }
         }
         self.last_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.counted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
@@ -604,9 +644,9 @@ impl Runtime for SwarmRuntime {
             let Ok(tasks) = self.tasks(sid).await else {
                 continue;
             };
-            if let Some(info) = info_of(&s, &tasks, &nodes) {
+            if let Some((info, replaced)) = info_of(&s, &tasks, &nodes) {
                 if info.state != InstanceState::Stopped {
-                    out.push(self.remembered(info));
+                    out.push(self.remembered(info, replaced));
                 }
             }
         }
@@ -666,10 +706,34 @@ fn published_port(t: &Task) -> Option<u16> {
         .find_map(|p| u16::try_from(p.published_port?).ok().filter(|p| *p != 0))
 }
 
-/// How a replaced task ended, in the words of the other runtimes.
-fn exit_of(t: &Task) -> Option<ExitRecord> {
-    let status = t.status.as_ref()?;
+/// How a replaced task ended, in the words of the other runtimes; a task whose node is down
+/// (or no longer in the Swarm) ended with its node.
+fn exit_of(t: &Task, nodes: &HashMap<String, Node>) -> ExitRecord {
+    let status = t.status.clone().unwrap_or_default();
     let at = parse_time(status.timestamp.as_deref()).unwrap_or_else(Utc::now);
+    let node = t.node_id.as_deref().map(|id| (id, nodes.get(id)));
+    let node_state = node.and_then(|(_, n)| n?.status.as_ref()?.state);
+    let lost = match node {
+        Some((_, None)) => true,
+        Some((_, Some(_))) => matches!(
+            node_state,
+            Some(NodeState::DOWN | NodeState::DISCONNECTED | NodeState::UNKNOWN)
+        ),
+        None => false,
+    };
+    if lost {
+        let (id, n) = node.unwrap_or_default();
+        let name = n
+            .and_then(|n| n.description.as_ref()?.hostname.clone())
+            .unwrap_or_else(|| id.to_string());
+        let state = node_state.map_or("gone".to_string(), |s| s.to_string());
+        return ExitRecord {
+            at,
+            status: format!(
+                "was lost with its node {name} (node {state}); Swarm placed a new task"
+            ),
+        };
+    }
     let code = status
         .container_status
         .as_ref()
@@ -683,16 +747,17 @@ fn exit_of(t: &Task) -> Option<ExitRecord> {
     if let Some(err) = status.err.as_deref().filter(|e| !e.is_empty()) {
         text.push_str(&format!(": {err}"));
     }
-    text.push_str(", and Swarm replaced its task");
-    Some(ExitRecord { at, status: text })
+    text.push_str("; Swarm replaced its task");
+    ExitRecord { at, status: text }
 }
 
-/// The [`InstanceInfo`] of a service and its tasks (oldest first), if the service is ours.
+/// The [`InstanceInfo`] of a service and its tasks (oldest first), if the service is ours, and
+/// the tasks it replaced (their ids and how they ended), oldest first.
 fn info_of(
     service: &Service,
     tasks: &[Task],
     nodes: &HashMap<String, Node>,
-) -> Option<InstanceInfo> {
+) -> Option<(InstanceInfo, Vec<(String, ExitRecord)>)> {
     let labels = service.spec.as_ref()?.labels.as_ref()?;
     let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
     let id = labels.get(LABEL_INSTANCE)?.clone();
@@ -736,11 +801,16 @@ fn info_of(
         .and_then(|t| t.status.as_ref()?.container_status.as_ref()?.pid)
         .and_then(|p| u32::try_from(p).ok())
         .filter(|p| *p > 0);
-    let mut exits: Vec<ExitRecord> = replaced.iter().filter_map(exit_of).collect();
-    if exits.len() > 20 {
-        exits.drain(..exits.len() - 20);
-    }
-    Some(InstanceInfo {
+    let replaced = replaced
+        .iter()
+        .map(|t| {
+            let task =
+                t.id.clone()
+                    .unwrap_or_else(|| format!("{:?}", t.created_at));
+            (task, exit_of(t, nodes))
+        })
+        .collect::<Vec<_>>();
+    let info = InstanceInfo {
         id,
         app: label(LABEL_APP),
         env: label(LABEL_ENV),
@@ -752,9 +822,11 @@ fn info_of(
         pid,
         state,
         started_at,
-        restarts: u32::try_from(replaced.len()).unwrap_or(u32::MAX),
-        exits,
+        // Counted by the runtime over every task it has seen ([`SwarmRuntime::remembered`]).
+        restarts: 0,
+        exits: Vec::new(),
         log_file: None,
         node: node_name,
-    })
+    };
+    Some((info, replaced))
 }

@@ -139,14 +139,24 @@ pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> an
         }
         for i in &env.instances {
             println!(
-                "  instance  {}  {}  pid {}  {}  {}  restarts {}",
+                "  instance  {}  {}  pid {}  {}  {}  restarts {}{}",
                 i.id,
                 i.address,
                 i.pid.map_or("-".into(), |p| p.to_string()),
                 i.state,
                 i.role,
-                i.restarts
+                i.restarts,
+                i.node
+                    .as_ref()
+                    .map_or(String::new(), |n| format!("  on node {n}"))
             );
+            if let Some(r) = &i.last_restart {
+                println!(
+                    "    last restart at {}: {}",
+                    r.at.format("%H:%M:%SZ"),
+                    r.reason
+                );
+            }
         }
     }
     Ok(0)

@@ -216,7 +216,7 @@ fn swarm_deploys_serves_secrets_fails_whole_and_rolls_back_by_switch() {
 }
 
 #[test]
-fn swarm_replaces_a_killed_task_records_it_and_a_restarted_server_readopts() {
+fn swarm_replaces_a_killed_task_counts_every_restart_and_a_restarted_server_readopts() {
     let lab = docker_or_skip!(swarm_lab_with(|s| s.monitor = "1s".into()));
     let v1 = lab.head();
     lab.run(&["deploy", "staging"]).expect(0);
@@ -257,6 +257,59 @@ fn swarm_replaces_a_killed_task_records_it_and_a_restarted_server_readopts() {
             let show = lab.run(&["show", &release, "--json"]).expect(0).stdout;
             show.contains("restarted").then_some(())
         },
+    );
+    lab.wait_serving(&v1, Duration::from_secs(30));
+
+    // Past Swarm's task history limit (5 tasks a service): every replaced task is still
+    // counted, and status says how the last one ended.
+    for n in 2..=7u64 {
+        let container = eventually(Duration::from_secs(30), "the new task's container", || {
+            let c = docker_ok(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name=cutover-{id}"),
+            ]);
+            (c.lines().count() == 1).then_some(c)
+        });
+        docker_ok(&["kill", "--signal", "KILL", &container]);
+        eventually(
+            Duration::from_secs(30),
+            &format!("restart {n} counted"),
+            || {
+                let e = lab.env_status("staging");
+                let i = e["instances"]
+                    .as_array()?
+                    .iter()
+                    .find(|i| i["id"] == id.as_str())?
+                    .clone();
+                // Serving: the edge follows the new task before the next kill (a kill while
+                // the watcher moves the edge would make it start a fresh instance instead).
+                (i["restarts"].as_u64() == Some(n)
+                    && i["state"] == "running"
+                    && i["role"] == "serving")
+                    .then_some(())
+            },
+        );
+    }
+    let kept = docker_ok(&["service", "ps", "-q", &format!("cutover-{id}")]);
+    assert!(
+        kept.lines().count() < 8,
+        "Swarm forgot some of the 8 tasks, the count did not: {kept}"
+    );
+    let instance = serving(&lab, "staging", &v1);
+    assert_eq!(instance["restarts"], 7, "{instance:#}");
+    let reason = instance["last_restart"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("exit status 137") && reason.contains("Swarm replaced its task"),
+        "{instance:#}"
+    );
+    let human = lab.run(&["status"]).expect(0).stdout;
+    assert!(
+        human.contains("restarts 7")
+            && human.contains("last restart at")
+            && human.contains("on node "),
+        "{human}"
     );
     lab.wait_serving(&v1, Duration::from_secs(30));
 
