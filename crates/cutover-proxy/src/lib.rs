@@ -14,6 +14,7 @@ mod conn;
 mod forward;
 pub mod protocol;
 mod routes;
+pub mod tls;
 mod tunnel;
 
 use std::net::SocketAddr;
