@@ -67,6 +67,9 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         if let Err(e) = config.check_overrides(&overrides) {
             return Outcome::refused(e.to_string(), None);
         }
+        if let Err(outcome) = self.check_edge_certificate(&req.env, &env_cfg) {
+            return outcome;
+        }
         // The CLI resolves secrets where the deploy is asked for; a pipeline run or a webhook
         // resolves them here, in the server's environment.
         let mut req = req;
@@ -149,6 +152,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Ok(c) => c,
             Err(e) => return Outcome::refused(e, None),
         };
+        if let Ok(env_cfg) = config.environment(&req.env) {
+            if let Err(outcome) = self.check_edge_certificate(&req.env, env_cfg) {
+                return outcome;
+            }
+        }
         let secrets = match self.secrets_for(&target, &config, req.secrets) {
             Ok(s) => s,
             Err(e) => return Outcome::refused(e, None),
@@ -203,6 +211,32 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         };
         self.roll_out(release, config, Leaving::RollBack, source, progress)
             .await
+    }
+
+    /// The certificate files of `tls = { cert, key }` (relative to cutover.toml), checked
+    /// before anything starts: one the edge could not serve refuses the release, naming the
+    /// field and the fix. (`tls = "acme"` needs nothing here: the edge obtains it.)
+    fn check_edge_certificate(
+        &self,
+        env: &str,
+        env_cfg: &cutover_config::Environment,
+    ) -> Result<(), Outcome> {
+        let Some(cutover_config::Tls::Files { cert, key }) = &env_cfg.tls else {
+            return Ok(());
+        };
+        let root = &self.inner.options.repo_root;
+        let pair = cutover_proxy::tls::Pair {
+            cert: root.join(cert),
+            key: root.join(key),
+        };
+        cutover_proxy::tls::check_pair(&pair, &env_cfg.hosts)
+            .map(|_| ())
+            .map_err(|e| {
+                Outcome::refused(
+                    format!("[environments.{env}] {}: {e}", e.field()),
+                    Some(e.hint()),
+                )
+            })
     }
 
     /// Resolves `--to` (a release id or a version prefix) among the known-good releases, or

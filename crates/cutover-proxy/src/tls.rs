@@ -232,6 +232,24 @@ fn parse_pair(pair: &Pair, (cert_pem, key_pem): Contents) -> Result<Loaded, Cert
     })
 }
 
+/// [`load_pair`], and the certificate must cover every one of `hosts`.
+pub fn check_pair(pair: &Pair, hosts: &[String]) -> Result<Loaded, CertError> {
+    let loaded = load_pair(pair)?;
+    check_hosts(pair, &loaded, hosts)?;
+    Ok(loaded)
+}
+
+fn check_hosts(pair: &Pair, loaded: &Loaded, hosts: &[String]) -> Result<(), CertError> {
+    match hosts.iter().find(|h| !covers(&loaded.names, h)) {
+        Some(host) => Err(CertError::NotCovered {
+            path: pair.cert.clone(),
+            host: host.clone(),
+            names: loaded.names.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The leaf's DNS names and notAfter.
 pub fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
@@ -321,13 +339,7 @@ impl CertStore {
                         Some(l) if contents(&pair).as_ref() == Some(&l.contents) => l,
                         _ => Arc::new(load_pair(&pair)?),
                     };
-                    if let Some(host) = site.hosts.iter().find(|h| !covers(&loaded.names, h)) {
-                        return Err(CertError::NotCovered {
-                            path: pair.cert.clone(),
-                            host: host.clone(),
-                            names: loaded.names.clone(),
-                        });
-                    }
+                    check_hosts(&pair, &loaded, &site.hosts)?;
                     fresh.push((pair.clone(), loaded));
                     wanted.insert(pair, None);
                 }

@@ -24,6 +24,7 @@ mod container_support;
 mod containers;
 mod edge_holds;
 mod edge_limits;
+mod edge_tls;
 mod git;
 mod pipeline;
 mod real_apps;
