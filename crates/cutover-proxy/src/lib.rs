@@ -8,6 +8,7 @@
 //! is gone.
 
 mod access;
+pub mod acme;
 mod admin;
 mod client;
 mod conn;

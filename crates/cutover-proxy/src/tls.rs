@@ -277,7 +277,8 @@ pub fn covers(names: &[String], host: &str) -> bool {
     })
 }
 
-pub(crate) fn now() -> i64 {
+/// Seconds since the epoch.
+pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
