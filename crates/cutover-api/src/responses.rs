@@ -95,6 +95,10 @@ pub struct AccessLogView {
 pub struct PruneReport {
     pub kept: Vec<Kept>,
     pub removed: Vec<Removed>,
+    /// Instances of releases that no longer run, stopped (on Swarm: services and secrets
+    /// removed), one line each: `<id> (release N in ENV)`.
+    #[serde(default)]
+    pub instances_removed: Vec<String>,
     pub release_dirs_removed: usize,
     pub bytes_freed: u64,
     pub dry_run: bool,

@@ -1,14 +1,18 @@
 //! `cutover prune`, the server's policy: the ledger decides, across every environment at once,
 //! what stays. An artifact is kept while it is live anywhere, warm in a monitor window, being
 //! deployed, or among the `keep` most recent known-good releases of any environment — so a
-//! prune run for staging can never delete production's way back. Then old images (on the Docker
-//! engine), artifacts and unpacked releases go, each with the reason it could go.
+//! prune run for staging can never delete production's way back. Then instances of releases
+//! that no longer run (left by a server that stopped before it retired them: containers, or
+//! Swarm services with their secrets), old images (on the Docker engine: on Swarm, the
+//! manager's), artifacts and unpacked releases go, each with the reason it could go.
 
 use std::collections::BTreeMap;
 
 use cutover_api::{Kept, PruneBody, PruneReport, Refusal, Removed};
 use cutover_artifact::{Artifact, ArtifactStore};
 use cutover_ledger::ReleaseState;
+
+use cutover_runtime::Runtime;
 
 use crate::ServerEngine;
 
@@ -23,6 +27,9 @@ struct RetentionPlan {
     release_dirs: Vec<std::path::PathBuf>,
     /// Image ids of the kept artifacts (identical bytes can back a removed version too).
     kept_images: Vec<String>,
+    /// Releases whose instances may run: live, being deployed, warm standbys, and the kept
+    /// known-good ones.
+    running: Vec<i64>,
 }
 
 /// `cutover prune`: removes what the plan says nothing needs (images, artifacts, unpacked
@@ -37,6 +44,7 @@ pub async fn run(engine: &ServerEngine, body: &PruneBody) -> anyhow::Result<Prun
     }
     let store = ArtifactStore::open(&engine.options().state_dir.join("artifacts"))?;
     let plan = plan(engine, &store, &body.app, body.keep)?;
+    let instances_removed = remove_leftovers(engine, &plan, body).await;
     let mut removed = Vec::new();
     for artifact in &plan.remove {
         let mut entry = Removed {
@@ -53,7 +61,17 @@ pub async fn run(engine: &ServerEngine, body: &PruneBody) -> anyhow::Result<Prun
             let shared = plan.kept_images.contains(&image.id);
             for reference in refs.iter().filter(|r| !shared || !r.contains('@')) {
                 if !body.dry_run {
-                    if let Err(e) = engine.runtime().remove_image(reference).await {
+                    let mut result = engine.runtime().remove_image(reference).await;
+                    // A leftover instance just removed may still hold the image for a moment
+                    // (its engine removes the container after the task stopped).
+                    for _ in 0..20 {
+                        if result.is_ok() || instances_removed.is_empty() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        result = engine.runtime().remove_image(reference).await;
+                    }
+                    if let Err(e) = result {
                         entry.error = Some(e);
                         continue;
                     }
@@ -79,10 +97,46 @@ pub async fn run(engine: &ServerEngine, body: &PruneBody) -> anyhow::Result<Prun
     Ok(PruneReport {
         kept,
         removed,
+        instances_removed,
         release_dirs_removed: plan.release_dirs.len(),
         bytes_freed,
         dry_run: body.dry_run,
     })
+}
+
+/// Stops the instances of `body.app` that belong to no release the plan keeps running and that
+/// the edge does not route to (on Swarm, their services and secrets go with them); says which,
+/// and only says so with `dry_run`.
+async fn remove_leftovers(
+    engine: &ServerEngine,
+    plan: &RetentionPlan,
+    body: &PruneBody,
+) -> Vec<String> {
+    let mut said = Vec::new();
+    let instances = engine.runtime().list().await.unwrap_or_default();
+    for i in instances {
+        if i.app != body.app || plan.running.contains(&i.release) {
+            continue;
+        }
+        if engine
+            .serving_instances(&i.env)
+            .await
+            .iter()
+            .any(|s| s.id == i.id)
+        {
+            continue;
+        }
+        let line = format!("{} (release {} in {})", i.id, i.release, i.env);
+        if body.dry_run {
+            said.push(line);
+            continue;
+        }
+        match engine.runtime().stop(&i.id).await {
+            Ok(()) => said.push(line),
+            Err(e) => said.push(format!("{line}: could not be stopped: {e}")),
+        }
+    }
+    said
 }
 
 /// Decides what stays and what goes for `app`, across every environment of the ledger.
@@ -169,6 +223,7 @@ fn plan(
         }
         plan.remove.push(artifact);
     }
+    plan.running = running;
     Ok(plan)
 }
 

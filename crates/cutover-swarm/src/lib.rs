@@ -63,6 +63,8 @@ const MAX_RESTARTS: i64 = 0;
 const RESTART_DELAY: Duration = Duration::from_millis(500);
 /// How long a new service may take to have a running task (an image pull on a worker included).
 const START_DEADLINE: Duration = Duration::from_secs(120);
+/// How long reading a service's logs may take (Swarm waits for every node that ran a task).
+const LOGS_DEADLINE: Duration = Duration::from_secs(3);
 /// Swarm names services as DNS labels: at most 63 characters; `-sNN` is added for secrets,
 /// which may have 64.
 const MAX_SERVICE_NAME: usize = 59;
@@ -662,12 +664,19 @@ impl Runtime for SwarmRuntime {
             .tail(&lines.to_string())
             .build();
         let stream = self.engine().docker().service_logs(&name, Some(options));
-        last_lines(stream, lines)
-            .await
-            .map_err(|e| match status_of(&e) {
+        // Swarm asks every node that ran a task of the service for its logs, and waits for a
+        // node that is down: bounded, so that a failure report never hangs on a lost node.
+        match tokio::time::timeout(LOGS_DEADLINE, last_lines(stream, lines)).await {
+            Ok(read) => read.map_err(|e| match status_of(&e) {
                 Some(404) => RuntimeError::NotFound(id.to_string()),
                 _ => self.api_err(format!("reading the logs of {name}"), e),
-            })
+            }),
+            Err(_) => Err(RuntimeError::Start(format!(
+                "reading the logs of {name}: no answer within {}s (is a node that ran one of \
+                 its tasks down? `docker node ls` on the manager)",
+                LOGS_DEADLINE.as_secs()
+            ))),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `cutover prune`: remove old images, artifacts and unpacked releases — never the way back.
+//! `cutover prune`: remove instances left of releases that no longer run, old images,
+//! artifacts and unpacked releases — never the way back.
 
 use clap::Args;
 use cutover_api::{PruneBody, PruneReport};
@@ -43,6 +44,9 @@ pub async fn run(args: PruneArgs, state_dir: Option<&std::path::Path>) -> anyhow
     } else {
         "removed"
     };
+    for i in &report.instances_removed {
+        println!("{verb}  instance {i}");
+    }
     for r in &report.removed {
         let images = if r.images.is_empty() {
             String::new()

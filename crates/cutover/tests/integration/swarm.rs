@@ -457,3 +457,146 @@ fn swarm_on_an_engine_that_is_no_swarm_manager_is_refused_naming_the_fix() {
     assert!(lab.history().is_empty() || lab.history()[0]["state"] != "live");
     assert_eq!(services(&lab).len(), 0);
 }
+
+#[test]
+fn swarm_prune_removes_leftover_services_secrets_and_old_images_and_keeps_the_way_back() {
+    let lab = docker_or_skip!(swarm_lab_with(|s| {
+        s.keep = 1;
+        s.extra = "[secrets]\nGREETING = { env = \"T\" }\n".into();
+    }));
+    let secret = [("T", "prune-s3cr3t")];
+    let v1 = lab.head();
+    lab.run_env(&["deploy", "staging"], &secret).expect(0);
+    let v2 = lab.commit("v2");
+    lab.run_env(&["deploy", "staging"], &secret).expect(0);
+    let v3 = lab.commit("v3");
+    lab.run_env(&["deploy", "staging"], &secret).expect(0);
+    // Past the monitor window: release 2's standby is retired, only release 3 runs.
+    eventually(Duration::from_secs(30), "one service left", || {
+        (services(&lab).len() == 1).then_some(())
+    });
+    let r1 = lab.history()[2]["id"].to_string();
+
+    // What a server that died while retiring release 1 would leave: its service (labelled as
+    // cutover labels it) and its secret.
+    let live = &services(&lab)[0];
+    let scope = live["Spec"]["Labels"]["cutover.scope"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let leftover = "staging-r1-9-dead";
+    let label = |k: &str, v: &str| format!("{k}={v}");
+    let secret_name = format!("cutover-{leftover}-s0");
+    let (code, _, err) = {
+        let out = std::process::Command::new("docker")
+            .args([
+                "secret",
+                "create",
+                "--label",
+                &label("cutover.app", &lab.app),
+                "--label",
+                &label("cutover.instance", leftover),
+                &secret_name,
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                c.stdin.take().unwrap().write_all(b"old")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        (
+            out.status.code(),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    assert_eq!(code, Some(0), "{err}");
+    let digest = lab.registry_digest(&v1).expect("v1 published");
+    docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        &format!("cutover-{leftover}"),
+        "--label",
+        &label("cutover.app", &lab.app),
+        "--label",
+        &label("cutover.env", "staging"),
+        "--label",
+        &label("cutover.release", &r1),
+        "--label",
+        &label("cutover.version", &v1),
+        "--label",
+        &label("cutover.instance", leftover),
+        "--label",
+        &label("cutover.scope", &scope),
+        "--label",
+        &label("cutover.stop_timeout_ms", "2000"),
+        "--secret",
+        &format!("source={secret_name},target=GREETING"),
+        "--publish",
+        "mode=host,target=8000",
+        &format!("{}@{digest}", lab.image),
+    ]);
+    eventually(Duration::from_secs(30), "the leftover to run", || {
+        let c = docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name=cutover-{leftover}"),
+        ]);
+        (!c.is_empty()).then_some(())
+    });
+    for v in [&v1, &v2, &v3] {
+        assert!(lab.has_image(&lab.tag(v)), "{v} built on the manager");
+    }
+
+    // A dry run says so and changes nothing.
+    let dry = lab.run(&["prune", "--dry-run"]).expect(0);
+    assert!(
+        dry.stdout
+            .contains(&format!("would remove  instance {leftover}")),
+        "{dry:?}"
+    );
+    assert_eq!(services(&lab).len(), 2);
+
+    let run = lab.run(&["prune"]).expect(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "removed  instance {leftover} (release {r1} in staging)"
+        )),
+        "{run:?}"
+    );
+    let left = services(&lab);
+    assert_eq!(left.len(), 1, "the leftover service went: {left:#?}");
+    assert_eq!(left[0]["Spec"]["Labels"]["cutover.version"], v3.as_str());
+    let secrets = docker_ok(&[
+        "secret",
+        "ls",
+        "--filter",
+        &format!("label=cutover.app={}", lab.app),
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert!(
+        !secrets.contains(&secret_name) && secrets.lines().count() == 1,
+        "only release 3's secret is left: {secrets}"
+    );
+    // Images on the manager: release 1's went, the live one and the way back stay.
+    assert!(
+        !lab.has_image(&lab.tag(&v1)),
+        "{run:?}\n{:?}",
+        lab.local_refs()
+    );
+    assert!(lab.has_image(&lab.tag(&v2)), "{run:?}");
+    assert!(lab.has_image(&lab.tag(&v3)), "{run:?}");
+    assert!(run.stdout.contains(&v1[..7]), "{run:?}");
+
+    // The way back still works.
+    lab.run_env(&["rollback", "staging"], &secret).expect(0);
+    lab.assert_serving(&v2);
+}
