@@ -27,31 +27,71 @@ impl Config {
             .with_hint("add one, e.g. [environments.staging] with listen = \"127.0.0.1:8001\""));
         }
 
-        // Listen addresses, in document order: a later one may not overlap an earlier one.
-        let mut listens: Vec<(usize, &str, SocketAddr)> = self
+        // Listen addresses, in document order: a later one may share an earlier one only when
+        // both have hosts and no host is in both; it may not overlap one otherwise.
+        let mut listens: Vec<(usize, &str, &Environment)> = self
             .environments
             .iter()
             .map(|(name, env)| {
                 (
                     at_value(&["environments", name, "listen"]),
                     name.as_str(),
-                    env.listen,
+                    env,
                 )
             })
             .collect();
-        listens.sort();
-        for (i, (offset, name, addr)) in listens.iter().enumerate() {
-            if let Some((_, first, _)) = listens[..i].iter().find(|(_, _, a)| overlaps(*a, *addr)) {
-                return Err(ConfigError::at(
-                    text,
-                    origin,
-                    *offset,
-                    format!("{addr} is already the listen address of environment `{first}`"),
-                )
-                .with_field(field(&["environments", name, "listen"], false))
-                .with_hint(
-                    "give each environment its own port, e.g. 127.0.0.1:8001 and 127.0.0.1:8002",
-                ));
+        listens.sort_by_key(|(offset, name, _)| (*offset, *name));
+        for (i, (offset, name, env)) in listens.iter().enumerate() {
+            let addr = env.listen;
+            for (_, first, other) in listens[..i]
+                .iter()
+                .filter(|(_, _, o)| overlaps(o.listen, addr))
+            {
+                if other.listen != addr {
+                    return Err(ConfigError::at(
+                        text,
+                        origin,
+                        *offset,
+                        format!("{addr} overlaps {}, the listen address of environment `{first}`", other.listen),
+                    )
+                    .with_field(field(&["environments", name, "listen"], false))
+                    .with_hint(format!(
+                        "share the same address with `hosts` ({} in both), or give each environment its own port",
+                        other.listen
+                    )));
+                }
+                let hostless = [(name, env), (first, other)]
+                    .into_iter()
+                    .find(|(_, e)| e.hosts.is_empty());
+                if let Some((without, _)) = hostless {
+                    return Err(ConfigError::at(
+                        text,
+                        origin,
+                        *offset,
+                        format!(
+                            "{addr} is also the listen address of environment `{first}`, and \
+                             `{without}` has no hosts to tell their requests apart"
+                        ),
+                    )
+                    .with_field(field(&["environments", without, "hosts"], false))
+                    .with_hint(
+                        "give every environment on a shared address its own hosts, e.g. \
+                         hosts = [\"staging.example.com\"], or give each its own port, e.g. \
+                         127.0.0.1:8001 and 127.0.0.1:8002",
+                    ));
+                }
+                if let Some(host) = env.hosts.iter().find(|h| other.hosts.contains(h)) {
+                    return Err(ConfigError::at(
+                        text,
+                        origin,
+                        at_value(&["environments", name, "hosts"]),
+                        format!("host {host:?} is also a host of environment `{first}` on {addr}"),
+                    )
+                    .with_field(field(&["environments", name, "hosts"], false))
+                    .with_hint(
+                        "each host belongs to one environment: remove it from one of them",
+                    ));
+                }
             }
         }
 

@@ -326,6 +326,69 @@ pub(crate) fn tags<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
     Ok(tags)
 }
 
+/// `hosts`: DNS names (lowercased), each once; `*.example.com` matches one label under it.
+pub(crate) fn hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let hosts = string_list(d, "host names", r#"["tasks.example.com"]"#)?;
+    let mut out: Vec<String> = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let name = host.strip_suffix('.').unwrap_or(&host).to_ascii_lowercase();
+        if let Err(why) = check_host(&name) {
+            return Err(invalid(
+                &format!("{host:?} is not a valid host name: {why}"),
+                "write DNS names without scheme, port or path, e.g. \"tasks.example.com\" or \"*.example.com\"",
+            ));
+        }
+        if out.contains(&name) {
+            return Err(invalid(
+                &format!("{host:?} is listed twice"),
+                "list each host once",
+            ));
+        }
+        out.push(name);
+    }
+    Ok(out)
+}
+
+/// Why `name` (lowercase) is not a DNS name a `Host` header can carry: labels of letters,
+/// digits and inner `-`, 1 to 63 each, 253 in all, not all digits (an IP address is matched
+/// by `listen`, not by host); a leading `*.` is a wildcard for one label.
+pub fn check_host(name: &str) -> Result<(), &'static str> {
+    let bare = name.strip_prefix("*.").unwrap_or(name);
+    if bare.is_empty() {
+        return Err("it is empty");
+    }
+    if name.len() > 253 {
+        return Err("it is longer than 253 characters");
+    }
+    if bare.contains(['*']) {
+        return Err("a wildcard is only allowed as the whole first label, as in *.example.com");
+    }
+    if bare.contains([':', '/', '@', ' ']) {
+        return Err("a host name has no scheme, port, path or spaces");
+    }
+    if bare
+        .split('.')
+        .all(|l| l.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err("an IP address is not a host name (the listen address already selects it)");
+    }
+    if name.starts_with("*.") && !bare.contains('.') {
+        return Err("a wildcard needs at least two labels after it, as in *.example.com");
+    }
+    for label in bare.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each dot-separated label has 1 to 63 characters");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label does not begin or end with `-`");
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err("a label has only letters, digits and `-`");
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn volumes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let volumes = string_list(d, "volumes", r#"["app-data:/data"]"#)?;
     for v in &volumes {

@@ -386,6 +386,16 @@ pub struct Environment {
     /// Where the edge proxy of this environment listens.
     #[serde(deserialize_with = "fields::listen")]
     pub listen: SocketAddr,
+    /// The host names this environment answers on its `listen` address (matched against the
+    /// `Host` header, case-insensitively, port and trailing dot ignored). Empty: every host.
+    /// Environments (of this app or of another app on the machine) may share a `listen`
+    /// address only when all of them have hosts and no host is claimed twice.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "fields::hosts"
+    )]
+    pub hosts: Vec<String>,
     #[serde(default)]
     pub strategy: Strategy,
     /// What runs this environment's instances.

@@ -193,13 +193,111 @@ fn two_environments_on_one_listen_points_at_the_second() {
         .unwrap()
         + 1;
     assert_eq!(line_col(&e), (line, 10));
-    assert_eq!(e.field(), Some("[environments.production] listen"));
+    // Sharing an address needs hosts on both.
+    assert_eq!(e.field(), Some("[environments.production] hosts"));
     assert!(e.message().contains("staging"), "{e}");
     assert!(e.hint().is_some());
 
     // A wildcard address overlaps every address on its port.
     let text = format!("{BASE}\n[environments.production]\nlisten = \"0.0.0.0:8001\"\n");
     assert_eq!(err(&text).field(), Some("[environments.production] listen"));
+}
+
+#[test]
+fn environments_share_a_listen_address_by_disjoint_hosts() {
+    let shared = |staging: &str, production: &str| {
+        format!(
+            "{}\n[environments.production]\nlisten = \"127.0.0.1:8001\"\n{production}\n",
+            with("environments.staging", staging)
+        )
+    };
+    let c = parse(&shared(
+        r#"hosts = ["Staging.Example.com."]"#,
+        r#"hosts = ["example.com", "www.example.com"]"#,
+    ))
+    .unwrap();
+    // Lowercased, the trailing dot dropped.
+    assert_eq!(c.environments["staging"].hosts, vec!["staging.example.com"]);
+    assert_eq!(c.environments["production"].hosts.len(), 2);
+
+    // One of them without hosts: named, with both ways out.
+    let e = err(&shared(r#"hosts = ["staging.example.com"]"#, ""));
+    assert_eq!(e.field(), Some("[environments.production] hosts"), "{e}");
+    assert!(e.message().contains("`staging`"), "{e}");
+    assert!(e.hint().unwrap().contains("hosts = ["), "{e}");
+    let e = err(&shared("", r#"hosts = ["example.com"]"#));
+    assert_eq!(e.field(), Some("[environments.staging] hosts"), "{e}");
+
+    // The same host twice: pointed at the later list.
+    let text = shared(
+        r#"hosts = ["a.example.com"]"#,
+        r#"hosts = ["b.example.com", "A.example.com"]"#,
+    );
+    let e = err(&text);
+    assert_eq!(e.field(), Some("[environments.production] hosts"), "{e}");
+    assert!(e.message().contains("\"a.example.com\""), "{e}");
+    let line = text
+        .lines()
+        .collect::<Vec<_>>()
+        .iter()
+        .rposition(|l| l.starts_with("hosts"))
+        .unwrap()
+        + 1;
+    assert_eq!(line_col(&e), (line, 9));
+
+    // A wildcard address overlaps but cannot share a listener: its own port, or the same address.
+    let text = format!(
+        "{}\n[environments.production]\nlisten = \"0.0.0.0:8001\"\nhosts = [\"b.example.com\"]\n",
+        with("environments.staging", r#"hosts = ["a.example.com"]"#)
+    );
+    let e = err(&text);
+    assert_eq!(e.field(), Some("[environments.production] listen"), "{e}");
+    assert!(e.hint().unwrap().contains("127.0.0.1:8001"), "{e}");
+}
+
+#[test]
+fn bad_hosts_name_the_field_and_the_fix() {
+    for (bad, why) in [
+        (r#"hosts = "example.com""#, "must be a list"),
+        ("hosts = []", "is empty"),
+        (
+            r#"hosts = ["https://example.com"]"#,
+            "no scheme, port, path",
+        ),
+        (r#"hosts = ["example.com:443"]"#, "no scheme, port, path"),
+        (r#"hosts = ["exa mple.com"]"#, "no scheme, port, path"),
+        (r#"hosts = ["ex_ample.com"]"#, "letters, digits and `-`"),
+        (r#"hosts = ["-example.com"]"#, "begin or end with `-`"),
+        (r#"hosts = ["a..example.com"]"#, "1 to 63"),
+        (r#"hosts = ["10.0.0.1"]"#, "IP address"),
+        (r#"hosts = ["a.*.example.com"]"#, "wildcard"),
+        (r#"hosts = ["*.com"]"#, "wildcard needs"),
+        (
+            r#"hosts = ["a.example.com", "A.example.com"]"#,
+            "listed twice",
+        ),
+        ("hosts = [\"\"]", "is empty"),
+    ] {
+        let e = err(&with("environments.staging", bad));
+        assert_eq!(
+            e.field(),
+            Some("[environments.staging] hosts"),
+            "{bad}: {e}"
+        );
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+        assert!(e.hint().is_some(), "{bad}: {e}");
+        assert_eq!(line_col(&e).0, 11, "{bad}: {e}");
+    }
+    let long = format!("hosts = [\"{}.example.com\"]", "a".repeat(64));
+    assert!(err(&with("environments.staging", &long))
+        .to_string()
+        .contains("1 to 63"));
+    let c = parse(&with(
+        "environments.staging",
+        r#"hosts = ["*.example.com", "xn--bcher-kva.example"]"#,
+    ))
+    .unwrap();
+    assert_eq!(c.environments["staging"].hosts[0], "*.example.com");
 }
 
 #[test]
