@@ -20,7 +20,7 @@ every failure is recorded with its time). It starts one action:
 and at a random moment SIGKILLs one of:
 
   server           the `cutover server` (.cutover/server.pid)
-  proxy            the environment's edge proxy (.cutover/proxy/staging.pid)
+  proxy            the machine edge (edge.pid in the trial's CUTOVER_EDGE_DIR)
   new-supervisor   the supervisor of the instance the action brings up (the release being
                    deployed; the rollback target's instance; the monitored release's)
   live-supervisor  the supervisor of the instance the edge routes to at that moment
@@ -296,6 +296,9 @@ class Lab:
         self.env = {k: v for k, v in os.environ.items()
                     if k not in ("CUTOVER_STATE_DIR", "GIT_DIR", "GIT_WORK_TREE")}
         self.env["NO_COLOR"] = "1"
+        # The trial's own machine edge, apart from every other edge on the machine.
+        self.edge = os.path.join(root, "edge")
+        self.env["CUTOVER_EDGE_DIR"] = self.edge
         os.makedirs(self.repo)
         with open(os.path.join(self.repo, "cutover.toml"), "w") as f:
             f.write(CONFIG.format(tasks_app=tasks_app, monitor=int(MONITOR_S * 1000),
@@ -332,6 +335,13 @@ class Lab:
         except OSError:
             return None
 
+    def read_edge(self, name):
+        try:
+            with open(os.path.join(self.edge, name)) as f:
+                return f.read()
+        except OSError:
+            return None
+
     def pid_file(self, *parts):
         text = self.read(*parts)
         try:
@@ -358,16 +368,16 @@ class Lab:
         return out
 
     def routed(self):
-        """The upstream addresses the edge's routes file sends traffic to: `routes[].upstreams[]`
-        with a weight above 0 (or an older edge's flat `upstreams` list)."""
-        text = self.read("proxy", "staging.routes.json")
+        """The upstream addresses the edge's routes file sends staging traffic to:
+        `routes[].upstreams[]` with a weight above 0 (or an older edge's flat `upstreams` list)."""
+        text = self.read_edge("routes.json")
         try:
             doc = json.loads(text)
         except (TypeError, ValueError):
             return []
         if "routes" in doc:
             return [u["addr"] for r in doc.get("routes") or [] for u in r.get("upstreams", [])
-                    if u.get("weight", 1) > 0]
+                    if u.get("weight", 1) > 0 and r.get("route", {}).get("env") == "staging"]
         return doc.get("upstreams", [])
 
     def status(self):
@@ -534,8 +544,9 @@ class Trial:
             pid = lab.pid_file("server.pid")
             return (pid, "server") if pid else (None, "no server.pid")
         if self.kill == "proxy":
-            pid = lab.pid_file("proxy", "staging.pid")
-            return (pid, "edge proxy") if pid else (None, "no proxy/staging.pid")
+            text = lab.read_edge("edge.pid")
+            pid = int(text.strip()) if text and text.strip().isdigit() else None
+            return (pid, "edge") if pid else (None, "no edge.pid in the edge dir")
         insts = lab.instances()
         if self.kill == "new-supervisor":
             new = [i for i in insts if self.is_new(lab, i, base_ids)
@@ -843,10 +854,10 @@ class Trial:
             return
         dest = os.path.join(os.path.dirname(self.root), "evidence-%d" % self.seed)
         os.makedirs(dest, exist_ok=True)
-        for name in ("server.log", "proxy-staging.log"):
-            src = os.path.join(lab.state, "logs", name)
+        for src in (os.path.join(lab.state, "logs", "server.log"),
+                    os.path.join(lab.edge, "edge.log")):
             if os.path.exists(src):
-                shutil.copy(src, os.path.join(dest, name))
+                shutil.copy(src, os.path.join(dest, os.path.basename(src)))
         instance_logs = os.path.join(lab.state, "logs", "staging")
         if os.path.isdir(instance_logs):
             shutil.copytree(instance_logs, os.path.join(dest, "instance-logs"), dirs_exist_ok=True)

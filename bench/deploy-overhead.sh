@@ -21,6 +21,8 @@ need python3
 build_release
 
 WORK="$(mktemp -d /tmp/cutover-bench-do.XXXXXX)"
+# The run's own machine edge, apart from any other edge on this machine.
+export CUTOVER_EDGE_DIR="$WORK/edge"
 REPO="$WORK/repo"
 cleanup() {
     [ -f "$WORK/course.pid" ] && kill "$(cat "$WORK/course.pid")" 2>/dev/null || true

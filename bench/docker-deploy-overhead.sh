@@ -36,6 +36,8 @@ docker version >/dev/null 2>&1 || die "no Docker engine answers (docker version 
 build_release
 
 WORK="$(mktemp -d /tmp/cutover-bench-dock.XXXXXX)"
+# The run's own machine edge, apart from any other edge on this machine.
+export CUTOVER_EDGE_DIR="$WORK/edge"
 REPO="$WORK/repo"
 APP="bench-docker-$$"
 REG_PID=""

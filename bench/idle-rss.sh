@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idle memory: after a deploy has settled, VmRSS (from /proc/PID/status) of the `cutover server`
-# (pid in .cutover/server.pid), the edge proxy (.cutover/proxy/staging.pid), one instance
+# (pid in .cutover/server.pid), the machine edge (edge.pid in $CUTOVER_EDGE_DIR), one instance
 # supervisor and the app itself. Also after 10 more deploys and 3 s of proxied load (wrk -t1 -c8), to see
 # whether anything grows.
 #
@@ -17,6 +17,8 @@ need wrk
 build_release
 
 WORK="$(mktemp -d /tmp/cutover-bench-rss.XXXXXX)"
+# The run's own machine edge, apart from any other edge on this machine.
+export CUTOVER_EDGE_DIR="$WORK/edge"
 REPO="$WORK/repo"
 cleanup() {
     [ -d "$REPO" ] && (cd "$REPO" && "$CUTOVER" down >/dev/null 2>&1 || true)
@@ -34,7 +36,7 @@ SHA=$(head_sha)
 measure() { # label
     local server proxy sup app
     server=$(cat .cutover/server.pid)
-    proxy=$(cat .cutover/proxy/staging.pid)
+    proxy=$(cat "$CUTOVER_EDGE_DIR/edge.pid")
     sup=$(pgrep -f "^$CUTOVER supervise --state-dir $REPO/.cutover" | head -1 || true)
     app=$( [ -n "$sup" ] && pgrep -P "$sup" | head -1 || true)
     printf '%-28s server %6s kB | proxy %6s kB | supervisor %6s kB (%d running) | app %6s kB\n' "$1" \

@@ -37,6 +37,8 @@ need git
 build_release
 
 WORK="$(mktemp -d /tmp/cutover-bench-mts.XXXXXX)"
+# The run's own machine edge, apart from any other edge on this machine.
+export CUTOVER_EDGE_DIR="$WORK/edge"
 REPO="$WORK/repo"
 cleanup() {
     [ -d "$REPO" ] && (cd "$REPO" && "$CUTOVER" down >/dev/null 2>&1 || true)

@@ -4,7 +4,8 @@
 #   bench/proxy-vs-nginx.sh            # RUNS=3 DURATION=10s CONNS=64 THREADS=2 BASE_PORT=18180
 #
 # Upstream: nginx (1 worker) answering `return 200 "ok\n"` on BASE_PORT.
-# (a) `cutover proxy` (release build) on BASE_PORT+1, upstream set over its admin socket.
+# (a) `cutover proxy` (release build, the machine edge in a directory of its own) with one
+#     route on BASE_PORT+1, set over its admin socket.
 # (b) nginx (worker_processes auto, upstream keepalive 64) on BASE_PORT+2 with proxy_pass.
 # (c) the upstream directly, as the floor.
 # For each run, for keep-alive and for `Connection: close`: wrk -tTHREADS -cCONNS -dDURATION
@@ -103,13 +104,13 @@ PIDS+=($!)
 "$NGINX" -p "$WORK/ngx" -c "$WORK/ngx/nginx.conf" &
 NGX_MASTER=$!
 PIDS+=($NGX_MASTER)
-"$CUTOVER" proxy --state-dir "$WORK/cut/state" --env bench --listen "127.0.0.1:$CUT_PORT" \
-    2>"$WORK/cut/proxy.log" &
+mkdir -p "$WORK/cut/edge"
+"$CUTOVER" proxy --edge-dir "$WORK/cut/edge" 2>"$WORK/cut/proxy.log" &
 CUT_PID=$!
 PIDS+=($CUT_PID)
 
-reply=$(python3 "$BENCH_DIR/proxy_admin.py" "$WORK/cut/state" bench \
-    "{\"op\":\"set\",\"route\":{\"env\":\"bench\"},\"upstreams\":[{\"addr\":\"127.0.0.1:$UP_PORT\",\"weight\":100}]}") \
+reply=$(python3 "$BENCH_DIR/proxy_admin.py" "$WORK/cut/edge" \
+    "{\"op\":\"set\",\"route\":{\"owner\":\"$WORK/cut\",\"env\":\"bench\"},\"listen\":\"127.0.0.1:$CUT_PORT\",\"access_log\":\"$WORK/cut/access-bench.log\",\"upstreams\":[{\"addr\":\"127.0.0.1:$UP_PORT\",\"weight\":100}]}") \
     || die "admin set failed: $reply"
 log "cutover proxy admin set: $reply"
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Sends one admin request to a running `cutover proxy` and prints the reply line; exits 1 when
-the proxy refused it (a `"reply":"error"` line).
+"""Sends one admin request to a running machine edge (`cutover proxy --edge-dir DIR`) and
+prints the reply line; exits 1 when the edge refused it (a `"reply":"error"` line).
 
-  proxy_admin.py STATE_DIR ENV '{"op":"set","route":{"env":"ENV"},"upstreams":[{"addr":"127.0.0.1:PORT","weight":100}]}'
+  proxy_admin.py EDGE_DIR '{"op":"set","route":{"owner":"/bench","env":"bench"},"listen":"127.0.0.1:PORT","upstreams":[{"addr":"127.0.0.1:UP","weight":100}]}'
 
 The protocol (one JSON request per line, one reply line each) is defined in
 crates/cutover-proxy/src/protocol.rs.
 
 The socket path follows cutover_daemon::socket_path: $XDG_RUNTIME_DIR (if a dir) or /tmp,
-then cutover-<uid>-<first 16 hex of sha256(canonical state dir)>/proxy-<env>.sock.
+then cutover-<uid>-<first 16 hex of sha256(canonical edge dir)>/edge.sock.
 Waits up to 5 s for the socket to appear.
 """
 import hashlib
@@ -19,18 +19,18 @@ import sys
 import time
 
 
-def socket_path(state_dir, env):
-    canonical = os.path.realpath(state_dir)
+def socket_path(edge_dir):
+    canonical = os.path.realpath(edge_dir)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     base = os.environ.get("XDG_RUNTIME_DIR")
     if not base or not os.path.isdir(base):
         base = "/tmp"
-    return os.path.join(base, "cutover-%d-%s" % (os.getuid(), digest), "proxy-%s.sock" % env)
+    return os.path.join(base, "cutover-%d-%s" % (os.getuid(), digest), "edge.sock")
 
 
 def main():
-    state_dir, env, request = sys.argv[1], sys.argv[2], sys.argv[3]
-    path = socket_path(state_dir, env)
+    edge_dir, request = sys.argv[1], sys.argv[2]
+    path = socket_path(edge_dir)
     deadline = time.monotonic() + 5
     while True:
         try:

@@ -22,6 +22,8 @@ need python3
 build_release
 
 WORK="$(mktemp -d /tmp/cutover-bench-zd.XXXXXX)"
+# The run's own machine edge, apart from any other edge on this machine.
+export CUTOVER_EDGE_DIR="$WORK/edge"
 REPO="$WORK/repo"
 WRK_PIDS=()
 cleanup() {

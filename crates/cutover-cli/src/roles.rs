@@ -19,15 +19,9 @@ pub struct SuperviseArgs {
 
 #[derive(Args, Debug)]
 pub struct ProxyArgs {
-    /// The state dir whose environment this proxy serves.
+    /// The machine edge's directory (routes, pid file, log).
     #[arg(long)]
-    pub state_dir: PathBuf,
-    /// The environment's name.
-    #[arg(long)]
-    pub env: String,
-    /// The address clients connect to, e.g. 127.0.0.1:8001.
-    #[arg(long)]
-    pub listen: std::net::SocketAddr,
+    pub edge_dir: PathBuf,
     /// Detach from the caller (print the pid and return at once).
     #[arg(long)]
     pub detach: bool,
@@ -84,7 +78,7 @@ pub enum Role {
         detach: bool,
         serving: Serving,
     },
-    /// `cutover proxy`: an environment's edge proxy.
+    /// `cutover proxy`: the machine's edge.
     Proxy(ProxyArgs),
     /// `cutover supervise`: one instance under its supervisor.
     Supervise(SuperviseArgs),

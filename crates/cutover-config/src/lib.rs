@@ -386,8 +386,9 @@ pub struct Environment {
     /// Where the edge proxy of this environment listens.
     #[serde(deserialize_with = "fields::listen")]
     pub listen: SocketAddr,
-    /// The host names this environment answers on its `listen` address (matched against the
-    /// `Host` header, case-insensitively, port and trailing dot ignored). Empty: every host.
+    /// The host names this environment answers on its `listen` address (matched against SNI and
+    /// the `Host` header, case-insensitively, port and trailing dot ignored; `*.example.com`
+    /// matches one label). Empty: every host.
     /// Environments (of this app or of another app on the machine) may share a `listen`
     /// address only when all of them have hosts and no host is claimed twice.
     #[serde(
@@ -430,10 +431,6 @@ pub struct Environment {
         deserialize_with = "fields::server_url"
     )]
     pub server: Option<String>,
-    /// The names this environment answers to (SNI and `Host`); `*.example.com` matches one
-    /// label.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
     /// HTTPS on `listen`: `"acme"` or `{ cert, key }`; absent: plain HTTP.
     #[serde(
         default,

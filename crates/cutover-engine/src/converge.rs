@@ -21,7 +21,7 @@ use cutover_runtime::{InstanceInfo, InstanceState, Runtime};
 
 use crate::instances::{failure, join, Failure};
 use crate::record::{parse_config, send};
-use crate::{strategy, Edge, Engine, Outcome, Prober, Progress, ProgressTx, Standby};
+use crate::{strategy, Edge, Engine, Outcome, Prober, Progress, ProgressTx, Site, Standby};
 
 /// What a cut-over does to the release it leaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -88,20 +88,24 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 .environment(env)
                 .map_err(|e| Missed::Refused(failure(e.to_string())))?
                 .clone();
+            let site = Site::of(&goal.config, &env_cfg);
             send(
                 progress,
-                Progress::step(format!("edge proxy for {env} on {}", env_cfg.listen)),
+                Progress::step(format!("edge for {env} on {}", site.describe())),
             );
-            if let Err(e) = self.inner.edge.ensure(env, env_cfg.listen).await {
+            if let Err(e) = self.inner.edge.ensure(env, &site).await {
                 return Err(Missed::Refused(Failure {
                     message: format!(
-                        "the edge proxy for {env} cannot serve on {}: {e}",
-                        env_cfg.listen
+                        "the edge cannot serve {env} on {}: {}",
+                        site.describe(),
+                        e.message
                     ),
-                    hint: Some(format!(
-                        "free {} or change `listen` of [environments.{env}]",
-                        env_cfg.listen
-                    )),
+                    hint: Some(e.hint.unwrap_or_else(|| {
+                        format!(
+                            "free {} or change `listen`/`hosts` of [environments.{env}]",
+                            env_cfg.listen
+                        )
+                    })),
                     logs: Vec::new(),
                 }));
             }
@@ -232,24 +236,29 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             });
         }
         self.transition_all(&cut_over);
-        let env_cfg = goal.config.environment(env).ok();
-        let limits = env_cfg.map(|e| e.edge).unwrap_or_default();
-        let mut switched = self
-            .inner
-            .edge
-            .switch(env, release.id, instances, &limits)
-            .await;
-        if switched.is_err() {
-            // The proxy may have died under us: start it again (it reloads its routes) and
+        let site = goal
+            .config
+            .environment(env)
+            .map(|e| Site::of(&goal.config, e))
+            .map_err(|e| e.to_string());
+        let mut switched = match &site {
+            Ok(site) => {
+                self.inner
+                    .edge
+                    .switch(env, release.id, instances, site)
+                    .await
+            }
+            Err(e) => Err(e.clone()),
+        };
+        if let (Err(_), Ok(site)) = (&switched, &site) {
+            // The edge may have died under us: start it again (it reloads its routes) and
             // try once more before giving up.
-            if let Some(env_cfg) = env_cfg {
-                if self.inner.edge.ensure(env, env_cfg.listen).await.is_ok() {
-                    switched = self
-                        .inner
-                        .edge
-                        .switch(env, release.id, instances, &limits)
-                        .await;
-                }
+            if self.inner.edge.ensure(env, site).await.is_ok() {
+                switched = self
+                    .inner
+                    .edge
+                    .switch(env, release.id, instances, site)
+                    .await;
             }
         }
         let Err(e) = switched else {
@@ -588,7 +597,12 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             return said;
         };
         if self.inner.edge.upstreams(env).await.is_none() {
-            match self.inner.edge.ensure(env, env_cfg.listen).await {
+            match self
+                .inner
+                .edge
+                .ensure(env, &Site::of(&config, &env_cfg))
+                .await
+            {
                 Ok(()) => {
                     let message = format!("the edge proxy of {env} had stopped; started it again");
                     self.event(live.id, "proxy", &message);

@@ -1,32 +1,106 @@
-//! What the engine needs from the world, as traits: the edge proxy and the health prober.
+//! What the engine needs from the world, as traits: the edge and the health prober.
 //! (Instances come through `cutover_runtime::Runtime`.) The real implementations live here
 //! too; tests swap in fakes.
 
 use cutover_config::EdgeLimits;
 use cutover_health::{HttpCheck, ProbeFailure};
 use cutover_proxy::protocol::{Hold, DEFAULT_WEIGHT, PROTOCOL};
-use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
+use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, Route, RouteKey, Upstream};
 use cutover_runtime::InstanceInfo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// The edge proxy of each environment.
+/// Where and how an environment is served at the edge, from its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// The app's name, for messages.
+    pub app: String,
+    pub listen: SocketAddr,
+    /// Empty: every host on `listen`.
+    pub hosts: Vec<String>,
+    pub limits: EdgeLimits,
+}
+
+impl Site {
+    /// The site of environment `env` of `config`.
+    pub fn of(config: &cutover_config::Config, env: &cutover_config::Environment) -> Site {
+        Site {
+            app: config.app.name.to_string(),
+            listen: env.listen,
+            hosts: env.hosts.clone(),
+            limits: env.edge,
+        }
+    }
+
+    /// "127.0.0.1:8001" or "0.0.0.0:80 for a.example.com, b.example.com".
+    pub fn describe(&self) -> String {
+        if self.hosts.is_empty() {
+            self.listen.to_string()
+        } else {
+            format!("{} for {}", self.listen, self.hosts.join(", "))
+        }
+    }
+}
+
+/// Why the edge will not serve an environment as asked, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeRefusal {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl EdgeRefusal {
+    fn of(error: ProxyError) -> EdgeRefusal {
+        match error {
+            ProxyError::Refused { error } => EdgeRefusal {
+                message: error.message,
+                hint: error.hint,
+            },
+            other => EdgeRefusal {
+                message: other.to_string(),
+                hint: None,
+            },
+        }
+    }
+}
+
+impl From<String> for EdgeRefusal {
+    fn from(message: String) -> EdgeRefusal {
+        EdgeRefusal {
+            message,
+            hint: None,
+        }
+    }
+}
+
+impl std::fmt::Display for EdgeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The edge in front of the environments.
 pub trait Edge: Send + Sync + 'static {
-    /// Makes sure the environment's proxy runs and listens on `listen`.
+    /// Makes sure the edge runs and would take the environment's route as `site` says (its
+    /// address and hosts are not another's); changes nothing it serves.
     fn ensure(
         &self,
         env: &str,
-        listen: SocketAddr,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Atomically points the environment's traffic at the instances of `release`, under
-    /// `limits` (those of the config of the release that serves).
+        site: &Site,
+    ) -> impl Future<Output = Result<(), EdgeRefusal>> + Send;
+    /// Atomically points the environment's traffic at the instances of `release`, on the
+    /// address, hosts and limits of `site` (those of the config of the release that serves).
     fn switch(
         &self,
         env: &str,
         release: i64,
         instances: &[InstanceInfo],
-        limits: &EdgeLimits,
+        site: &Site,
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// Waits until no request is in flight to `upstreams` (true) or the drain timeout of the
     /// limits they were switched with passes (false: what is left, WebSockets, is closed).
@@ -41,9 +115,10 @@ pub trait Edge: Send + Sync + 'static {
         env: &str,
         hold: Option<Hold>,
     ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Where the environment's traffic goes now; `None` if its proxy is not running.
+    /// Where the environment's traffic goes now; `None` if the edge is not running or has no
+    /// route for it.
     fn upstreams(&self, env: &str) -> impl Future<Output = Option<Vec<SocketAddr>>> + Send;
-    /// Stops the environment's proxy.
+    /// Removes the environment's route (the edge stops when it serves nothing else).
     fn stop(&self, env: &str) -> impl Future<Output = ()> + Send;
 }
 
@@ -65,46 +140,134 @@ impl Prober for HttpProber {
     }
 }
 
-/// cutover's own edge proxy, one detached process per environment, serving one route (the
-/// environment); every upstream of a switch takes an equal share.
+/// cutover's own edge: one detached process per machine (in `edge_dir`), shared by every app
+/// and environment; this app's routes are keyed by its state dir. Every upstream of a switch
+/// takes an equal share.
 pub struct ProxyEdge {
     pub exe: PathBuf,
+    /// The machine edge's directory (`cutover_proxy::default_edge_dir`).
+    pub edge_dir: PathBuf,
+    /// This app's state dir: the owner of its routes.
     pub state_dir: PathBuf,
 }
 
 impl ProxyEdge {
-    fn options(&self, env: &str, listen: SocketAddr) -> ProxyOptions {
-        ProxyOptions::new(&self.state_dir, env, listen)
+    /// The edge of this machine (`CUTOVER_EDGE_DIR`, else the default directory) for the app
+    /// of `state_dir`, started with `exe` when needed.
+    pub fn new(exe: PathBuf, state_dir: PathBuf) -> ProxyEdge {
+        ProxyEdge {
+            exe,
+            edge_dir: cutover_proxy::default_edge_dir(),
+            state_dir,
+        }
     }
 
-    fn client(&self, env: &str) -> ProxyClient {
-        // The admin socket does not depend on the listen address.
-        ProxyClient::new(
-            self.options(env, SocketAddr::from(([127, 0, 0, 1], 0)))
-                .admin_socket,
-        )
+    fn client(&self) -> ProxyClient {
+        ProxyClient::for_options(&ProxyOptions::new(&self.edge_dir))
     }
-}
 
-impl Edge for ProxyEdge {
-    async fn ensure(&self, env: &str, listen: SocketAddr) -> Result<(), String> {
-        match self.client(env).status().await {
-            Ok(status) if status.listen == listen && status.protocol >= PROTOCOL => return Ok(()),
-            // The committed config moved the environment (restart its proxy on the new
-            // address), or an edge of an older cutover answers in a protocol this one does not
-            // speak, or speaks an older one (replace it: the new one reads the routes file it
-            // kept, and serves on).
+    /// The owner of this app's routes: its canonical state dir.
+    fn owner(&self) -> String {
+        self.state_dir
+            .canonicalize()
+            .unwrap_or_else(|_| self.state_dir.clone())
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn key(&self, env: &str) -> RouteKey {
+        RouteKey::new(self.owner(), env)
+    }
+
+    fn route(&self, env: &str, site: &Site, upstreams: Vec<Upstream>) -> Route {
+        let mut route = Route::new(self.key(env), site.listen);
+        route.app = site.app.clone();
+        route.hosts = site.hosts.clone();
+        route.upstreams = upstreams;
+        route.limits = edge_limits(&site.limits);
+        route.access_log = Some(cutover_daemon::StateDir::new(&self.state_dir).access_log(env));
+        route
+    }
+
+    /// Makes sure the machine's edge runs and speaks this protocol: starts it when none
+    /// answers; replaces one that speaks an older protocol (it reads the routes file it kept,
+    /// and serves on).
+    async fn running(&self) -> Result<(), String> {
+        match self.client().status().await {
+            Ok(status) if status.stopping => {
+                // Its last route was just removed: wait for it to go, then start another.
+                for _ in 0..400 {
+                    if self.client().status().await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+            }
+            Ok(status) if status.protocol >= PROTOCOL => return Ok(()),
             Ok(_) | Err(ProxyError::BadReply { .. }) => {
-                let _ = self.client(env).shutdown().await;
+                let _ = self.client().shutdown().await;
             }
             Err(_) => {}
         }
-        let (exe, state_dir, env) = (self.exe.clone(), self.state_dir.clone(), env.to_string());
-        tokio::task::spawn_blocking(move || cutover_proxy::spawn(&exe, &state_dir, &env, listen))
+        let (exe, dir) = (self.exe.clone(), self.edge_dir.clone());
+        tokio::task::spawn_blocking(move || cutover_proxy::spawn(&exe, &dir))
             .await
             .map_err(|e| e.to_string())?
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// An edge of the older kind (one per environment, files under the state dir's `proxy/`)
+    /// that serves `env`: stopped, and its route taken over by the machine's edge with the
+    /// upstreams and hold it had. A one-time migration with a short gap in listening.
+    async fn migrate(&self, env: &str, site: &Site) -> Result<(), String> {
+        let dir = self.state_dir.join("proxy");
+        let routes_file = dir.join(format!("{env}.routes.json"));
+        let pid_file = dir.join(format!("{env}.pid"));
+        if !routes_file.exists() && !pid_file.exists() {
+            return Ok(());
+        }
+        let old = cutover_proxy::legacy_routes(&routes_file, env).map_err(|e| e.to_string())?;
+        let socket = cutover_daemon::socket_path(&self.state_dir, &format!("proxy-{env}"));
+        // Asked to stop over its admin socket (any protocol version answers `shutdown`), or
+        // by SIGTERM when it does not answer.
+        if ProxyClient::new(&socket).shutdown().await.is_err() {
+            if let Some(pid) = cutover_daemon::read_pid(&pid_file)
+                .filter(|pid| cutover_daemon::pid_runs(*pid, &["proxy", env]))
+            {
+                cutover_daemon::signal(pid, libc::SIGTERM);
+                for _ in 0..200 {
+                    if !cutover_daemon::pid_alive(pid) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+            }
+        }
+        self.running().await?;
+        if let Some(old) = old {
+            let mut route = self.route(env, site, old.upstreams);
+            route.limits = old.limits;
+            self.client().set(route).await.map_err(|e| e.to_string())?;
+            if old.hold.is_some() {
+                self.client()
+                    .hold(self.key(env), old.hold)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let _ = std::fs::remove_file(&routes_file);
+        let _ = std::fs::remove_file(&pid_file);
+        Ok(())
+    }
+}
+
+impl Edge for ProxyEdge {
+    async fn ensure(&self, env: &str, site: &Site) -> Result<(), EdgeRefusal> {
+        self.migrate(env, site).await?;
+        self.running().await?;
+        let claim = self.route(env, site, Vec::new());
+        self.client().check(claim).await.map_err(EdgeRefusal::of)
     }
 
     async fn switch(
@@ -112,21 +275,21 @@ impl Edge for ProxyEdge {
         env: &str,
         release: i64,
         instances: &[InstanceInfo],
-        limits: &EdgeLimits,
+        site: &Site,
     ) -> Result<(), String> {
         let upstreams = instances
             .iter()
             .map(|i| Upstream::new(i.address, DEFAULT_WEIGHT).named(&i.id, release))
             .collect();
-        self.client(env)
-            .set(RouteKey::env(env), upstreams, edge_limits(limits))
+        self.client()
+            .set(self.route(env, site, upstreams))
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| EdgeRefusal::of(e).to_string())
     }
 
-    async fn drain(&self, env: &str, upstreams: &[SocketAddr]) -> Result<bool, String> {
-        self.client(env)
+    async fn drain(&self, _env: &str, upstreams: &[SocketAddr]) -> Result<bool, String> {
+        self.client()
             .drain(upstreams, None)
             .await
             .map(|d| d.drained)
@@ -134,20 +297,22 @@ impl Edge for ProxyEdge {
     }
 
     async fn hold(&self, env: &str, hold: Option<Hold>) -> Result<(), String> {
-        self.client(env)
-            .hold(RouteKey::env(env), hold)
+        self.client()
+            .hold(self.key(env), hold)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
     async fn upstreams(&self, env: &str) -> Option<Vec<SocketAddr>> {
-        let status = self.client(env).status().await.ok()?;
-        Some(status.serving(&RouteKey::env(env)))
+        let status = self.client().status().await.ok()?;
+        let key = self.key(env);
+        status.route(&key)?;
+        Some(status.serving(&key))
     }
 
     async fn stop(&self, env: &str) {
-        let _ = self.client(env).shutdown().await;
+        let _ = self.client().remove(&self.owner(), Some(env)).await;
     }
 }
 

@@ -138,7 +138,7 @@ impl Runtime for FakeRuntime {
 }
 
 impl Edge for FakeEdge {
-    async fn ensure(&self, _env: &str, _listen: SocketAddr) -> Result<(), String> {
+    async fn ensure(&self, _env: &str, _site: &crate::Site) -> Result<(), crate::EdgeRefusal> {
         Ok(())
     }
 
@@ -147,7 +147,7 @@ impl Edge for FakeEdge {
         env: &str,
         _release: i64,
         instances: &[InstanceInfo],
-        _limits: &cutover_config::EdgeLimits,
+        _site: &crate::Site,
     ) -> Result<(), String> {
         let upstreams: Vec<SocketAddr> = instances.iter().map(|i| i.address).collect();
         let upstreams = &upstreams[..];

@@ -1,4 +1,4 @@
-//! The proxy's side of the admin protocol ([`crate::protocol`]): one reply line per request
+//! The edge's side of the admin protocol ([`crate::protocol`]): one reply line per request
 //! line on a unix socket.
 
 use std::net::SocketAddr;
@@ -10,11 +10,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{watch, Mutex};
 
+use crate::listeners::Listeners;
 use crate::protocol::{
-    self, AdminError, DrainOutcome, ErrorCode, Hold, ProxyStatus, Reply, Request, Route, RouteKey,
-    PROTOCOL,
+    self, conflict, AdminError, DrainOutcome, ErrorCode, Hold, ProxyStatus, Reply, Request, Route,
+    RouteKey, PROTOCOL,
 };
-use crate::routes::{serves, Routes, RoutesFile};
+use crate::routes::{Routes, RoutesFile};
 
 /// Longest request line accepted; the socket is private, this only guards against mistakes.
 const MAX_LINE: usize = 1 << 20;
@@ -22,16 +23,18 @@ const MAX_LINE: usize = 1 << 20;
 /// How long a drain past its timeout waits for the tunnels it closed to go.
 pub(crate) const CLOSE_TUNNELS: Duration = Duration::from_secs(4);
 
-/// What the admin side shares with the proxy.
+/// What the admin side shares with the serving threads.
 pub(crate) struct Admin {
-    pub env: String,
-    pub listen: SocketAddr,
     pub routes_file: PathBuf,
     pub routes: Arc<Routes>,
-    /// The routes on disk and installed. Held through a whole `set`, so that generations and
-    /// the file on disk stay in step.
+    pub listeners: Listeners,
+    /// The routes on disk and installed. Held through a whole change, so that generations
+    /// and the file on disk stay in step.
     pub current: Mutex<RoutesFile>,
     pub shutdown: watch::Sender<bool>,
+    /// Set when the last route is removed: changes are refused from then on, so that none is
+    /// made to an edge about to exit.
+    pub closing: std::sync::atomic::AtomicBool,
 }
 
 impl Admin {
@@ -42,7 +45,7 @@ impl Admin {
                     tokio::spawn(self.clone().connection(stream));
                 }
                 Err(e) => {
-                    eprintln!("edge proxy for {}: admin accept failed: {e}", self.env);
+                    eprintln!("edge: admin accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -100,8 +103,30 @@ impl Admin {
         };
         let reply = match request {
             Request::Status => Reply::Status(self.status()),
+            Request::Set(_) | Request::Check(_) | Request::Hold { .. } if self.is_closing() => {
+                Reply::Error(
+                    AdminError::new(
+                        ErrorCode::Stopping,
+                        "the edge is stopping: it has no route left",
+                    )
+                    .hint("start the edge again and send the change to the new one"),
+                )
+            }
             Request::Set(route) => match self.set(route).await {
                 Ok(generation) => Reply::Set { generation },
+                Err(error) => Reply::Error(error),
+            },
+            Request::Check(route) => match self.check(&route).await {
+                Ok(()) => Reply::Check,
+                Err(error) => Reply::Error(error),
+            },
+            Request::Remove { owner, env } => match self.remove(&owner, env.as_deref()).await {
+                Ok((generation, left)) => {
+                    if left == 0 {
+                        eprintln!("edge: no route is left; shutting down");
+                    }
+                    return (Reply::Remove { generation, left }, left == 0);
+                }
                 Err(error) => Reply::Error(error),
             },
             Request::Drain {
@@ -113,7 +138,7 @@ impl Admin {
                 Err(error) => Reply::Error(error),
             },
             Request::Shutdown => {
-                eprintln!("edge proxy for {}: shutting down (asked)", self.env);
+                eprintln!("edge: shutting down (asked)");
                 return (Reply::Shutdown, true);
             }
         };
@@ -125,9 +150,10 @@ impl Admin {
         let held = self.routes.held();
         ProxyStatus {
             protocol: PROTOCOL,
-            env: self.env.clone(),
-            listen: self.listen,
+            version: crate::VERSION.to_string(),
+            stopping: self.is_closing(),
             pid: std::process::id(),
+            listeners: self.listeners.status(),
             generation,
             routes,
             draining,
@@ -135,28 +161,94 @@ impl Admin {
         }
     }
 
-    /// Persists the new routes, then installs them.
-    async fn set(&self, route: Route) -> Result<u64, AdminError> {
+    /// Whether `route` may be installed over `current`: valid, claiming nothing another
+    /// route has. Returns it with its hosts as routes compare them.
+    fn admissible(current: &RoutesFile, route: &Route) -> Result<(), AdminError> {
         route.validate()?;
-        serves(&self.env, &route.key)?;
+        match conflict(route, &current.routes) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens `listen` if no route uses it yet; the refusal when it cannot be.
+    fn listen(&self, listen: SocketAddr) -> Result<(), AdminError> {
+        self.listeners
+            .open(listen)
+            .map_err(|e| listen_failed(listen, &e))
+    }
+
+    /// Persists the new routes, opens the address if it is new, then installs them.
+    async fn set(&self, route: Route) -> Result<u64, AdminError> {
         let mut current = self.current.lock().await;
+        Self::admissible(&current, &route)?;
+        let opened = !self.listeners.is_open(route.listen);
+        self.listen(route.listen)?;
         let next = current.with(route);
-        self.install(&mut current, next).await
+        let installed = self.install(&mut current, next).await;
+        if installed.is_err() && opened {
+            self.listeners.close_unused(&current.listens());
+        }
+        installed
+    }
+
+    /// What a `set` of `route` would say, changing nothing.
+    async fn check(&self, route: &Route) -> Result<(), AdminError> {
+        let current = self.current.lock().await;
+        Self::admissible(&current, route)?;
+        if !self.listeners.is_open(route.listen) {
+            crate::listeners::bind(route.listen).map_err(|e| listen_failed(route.listen, &e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes routes of `owner`; returns the generation and how many routes are left (none:
+    /// the edge is closing).
+    async fn remove(&self, owner: &str, env: Option<&str>) -> Result<(u64, usize), AdminError> {
+        let mut current = self.current.lock().await;
+        let next = current.without(owner, env);
+        let generation = self.install(&mut current, next).await?;
+        if current.routes.is_empty() {
+            self.closing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok((generation, current.routes.len()))
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Puts a hold on a route or lifts it; persisted, then installed.
     async fn hold(&self, route: RouteKey, hold: Option<Hold>) -> Result<u64, AdminError> {
-        serves(&self.env, &route)?;
         if let Some(hold) = &hold {
             hold.validate()?;
         }
         let mut current = self.current.lock().await;
+        if hold.is_some() && !current.routes.iter().any(|r| r.key == route) {
+            return Err(AdminError::new(
+                ErrorCode::UnknownRoute,
+                format!("the edge has no route {route}"),
+            )
+            .field("route")
+            .hint("deploy the environment first: its route comes with its first deploy"));
+        }
         let next = current.with_hold(&route, hold);
         self.install(&mut current, next).await
     }
 
+    /// Opens the access logs of `next`, saves it, installs it, and closes the listeners it no
+    /// longer uses. Nothing changes if the logs cannot be opened or the file written.
     async fn install(&self, current: &mut RoutesFile, next: RoutesFile) -> Result<u64, AdminError> {
-        // Persist first: a proxy restarted after this reply serves what it was told.
+        if let Err((path, e)) = self.routes.open_logs(&next) {
+            return Err(AdminError::new(
+                ErrorCode::NotSaved,
+                format!("could not open the access log {}: {e}", path.display()),
+            )
+            .field("access_log")
+            .hint("nothing changed: free the disk or fix the permissions, then send it again"));
+        }
+        // Persist first: an edge restarted after this reply serves what it was told.
         let (path, to_save) = (self.routes_file.clone(), next.clone());
         let saved = tokio::task::spawn_blocking(move || to_save.save(&path))
             .await
@@ -174,12 +266,8 @@ impl Admin {
             )));
         }
         self.routes.install(&next);
-        eprintln!(
-            "edge proxy for {}: generation {} {}",
-            self.env,
-            next.generation,
-            describe(&next)
-        );
+        self.listeners.close_unused(&next.listens());
+        eprintln!("edge: generation {} {}", next.generation, describe(&next));
         let generation = next.generation;
         *current = next;
         Ok(generation)
@@ -252,7 +340,7 @@ pub(crate) fn describe(file: &RoutesFile) -> String {
                     ": no new requests (503)"
                 });
             }
-            format!("{} to {upstreams}", route.key)
+            format!("{} on {} to {upstreams}", route.key, route.claim())
         })
         .collect();
     let holds: Vec<String> = file
@@ -264,4 +352,31 @@ pub(crate) fn describe(file: &RoutesFile) -> String {
         })
         .collect();
     format!("routes {}{}", routes.join("; "), holds.concat())
+}
+
+/// The refusal of a route whose address cannot be listened on.
+fn listen_failed(listen: SocketAddr, e: &std::io::Error) -> AdminError {
+    let (message, hint) = match e.kind() {
+        std::io::ErrorKind::AddrInUse => (
+            format!("{listen} is in use by another program"),
+            format!("stop what listens on {listen}, or change `listen`"),
+        ),
+        std::io::ErrorKind::AddrNotAvailable => (
+            format!("{listen} is not an address of this machine"),
+            "use an address of this machine, 127.0.0.1 or 0.0.0.0".to_string(),
+        ),
+        std::io::ErrorKind::PermissionDenied => (
+            format!("{listen} needs privileges to listen on"),
+            "use a port above 1023, or give the edge the right to bind low ports \
+             (e.g. setcap cap_net_bind_service=+ep on the cutover binary)"
+                .to_string(),
+        ),
+        _ => (
+            format!("cannot listen on {listen}: {e}"),
+            "change `listen`".to_string(),
+        ),
+    };
+    AdminError::new(ErrorCode::ListenFailed, message)
+        .field("listen")
+        .hint(hint)
 }

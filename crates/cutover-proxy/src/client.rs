@@ -1,5 +1,5 @@
-//! The client side of the admin protocol, used by the engine and the server; plus starting a
-//! detached proxy process and finding a running one.
+//! The client side of the admin protocol, used by the engine and the server; plus starting the
+//! machine's edge as a detached process and finding a running one.
 
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use crate::protocol::{
-    self, DrainOutcome, Hold, Limits, ProxyStatus, Reply, Request, Route, RouteKey, Upstream,
-};
+use crate::protocol::{self, DrainOutcome, Hold, ProxyStatus, Reply, Request, Route, RouteKey};
 use crate::{ProxyError, ProxyOptions};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,33 +23,22 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a drain without a timeout is waited for (the edge's drain timeout is shorter).
 const LONGEST_DRAIN: Duration = Duration::from_secs(24 * 3600);
 
-/// Talks to one environment's edge proxy over its admin socket.
+/// Talks to the machine's edge over its admin socket.
 #[derive(Debug, Clone)]
 pub struct ProxyClient {
     socket: PathBuf,
-    env: String,
 }
 
 impl ProxyClient {
     pub fn new(admin_socket: impl Into<PathBuf>) -> ProxyClient {
-        let socket = admin_socket.into();
-        // Sockets are named `proxy-<env>.sock` (see `ProxyOptions::new`): name the environment
-        // in errors when the name says it.
-        let env = socket
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.strip_prefix("proxy-"))
-            .unwrap_or("this environment")
-            .to_string();
-        ProxyClient { socket, env }
+        ProxyClient {
+            socket: admin_socket.into(),
+        }
     }
 
-    /// The client of the proxy described by `options`.
+    /// The client of the edge described by `options`.
     pub fn for_options(options: &ProxyOptions) -> ProxyClient {
-        ProxyClient {
-            socket: options.admin_socket.clone(),
-            env: options.env.clone(),
-        }
+        ProxyClient::new(options.admin_socket.clone())
     }
 
     pub fn admin_socket(&self) -> &Path {
@@ -65,21 +52,43 @@ impl ProxyClient {
         }
     }
 
-    /// Routes the traffic of `route` to `upstreams` by their weights (none, or only weight 0:
-    /// answer 503). Returns the new generation.
-    pub async fn set(
-        &self,
-        route: RouteKey,
-        upstreams: Vec<Upstream>,
-        limits: Limits,
-    ) -> Result<u64, ProxyError> {
-        let request = Request::Set(Route {
-            key: route,
-            upstreams,
-            limits,
-        });
+    /// Installs `route` (replacing the route of its key): its traffic goes to its upstreams by
+    /// their weights (none, or only weight 0: 503). Refused (`Claimed`) when another owner's
+    /// route has its address or a host. Returns the new generation.
+    pub async fn set(&self, route: Route) -> Result<u64, ProxyError> {
+        let request = Request::Set(route);
         match self.call(&request, REPLY_TIMEOUT).await?.0 {
             Reply::Set { generation } => Ok(generation),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
+    /// Whether a `set` of `route` would be taken; changes nothing.
+    pub async fn check(&self, route: Route) -> Result<(), ProxyError> {
+        let request = Request::Check(route);
+        match self.call(&request, REPLY_TIMEOUT).await?.0 {
+            Reply::Check => Ok(()),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
+    /// Removes the routes of `owner` (only `env`'s when given). Returns how many routes the
+    /// edge still serves; with none left, it stops.
+    pub async fn remove(&self, owner: &str, env: Option<&str>) -> Result<usize, ProxyError> {
+        let request = Request::Remove {
+            owner: owner.to_string(),
+            env: env.map(str::to_string),
+        };
+        let (reply, mut stream) = self.call(&request, REPLY_TIMEOUT).await?;
+        match reply {
+            Reply::Remove { left, .. } => {
+                if left == 0 {
+                    // The edge stops: wait until it has closed.
+                    let mut rest = Vec::new();
+                    let _ = tokio::time::timeout(STOP_TIMEOUT, stream.read_to_end(&mut rest)).await;
+                }
+                Ok(left)
+            }
             other => Err(self.unexpected(&request, &other)),
         }
     }
@@ -171,7 +180,6 @@ impl ProxyClient {
 
     fn not_running(&self, source: std::io::Error) -> ProxyError {
         ProxyError::NotRunning {
-            env: self.env.clone(),
             socket: self.socket.clone(),
             source,
         }
@@ -179,22 +187,17 @@ impl ProxyClient {
 
     fn timeout(&self, op: &str, after: Duration) -> ProxyError {
         ProxyError::Timeout {
-            env: self.env.clone(),
             op: op.to_string(),
             after,
         }
     }
 
     fn refused(&self, error: protocol::AdminError) -> ProxyError {
-        ProxyError::Refused {
-            env: self.env.clone(),
-            error,
-        }
+        ProxyError::Refused { error }
     }
 
     fn bad_reply(&self, detail: impl std::fmt::Display) -> ProxyError {
         ProxyError::BadReply {
-            env: self.env.clone(),
             detail: detail.to_string(),
         }
     }
@@ -204,38 +207,37 @@ impl ProxyClient {
     }
 }
 
-/// The pid of this environment's proxy if one runs (its pid file names a live `proxy` process
-/// of this environment).
+/// The pid of the edge of `options` if one runs (its pid file names a live `proxy` process of
+/// that directory).
 pub fn running_pid(options: &ProxyOptions) -> Option<u32> {
     let pid = cutover_daemon::read_pid(&options.pid_file)?;
-    cutover_daemon::pid_runs(pid, &["proxy", &options.env]).then_some(pid)
+    let dir = options.dir.to_string_lossy();
+    cutover_daemon::pid_runs(pid, &["proxy", &dir]).then_some(pid)
 }
 
-/// Starts `exe proxy --state-dir D --env E --listen ADDR --detach` and waits (up to 15 s) until
-/// its admin socket answers `status`. If the process dies first, the error carries the last
-/// lines of its log (e.g. "listen address … is already in use"). Blocking: from async code,
-/// call it inside `spawn_blocking`.
-pub fn spawn(
-    exe: &Path,
-    state_dir: &Path,
-    env: &str,
-    listen: SocketAddr,
-) -> Result<u32, ProxyError> {
-    let options = ProxyOptions::new(state_dir, env, listen);
+/// Makes sure the edge of `dir` runs: returns the pid of the one that answers, or starts
+/// `exe proxy --edge-dir DIR --detach` and waits (up to 15 s) until it answers `status`. Under
+/// the edge's start lock, so that servers starting together start one. If the process dies
+/// first, the error carries the last lines of its log. Blocking: from async code, call it
+/// inside `spawn_blocking`.
+pub fn spawn(exe: &Path, dir: &Path) -> Result<u32, ProxyError> {
+    let options = ProxyOptions::new(dir);
+    let start_failed = |detail: String| ProxyError::StartFailed { detail };
+    crate::prepare_edge_dir(dir).map_err(|e| {
+        start_failed(format!(
+            "cannot create the edge directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let _lock = cutover_daemon::FileLock::acquire(&options.start_lock)
+        .map_err(|e| start_failed(format!("cannot take {}: {e}", options.start_lock.display())))?;
+    if let Some(pid) = status_pid_blocking(&options.admin_socket) {
+        return Ok(pid);
+    }
     let mut command = Command::new(exe);
-    command
-        .arg("proxy")
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("--env")
-        .arg(env)
-        .arg("--listen")
-        .arg(listen.to_string());
+    command.arg("proxy").arg("--edge-dir").arg(dir);
     let pid =
-        cutover_daemon::spawn_detached(command, None).map_err(|e| ProxyError::StartFailed {
-            env: env.to_string(),
-            detail: e.to_string(),
-        })?;
+        cutover_daemon::spawn_detached(command, None).map_err(|e| start_failed(e.to_string()))?;
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         if status_pid_blocking(&options.admin_socket) == Some(pid) {
@@ -244,24 +246,20 @@ pub fn spawn(
         if !cutover_daemon::pid_alive(pid) {
             // The log may still be being written by the exiting process.
             std::thread::sleep(Duration::from_millis(20));
-            return Err(ProxyError::StartFailed {
-                env: env.to_string(),
-                detail: log_tail(&options.log_file, 5)
+            return Err(start_failed(
+                log_tail(&options.log_file, 5)
                     .unwrap_or_else(|| "it exited without a word".to_string()),
-            });
+            ));
         }
         if Instant::now() >= deadline {
-            return Err(ProxyError::StartFailed {
-                env: env.to_string(),
-                detail: format!(
-                    "process {pid} did not answer on {} within {} s{}",
-                    options.admin_socket.display(),
-                    START_TIMEOUT.as_secs(),
-                    log_tail(&options.log_file, 5)
-                        .map(|t| format!("; its log ends with: {t}"))
-                        .unwrap_or_default()
-                ),
-            });
+            return Err(start_failed(format!(
+                "process {pid} did not answer on {} within {} s{}",
+                options.admin_socket.display(),
+                START_TIMEOUT.as_secs(),
+                log_tail(&options.log_file, 5)
+                    .map(|t| format!("; its log ends with: {t}"))
+                    .unwrap_or_default()
+            )));
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -290,16 +288,4 @@ fn log_tail(path: &Path, lines: usize) -> Option<String> {
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = all[all.len().saturating_sub(lines)..].join("\n");
     (!tail.is_empty()).then_some(tail)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_comes_from_the_socket_name() {
-        let client = ProxyClient::new("/tmp/x/proxy-staging.sock");
-        assert_eq!(client.env, "staging");
-        assert_eq!(ProxyClient::new("/tmp/other.sock").env, "this environment");
-    }
 }

@@ -1,5 +1,5 @@
-//! One client connection: hyper's HTTP/1.1 server over the socket, with the route's idle and
-//! header timeouts. hyper's own header timer also runs between kept-alive requests (it would
+//! One client connection: hyper's HTTP/1.1 server over the socket, with the idle and header
+//! timeouts of its address's routes. hyper's own header timer also runs between kept-alive requests (it would
 //! cut idle connections at the header timeout), so both are kept here instead: the socket
 //! counts its reads, the service counts requests and the answers still being sent, and a
 //! ticker closes a connection that has been quiet too long or has sat on half a request head.
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::access::{self, AccessLog, Entry};
 use crate::forward::ProxyBody;
 use crate::protocol::Limits;
-use crate::routes::Served;
+use crate::routes::{RouteInfo, Served};
 
 /// What a connection has done, shared by its socket, its service and its ticker.
 #[derive(Default)]
@@ -37,15 +37,24 @@ impl Activity {
         self: &Arc<Self>,
         response: Response<ProxyBody>,
         request: Asked,
-        log: Arc<AccessLog>,
+        default_log: &Arc<AccessLog>,
     ) -> Response<Answer> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.answering.fetch_add(1, Ordering::Relaxed);
         let (mut parts, body) = response.into_parts();
+        let served = parts.extensions.remove::<Arc<Served>>();
+        // The log of the route that answered; the edge's own when none did.
+        let log = match &served {
+            Some(served) => served.route.log.clone(),
+            None => parts
+                .extensions
+                .remove::<Arc<RouteInfo>>()
+                .map_or_else(|| default_log.clone(), |r| r.log.clone()),
+        };
         let record = Record {
             request,
             status: parts.status.as_u16(),
-            served: parts.extensions.remove::<Arc<Served>>(),
+            served,
             request_id: parts.headers.get("x-request-id").cloned(),
             bytes: 0,
             log,

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::access::AccessLog;
 use crate::protocol::Hold;
-use crate::routes::{now_ms, InflightGuard, Routes};
+use crate::routes::{now_ms, InflightGuard, Miss, RouteInfo, Routes};
+use crate::ConnInfo;
 
 /// What is sent upstream: nothing (a request without a body, which can be sent again) or the
 /// client's body streamed through. No boxing per request.
@@ -47,7 +48,6 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 pub(crate) struct Forwarder {
-    env: String,
     routes: Arc<Routes>,
     /// Keeps connections to upstreams alive between requests.
     pooled: UpstreamClient,
@@ -56,7 +56,6 @@ pub(crate) struct Forwarder {
     fresh: UpstreamClient,
     /// Tells tunnels (upgraded connections) that the edge is stopping.
     shutdown: watch::Receiver<bool>,
-    access: Arc<AccessLog>,
 }
 
 fn connector() -> HttpConnector {
@@ -67,12 +66,7 @@ fn connector() -> HttpConnector {
 }
 
 impl Forwarder {
-    pub fn new(
-        env: String,
-        routes: Arc<Routes>,
-        access: Arc<AccessLog>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Forwarder {
+    pub fn new(routes: Arc<Routes>, shutdown: watch::Receiver<bool>) -> Forwarder {
         let pooled = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector());
@@ -80,30 +74,31 @@ impl Forwarder {
             .pool_max_idle_per_host(0)
             .build(connector());
         Forwarder {
-            env,
             routes,
             pooled,
             fresh,
             shutdown,
-            access,
         }
     }
 
-    /// Where answers are recorded.
-    pub fn access_log(&self) -> Arc<AccessLog> {
-        self.access.clone()
+    /// Where answers no route takes are recorded.
+    pub fn default_log(&self) -> &Arc<AccessLog> {
+        self.routes.default_log()
     }
 
-    /// The limits a new client connection starts with.
-    pub fn connection_limits(&self) -> crate::protocol::Limits {
-        self.routes.connection_limits()
+    /// The limits a new client connection on `listen` starts with.
+    pub fn connection_limits(&self, listen: SocketAddr) -> crate::protocol::Limits {
+        self.routes.connection_limits(listen)
     }
 
-    /// `client_ip` is the client's address as a header value, made once per connection;
-    /// `alive` keeps the edge's shutdown waiting for the tunnel an upgrade opens.
+    /// Answers one request of a connection that came in on `info.listen`: to the upstream of
+    /// the route its address and `Host` select. `client_ip` is the client's address as a header
+    /// value, made once per connection; `alive` keeps the edge's shutdown waiting for the
+    /// tunnel an upgrade opens.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
+        info: &ConnInfo,
         client_ip: &HeaderValue,
         alive: &mpsc::Sender<()>,
     ) -> Result<Response<ProxyBody>, Infallible> {
@@ -111,7 +106,9 @@ impl Forwarder {
             return Ok(refusal);
         }
         if let Some(protocol) = upgrade_protocol(&request) {
-            return Ok(self.upgrade(request, protocol, client_ip, alive).await);
+            return Ok(self
+                .upgrade(request, info.listen, protocol, client_ip, alive)
+                .await);
         }
         let (mut parts, body) = request.into_parts();
         // Without a body the request can be rebuilt, so it can be sent a second time.
@@ -119,37 +116,38 @@ impl Forwarder {
         prepare_request_headers(&mut parts.headers, client_ip);
         let id = request_id(&mut parts.headers);
 
-        let guard = match self.routes.pick(&parts, None) {
-            Some(guard) => guard,
-            None => match self.unpicked(&parts).await {
+        let guard = match self.routes.pick(info.listen, &parts, None) {
+            Ok(guard) => guard,
+            Err(miss) => match self.unpicked(info.listen, &parts, miss).await {
                 Ok(guard) => guard,
                 Err(answer) => return Ok(with_id(answer, id)),
             },
         };
         let limits = guard.limits;
         if body.size_hint().lower() > limits.max_body {
-            return Ok(with_id(too_large(limits.max_body), id));
+            return Ok(with_id(logged(too_large(limits.max_body), &guard), id));
         }
         let wait = Duration::from_millis(limits.upstream_timeout_ms);
         let path = path_and_query(&parts.uri);
-        let (error, addr) = if retryable {
+        let (error, guard) = if retryable {
             let headers = parts.headers.clone();
             let first = self.send(&self.pooled, &parts.method, &path, headers, &guard, empty());
             match timed(wait, first).await {
                 Ok(response) => return Ok(with_id(relay(response, guard), id)),
-                Err(error @ SendError::Timeout(_)) => (error, guard.addr),
+                Err(error @ SendError::Timeout(_)) => (error, guard),
                 Err(_) => {
                     let failed = guard.addr;
+                    let route = guard.served.route.clone();
                     drop(guard);
-                    let Some(guard) = self.routes.pick(&parts, Some(failed)) else {
-                        return Ok(with_id(self.nothing_live(), id));
+                    let Ok(guard) = self.routes.pick(info.listen, &parts, Some(failed)) else {
+                        return Ok(with_id(nothing_live(&route), id));
                     };
                     let headers = std::mem::take(&mut parts.headers);
                     let again =
                         self.send(&self.fresh, &parts.method, &path, headers, &guard, empty());
                     match timed(wait, again).await {
                         Ok(response) => return Ok(with_id(relay(response, guard), id)),
-                        Err(error) => (error, guard.addr),
+                        Err(error) => (error, guard),
                     }
                 }
             }
@@ -159,125 +157,71 @@ impl Forwarder {
             let sent = self.send(&self.pooled, &parts.method, &path, headers, &guard, body);
             match timed(wait, sent).await {
                 Ok(response) => return Ok(with_id(relay(response, guard), id)),
-                Err(error) => (error, guard.addr),
+                Err(error) => (error, guard),
             }
         };
-        let answer = self.failed(error, &parts.method, parts.uri.path(), addr, &id);
+        let answer = failed(error, &parts.method, parts.uri.path(), &guard, &id);
         Ok(with_id(answer, id))
     }
 
-    /// When `pick` found no upstream: the route's hold decides (maintenance answers 503, a
-    /// pause holds the request until it ends and picks again), else nothing is live.
+    /// When `pick` found no upstream: no route is 404; the route's hold decides (maintenance
+    /// answers 503, a pause holds the request until it ends and picks again), else nothing is
+    /// live.
     async fn unpicked(
         &self,
+        listen: SocketAddr,
         parts: &hyper::http::request::Parts,
+        mut miss: Miss,
     ) -> Result<InflightGuard, Response<ProxyBody>> {
         loop {
-            // Listening before looking: a change between the two is not missed.
-            let changed = self.routes.changed();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if let Some(guard) = self.routes.pick(parts, None) {
-                return Ok(guard);
-            }
-            let Some(hold) = self.routes.hold_for(parts) else {
-                return Err(self.nothing_live());
+            let (hold, route) = match miss {
+                Miss::NoRoute => return Err(not_found()),
+                Miss::NothingLive(route) => return Err(nothing_live(&route)),
+                Miss::Held(hold, route) => (hold, route),
             };
             match &*hold {
                 Hold::Maintenance {
                     message,
                     retry_after_s,
-                } => return Err(maintenance(message, *retry_after_s, wants_json(parts))),
+                } => {
+                    let answer = maintenance(message, *retry_after_s, wants_json(parts));
+                    return Err(with_log(answer, &route));
+                }
                 Hold::Pause { until_ms } => {
+                    // Listening before looking again: a change between the two is not missed.
+                    let changed = self.routes.changed();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    match self.routes.pick(listen, parts, None) {
+                        Ok(guard) => return Ok(guard),
+                        Err(Miss::Held(..)) => {}
+                        Err(other) => {
+                            miss = other;
+                            continue;
+                        }
+                    }
                     let Some(_held) = self.routes.hold_one(MAX_HELD) else {
-                        return Err(text(
+                        let answer = text(
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!(
                                 "{} is paused and {MAX_HELD} requests wait already\n",
-                                self.env
+                                route.env
                             ),
-                        ));
+                        );
+                        return Err(with_log(answer, &route));
                     };
                     let left = Duration::from_millis(until_ms.saturating_sub(now_ms()));
                     tokio::select! {
                         () = changed => {}
                         () = tokio::time::sleep(left) => {}
                     }
+                    miss = match self.routes.pick(listen, parts, None) {
+                        Ok(guard) => return Ok(guard),
+                        Err(miss) => miss,
+                    };
                 }
             }
         }
-    }
-
-    fn nothing_live(&self) -> Response<ProxyBody> {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("no version of the app is live in {}\n", self.env),
-        )
-    }
-
-    /// The answer to a request that got no response from its upstream.
-    fn failed(
-        &self,
-        error: SendError,
-        method: &Method,
-        path: &str,
-        addr: SocketAddr,
-        id: &HeaderValue,
-    ) -> Response<ProxyBody> {
-        let id = id.to_str().unwrap_or("-");
-        match error {
-            SendError::Timeout(after) => {
-                eprintln!(
-                    "edge proxy for {}: {method} {path} to {addr} (request {id}): no answer within {}",
-                    self.env,
-                    seconds(after)
-                );
-                text(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "gateway timeout: the app at {addr} did not answer within {} \
-                         (upstream_timeout of [environments.{}.edge])\n",
-                        seconds(after),
-                        self.env
-                    ),
-                )
-            }
-            SendError::BadTarget => text(StatusCode::BAD_REQUEST, "bad request target\n".into()),
-            SendError::Upstream(e) => match client_body_error(&e) {
-                Some(ClientBodyError::TooLarge(limit)) => too_large(*limit),
-                Some(ClientBodyError::Malformed(cause)) => {
-                    let mut response = text(
-                        StatusCode::BAD_REQUEST,
-                        format!("bad request: the request body is malformed: {cause}\n"),
-                    );
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    response
-                }
-                None => self.bad_gateway(&root_cause(&e), method, path, addr, id),
-            },
-            SendError::Connect(e) => self.bad_gateway(&root_cause(&e), method, path, addr, id),
-            SendError::Http(e) => self.bad_gateway(&root_cause(&e), method, path, addr, id),
-        }
-    }
-
-    fn bad_gateway(
-        &self,
-        cause: &str,
-        method: &Method,
-        path: &str,
-        addr: SocketAddr,
-        id: &str,
-    ) -> Response<ProxyBody> {
-        eprintln!(
-            "edge proxy for {}: {method} {path} to {addr} (request {id}) failed: {cause}",
-            self.env
-        );
-        text(
-            StatusCode::BAD_GATEWAY,
-            format!("bad gateway: the app at {addr} did not answer: {cause}\n"),
-        )
     }
 
     /// An HTTP/1.1 `Upgrade` (a WebSocket, usually): sent to the upstream on a connection of
@@ -286,6 +230,7 @@ impl Forwarder {
     async fn upgrade(
         &self,
         mut request: Request<Incoming>,
+        listen: SocketAddr,
         protocol: HeaderValue,
         client_ip: &HeaderValue,
         alive: &mpsc::Sender<()>,
@@ -298,9 +243,9 @@ impl Forwarder {
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, protocol);
-        let guard = match self.routes.pick(&parts, None) {
-            Some(guard) => guard,
-            None => match self.unpicked(&parts).await {
+        let guard = match self.routes.pick(listen, &parts, None) {
+            Ok(guard) => guard,
+            Err(miss) => match self.unpicked(listen, &parts, miss).await {
                 Ok(guard) => guard,
                 Err(answer) => return answer,
             },
@@ -313,7 +258,7 @@ impl Forwarder {
             Ok(response) => response,
             Err(error) => {
                 let id = parts_id.clone();
-                return self.failed(error, &method, &path, guard.addr, &id);
+                return failed(error, &method, &path, &guard, &id);
             }
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -372,6 +317,106 @@ impl Forwarder {
         *request.headers_mut() = headers;
         client.request(request).await.map_err(SendError::Upstream)
     }
+}
+
+/// The answer to a request that got no response from its upstream.
+fn failed(
+    error: SendError,
+    method: &Method,
+    path: &str,
+    guard: &InflightGuard,
+    id: &HeaderValue,
+) -> Response<ProxyBody> {
+    let (addr, route) = (guard.addr, &guard.served.route);
+    let env = &route.env;
+    let id = id.to_str().unwrap_or("-");
+    let answer = match error {
+        SendError::Timeout(after) => {
+            eprintln!(
+                "edge: {env}: {method} {path} to {addr} (request {id}): no answer within {}",
+                seconds(after)
+            );
+            text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "gateway timeout: the app at {addr} did not answer within {} \
+                     (upstream_timeout of [environments.{env}.edge])\n",
+                    seconds(after),
+                ),
+            )
+        }
+        SendError::BadTarget => text(StatusCode::BAD_REQUEST, "bad request target\n".into()),
+        SendError::Upstream(e) => match client_body_error(&e) {
+            Some(ClientBodyError::TooLarge(limit)) => too_large(*limit),
+            Some(ClientBodyError::Malformed(cause)) => {
+                let mut response = text(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad request: the request body is malformed: {cause}\n"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+            None => bad_gateway(&root_cause(&e), method, path, guard, id),
+        },
+        SendError::Connect(e) => bad_gateway(&root_cause(&e), method, path, guard, id),
+        SendError::Http(e) => bad_gateway(&root_cause(&e), method, path, guard, id),
+    };
+    with_log(answer, route)
+}
+
+fn bad_gateway(
+    cause: &str,
+    method: &Method,
+    path: &str,
+    guard: &InflightGuard,
+    id: &str,
+) -> Response<ProxyBody> {
+    let addr = guard.addr;
+    eprintln!(
+        "edge: {}: {method} {path} to {addr} (request {id}) failed: {cause}",
+        guard.served.route.env
+    );
+    text(
+        StatusCode::BAD_GATEWAY,
+        format!("bad gateway: the app at {addr} did not answer: {cause}\n"),
+    )
+}
+
+/// 503: the route has no upstream (no release is live, or all are at weight 0).
+fn nothing_live(route: &Arc<RouteInfo>) -> Response<ProxyBody> {
+    let answer = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("no version of the app is live in {}\n", route.env),
+    );
+    with_log(answer, route)
+}
+
+/// 404 for an address and host no route takes. Names nothing of what the edge serves.
+fn not_found() -> Response<ProxyBody> {
+    let mut response = text(
+        StatusCode::NOT_FOUND,
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Not found</title></head>\n\
+         <body><h1>Not found</h1>\n<p>Nothing is served for this host name here.</p></body></html>\n"
+            .to_string(),
+    );
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// The answer, to be written to `route`'s access log.
+fn with_log(mut response: Response<ProxyBody>, route: &Arc<RouteInfo>) -> Response<ProxyBody> {
+    response.extensions_mut().insert(route.clone());
+    response
+}
+
+/// The answer, to be written to the access log of the route `guard` took.
+fn logged(response: Response<ProxyBody>, guard: &InflightGuard) -> Response<ProxyBody> {
+    with_log(response, &guard.served.route)
 }
 
 /// The most requests a paused edge holds; more get 503.

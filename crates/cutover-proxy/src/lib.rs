@@ -1,11 +1,11 @@
 //! cutover-proxy: the edge proxy (data plane). See docs/ARCHITECTURE.md.
 //!
-//! One process per environment. It listens on the environment's address and forwards every
-//! request to an upstream (instance) of the request's route, by weight, as its route table
-//! says at that moment; the table sits behind one `ArcSwap`, so a cutover is one atomic swap.
-//! The control plane drives it over a unix socket with the typed admin [`protocol`]
-//! ([`ProxyClient`]); the proxy keeps its routes on disk and serves on when the control plane
-//! is gone.
+//! One process per machine, shared by every app (each with its own state dir and server) and
+//! environment. It listens on every address a route names and forwards each request to an
+//! upstream (instance) of the route its address and `Host` select, by weight, as its route
+//! table says at that moment; the table sits behind one `ArcSwap`, so a cutover is one atomic
+//! swap. The servers drive it over a unix socket with the typed admin [`protocol`]
+//! ([`ProxyClient`]); the edge keeps its routes on disk and serves on when they are gone.
 
 mod access;
 pub mod acme;
@@ -13,13 +13,13 @@ mod admin;
 mod client;
 mod conn;
 mod forward;
+mod listeners;
 pub mod protocol;
 mod routes;
 pub mod tls;
 mod tunnel;
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,52 +27,98 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
 pub use client::{running_pid, spawn, ProxyClient};
 pub use protocol::{DrainOutcome, Limits, ProxyStatus, Route, RouteKey, Upstream};
-pub use routes::RoutesFile;
+pub use routes::{legacy_routes, LegacyRoute, RoutesFile};
 
 use crate::access::AccessLog;
 use crate::admin::{describe, Admin};
 use crate::forward::Forwarder;
+use crate::listeners::Listeners;
 use crate::routes::Routes;
 
 /// How long a shutdown waits for in-flight requests before it closes their connections.
 const GRACE: Duration = Duration::from_secs(5);
 
-/// Everything one environment's proxy process needs to know.
+/// The cutover version of this edge, reported by `status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where the machine's edge keeps its files: `CUTOVER_EDGE_DIR`, else `/var/lib/cutover/edge`
+/// for root and `$XDG_STATE_HOME/cutover/edge` (or `~/.local/state/cutover/edge`) for others.
+pub fn default_edge_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CUTOVER_EDGE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/cutover/edge");
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local").join("state"))
+        })
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    state.join("cutover").join("edge")
+}
+
+/// Creates the edge's directory, readable by its owner only.
+pub fn prepare_edge_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The files of the machine's edge, all in its directory (the admin socket under the short
+/// socket folder of `cutover_daemon::socket_path`).
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
-    pub env: String,
-    pub listen: SocketAddr,
+    pub dir: PathBuf,
     /// Unix socket of the admin protocol.
     pub admin_socket: PathBuf,
-    /// Where the proxy keeps its routes, so that a restarted proxy serves the same upstreams.
+    /// Where the edge keeps its routes, so that a restarted edge serves the same upstreams.
     pub routes_file: PathBuf,
     pub pid_file: PathBuf,
     pub log_file: PathBuf,
-    /// One JSON line per request, rotated by size.
+    /// Held while an edge is being started, so that two servers start one.
+    pub start_lock: PathBuf,
+    /// The access log of requests no route takes.
     pub access_log: PathBuf,
 }
 
 impl ProxyOptions {
-    /// The standard layout inside a state dir.
-    pub fn new(state_dir: &Path, env: &str, listen: SocketAddr) -> ProxyOptions {
+    /// The layout of the edge directory `dir`.
+    pub fn new(dir: &Path) -> ProxyOptions {
         ProxyOptions {
-            env: env.to_string(),
-            listen,
-            admin_socket: cutover_daemon::socket_path(state_dir, &format!("proxy-{env}")),
-            routes_file: state_dir.join("proxy").join(format!("{env}.routes.json")),
-            pid_file: state_dir.join("proxy").join(format!("{env}.pid")),
-            log_file: state_dir.join("logs").join(format!("proxy-{env}.log")),
-            access_log: cutover_daemon::StateDir::new(state_dir).access_log(env),
+            dir: dir.to_path_buf(),
+            admin_socket: cutover_daemon::socket_path(dir, "edge"),
+            routes_file: dir.join("routes.json"),
+            pid_file: dir.join("edge.pid"),
+            log_file: dir.join("edge.log"),
+            start_lock: dir.join("start.lock"),
+            access_log: dir.join("access.log"),
         }
     }
 }
 
-/// Errors of the proxy process and of its clients.
+/// What a request's route is chosen by, besides its `Host`: the connection it came on. A
+/// connection is served from any `AsyncRead + AsyncWrite` (a TCP stream, or a TLS stream over
+/// one) with this.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The listen address (as routes name it) whose listener accepted the connection.
+    pub listen: SocketAddr,
+    pub peer: SocketAddr,
+    /// The TLS server name (SNI) the client asked for, on a TLS connection.
+    pub server_name: Option<Arc<str>>,
+}
+
+/// Errors of the edge process and of its clients.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("listen address {0} is already in use")]
@@ -82,34 +128,26 @@ pub enum ProxyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("another edge proxy for {env} already answers on {}", socket.display())]
-    AlreadyRunning { env: String, socket: PathBuf },
+    #[error("another edge already answers on {}", socket.display())]
+    AlreadyRunning { socket: PathBuf },
     #[error("{context}: {source}")]
     Io {
         context: String,
         source: std::io::Error,
     },
-    #[error("edge proxy for {env} is not running (admin socket {}: {source})", socket.display())]
+    #[error("the edge is not running (admin socket {}: {source})", socket.display())]
     NotRunning {
-        env: String,
         socket: PathBuf,
         source: std::io::Error,
     },
-    #[error("edge proxy for {env} did not answer `{op}` within {} s", after.as_secs_f64())]
-    Timeout {
-        env: String,
-        op: String,
-        after: Duration,
-    },
-    #[error("edge proxy for {env} refused the request: {error}")]
-    Refused {
-        env: String,
-        error: protocol::AdminError,
-    },
-    #[error("edge proxy for {env} sent a reply that makes no sense: {detail}")]
-    BadReply { env: String, detail: String },
-    #[error("edge proxy for {env} did not start: {detail}")]
-    StartFailed { env: String, detail: String },
+    #[error("the edge did not answer `{op}` within {} s", after.as_secs_f64())]
+    Timeout { op: String, after: Duration },
+    #[error("the edge refused: {error}")]
+    Refused { error: protocol::AdminError },
+    #[error("the edge sent a reply that makes no sense: {detail}")]
+    BadReply { detail: String },
+    #[error("the edge did not start: {detail}")]
+    StartFailed { detail: String },
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProxyError {
@@ -117,14 +155,15 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProxyE
     move |source| ProxyError::Io { context, source }
 }
 
-/// Runs the proxy until it is told to shut down (admin `shutdown`, SIGTERM or SIGINT). Builds
-/// its own tokio runtimes: one single-threaded runtime per serving thread (see [`serve`]).
+/// Runs the edge until it is told to shut down (admin `shutdown`, the last route removed,
+/// SIGTERM or SIGINT). Builds its own tokio runtimes: one for the admin side, and one
+/// single-threaded runtime per serving thread (see [`start_serving_threads`]).
 pub fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     let runtime =
         single_threaded_runtime().map_err(io_error("could not start the async runtime"))?;
     let mut workers = Vec::new();
     let result = runtime.block_on(serve(options, &mut workers));
-    // Drops what is left (idle admin connections, stuck requests past the grace period).
+    // Drops what is left (idle admin connections).
     runtime.shutdown_timeout(Duration::from_secs(1));
     for worker in workers {
         let _ = worker.join();
@@ -148,99 +187,82 @@ fn serving_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Starts the extra serving threads (the calling thread serves too): each one accepts from the
-/// same listening socket and forwards with its own upstream connection pool on its own
-/// single-threaded runtime, so a request, its upstream connection and their wakeups stay on
-/// one thread (no work stealing, no cross-thread wakeups, no contended pool lock), as in
-/// nginx's workers. Each sends on its `done` channel once its connections have finished.
+/// What a serving thread is told: accept on a listener (its own duplicate of the socket), or
+/// stop accepting on one.
+pub(crate) enum Command {
+    Open(SocketAddr, std::net::TcpListener),
+    Close(SocketAddr),
+}
+
+/// Starts the serving threads: each accepts from every listening socket (its own duplicate)
+/// and forwards with its own upstream connection pool on its own single-threaded runtime, so
+/// a request, its upstream connection and their wakeups stay on one thread (no work stealing,
+/// no cross-thread wakeups, no contended pool lock), as in nginx's workers. Returns the
+/// command channel of each, and a receiver per thread that resolves once its connections
+/// have finished.
 fn start_serving_threads(
-    listener: &TcpListener,
     count: usize,
-    env: &str,
     routes: &Arc<Routes>,
-    access: &Arc<AccessLog>,
     shutdown: &watch::Receiver<bool>,
     workers: &mut Vec<std::thread::JoinHandle<()>>,
-) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+) -> (
+    Vec<mpsc::UnboundedSender<Command>>,
+    Vec<tokio::sync::oneshot::Receiver<()>>,
+) {
+    let mut commands = Vec::new();
     let mut done = Vec::new();
-    for i in 1..count {
-        // The same listening socket (a duplicated descriptor), registered with another runtime.
-        let listener = match listener.as_fd().try_clone_to_owned() {
-            Ok(fd) => std::net::TcpListener::from(fd),
-            Err(e) => {
-                eprintln!("edge proxy for {env}: serving with {i} threads: {e}");
-                break;
-            }
-        };
+    for i in 0..count.max(1) {
         let shutdown = shutdown.clone();
-        let forwarder = Arc::new(Forwarder::new(
-            env.to_string(),
-            routes.clone(),
-            access.clone(),
-            shutdown.clone(),
-        ));
+        let routes = routes.clone();
+        let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
-            .name(format!("proxy-{env}-{i}"))
+            .name(format!("edge-{i}"))
             .spawn(move || {
                 let runtime = match single_threaded_runtime() {
                     Ok(runtime) => runtime,
                     Err(e) => {
-                        eprintln!("edge proxy: a serving thread could not start: {e}");
+                        eprintln!("edge: a serving thread could not start: {e}");
                         return;
                     }
                 };
-                runtime.block_on(async move {
-                    match TcpListener::from_std(listener) {
-                        Ok(listener) => accept_until_shutdown(listener, forwarder, shutdown).await,
-                        Err(e) => eprintln!("edge proxy: a serving thread could not start: {e}"),
-                    }
-                });
+                let forwarder = Arc::new(Forwarder::new(routes, shutdown.clone()));
+                runtime.block_on(serve_thread(command_rx, forwarder, shutdown));
                 let _ = done_tx.send(());
                 runtime.shutdown_timeout(Duration::from_secs(1));
             });
         match spawned {
             Ok(handle) => {
                 workers.push(handle);
+                commands.push(command_tx);
                 done.push(done_rx);
             }
             Err(e) => {
-                eprintln!("edge proxy for {env}: serving with {i} threads: {e}");
+                eprintln!("edge: serving with {i} threads: {e}");
                 break;
             }
         }
     }
-    done
+    (commands, done)
 }
 
 async fn serve(
     options: ProxyOptions,
     workers: &mut Vec<std::thread::JoinHandle<()>>,
 ) -> Result<(), ProxyError> {
-    let listener =
-        TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::AddrInUse => ProxyError::AddressInUse(options.listen),
-                _ => ProxyError::Listen {
-                    addr: options.listen,
-                    source,
-                },
-            })?;
-    let listen = listener
-        .local_addr()
-        .map_err(io_error("could not read the listen address"))?;
+    prepare_edge_dir(&options.dir).map_err(io_error(format!(
+        "could not create the edge directory {}",
+        options.dir.display()
+    )))?;
     if std::os::unix::net::UnixStream::connect(&options.admin_socket).is_ok() {
         return Err(ProxyError::AlreadyRunning {
-            env: options.env.clone(),
             socket: options.admin_socket.clone(),
         });
     }
-    let initial =
-        RoutesFile::load(&options.routes_file, &options.env).map_err(io_error(format!(
-            "could not read the routes {}",
-            options.routes_file.display()
-        )))?;
+    let initial = RoutesFile::load(&options.routes_file).map_err(io_error(format!(
+        "could not read the routes {}",
+        options.routes_file.display()
+    )))?;
 
     let pid = std::process::id();
     cutover_daemon::write_atomic(&options.pid_file, format!("{pid}\n").as_bytes()).map_err(
@@ -263,7 +285,7 @@ async fn serve(
         }
     };
 
-    let access = match AccessLog::open(&options.access_log) {
+    let default_log = match AccessLog::open(&options.access_log) {
         Ok(log) => Arc::new(log),
         Err(e) => {
             remove_pid_file(&options.pid_file, pid);
@@ -276,109 +298,152 @@ async fn serve(
             });
         }
     };
-    let routes = Arc::new(Routes::new(&initial));
+    let routes = Arc::new(Routes::new(&initial, default_log));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (commands, done) = start_serving_threads(serving_threads(), &routes, &shutdown_rx, workers);
+    let listeners = Listeners::new(commands);
+    listeners.sync(&initial.listens());
     let admin = Arc::new(Admin {
-        env: options.env.clone(),
-        listen,
         routes_file: options.routes_file.clone(),
         routes: routes.clone(),
+        listeners,
         current: tokio::sync::Mutex::new(initial.clone()),
         shutdown: shutdown_tx.clone(),
+        closing: std::sync::atomic::AtomicBool::new(false),
     });
-    let admin_task = tokio::spawn(admin.serve(admin_listener));
-    tokio::spawn(stop_on_signals(options.env.clone(), shutdown_tx));
+    let admin_task = tokio::spawn(admin.clone().serve(admin_listener));
+    tokio::spawn(stop_on_signals(shutdown_tx));
     eprintln!(
-        "edge proxy for {} (pid {pid}) listening on {listen}, generation {} {}",
-        options.env,
+        "edge {VERSION} (pid {pid}) in {}, generation {} {}",
+        options.dir.display(),
         initial.generation,
         describe(&initial)
     );
 
-    let done = start_serving_threads(
-        &listener,
-        serving_threads(),
-        &options.env,
-        &routes,
-        &access,
-        &shutdown_rx,
-        workers,
-    );
-    let log = access.clone();
-    let forwarder = Arc::new(Forwarder::new(
-        options.env.clone(),
-        routes,
-        access,
-        shutdown_rx.clone(),
-    ));
-    accept_until_shutdown(listener, forwarder, shutdown_rx).await;
+    let mut stop = shutdown_rx.clone();
+    stopping(&mut stop).await;
+    // Stop answering and listening at once, so that a new edge can start while this one lets
+    // its requests finish. Only the socket and pid file this edge made: a newer edge may have
+    // taken the paths over.
+    admin_task.abort();
+    admin.listeners.close_all();
+    if cutover_daemon::read_pid(&options.pid_file) == Some(pid) {
+        let _ = std::fs::remove_file(&options.admin_socket);
+    }
+    remove_pid_file(&options.pid_file, pid);
     for finished in done {
         let _ = finished.await;
     }
-    log.close();
-
-    admin_task.abort();
-    let _ = std::fs::remove_file(&options.admin_socket);
-    remove_pid_file(&options.pid_file, pid);
-    eprintln!("edge proxy for {} stopped", options.env);
+    routes.close_logs();
+    eprintln!("edge (pid {pid}) stopped");
     Ok(())
 }
 
-/// Serves client connections until shutdown, then lets them finish for up to [`GRACE`].
-async fn accept_until_shutdown(
-    listener: TcpListener,
+/// One serving thread: accepts on the listeners it is given until shutdown, then lets its
+/// connections finish for up to [`GRACE`].
+async fn serve_thread(
+    mut commands: mpsc::UnboundedReceiver<Command>,
     forwarder: Arc<Forwarder>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // Every connection task holds a sender; `recv` returns `None` once all of them are done.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    // Dropping a listener's sender stops its accept loop.
+    let mut accepting: std::collections::HashMap<SocketAddr, tokio::sync::oneshot::Sender<()>> =
+        std::collections::HashMap::new();
     loop {
         tokio::select! {
             () = stopping(&mut shutdown) => break,
+            command = commands.recv() => match command {
+                Some(Command::Open(listen, listener)) => {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+                            accepting.insert(listen, stop_tx);
+                            tokio::spawn(accept(
+                                listener,
+                                listen,
+                                stop_rx,
+                                forwarder.clone(),
+                                shutdown.clone(),
+                                alive_tx.clone(),
+                            ));
+                        }
+                        Err(e) => eprintln!("edge: cannot accept on {listen}: {e}"),
+                    }
+                }
+                Some(Command::Close(listen)) => {
+                    accepting.remove(&listen);
+                }
+                None => break,
+            },
+        }
+    }
+    drop(accepting);
+    drop(alive_tx);
+    let _ = tokio::time::timeout(GRACE, alive_rx.recv()).await;
+}
+
+/// Accepts connections on one listener until it is closed or the edge stops.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    listen: SocketAddr,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    forwarder: Arc<Forwarder>,
+    mut shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    loop {
+        tokio::select! {
+            () = stopping(&mut shutdown) => break,
+            _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let info = ConnInfo { listen, peer, server_name: None };
                     tokio::spawn(connection(
                         stream,
-                        peer,
+                        info,
                         forwarder.clone(),
                         shutdown.clone(),
-                        alive_tx.clone(),
+                        alive.clone(),
                     ));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: wait a little rather than spin.
-                    eprintln!("edge proxy: accept failed: {e}");
+                    eprintln!("edge: accept on {listen} failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
         }
     }
-    drop(listener);
-    drop(alive_tx);
-    let _ = tokio::time::timeout(GRACE, alive_rx.recv()).await;
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// Serves one client connection (HTTP/1.1) until it closes, times out, or the edge stops.
+pub(crate) async fn connection<S>(
+    stream: S,
+    info: ConnInfo,
     forwarder: Arc<Forwarder>,
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
-) {
-    let _ = stream.set_nodelay(true);
-    let client_ip = forward::client_ip_header(peer);
-    let limits = forwarder.connection_limits();
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client_ip = forward::client_ip_header(info.peer);
+    let limits = forwarder.connection_limits(info.listen);
     let activity = Arc::new(conn::Activity::default());
     let counted = activity.clone();
+    let info = Arc::new(info);
     let service = service_fn(move |request| {
         let forwarder = forwarder.clone();
         let client_ip = client_ip.clone();
         let alive = alive.clone();
         let activity = counted.clone();
+        let info = info.clone();
         async move {
             let asked = conn::Asked::of(&request);
-            let response = forwarder.handle(request, &client_ip, &alive).await;
-            response.map(|r| activity.answer(r, asked, forwarder.access_log()))
+            let response = forwarder.handle(request, &info, &client_ip, &alive).await;
+            response.map(|r| activity.answer(r, asked, forwarder.default_log()))
         }
     });
     let io = TokioIo::new(conn::Counted::new(stream, activity.clone()));
@@ -402,7 +467,7 @@ async fn connection(
     }
 }
 
-async fn stop_on_signals(env: String, shutdown: watch::Sender<bool>) {
+async fn stop_on_signals(shutdown: watch::Sender<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -410,13 +475,13 @@ async fn stop_on_signals(env: String, shutdown: watch::Sender<bool>) {
     ) {
         (Ok(term), Ok(int)) => (term, int),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("edge proxy for {env}: cannot handle signals: {e}");
+            eprintln!("edge: cannot handle signals: {e}");
             return;
         }
     };
     tokio::select! {
-        _ = term.recv() => eprintln!("edge proxy for {env}: shutting down (SIGTERM)"),
-        _ = int.recv() => eprintln!("edge proxy for {env}: shutting down (SIGINT)"),
+        _ = term.recv() => eprintln!("edge: shutting down (SIGTERM)"),
+        _ = int.recv() => eprintln!("edge: shutting down (SIGINT)"),
     }
     shutdown.send_replace(true);
 }

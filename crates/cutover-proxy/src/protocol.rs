@@ -6,24 +6,29 @@
 //! a code, the field at fault, what is wrong and how to fix it; nothing changes.
 //!
 //! ```text
-//! {"op":"set","route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90},{"addr":"127.0.0.1:4002","weight":10}]}
+//! {"op":"set","route":{"owner":"/srv/tasks/.cutover","env":"production"},"app":"tasks","listen":"0.0.0.0:80","hosts":["tasks.example.com"],"upstreams":[{"addr":"127.0.0.1:4001","weight":90},{"addr":"127.0.0.1:4002","weight":10}]}
 //! {"reply":"set","generation":8}
+//! {"op":"set","route":{"owner":"/srv/blog/.cutover","env":"production"},"listen":"0.0.0.0:80","hosts":["tasks.example.com"],"upstreams":[]}
+//! {"reply":"error","code":"claimed","field":"hosts","message":"host tasks.example.com on 0.0.0.0:80 is claimed by tasks (state dir /srv/tasks/.cutover), environment production","hint":"…"}
 //! {"op":"drain","upstreams":["127.0.0.1:4000"],"timeout_ms":30000}
 //! {"reply":"drain","drained":true,"remaining":0,"closed":0}
-//! {"op":"set","route":{"env":""},"upstreams":[]}
-//! {"reply":"error","code":"bad_request","field":"route.env","message":"…","hint":"…"}
+//! {"op":"remove","owner":"/srv/tasks/.cutover"}
+//! {"reply":"remove","generation":9,"left":1}
 //! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol, reported by `status`. (The first one, before routes and
 /// weights, had no number.)
 /// 3 added route limits, drains without a timeout and closing tunnels at a drain's end.
-pub const PROTOCOL: u32 = 3;
+/// 4: one edge per machine; routes keyed by owner and environment, with `listen` and `hosts`;
+/// `check` and `remove`.
+pub const PROTOCOL: u32 = 4;
 
 /// The weight of an upstream that takes its full share; what the engine gives every upstream
 /// of a blue-green switch.
@@ -35,27 +40,31 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// The most upstreams one route may have.
 pub const MAX_UPSTREAMS: usize = 64;
 
-/// Which traffic a route serves. Today the environment the edge serves (one edge per
-/// environment, so every request that reaches it). Narrowing a route by listen address and
-/// `Host` adds optional fields here; a key without them keeps its meaning, and an edge that
-/// does not know a field refuses it instead of ignoring it.
+/// Which traffic a route is, on the machine's one edge: the environment `env` of the app whose
+/// server is `owner` (its canonical state dir). Every request of a route's `listen` address and
+/// `hosts` goes to it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RouteKey {
+    /// The canonical state dir of the app's server.
+    pub owner: String,
     pub env: String,
 }
 
 impl RouteKey {
-    /// The route of all of an environment's traffic.
-    pub fn env(env: impl Into<String>) -> RouteKey {
-        RouteKey { env: env.into() }
+    /// The route of `env` of the app whose state dir is `owner`.
+    pub fn new(owner: impl Into<String>, env: impl Into<String>) -> RouteKey {
+        RouteKey {
+            owner: owner.into(),
+            env: env.into(),
+        }
     }
 }
 
 impl fmt::Display for RouteKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.env)
+        write!(f, "{} of {}", self.env, self.owner)
     }
 }
 
@@ -97,11 +106,161 @@ impl Upstream {
 pub struct Route {
     #[serde(rename = "route")]
     pub key: RouteKey,
+    /// The app's name, for messages (its state dir is in the key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app: String,
+    /// The address whose connections this route takes (the edge listens on every address a
+    /// route names).
+    pub listen: SocketAddr,
+    /// The `Host`s of those connections this route takes (lowercase DNS names, `*.example.com`
+    /// for one label under it); empty: all of them, and then no other route may use `listen`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// None (or only weight 0): the route answers 503.
     pub upstreams: Vec<Upstream>,
     /// What the route's requests may be and how long they may take (left out: the defaults).
     #[serde(default, skip_serializing_if = "Limits::is_default")]
     pub limits: Limits,
+    /// Where the route's access log goes (left out: the edge's own, in its directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<PathBuf>,
+}
+
+impl Route {
+    /// A route of `key` on `listen` for every host, with no upstream yet.
+    pub fn new(key: RouteKey, listen: SocketAddr) -> Route {
+        Route {
+            key,
+            app: String::new(),
+            listen,
+            hosts: Vec::new(),
+            upstreams: Vec::new(),
+            limits: Limits::default(),
+            access_log: None,
+        }
+    }
+
+    /// What the route claims: its address and its hosts ("127.0.0.1:80 for a.example.com").
+    pub fn claim(&self) -> String {
+        if self.hosts.is_empty() {
+            format!("{} (every host)", self.listen)
+        } else {
+            format!("{} for {}", self.listen, self.hosts.join(", "))
+        }
+    }
+
+    /// Who owns it, for messages: "app tasks (state dir /srv/tasks/.cutover), environment
+    /// production".
+    pub fn owner(&self) -> String {
+        let app = if self.app.is_empty() {
+            "an app"
+        } else {
+            &self.app
+        };
+        format!(
+            "{app} (state dir {}), environment {}",
+            self.key.owner, self.key.env
+        )
+    }
+}
+
+/// A `Host` as routes compare it: lowercase, without port and trailing dot. Borrows when it
+/// already is so (the usual case: no allocation per request).
+pub fn normal_host(host: &str) -> std::borrow::Cow<'_, str> {
+    let host = match host.rsplit_once(':') {
+        // A port, not the inside of an IPv6 literal.
+        Some((name, port)) if !name.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+/// Whether two listen addresses would need the same socket: the same port on the same IP or
+/// on a wildcard IP (port 0 is a fresh port each time and overlaps nothing).
+pub fn listens_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Why `route` may not join `others` (the routes of other keys): an address another route
+/// uses for every host, or shares with a route of no hosts, or a host another route claims on
+/// it. `None`: it may. What `set` and `check` refuse, naming the owner.
+pub fn conflict<'a>(
+    route: &Route,
+    others: impl IntoIterator<Item = &'a Route>,
+) -> Option<AdminError> {
+    for other in others {
+        if other.key == route.key || !listens_overlap(other.listen, route.listen) {
+            continue;
+        }
+        let owner = other.owner();
+        if other.listen != route.listen {
+            return Some(
+                AdminError::new(
+                    ErrorCode::Claimed,
+                    format!(
+                        "{} overlaps {}, where the edge serves {owner}",
+                        route.listen, other.listen
+                    ),
+                )
+                .field("listen")
+                .hint(format!(
+                    "use {} itself with hosts of your own, or another port",
+                    other.listen
+                )),
+            );
+        }
+        if other.hosts.is_empty() || route.hosts.is_empty() {
+            let (message, hint) = if other.hosts.is_empty() {
+                (
+                    format!("{} is taken for every host by {owner}", route.listen),
+                    "use another port, or give both `hosts` so that they can share it",
+                )
+            } else {
+                (
+                    format!(
+                        "{} is shared by host: {owner} serves {} there, so a route without \
+                         hosts cannot use it",
+                        route.listen,
+                        other.hosts.join(", ")
+                    ),
+                    "give this environment `hosts` of its own, or use another port",
+                )
+            };
+            return Some(
+                AdminError::new(ErrorCode::Claimed, message)
+                    .field(if other.hosts.is_empty() {
+                        "listen"
+                    } else {
+                        "hosts"
+                    })
+                    .hint(hint),
+            );
+        }
+        if let Some(host) = route.hosts.iter().find(|h| other.hosts.contains(h)) {
+            return Some(
+                AdminError::new(
+                    ErrorCode::Claimed,
+                    format!("host {host} on {} is claimed by {owner}", route.listen),
+                )
+                .field("hosts")
+                .hint(format!(
+                    "remove {host} from `hosts`, or run `cutover down` in the app that has it \
+                     (state dir {})",
+                    other.key.owner
+                )),
+            );
+        }
+    }
+    None
 }
 
 /// The limits of a route, each with its answer: a larger body 413, a slow app 504; an idle
@@ -170,12 +329,41 @@ impl Route {
     /// many upstreams. Fields are named as in a `set` request.
     pub fn validate(&self) -> Result<(), AdminError> {
         self.limits.validate()?;
+        if self.key.owner.trim().is_empty() {
+            return Err(AdminError::bad_request(
+                "route.owner",
+                "the route names no owner",
+                "name the state dir of the app's server, e.g. \"route\":{\"owner\":\"/srv/tasks/.cutover\",\"env\":\"staging\"}",
+            ));
+        }
         if self.key.env.trim().is_empty() {
             return Err(AdminError::bad_request(
                 "route.env",
                 "the route names no environment",
-                "name the environment this edge serves, e.g. \"route\":{\"env\":\"staging\"}",
+                "name the environment, e.g. \"route\":{\"owner\":\"/srv/tasks/.cutover\",\"env\":\"staging\"}",
             ));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            let plain = !host.is_empty()
+                && host.len() <= 253
+                && normal_host(host) == host.as_str()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.*".contains(&b));
+            if !plain {
+                return Err(AdminError::bad_request(
+                    format!("hosts[{i}]"),
+                    format!("{host:?} is not a lowercase host name"),
+                    "send DNS names in lowercase, without port or trailing dot, e.g. \"tasks.example.com\"",
+                ));
+            }
+            if self.hosts[..i].contains(host) {
+                return Err(AdminError::bad_request(
+                    format!("hosts[{i}]"),
+                    format!("{host} is listed twice"),
+                    "list each host once",
+                ));
+            }
         }
         if self.upstreams.len() > MAX_UPSTREAMS {
             return Err(AdminError::bad_request(
@@ -293,6 +481,16 @@ pub enum Request {
         #[serde(default)]
         hold: Option<Hold>,
     },
+    /// Whether a `set` of this route would be taken (its claim on the address and hosts, and
+    /// the address can be listened on), changing nothing: [`Reply::Check`].
+    Check(Route),
+    /// Removes the routes of `owner` (only the one of `env` when given), their holds, and the
+    /// listeners no route uses any more: [`Reply::Remove`]. An edge left with no route exits.
+    Remove {
+        owner: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+    },
     /// Stops taking connections, lets requests in flight finish, exits: [`Reply::Shutdown`],
     /// then the connection closes once the edge has stopped.
     Shutdown,
@@ -300,7 +498,9 @@ pub enum Request {
 
 impl Request {
     /// Every `op`, as on the wire.
-    pub const OPS: [&'static str; 5] = ["status", "set", "drain", "hold", "shutdown"];
+    pub const OPS: [&'static str; 7] = [
+        "status", "set", "check", "remove", "drain", "hold", "shutdown",
+    ];
 
     /// This request's `op`.
     pub fn op(&self) -> &'static str {
@@ -309,6 +509,8 @@ impl Request {
             Request::Set(_) => "set",
             Request::Drain { .. } => "drain",
             Request::Hold { .. } => "hold",
+            Request::Check(_) => "check",
+            Request::Remove { .. } => "remove",
             Request::Shutdown => "shutdown",
         }
     }
@@ -328,6 +530,14 @@ pub enum Reply {
         /// The generation now served.
         generation: u64,
     },
+    /// The route would be taken.
+    Check,
+    Remove {
+        /// The generation now served.
+        generation: u64,
+        /// How many routes the edge still serves (it exits when none is left).
+        left: usize,
+    },
     Shutdown,
     Error(AdminError),
 }
@@ -337,10 +547,17 @@ pub enum Reply {
 pub struct ProxyStatus {
     /// [`PROTOCOL`] of the edge that answered.
     pub protocol: u32,
-    pub env: String,
-    /// The address the proxy listens on (the real port when it was started with port 0).
-    pub listen: SocketAddr,
+    /// The cutover version of the edge's binary.
+    #[serde(default)]
+    pub version: String,
+    /// The edge is exiting (its last route was removed): start a new one for new routes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
     pub pid: u32,
+    /// The addresses the edge listens on (the routes' `listen`) and what each is bound to
+    /// (the real port of a `listen` with port 0).
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
     /// Increments with every `set`; survives restarts.
     pub generation: u64,
     pub routes: Vec<RouteStatus>,
@@ -388,8 +605,33 @@ impl ProxyStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub listen: SocketAddr,
+    /// The address bound; `None` when it could not be (then `error` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ProxyStatus {
+    /// Where the edge really listens for `listen` (the bound port of port 0).
+    pub fn bound(&self, listen: SocketAddr) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|l| l.listen == listen)
+            .and_then(|l| l.bound)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteStatus {
     pub route: RouteKey,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub app: String,
+    pub listen: SocketAddr,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     pub upstreams: Vec<UpstreamStatus>,
     /// The route's hold, while it applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -443,6 +685,12 @@ pub enum ErrorCode {
     LineTooLong,
     /// The routes file could not be written, so the change was not made.
     NotSaved,
+    /// Another app's route holds the address or a host (`field` says which).
+    Claimed,
+    /// The address cannot be listened on (in use by another program, or not this machine's).
+    ListenFailed,
+    /// The edge is exiting and takes no change.
+    Stopping,
     /// A code of a newer edge.
     #[serde(other)]
     Other,
@@ -541,7 +789,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, AdminError> {
     }
     serde_json::from_value::<Request>(Value::Object(object)).map_err(|e| {
         AdminError::new(ErrorCode::BadRequest, e.to_string()).hint(
-            "a route is {\"env\":\"…\"}, an upstream {\"addr\":\"127.0.0.1:4000\",\"weight\":100}",
+            "a route is {\"owner\":\"…\",\"env\":\"…\"} with \"listen\":\"127.0.0.1:8001\", an upstream {\"addr\":\"127.0.0.1:4000\",\"weight\":100}",
         )
     })
 }

@@ -1,9 +1,9 @@
 //! The route table: for each route, its upstreams and their weights, behind one `ArcSwap` so
 //! that a cutover is a single atomic swap, plus per-upstream in-flight counters for drains.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,12 +12,13 @@ use hyper::http::request;
 use hyper::http::uri::Authority;
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessLog;
 use crate::protocol::{
-    AdminError, ErrorCode, Hold, Limits, Route, RouteHold, RouteKey, RouteStatus, Upstream,
-    UpstreamStatus, DEFAULT_WEIGHT,
+    conflict, normal_host, AdminError, Hold, Limits, Route, RouteHold, RouteKey, RouteStatus,
+    Upstream, UpstreamStatus, DEFAULT_WEIGHT,
 };
 
-/// What the proxy keeps on disk: every route it serves, as installed by the last `set`.
+/// What the edge keeps on disk: every route it serves, as installed by the last `set`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutesFile {
@@ -28,65 +29,23 @@ pub struct RoutesFile {
     pub holds: Vec<RouteHold>,
 }
 
-/// The routes file as read: today's shape, or that of an edge from before routes and weights
-/// (`{generation, upstreams}`: one list of upstreams for the whole environment).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OnDisk {
-    #[serde(default)]
-    generation: u64,
-    routes: Option<Vec<Route>>,
-    upstreams: Option<Vec<SocketAddr>>,
-    #[serde(default)]
-    holds: Vec<RouteHold>,
-}
-
 impl RoutesFile {
-    /// Reads and checks the routes file of the edge serving `env`; a missing file means "no
-    /// routes yet". A file of an older edge routes `env` to its upstreams, each at weight
-    /// [`DEFAULT_WEIGHT`]; the next change writes it in today's shape.
-    pub fn load(path: &Path, env: &str) -> std::io::Result<RoutesFile> {
+    /// Reads and checks the routes file; a missing file means "no routes yet".
+    pub fn load(path: &Path) -> std::io::Result<RoutesFile> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RoutesFile::default()),
+            Err(e) => return Err(e),
+        };
         let invalid = |detail: String| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("{} is not a valid routes file: {detail}", path.display()),
             )
         };
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RoutesFile::default()),
-            Err(e) => return Err(e),
-        };
-        let on_disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-        let routes = match (on_disk.routes, on_disk.upstreams) {
-            (Some(routes), None) => routes,
-            (None, Some(old)) => {
-                let mut upstreams: Vec<Upstream> = Vec::new();
-                for addr in old {
-                    // Older edges ignored an upstream listed twice.
-                    if !upstreams.iter().any(|u| u.addr == addr) {
-                        upstreams.push(Upstream::new(addr, DEFAULT_WEIGHT));
-                    }
-                }
-                vec![Route {
-                    key: RouteKey::env(env),
-                    upstreams,
-                    limits: Limits::default(),
-                }]
-            }
-            (None, None) => Vec::new(),
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "it has both `routes` and `upstreams` (an older edge's field)".to_string(),
-                ))
-            }
-        };
-        let file = RoutesFile {
-            generation: on_disk.generation,
-            routes,
-            holds: on_disk.holds,
-        };
-        file.validate(env).map_err(|e| invalid(e.to_string()))?;
+        let file: RoutesFile =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        file.validate().map_err(|e| invalid(e.to_string()))?;
         Ok(file)
     }
 
@@ -112,6 +71,22 @@ impl RoutesFile {
         }
     }
 
+    /// These routes without those of `owner` (only `env`'s when given), as the next
+    /// generation. Their holds stay, as the app's ledger keeps them, for its next deploy.
+    pub fn without(&self, owner: &str, env: Option<&str>) -> RoutesFile {
+        let gone = |key: &RouteKey| key.owner == owner && env.is_none_or(|e| key.env == e);
+        RoutesFile {
+            generation: self.generation + 1,
+            routes: self
+                .routes
+                .iter()
+                .filter(|r| !gone(&r.key))
+                .cloned()
+                .collect(),
+            holds: self.holds.clone(),
+        }
+    }
+
     /// These routes with the hold of `route` replaced (or lifted), as the next generation.
     pub fn with_hold(&self, route: &RouteKey, hold: Option<Hold>) -> RoutesFile {
         let mut holds: Vec<RouteHold> = self
@@ -133,8 +108,13 @@ impl RoutesFile {
         }
     }
 
-    /// Checks every route, and that the edge of `env` serves each of them.
-    pub fn validate(&self, env: &str) -> Result<(), AdminError> {
+    /// The addresses the routes listen on.
+    pub fn listens(&self) -> BTreeSet<SocketAddr> {
+        self.routes.iter().map(|r| r.listen).collect()
+    }
+
+    /// Checks every route, and that no two claim the same address and host.
+    pub fn validate(&self) -> Result<(), AdminError> {
         for (i, route) in self.routes.iter().enumerate() {
             let at = |e: AdminError| AdminError {
                 field: Some(format!(
@@ -144,7 +124,6 @@ impl RoutesFile {
                 ..e
             };
             route.validate().map_err(at)?;
-            serves(env, &route.key).map_err(at)?;
             if self.routes[..i].iter().any(|r| r.key == route.key) {
                 return Err(at(AdminError::bad_request(
                     "route",
@@ -152,41 +131,127 @@ impl RoutesFile {
                     "list each route once",
                 )));
             }
+            if let Some(e) = conflict(route, &self.routes[..i]) {
+                return Err(at(e));
+            }
         }
         Ok(())
     }
 }
 
-/// Whether the edge of `env` serves `key`: each edge serves one environment, so one route.
-pub(crate) fn serves(env: &str, key: &RouteKey) -> Result<(), AdminError> {
-    if key.env == env {
-        return Ok(());
-    }
-    Err(AdminError::new(
-        ErrorCode::UnknownRoute,
-        format!("this edge serves the environment {env}, not {}", key.env),
-    )
-    .field("route.env")
-    .hint(format!(
-        "each environment has its own edge proxy: send the request to {}'s admin socket",
-        key.env
-    )))
+/// What the edge of one environment (before one edge served the machine) routed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyRoute {
+    pub upstreams: Vec<Upstream>,
+    pub limits: Limits,
+    pub hold: Option<Hold>,
 }
 
-/// Whether a request belongs to `key`. A key made of an environment only takes every request
-/// that reaches its edge; a listen address or `Host` in the key will narrow it here.
-fn matches(key: &RouteKey, _request: &request::Parts) -> bool {
-    // Every field of the key, so that a new one cannot be forgotten here.
-    let RouteKey { env: _ } = key;
-    true
+/// What a routes file of the edge of one environment routed for `env`. `None` when there is no
+/// such file. Reads both older shapes: `{generation, routes, holds}` keyed by `{env}`, and
+/// `{generation, upstreams}`.
+pub fn legacy_routes(path: &Path, env: &str) -> std::io::Result<Option<LegacyRoute>> {
+    #[derive(Deserialize)]
+    struct OldKey {
+        env: String,
+    }
+    #[derive(Deserialize)]
+    struct OldRoute {
+        route: OldKey,
+        upstreams: Vec<Upstream>,
+        #[serde(default)]
+        limits: Limits,
+    }
+    #[derive(Deserialize)]
+    struct OldHold {
+        route: OldKey,
+        hold: Hold,
+    }
+    #[derive(Deserialize)]
+    struct OldFile {
+        routes: Option<Vec<OldRoute>>,
+        upstreams: Option<Vec<SocketAddr>>,
+        #[serde(default)]
+        holds: Vec<OldHold>,
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let old: OldFile = serde_json::from_slice(&bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a routes file of an older edge: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    let hold = old
+        .holds
+        .into_iter()
+        .find(|h| h.route.env == env)
+        .map(|h| h.hold);
+    if let Some(route) = old
+        .routes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.route.env == env)
+    {
+        return Ok(Some(LegacyRoute {
+            upstreams: route.upstreams,
+            limits: route.limits,
+            hold,
+        }));
+    }
+    let mut upstreams: Vec<Upstream> = Vec::new();
+    for addr in old.upstreams.unwrap_or_default() {
+        // Older edges ignored an upstream listed twice.
+        if !upstreams.iter().any(|u| u.addr == addr) {
+            upstreams.push(Upstream::new(addr, DEFAULT_WEIGHT));
+        }
+    }
+    Ok(Some(LegacyRoute {
+        upstreams,
+        limits: Limits::default(),
+        hold,
+    }))
+}
+
+/// The `Host` a request is for: its `Host` header, else its URI's authority (absolute-form,
+/// HTTP/2's `:authority`).
+fn request_host(request: &request::Parts) -> Option<&str> {
+    match request.headers.get(hyper::header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => request.uri.authority().map(|a| a.as_str()),
+    }
 }
 
 /// Which upstream served a request, for the access log (in the response's extensions).
-#[derive(Debug)]
 pub(crate) struct Served {
     pub addr: String,
     pub instance: Option<String>,
     pub release: Option<i64>,
+    /// The route's name and access log.
+    pub route: Arc<RouteInfo>,
+}
+
+/// What an answer needs of the route a request matched, when no upstream serves it.
+pub(crate) struct RouteInfo {
+    pub env: String,
+    pub app: String,
+    pub log: Arc<AccessLog>,
+}
+
+/// Why [`Routes::pick`] found no upstream.
+pub(crate) enum Miss {
+    /// No route takes this address and host: 404.
+    NoRoute,
+    /// The route has no upstream with a weight: 503.
+    NothingLive(Arc<RouteInfo>),
+    /// The route's hold applies.
+    Held(Arc<Hold>, Arc<RouteInfo>),
 }
 
 struct UpstreamState {
@@ -212,6 +277,9 @@ pub(crate) struct Shared {
 
 struct RouteState {
     key: RouteKey,
+    info: Arc<RouteInfo>,
+    listen: SocketAddr,
+    hosts: Vec<String>,
     limits: Limits,
     hold: Option<Arc<Hold>>,
     upstreams: Vec<UpstreamState>,
@@ -287,11 +355,68 @@ fn smooth_schedule(weights: &[u32]) -> Box<[u16]> {
 struct Table {
     generation: u64,
     routes: Vec<RouteState>,
+    /// For each listen address, which route takes which host: made once per change, so that a
+    /// request costs one lookup of its address and one of its host.
+    sites: HashMap<SocketAddr, Site>,
+}
+
+#[derive(Default)]
+struct Site {
+    /// The route without hosts, which takes every request of the address.
+    any: Option<usize>,
+    /// Lowercase host (or `*.parent` wildcard) → route.
+    hosts: HashMap<String, usize>,
+    /// What a connection starts with, before its first request picks a route: the longest
+    /// idle and header timeouts of the address's routes.
+    limits: Limits,
 }
 
 impl Table {
-    fn route_for(&self, request: &request::Parts) -> Option<&RouteState> {
-        self.routes.iter().find(|r| matches(&r.key, request))
+    fn new(generation: u64, routes: Vec<RouteState>) -> Table {
+        let mut sites: HashMap<SocketAddr, Site> = HashMap::new();
+        for (i, route) in routes.iter().enumerate() {
+            let fresh = !sites.contains_key(&route.listen);
+            let site = sites.entry(route.listen).or_default();
+            if fresh {
+                site.limits = route.limits;
+            } else {
+                site.limits.idle_timeout_ms = site
+                    .limits
+                    .idle_timeout_ms
+                    .max(route.limits.idle_timeout_ms);
+                site.limits.header_timeout_ms = site
+                    .limits
+                    .header_timeout_ms
+                    .max(route.limits.header_timeout_ms);
+            }
+            if route.hosts.is_empty() {
+                site.any = Some(i);
+            }
+            for host in &route.hosts {
+                site.hosts.insert(host.clone(), i);
+            }
+        }
+        Table {
+            generation,
+            routes,
+            sites,
+        }
+    }
+
+    fn route_for(&self, listen: SocketAddr, request: &request::Parts) -> Option<&RouteState> {
+        let site = self.sites.get(&listen)?;
+        if let Some(i) = site.any {
+            return Some(&self.routes[i]);
+        }
+        let host = normal_host(request_host(request)?);
+        let i = match site.hosts.get(host.as_ref()) {
+            Some(&i) => i,
+            None => {
+                let (_, parent) = host.split_once('.')?;
+                *site.hosts.get(&format!("*.{parent}"))?
+            }
+        };
+        Some(&self.routes[i])
     }
 }
 
@@ -359,19 +484,30 @@ pub(crate) struct Routes {
     changed: tokio::sync::Notify,
     /// Requests waiting for a pause to end, across all serving threads.
     held: AtomicU64,
+    /// The routes' access logs by path, open while a route names them.
+    logs: Mutex<HashMap<PathBuf, Arc<AccessLog>>>,
+    /// The edge's own access log: requests no route takes, and routes that name none.
+    default_log: Arc<AccessLog>,
 }
 
 impl Routes {
-    pub fn new(initial: &RoutesFile) -> Routes {
+    /// Routes installing `initial`; a route whose access log cannot be opened logs to the
+    /// edge's own (and says so).
+    pub fn new(initial: &RoutesFile, default_log: Arc<AccessLog>) -> Routes {
         let routes = Routes {
-            table: ArcSwap::from_pointee(Table {
-                generation: 0,
-                routes: Vec::new(),
-            }),
+            table: ArcSwap::from_pointee(Table::new(0, Vec::new())),
             counters: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),
             held: AtomicU64::new(0),
+            logs: Mutex::new(HashMap::new()),
+            default_log,
         };
+        if let Err((path, e)) = routes.open_logs(initial) {
+            eprintln!(
+                "edge: cannot open the access log {}: {e}; its requests go to the edge's own",
+                path.display()
+            );
+        }
         routes.install(initial);
         routes
     }
@@ -381,12 +517,54 @@ impl Routes {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn logs(&self) -> MutexGuard<'_, HashMap<PathBuf, Arc<AccessLog>>> {
+        self.logs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the access logs `file` names that are not open yet (before it is installed, so
+    /// that a log that cannot be opened refuses the change). Blocking.
+    pub fn open_logs(&self, file: &RoutesFile) -> Result<(), (PathBuf, std::io::Error)> {
+        let mut logs = self.logs();
+        let mut failed = None;
+        for path in file.routes.iter().filter_map(|r| r.access_log.as_ref()) {
+            if logs.contains_key(path) {
+                continue;
+            }
+            match AccessLog::open(path) {
+                Ok(log) => {
+                    logs.insert(path.clone(), Arc::new(log));
+                }
+                Err(e) => failed = failed.or(Some((path.clone(), e))),
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Writes what every access log holds and stops their writers (the edge is stopping).
+    pub fn close_logs(&self) {
+        for (_, log) in self.logs().drain() {
+            log.close();
+        }
+        self.default_log.close();
+    }
+
     /// Swaps in new routes: every request that picks its upstream after this returns uses them.
     /// Start-up and every `set` go through here.
     pub fn install(&self, file: &RoutesFile) {
         let mut counters = self.counters();
+        let mut logs = self.logs();
         let mut routes = Vec::with_capacity(file.routes.len());
         for route in &file.routes {
+            let log = route
+                .access_log
+                .as_ref()
+                .and_then(|p| logs.get(p).cloned())
+                .unwrap_or_else(|| self.default_log.clone());
+            let info = Arc::new(RouteInfo {
+                env: route.key.env.clone(),
+                app: route.app.clone(),
+                log,
+            });
             let upstreams: Vec<UpstreamState> = route
                 .upstreams
                 .iter()
@@ -400,6 +578,7 @@ impl Routes {
                             addr: u.addr.to_string(),
                             instance: u.instance.clone(),
                             release: u.release,
+                            route: info.clone(),
                         }),
                         addr: u.addr,
                         weight: u.weight,
@@ -412,6 +591,9 @@ impl Routes {
             let weights: Vec<u32> = route.upstreams.iter().map(|u| u.weight).collect();
             routes.push(RouteState {
                 key: route.key.clone(),
+                info,
+                listen: route.listen,
+                hosts: route.hosts.clone(),
                 limits: route.limits,
                 hold: file
                     .holds
@@ -423,10 +605,8 @@ impl Routes {
                 cursor: AtomicUsize::new(0),
             });
         }
-        self.table.store(Arc::new(Table {
-            generation: file.generation,
-            routes,
-        }));
+        self.table
+            .store(Arc::new(Table::new(file.generation, routes)));
         self.changed.notify_waiters();
         // Forget idle upstreams that are no longer routed to. A request that picked one from
         // the old table notices the swap in `pick` and picks again.
@@ -436,23 +616,45 @@ impl Routes {
                 .any(|r| r.upstreams.iter().any(|u| u.addr == *addr))
         };
         counters.retain(|addr, n| routed(addr) || n.inflight.load(Ordering::SeqCst) > 0);
+        // Close the logs no route names any more (requests still being answered hold theirs
+        // until they are written).
+        let named: BTreeSet<&PathBuf> = file
+            .routes
+            .iter()
+            .filter_map(|r| r.access_log.as_ref())
+            .collect();
+        let unused: Vec<PathBuf> = logs
+            .keys()
+            .filter(|p| !named.contains(p))
+            .cloned()
+            .collect();
+        for path in unused {
+            if let Some(log) = logs.remove(&path) {
+                log.close();
+            }
+        }
     }
 
-    /// Picks the upstream of the request's route by weight (avoiding `avoid` when another one
-    /// has a weight) and counts the request in flight. `None` when nothing serves the request.
+    /// Picks the upstream of the route that takes the request on `listen` by weight (avoiding
+    /// `avoid` when another one has a weight) and counts the request in flight; or says why
+    /// nothing serves it.
     pub fn pick(
         &self,
+        listen: SocketAddr,
         request: &request::Parts,
         avoid: Option<SocketAddr>,
-    ) -> Option<InflightGuard> {
+    ) -> Result<InflightGuard, Miss> {
         loop {
             // `load` (not `load_full`): no reference count shared by all threads on the hot path.
             let table = self.table.load();
-            let route = table.route_for(request)?;
-            if route.hold.as_ref().is_some_and(|h| h.applies(now_ms())) {
-                return None;
+            let route = table.route_for(listen, request).ok_or(Miss::NoRoute)?;
+            if let Some(hold) = route.hold.as_ref().filter(|h| h.applies(now_ms())) {
+                return Err(Miss::Held(hold.clone(), route.info.clone()));
             }
-            let upstream = &route.upstreams[route.next(avoid)?];
+            let Some(next) = route.next(avoid) else {
+                return Err(Miss::NothingLive(route.info.clone()));
+            };
+            let upstream = &route.upstreams[next];
             upstream.shared.inflight.fetch_add(1, Ordering::SeqCst);
             let guard = InflightGuard {
                 addr: upstream.addr,
@@ -464,16 +666,14 @@ impl Routes {
             // If a swap happened between the load and the increment, a drain may already have
             // seen zero for this upstream: pick again from the new table.
             if Arc::ptr_eq(&*table, &*self.table.load()) {
-                return Some(guard);
+                return Ok(guard);
             }
         }
     }
 
-    /// The hold on the request's route, while it applies (why `pick` found nothing).
-    pub fn hold_for(&self, request: &request::Parts) -> Option<Arc<Hold>> {
-        let table = self.table.load();
-        let hold = table.route_for(request)?.hold.clone()?;
-        hold.applies(now_ms()).then_some(hold)
+    /// The edge's own access log (requests no route takes).
+    pub fn default_log(&self) -> &Arc<AccessLog> {
+        &self.default_log
     }
 
     /// Resolves at the next change of the routes (created before looking, so that none is
@@ -525,14 +725,15 @@ impl Routes {
         std::time::Duration::from_millis(ms)
     }
 
-    /// The limits a client connection starts with, before its first request picks a route:
-    /// those of the edge's route (each edge serves one), else the defaults.
-    pub fn connection_limits(&self) -> Limits {
+    /// The limits a client connection on `listen` starts with, before its first request picks
+    /// a route: the longest idle and header timeouts of the address's routes, else the
+    /// defaults.
+    pub fn connection_limits(&self, listen: SocketAddr) -> Limits {
         self.table
             .load()
-            .routes
-            .first()
-            .map(|r| r.limits)
+            .sites
+            .get(&listen)
+            .map(|s| s.limits)
             .unwrap_or_default()
     }
 
@@ -565,6 +766,9 @@ impl Routes {
             .map(|r| RouteStatus {
                 hold: r.hold.as_deref().filter(|h| h.applies(now_ms())).cloned(),
                 route: r.key.clone(),
+                app: r.info.app.clone(),
+                listen: r.listen,
+                hosts: r.hosts.clone(),
                 upstreams: r
                     .upstreams
                     .iter()
@@ -599,23 +803,54 @@ mod tests {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
+    const LISTEN: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8000);
+
+    fn route(env: &str, hosts: &[&str], upstreams: &[(u16, u32)]) -> Route {
+        let mut route = Route::new(RouteKey::new("/srv/lab/.cutover", env), LISTEN);
+        route.hosts = hosts.iter().map(|h| h.to_string()).collect();
+        route.upstreams = upstreams
+            .iter()
+            .map(|&(port, weight)| Upstream::new(addr(port), weight))
+            .collect();
+        route
+    }
+
     fn file(generation: u64, upstreams: &[(u16, u32)]) -> RoutesFile {
         RoutesFile {
             generation,
             holds: Vec::new(),
-            routes: vec![Route {
-                key: RouteKey::env("staging"),
-                upstreams: upstreams
-                    .iter()
-                    .map(|&(port, weight)| Upstream::new(addr(port), weight))
-                    .collect(),
-                limits: Limits::default(),
-            }],
+            routes: vec![route("staging", &[], upstreams)],
         }
+    }
+
+    fn table(file: &RoutesFile) -> Routes {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let log = Arc::new(AccessLog::open(&dir.join("access.log")).unwrap());
+        Routes::new(file, log)
     }
 
     fn request() -> request::Parts {
         hyper::Request::new(()).into_parts().0
+    }
+
+    fn for_host(host: &str) -> request::Parts {
+        hyper::Request::builder()
+            .header("host", host)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    impl Routes {
+        fn pick_any(
+            &self,
+            request: &request::Parts,
+            avoid: Option<SocketAddr>,
+        ) -> Option<InflightGuard> {
+            self.pick(LISTEN, request, avoid).ok()
+        }
     }
 
     #[test]
@@ -641,9 +876,9 @@ mod tests {
 
     #[test]
     fn round_robin_and_inflight_counts() {
-        let routes = Routes::new(&file(1, &[(1, 100), (2, 100)]));
-        let a = routes.pick(&request(), None).unwrap();
-        let b = routes.pick(&request(), None).unwrap();
+        let routes = table(&file(1, &[(1, 100), (2, 100)]));
+        let a = routes.pick_any(&request(), None).unwrap();
+        let b = routes.pick_any(&request(), None).unwrap();
         assert_ne!(a.addr, b.addr);
         assert_eq!(routes.inflight_to(&[addr(1), addr(2)]), 2);
         drop(a);
@@ -654,33 +889,33 @@ mod tests {
 
     #[test]
     fn avoid_picks_another_upstream_with_a_weight_when_there_is_one() {
-        let routes = Routes::new(&file(1, &[(1, 90), (2, 10)]));
+        let routes = table(&file(1, &[(1, 90), (2, 10)]));
         for _ in 0..30 {
             assert_eq!(
-                routes.pick(&request(), Some(addr(1))).unwrap().addr,
+                routes.pick_any(&request(), Some(addr(1))).unwrap().addr,
                 addr(2)
             );
             assert_eq!(
-                routes.pick(&request(), Some(addr(2))).unwrap().addr,
+                routes.pick_any(&request(), Some(addr(2))).unwrap().addr,
                 addr(1)
             );
         }
         routes.install(&file(2, &[(1, 100), (2, 0)]));
         assert_eq!(
-            routes.pick(&request(), Some(addr(1))).unwrap().addr,
+            routes.pick_any(&request(), Some(addr(1))).unwrap().addr,
             addr(1)
         );
         routes.install(&file(3, &[(1, 100)]));
         assert_eq!(
-            routes.pick(&request(), Some(addr(1))).unwrap().addr,
+            routes.pick_any(&request(), Some(addr(1))).unwrap().addr,
             addr(1)
         );
     }
 
     #[test]
     fn counters_survive_a_swap_while_busy() {
-        let routes = Routes::new(&file(1, &[(1, 100)]));
-        let busy = routes.pick(&request(), None).unwrap();
+        let routes = table(&file(1, &[(1, 100)]));
+        let busy = routes.pick_any(&request(), None).unwrap();
         routes.install(&file(2, &[(2, 100)]));
         assert_eq!(routes.inflight_to(&[addr(1)]), 1);
         assert_eq!(routes.status().2.get(&addr(1)), Some(&1));
@@ -688,13 +923,13 @@ mod tests {
         assert_eq!(routes.inflight_to(&[addr(1)]), 0);
         assert!(routes.status().2.is_empty());
         assert!(routes
-            .pick(&request(), None)
+            .pick_any(&request(), None)
             .is_some_and(|g| g.addr == addr(2)));
-        assert!(Routes::new(&RoutesFile::default())
-            .pick(&request(), None)
+        assert!(table(&RoutesFile::default())
+            .pick_any(&request(), None)
             .is_none());
-        assert!(Routes::new(&file(1, &[(1, 0)]))
-            .pick(&request(), None)
+        assert!(table(&file(1, &[(1, 0)]))
+            .pick_any(&request(), None)
             .is_none());
     }
 
@@ -705,9 +940,73 @@ mod tests {
         let next = first.with(route.clone());
         assert_eq!(next.generation, 5);
         assert_eq!(next.routes, vec![route]);
-        next.validate("staging").unwrap();
-        let error = next.validate("production").unwrap_err();
-        assert_eq!(error.code, ErrorCode::UnknownRoute);
-        assert_eq!(error.field.as_deref(), Some("routes[0].route.env"));
+        next.validate().unwrap();
+        let gone = next.without("/srv/lab/.cutover", Some("production"));
+        assert_eq!(gone.routes.len(), 1);
+        assert!(next.without("/srv/lab/.cutover", None).routes.is_empty());
+    }
+
+    #[test]
+    fn requests_go_by_host_then_wildcard_and_no_route_is_a_miss() {
+        let file = RoutesFile {
+            generation: 1,
+            holds: Vec::new(),
+            routes: vec![
+                route("staging", &["staging.example.com"], &[(1, 100)]),
+                route("production", &["example.com", "*.example.com"], &[(2, 100)]),
+            ],
+        };
+        file.validate().unwrap();
+        let routes = table(&file);
+        let to = |host: &str| {
+            routes
+                .pick(LISTEN, &for_host(host), None)
+                .ok()
+                .map(|g| g.addr.port())
+        };
+        assert_eq!(to("staging.example.com"), Some(1));
+        assert_eq!(to("STAGING.example.com.:8000"), Some(1));
+        assert_eq!(to("example.com"), Some(2));
+        assert_eq!(to("www.example.com"), Some(2));
+        assert_eq!(to("other.org"), None);
+        assert!(matches!(
+            routes.pick(LISTEN, &request(), None),
+            Err(Miss::NoRoute)
+        ));
+        let elsewhere = SocketAddr::from(([127, 0, 0, 1], 9));
+        assert!(matches!(
+            routes.pick(elsewhere, &for_host("example.com"), None),
+            Err(Miss::NoRoute)
+        ));
+    }
+
+    #[test]
+    fn claims_are_refused_naming_the_owner() {
+        let mut tasks = route("production", &["tasks.example.com"], &[]);
+        tasks.app = "tasks".into();
+        let mut blog = route("production", &["tasks.example.com"], &[]);
+        blog.key.owner = "/srv/blog/.cutover".into();
+        let error = conflict(&blog, [&tasks]).unwrap();
+        assert_eq!(error.code, crate::protocol::ErrorCode::Claimed);
+        assert_eq!(error.field.as_deref(), Some("hosts"));
+        assert!(
+            error
+                .message
+                .contains("tasks (state dir /srv/lab/.cutover)"),
+            "{error}"
+        );
+        blog.hosts = vec!["blog.example.com".into()];
+        assert!(conflict(&blog, [&tasks]).is_none());
+        blog.hosts.clear();
+        assert_eq!(
+            conflict(&blog, [&tasks]).unwrap().field.as_deref(),
+            Some("hosts")
+        );
+        assert_eq!(
+            conflict(&tasks, [&blog]).unwrap().field.as_deref(),
+            Some("listen")
+        );
+        // Its own key is no conflict: a set replaces it.
+        assert!(conflict(&tasks, [&tasks]).is_none());
     }
 }

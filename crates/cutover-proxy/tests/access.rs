@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use cutover_proxy::{Limits, RouteKey, Upstream};
+use cutover_proxy::{Limits, Upstream};
 use serde_json::Value;
 
 use support::*;
@@ -13,7 +13,7 @@ use support::*;
 async fn lines(proxy: &Proxy, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let text = std::fs::read_to_string(&proxy.options.access_log).unwrap_or_default();
+        let text = std::fs::read_to_string(proxy.access_log()).unwrap_or_default();
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("each line is one JSON document"))
@@ -47,7 +47,7 @@ async fn every_answer_is_one_json_line_naming_the_upstream_release_and_request()
     };
     proxy
         .client
-        .set(RouteKey::env("access"), named, limits)
+        .set(proxy.route_with(named, limits))
         .await
         .unwrap();
     let request = hyper::Request::get(proxy.url("/echo?secret=no"))

@@ -154,11 +154,18 @@ async fn bad_holds_are_refused_and_change_nothing() {
         }
         other => panic!("{other:?}"),
     }
-    match proxy.client.hold(RouteKey::env("elsewhere"), None).await {
+    match proxy
+        .client
+        .hold(
+            RouteKey::new(&proxy.owner, "elsewhere"),
+            Some(Hold::Pause { until_ms: u64::MAX }),
+        )
+        .await
+    {
         Err(ProxyError::Refused { error, .. }) => assert_eq!(error.code, ErrorCode::UnknownRoute),
         other => panic!("{other:?}"),
     }
-    assert_eq!(proxy.client.status().await.unwrap().generation, 1);
+    assert_eq!(proxy.client.status().await.unwrap().generation, 2);
     assert_eq!(
         get(&fresh_client(), &proxy.url("/")).await.unwrap().0,
         StatusCode::OK

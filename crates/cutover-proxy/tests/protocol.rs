@@ -5,24 +5,43 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use cutover_proxy::protocol::{
-    self, AdminError, DrainOutcome, ErrorCode, Hold, Limits, ProxyStatus, Reply, Request, Route,
-    RouteKey, RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
+    self, AdminError, DrainOutcome, ErrorCode, Hold, Limits, ListenerStatus, ProxyStatus, Reply,
+    Request, Route, RouteKey, RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
 };
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
+fn key() -> RouteKey {
+    RouteKey::new("/srv/tasks/.cutover", "staging")
+}
+
+fn route(upstreams: Vec<Upstream>, limits: Limits) -> Route {
+    let mut route = Route::new(key(), addr(8001));
+    route.upstreams = upstreams;
+    route.limits = limits;
+    route
+}
+
 fn status() -> ProxyStatus {
     ProxyStatus {
         protocol: PROTOCOL,
-        env: "staging".into(),
-        listen: addr(8001),
+        version: "0.1.0".into(),
+        stopping: false,
         pid: 42,
+        listeners: vec![ListenerStatus {
+            listen: addr(8001),
+            bound: Some(addr(8001)),
+            error: None,
+        }],
         generation: 9,
         routes: vec![RouteStatus {
             hold: None,
-            route: RouteKey::env("staging"),
+            route: key(),
+            app: "tasks".into(),
+            listen: addr(8001),
+            hosts: vec!["tasks.example.com".into()],
             upstreams: vec![
                 UpstreamStatus {
                     addr: addr(4001),
@@ -46,25 +65,24 @@ fn requests() -> Vec<(Request, &'static str)> {
         (Request::Status, r#"{"op":"status"}"#),
         (
             Request::Set(Route {
-                key: RouteKey::env("staging"),
-                upstreams: vec![Upstream::new(addr(4001), 90), Upstream::new(addr(4002), 10)],
-                limits: Limits::default(),
+                app: "tasks".into(),
+                hosts: vec!["tasks.example.com".into(), "*.tasks.example.com".into()],
+                access_log: Some("/srv/tasks/.cutover/logs/access-staging.log".into()),
+                ..route(
+                    vec![Upstream::new(addr(4001), 90), Upstream::new(addr(4002), 10)],
+                    Limits::default(),
+                )
             }),
-            r#"{"op":"set","route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90},{"addr":"127.0.0.1:4002","weight":10}]}"#,
+            r#"{"op":"set","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"app":"tasks","listen":"127.0.0.1:8001","hosts":["tasks.example.com","*.tasks.example.com"],"upstreams":[{"addr":"127.0.0.1:4001","weight":90},{"addr":"127.0.0.1:4002","weight":10}],"access_log":"/srv/tasks/.cutover/logs/access-staging.log"}"#,
         ),
         (
-            Request::Set(Route {
-                key: RouteKey::env("staging"),
-                upstreams: vec![],
-                limits: Limits::default(),
-            }),
-            r#"{"op":"set","route":{"env":"staging"},"upstreams":[]}"#,
+            Request::Set(route(vec![], Limits::default())),
+            r#"{"op":"set","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"listen":"127.0.0.1:8001","upstreams":[]}"#,
         ),
         (
-            Request::Set(Route {
-                key: RouteKey::env("staging"),
-                upstreams: vec![Upstream::new(addr(4001), 100)],
-                limits: Limits {
+            Request::Set(route(
+                vec![Upstream::new(addr(4001), 100)],
+                Limits {
                     max_body: 1000,
                     upstream_timeout_ms: 5000,
                     idle_timeout_ms: 75_000,
@@ -72,8 +90,26 @@ fn requests() -> Vec<(Request, &'static str)> {
                     drain_timeout_ms: 2000,
                     hsts: true,
                 },
-            }),
-            r#"{"op":"set","route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":100}],"limits":{"max_body":1000,"upstream_timeout_ms":5000,"idle_timeout_ms":75000,"header_timeout_ms":30000,"drain_timeout_ms":2000,"hsts":true}}"#,
+            )),
+            r#"{"op":"set","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"listen":"127.0.0.1:8001","upstreams":[{"addr":"127.0.0.1:4001","weight":100}],"limits":{"max_body":1000,"upstream_timeout_ms":5000,"idle_timeout_ms":75000,"header_timeout_ms":30000,"drain_timeout_ms":2000,"hsts":true}}"#,
+        ),
+        (
+            Request::Check(route(vec![], Limits::default())),
+            r#"{"op":"check","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"listen":"127.0.0.1:8001","upstreams":[]}"#,
+        ),
+        (
+            Request::Remove {
+                owner: "/srv/tasks/.cutover".into(),
+                env: Some("staging".into()),
+            },
+            r#"{"op":"remove","owner":"/srv/tasks/.cutover","env":"staging"}"#,
+        ),
+        (
+            Request::Remove {
+                owner: "/srv/tasks/.cutover".into(),
+                env: None,
+            },
+            r#"{"op":"remove","owner":"/srv/tasks/.cutover"}"#,
         ),
         (
             Request::Drain {
@@ -84,29 +120,29 @@ fn requests() -> Vec<(Request, &'static str)> {
         ),
         (
             Request::Hold {
-                route: RouteKey::env("staging"),
+                route: key(),
                 hold: Some(Hold::Maintenance {
                     message: "back soon".into(),
                     retry_after_s: 60,
                 }),
             },
-            r#"{"op":"hold","route":{"env":"staging"},"hold":{"kind":"maintenance","message":"back soon","retry_after_s":60}}"#,
+            r#"{"op":"hold","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"hold":{"kind":"maintenance","message":"back soon","retry_after_s":60}}"#,
         ),
         (
             Request::Hold {
-                route: RouteKey::env("staging"),
+                route: key(),
                 hold: Some(Hold::Pause {
                     until_ms: 1_700_000_000_000,
                 }),
             },
-            r#"{"op":"hold","route":{"env":"staging"},"hold":{"kind":"pause","until_ms":1700000000000}}"#,
+            r#"{"op":"hold","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"hold":{"kind":"pause","until_ms":1700000000000}}"#,
         ),
         (
             Request::Hold {
-                route: RouteKey::env("staging"),
+                route: key(),
                 hold: None,
             },
-            r#"{"op":"hold","route":{"env":"staging"},"hold":null}"#,
+            r#"{"op":"hold","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"hold":null}"#,
         ),
         (Request::Shutdown, r#"{"op":"shutdown"}"#),
     ]
@@ -116,7 +152,7 @@ fn replies() -> Vec<(Reply, &'static str)> {
     vec![
         (
             Reply::Status(status()),
-            r#"{"reply":"status","protocol":3,"env":"staging","listen":"127.0.0.1:8001","pid":42,"generation":9,"routes":[{"route":{"env":"staging"},"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
+            r#"{"reply":"status","protocol":4,"version":"0.1.0","pid":42,"listeners":[{"listen":"127.0.0.1:8001","bound":"127.0.0.1:8001"}],"generation":9,"routes":[{"route":{"owner":"/srv/tasks/.cutover","env":"staging"},"app":"tasks","listen":"127.0.0.1:8001","hosts":["tasks.example.com"],"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
         ),
         (
             Reply::Set { generation: 10 },
@@ -129,6 +165,14 @@ fn replies() -> Vec<(Reply, &'static str)> {
                 closed: 1,
             }),
             r#"{"reply":"drain","drained":false,"remaining":2,"closed":1}"#,
+        ),
+        (Reply::Check, r#"{"reply":"check"}"#),
+        (
+            Reply::Remove {
+                generation: 11,
+                left: 0,
+            },
+            r#"{"reply":"remove","generation":11,"left":0}"#,
         ),
         (Reply::Shutdown, r#"{"reply":"shutdown"}"#),
         (
@@ -202,7 +246,7 @@ fn a_drain_without_a_timeout_waits_the_routes_drain_timeout() {
 #[test]
 fn limits_may_be_partly_given_and_none_may_be_0() {
     let request = protocol::parse_request(
-        br#"{"op":"set","route":{"env":"s"},"upstreams":[],"limits":{"max_body":5}}"#,
+        br#"{"op":"set","route":{"owner":"/o","env":"s"},"listen":"127.0.0.1:1","upstreams":[],"limits":{"max_body":5}}"#,
     )
     .unwrap();
     let Request::Set(route) = request else {
@@ -218,7 +262,7 @@ fn limits_may_be_partly_given_and_none_may_be_0() {
         "drain_timeout_ms",
     ] {
         let line = format!(
-            r#"{{"op":"set","route":{{"env":"s"}},"upstreams":[],"limits":{{"{field}":0}}}}"#
+            r#"{{"op":"set","route":{{"owner":"/o","env":"s"}},"listen":"127.0.0.1:1","upstreams":[],"limits":{{"{field}":0}}}}"#
         );
         let Ok(Request::Set(route)) = protocol::parse_request(line.as_bytes()) else {
             panic!("{line}")
@@ -231,7 +275,7 @@ fn limits_may_be_partly_given_and_none_may_be_0() {
         assert!(error.hint.is_some());
     }
     let error = protocol::parse_request(
-        br#"{"op":"set","route":{"env":"s"},"upstreams":[],"limits":{"max_bdy":5}}"#,
+        br#"{"op":"set","route":{"owner":"/o","env":"s"},"listen":"127.0.0.1:1","upstreams":[],"limits":{"max_bdy":5}}"#,
     )
     .unwrap_err();
     assert!(error.message.contains("max_bdy"), "{error}");
@@ -253,11 +297,24 @@ fn a_reply_this_client_cannot_read_is_an_error_not_a_guess() {
 }
 
 #[test]
+fn hosts_compare_lowercase_without_port_or_trailing_dot() {
+    use cutover_proxy::protocol::normal_host;
+    assert_eq!(normal_host("tasks.example.com"), "tasks.example.com");
+    assert!(matches!(
+        normal_host("tasks.example.com"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    assert_eq!(normal_host("Tasks.Example.COM.:443"), "tasks.example.com");
+    assert_eq!(normal_host("[::1]:8000"), "[::1]");
+    assert_eq!(normal_host("[::1]"), "[::1]");
+}
+
+#[test]
 fn validation_names_the_field_and_the_fix() {
     let route = |env: &str, upstreams: Vec<Upstream>| Route {
-        key: RouteKey::env(env),
+        key: RouteKey::new("/srv/a", env),
         upstreams,
-        limits: Limits::default(),
+        ..Route::new(key(), addr(8001))
     };
     assert_eq!(route("staging", vec![]).validate(), Ok(()));
     let weights_at_the_limits = vec![Upstream::new(addr(1), 0), Upstream::new(addr(2), 1000)];
@@ -265,6 +322,20 @@ fn validation_names_the_field_and_the_fix() {
     let too_many = (1..=65).map(|p| Upstream::new(addr(p), 1)).collect();
     for (bad, field) in [
         (route(" ", vec![]), "route.env"),
+        (
+            Route {
+                hosts: vec!["Upper.example".into()],
+                ..route("staging", vec![])
+            },
+            "hosts[0]",
+        ),
+        (
+            Route {
+                hosts: vec!["a.example".into(), "a.example".into()],
+                ..route("staging", vec![])
+            },
+            "hosts[1]",
+        ),
         (
             route("staging", vec![Upstream::new(addr(1), 1001)]),
             "upstreams[0].weight",

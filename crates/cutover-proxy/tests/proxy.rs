@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cutover_proxy::protocol::{
-    AdminError, ErrorCode, Reply, RouteStatus, UpstreamStatus, DEFAULT_WEIGHT,
+    ErrorCode, Hold, Reply, RouteStatus, UpstreamStatus, DEFAULT_WEIGHT,
 };
-use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
+use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, Route, RouteKey, Upstream};
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -32,7 +32,7 @@ async fn proxies_requests_with_forwarded_headers_503_and_502() {
     assert_eq!(body, "no version of the app is live in staging\n");
 
     let a = upstream("A").await;
-    assert_eq!(proxy.switch(&[a]).await, 1);
+    assert_eq!(proxy.switch(&[a]).await, 2);
     assert_eq!(
         get(&client, &proxy.url("/")).await.unwrap(),
         (StatusCode::OK, "A".into())
@@ -75,13 +75,16 @@ async fn proxies_requests_with_forwarded_headers_503_and_502() {
     );
 
     let status = proxy.client.status().await.unwrap();
-    assert_eq!(status.env, "staging");
-    assert_eq!(status.generation, 2);
+    assert_eq!(status.generation, 3);
+    assert_eq!(status.bound(proxy.addr), Some(proxy.addr));
     assert_eq!(
         status.routes,
         vec![RouteStatus {
             hold: None,
             route: proxy.route(),
+            app: String::new(),
+            listen: proxy.addr,
+            hosts: Vec::new(),
             upstreams: vec![UpstreamStatus {
                 addr: dead,
                 weight: DEFAULT_WEIGHT,
@@ -227,8 +230,8 @@ async fn routes_and_generation_survive_a_restart() {
     let a = upstream("A").await;
     let proxy = Proxy::start(dir.path(), "persist").await;
     proxy.switch(&[a]).await;
-    assert_eq!(proxy.switch(&[a]).await, 2);
-    let options = proxy.options.clone();
+    assert_eq!(proxy.switch(&[a]).await, 3);
+    let (options, addr) = (proxy.options.clone(), proxy.addr);
     assert!(options.pid_file.exists());
     proxy.stop().await;
     assert!(!options.pid_file.exists(), "pid file left behind");
@@ -238,7 +241,7 @@ async fn routes_and_generation_survive_a_restart() {
         Err(ProxyError::NotRunning { .. })
     ));
 
-    let proxy = Proxy::start(dir.path(), "persist").await;
+    let proxy = Proxy::resume(dir.path(), "persist", addr).await;
     assert_eq!(
         get(&keep_alive_client(), &proxy.url("/")).await.unwrap(),
         (StatusCode::OK, "A".into())
@@ -246,31 +249,44 @@ async fn routes_and_generation_survive_a_restart() {
     let status = proxy.client.status().await.unwrap();
     assert_eq!(
         (status.generation, status.serving(&proxy.route())),
-        (2, vec![a])
+        (3, vec![a])
     );
-    assert_eq!(proxy.switch(&[]).await, 3);
+    assert_eq!(proxy.switch(&[]).await, 4);
     proxy.stop().await;
 }
 
-#[test]
-fn a_listen_address_in_use_is_an_error() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_listen_address_in_use_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), "busy").await;
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let options = ProxyOptions::new(dir.path(), "busy", addr);
-    let error = cutover_proxy::run(options.clone()).unwrap_err();
-    assert_eq!(
-        error.to_string(),
-        format!("listen address {addr} is already in use")
-    );
-    assert!(!options.pid_file.exists());
+    let before = proxy.client.status().await.unwrap();
+    let route = Route::new(RouteKey::new(&proxy.owner, "other"), addr);
+    for refused in [
+        proxy.client.check(route.clone()).await.unwrap_err(),
+        proxy.client.set(route).await.unwrap_err(),
+    ] {
+        let ProxyError::Refused { error } = &refused else {
+            panic!("{refused}")
+        };
+        assert_eq!(error.code, ErrorCode::ListenFailed);
+        assert_eq!(error.field.as_deref(), Some("listen"));
+        assert_eq!(
+            error.message,
+            format!("{addr} is in use by another program")
+        );
+        assert!(error.hint.as_deref().unwrap().contains("change `listen`"));
+    }
+    assert_eq!(proxy.client.status().await.unwrap(), before);
+    proxy.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_second_proxy_for_the_same_env_refuses_to_start() {
+async fn a_second_edge_in_the_same_directory_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = Proxy::start(dir.path(), "twice").await;
-    let options = ProxyOptions::new(dir.path(), "twice", SocketAddr::from(([127, 0, 0, 1], 0)));
+    let options = ProxyOptions::new(&dir.path().join("edge"));
     let error = tokio::task::spawn_blocking(move || cutover_proxy::run(options))
         .await
         .unwrap()
@@ -361,8 +377,10 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
         .await
         .unwrap();
     let mut stream = BufReader::new(stream);
+    let listen = proxy.addr;
+    let key = format!("{{\"owner\":{:?},\"env\":\"admin\"}}", proxy.owner);
     let set = |route: &str, upstreams: &str| {
-        format!("{{\"op\":\"set\",\"route\":{route},\"upstreams\":{upstreams}}}")
+        format!("{{\"op\":\"set\",\"route\":{route},\"listen\":\"{listen}\",\"upstreams\":{upstreams}}}")
     };
     let one = format!("[{{\"addr\":\"{a}\",\"weight\":100}}]");
     let cases: Vec<(String, ErrorCode, Option<&str>, &str)> = vec![
@@ -372,26 +390,26 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
         ("{\"op\":7}".into(), ErrorCode::BadRequest, Some("op"), "not a string"),
         ("{\"upstreams\":[]}".into(), ErrorCode::BadRequest, Some("op"), "no op"),
         (
-            set("{\"env\":\"admin\"}", "[{\"addr\":\"not an address\",\"weight\":1}]"),
+            set(&key, "[{\"addr\":\"not an address\",\"weight\":1}]"),
             ErrorCode::BadRequest,
             None,
             "invalid socket address",
         ),
         (
-            set("{\"env\":\"admin\"}", &format!("[{{\"addr\":\"{a}\"}}]")),
+            set(&key, &format!("[{{\"addr\":\"{a}\"}}]")),
             ErrorCode::BadRequest,
             None,
             "missing field `weight`",
         ),
         (
-            set("{\"env\":\"admin\"}", &format!("[{{\"addr\":\"{a}\",\"weight\":-1}}]")),
+            set(&key, &format!("[{{\"addr\":\"{a}\",\"weight\":-1}}]")),
             ErrorCode::BadRequest,
             None,
             "-1",
         ),
         (
             set(
-                "{\"env\":\"admin\"}",
+                &key,
                 &format!("[{{\"addr\":\"{a}\",\"weight\":90}},{{\"addr\":\"127.0.0.1:1\",\"weight\":1001}}]"),
             ),
             ErrorCode::BadRequest,
@@ -400,29 +418,53 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
         ),
         (
             set(
-                "{\"env\":\"admin\"}",
+                &key,
                 &format!("[{{\"addr\":\"{a}\",\"weight\":90}},{{\"addr\":\"{a}\",\"weight\":10}}]"),
             ),
             ErrorCode::BadRequest,
             Some("upstreams[1].addr"),
             "is listed twice",
         ),
-        (set("{\"env\":\"\"}", &one), ErrorCode::BadRequest, Some("route.env"), "names no environment"),
-        (set("{}", &one), ErrorCode::BadRequest, None, "missing field `env`"),
         (
-            set("{\"env\":\"admin\",\"host\":\"example.test\"}", &one),
+            set(&format!("{{\"owner\":{:?},\"env\":\"\"}}", proxy.owner), &one),
+            ErrorCode::BadRequest,
+            Some("route.env"),
+            "names no environment",
+        ),
+        (
+            set("{\"owner\":\"\",\"env\":\"admin\"}", &one),
+            ErrorCode::BadRequest,
+            Some("route.owner"),
+            "names no owner",
+        ),
+        (set("{\"env\":\"admin\"}", &one), ErrorCode::BadRequest, None, "missing field `owner`"),
+        (
+            format!("{{\"op\":\"set\",\"route\":{key},\"upstreams\":[]}}"),
+            ErrorCode::BadRequest,
+            None,
+            "missing field `listen`",
+        ),
+        (
+            format!("{{\"op\":\"set\",\"route\":{key},\"listen\":\"{listen}\",\"hosts\":[\"Tasks.Example\"],\"upstreams\":[]}}"),
+            ErrorCode::BadRequest,
+            Some("hosts[0]"),
+            "not a lowercase host name",
+        ),
+        (
+            set(&format!("{{\"owner\":{:?},\"env\":\"admin\",\"host\":\"x\"}}", proxy.owner), &one),
             ErrorCode::BadRequest,
             None,
             "unknown field `host`",
         ),
         (
-            set("{\"env\":\"production\"}", &one),
-            ErrorCode::UnknownRoute,
-            Some("route.env"),
-            "serves the environment admin, not production",
+            // Another app on the address, which this route takes for every host.
+            set("{\"owner\":\"/srv/other/.cutover\",\"env\":\"admin\"}", &one),
+            ErrorCode::Claimed,
+            Some("listen"),
+            "is taken for every host by an app (state dir",
         ),
         (
-            "{\"op\":\"set\",\"route\":{\"env\":\"admin\"},\"upstreams\":[],\"extra\":1}".into(),
+            format!("{{\"op\":\"set\",\"route\":{key},\"listen\":\"{listen}\",\"upstreams\":[],\"extra\":1}}"),
             ErrorCode::BadRequest,
             None,
             "unknown field `extra`",
@@ -446,18 +488,19 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
     let status = proxy.client.status().await.unwrap();
     assert_eq!(
         (status.generation, status.serving(&proxy.route())),
-        (1, vec![a])
+        (2, vec![a])
     );
 
     // Good requests on the same connection as the bad ones, as they are on the wire.
-    let reply = ask(&mut stream, &set("{\"env\":\"admin\"}", &one)).await;
-    assert_eq!(reply, "{\"reply\":\"set\",\"generation\":2}");
+    let reply = ask(&mut stream, &set(&key, &one)).await;
+    assert_eq!(reply, "{\"reply\":\"set\",\"generation\":3}");
     let reply = ask(&mut stream, "{\"op\":\"status\"}").await;
     let expected = format!(
-        "{{\"reply\":\"status\",\"protocol\":3,\"env\":\"admin\",\"listen\":\"{}\",\"pid\":{},\
-         \"generation\":2,\"routes\":[{{\"route\":{{\"env\":\"admin\"}},\"upstreams\":\
+        "{{\"reply\":\"status\",\"protocol\":4,\"version\":\"{}\",\"pid\":{},\
+         \"listeners\":[{{\"listen\":\"{listen}\",\"bound\":\"{listen}\"}}],\
+         \"generation\":3,\"routes\":[{{\"route\":{key},\"listen\":\"{listen}\",\"upstreams\":\
          [{{\"addr\":\"{a}\",\"weight\":100,\"inflight\":0}}]}}],\"draining\":{{}}}}",
-        proxy.addr,
+        cutover_proxy::VERSION,
         std::process::id()
     );
     assert_eq!(reply, expected);
@@ -475,11 +518,7 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
     // The client hands the typed error back, and it reads as `error: … hint: …` does.
     let refused = proxy
         .client
-        .set(
-            proxy.route(),
-            vec![Upstream::new(a, 5000)],
-            Limits::default(),
-        )
+        .set(proxy.route_with(vec![Upstream::new(a, 5000)], Limits::default()))
         .await
         .unwrap_err();
     let ProxyError::Refused { error, .. } = &refused else {
@@ -492,28 +531,10 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
     assert_eq!(
         refused.to_string(),
         format!(
-            "edge proxy for admin refused the request: upstreams[0].weight: weight 5000 of {a} \
+            "the edge refused: upstreams[0].weight: weight 5000 of {a} \
              is out of range (hint: a weight is 0 (no new requests) to 1000; weights are \
              relative, e.g. 90 and 10)"
         )
-    );
-    let refused = proxy
-        .client
-        .set(RouteKey::env("elsewhere"), vec![], Limits::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            &refused,
-            ProxyError::Refused {
-                error: AdminError {
-                    code: ErrorCode::UnknownRoute,
-                    ..
-                },
-                ..
-            }
-        ),
-        "{refused}"
     );
 
     assert_eq!(
@@ -524,16 +545,16 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
 }
 
 #[tokio::test]
-async fn a_client_without_a_proxy_says_it_is_not_running() {
+async fn a_client_without_an_edge_says_it_is_not_running() {
     let dir = tempfile::tempdir().unwrap();
-    let options = ProxyOptions::new(dir.path(), "staging", SocketAddr::from(([127, 0, 0, 1], 1)));
+    let options = ProxyOptions::new(dir.path());
     let error = ProxyClient::new(&options.admin_socket)
         .status()
         .await
         .unwrap_err();
     let message = error.to_string();
     assert!(
-        message.starts_with("edge proxy for staging is not running (admin socket"),
+        message.starts_with("the edge is not running (admin socket"),
         "{message}"
     );
     assert!(cutover_proxy::running_pid(&options).is_none());
@@ -542,13 +563,7 @@ async fn a_client_without_a_proxy_says_it_is_not_running() {
 #[test]
 fn spawn_reports_a_process_that_cannot_start() {
     let dir = tempfile::tempdir().unwrap();
-    let error = cutover_proxy::spawn(
-        Path::new("/nonexistent/cutover"),
-        dir.path(),
-        "staging",
-        SocketAddr::from(([127, 0, 0, 1], 1)),
-    )
-    .unwrap_err();
+    let error = cutover_proxy::spawn(Path::new("/nonexistent/cutover"), dir.path()).unwrap_err();
     assert!(matches!(error, ProxyError::StartFailed { .. }), "{error}");
 }
 
@@ -629,7 +644,7 @@ async fn weights_are_honoured() {
     let (a, b) = (upstream("A").await, upstream("B").await);
 
     // 90/10 over 1,000 requests, from 4 clients at once.
-    assert_eq!(proxy.set(&[(a, 90), (b, 10)]).await, 1);
+    assert_eq!(proxy.set(&[(a, 90), (b, 10)]).await, 2);
     let counts = tally(&proxy, 4, 1000).await;
     let (to_a, to_b) = (counts["A"], counts["B"]);
     assert_eq!(to_a + to_b, 1000, "{counts:?}");
@@ -730,84 +745,89 @@ async fn a_weight_0_upstream_gets_no_new_requests_and_is_drained() {
     proxy.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_routes_file_of_an_older_edge_is_loaded_and_served() {
+#[test]
+fn the_routes_files_of_the_older_edges_of_one_environment_are_read_for_the_takeover() {
     let dir = tempfile::tempdir().unwrap();
-    let a = upstream("A").await;
-    let options = ProxyOptions::new(dir.path(), "upgrade", SocketAddr::from(([127, 0, 0, 1], 0)));
-    // What an edge from before routes and weights kept (it ignored an upstream listed twice).
-    let old = format!(
-        "{{\n  \"generation\": 7,\n  \"upstreams\": [\n    \"{a}\",\n    \"{a}\"\n  ]\n}}\n"
-    );
-    std::fs::create_dir_all(options.routes_file.parent().unwrap()).unwrap();
-    std::fs::write(&options.routes_file, &old).unwrap();
-
-    let proxy = Proxy::start(dir.path(), "upgrade").await;
+    let path = dir.path().join("staging.routes.json");
+    assert!(cutover_proxy::legacy_routes(&path, "staging")
+        .unwrap()
+        .is_none());
+    // From before routes and weights (it ignored an upstream listed twice).
+    std::fs::write(
+        &path,
+        "{\"generation\":7,\"upstreams\":[\"127.0.0.1:5\",\"127.0.0.1:5\"]}",
+    )
+    .unwrap();
+    let old = cutover_proxy::legacy_routes(&path, "staging")
+        .unwrap()
+        .unwrap();
+    let (upstreams, limits, hold) = (old.upstreams, old.limits, old.hold);
+    let five = SocketAddr::from(([127, 0, 0, 1], 5));
+    assert_eq!(upstreams, vec![Upstream::new(five, DEFAULT_WEIGHT)]);
+    assert_eq!((limits, hold), (Limits::default(), None));
+    // Routes keyed by environment, with limits and a hold.
+    std::fs::write(
+        &path,
+        "{\"generation\":9,\"routes\":[{\"route\":{\"env\":\"staging\"},\"upstreams\":[{\"addr\":\"127.0.0.1:5\",\"weight\":100,\"instance\":\"i\",\"release\":3}],\"limits\":{\"max_body\":10}}],\
+          \"holds\":[{\"route\":{\"env\":\"staging\"},\"hold\":{\"kind\":\"maintenance\",\"message\":\"back soon\"}}]}",
+    )
+    .unwrap();
+    let old = cutover_proxy::legacy_routes(&path, "staging")
+        .unwrap()
+        .unwrap();
+    let (upstreams, limits, hold) = (old.upstreams, old.limits, old.hold);
+    assert_eq!(upstreams, vec![Upstream::new(five, 100).named("i", 3)]);
+    assert_eq!(limits.max_body, 10);
     assert_eq!(
-        get(&keep_alive_client(), &proxy.url("/")).await.unwrap(),
-        (StatusCode::OK, "A".into())
+        hold,
+        Some(Hold::Maintenance {
+            message: "back soon".into(),
+            retry_after_s: 60
+        })
     );
-    let status = proxy.client.status().await.unwrap();
-    assert_eq!(status.generation, 7);
-    assert_eq!(
-        status.routes,
-        vec![RouteStatus {
-            hold: None,
-            route: RouteKey::env("upgrade"),
-            upstreams: vec![UpstreamStatus {
-                addr: a,
-                weight: DEFAULT_WEIGHT,
-                inflight: 0
-            }],
-        }]
+    std::fs::write(&path, "not json").unwrap();
+    let error = cutover_proxy::legacy_routes(&path, "staging").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("not a routes file of an older edge"),
+        "{error}"
     );
-    // Untouched until the next change (an older binary could still read it).
-    assert_eq!(std::fs::read_to_string(&options.routes_file).unwrap(), old);
-
-    // The next change writes today's shape, and a restart reads it.
-    let b = upstream("B").await;
-    assert_eq!(proxy.set(&[(a, 90), (b, 10)]).await, 8);
-    let saved: cutover_proxy::RoutesFile =
-        serde_json::from_slice(&std::fs::read(&options.routes_file).unwrap()).unwrap();
-    assert_eq!(saved.generation, 8);
-    assert_eq!(
-        saved.routes,
-        vec![cutover_proxy::Route {
-            key: RouteKey::env("upgrade"),
-            upstreams: vec![Upstream::new(a, 90), Upstream::new(b, 10)],
-            limits: Limits::default(),
-        }]
-    );
-    proxy.stop().await;
-    let proxy = Proxy::start(dir.path(), "upgrade").await;
-    let status = proxy.client.status().await.unwrap();
-    assert_eq!(
-        (status.generation, status.serving(&proxy.route())),
-        (8, vec![a, b])
-    );
-    proxy.stop().await;
 }
 
 #[test]
 fn a_routes_file_that_makes_no_sense_stops_the_start_and_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let options = ProxyOptions::new(dir.path(), "broken", SocketAddr::from(([127, 0, 0, 1], 0)));
+    let options = ProxyOptions::new(dir.path());
     std::fs::create_dir_all(options.routes_file.parent().unwrap()).unwrap();
+    let route = |owner: &str, hosts: &str, weight: u32| {
+        format!(
+            "{{\"route\":{{\"owner\":\"{owner}\",\"env\":\"e\"}},\"listen\":\"127.0.0.1:1\",\"hosts\":{hosts},\
+             \"upstreams\":[{{\"addr\":\"127.0.0.1:2\",\"weight\":{weight}}}]}}"
+        )
+    };
     for (content, says) in [
         (
-            "{\"generation\":1,\"upstreams\":[],\"routes\":[]}",
-            "both `routes` and `upstreams`",
+            "{\"generation\":1,\"upstreams\":[]}".to_string(),
+            "unknown field `upstreams`",
         ),
         (
-            "{\"generation\":1,\"routes\":[{\"route\":{\"env\":\"other\"},\"upstreams\":[]}]}",
-            "routes[0].route.env: this edge serves the environment broken, not other",
-        ),
-        (
-            "{\"generation\":1,\"routes\":[{\"route\":{\"env\":\"broken\"},\"upstreams\":[{\"addr\":\"127.0.0.1:1\",\"weight\":1001}]}]}",
+            format!(
+                "{{\"generation\":1,\"routes\":[{}]}}",
+                route("/a", "[]", 1001)
+            ),
             "routes[0].upstreams[0].weight: weight 1001",
         ),
+        (
+            format!(
+                "{{\"generation\":1,\"routes\":[{},{}]}}",
+                route("/a", "[\"x.example\"]", 1),
+                route("/b", "[\"x.example\"]", 1)
+            ),
+            "routes[1].hosts: host x.example on 127.0.0.1:1 is claimed by an app (state dir /a)",
+        ),
     ] {
-        std::fs::write(&options.routes_file, content).unwrap();
+        std::fs::write(&options.routes_file, &content).unwrap();
         let error = cutover_proxy::run(options.clone()).unwrap_err().to_string();
         assert!(
             error.contains(&format!(
@@ -824,7 +844,7 @@ fn a_routes_file_that_makes_no_sense_stops_the_start_and_is_named() {
 async fn an_edge_of_an_older_cutover_is_told_apart_and_can_be_stopped() {
     use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
-    let options = ProxyOptions::new(dir.path(), "old", SocketAddr::from(([127, 0, 0, 1], 0)));
+    let options = ProxyOptions::new(dir.path());
     cutover_daemon::prepare_socket_dir(&options.admin_socket).unwrap();
     let listener = tokio::net::UnixListener::bind(&options.admin_socket).unwrap();
     // The first protocol: `ok` and one list of upstreams.
@@ -854,7 +874,7 @@ async fn an_edge_of_an_older_cutover_is_told_apart_and_can_be_stopped() {
     assert!(
         error
             .to_string()
-            .starts_with("edge proxy for old sent a reply that makes no sense"),
+            .starts_with("the edge sent a reply that makes no sense"),
         "{error}"
     );
     client.shutdown().await.unwrap();

@@ -1,15 +1,16 @@
 //! The proxy as a real process: `spawn`, `running_pid`, SIGTERM and a taken listen address.
 //!
-//! This test binary has no harness: started as `<self> proxy --state-dir D --env E --listen A
-//! --detach` it plays the `cutover proxy` role (as the CLI does), otherwise it runs the tests.
+//! This test binary has no harness: started as `<self> proxy --edge-dir D --detach` it plays
+//! the `cutover proxy` role (as the CLI does), otherwise it runs the tests.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use cutover_proxy::protocol::ErrorCode;
 use cutover_proxy::protocol::DEFAULT_WEIGHT;
-use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
+use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, Route, RouteKey, Upstream};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -21,7 +22,7 @@ fn main() {
     println!("spawn: ok");
 }
 
-/// What `cutover proxy` does (crates/cutover-cli/src/roles.rs).
+/// What `cutover proxy` does (crates/cutover/src/roles.rs).
 fn proxy_role(args: &[String]) -> i32 {
     let value = |name: &str| {
         args.iter()
@@ -30,23 +31,17 @@ fn proxy_role(args: &[String]) -> i32 {
             .cloned()
             .unwrap_or_default()
     };
-    let state_dir = PathBuf::from(value("--state-dir"));
-    let env = value("--env");
-    let Ok(listen) = value("--listen").parse::<SocketAddr>() else {
-        eprintln!("error: bad --listen");
-        return 2;
-    };
-    let options = ProxyOptions::new(&state_dir, &env, listen);
+    let options = ProxyOptions::new(&PathBuf::from(value("--edge-dir")));
     if args.iter().any(|a| a == "--detach") {
         if let Err(e) = cutover_daemon::detach(Some(&options.log_file)) {
-            eprintln!("error: could not detach the edge proxy: {e}");
+            eprintln!("error: could not detach the edge: {e}");
             return 1;
         }
     }
     match cutover_proxy::run(options) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: edge proxy for {env}: {e}");
+            eprintln!("error: edge: {e}");
             1
         }
     }
@@ -89,33 +84,49 @@ fn http_get(addr: SocketAddr) -> String {
 fn spawn_serve_and_stop_on_sigterm(runtime: &tokio::runtime::Runtime) {
     let exe = std::env::current_exe().expect("current exe");
     let dir = tempfile::tempdir().expect("tempdir");
+    let edge = dir.path().join("edge");
     let listen = free_port();
-    let options = ProxyOptions::new(dir.path(), "staging", listen);
+    let options = ProxyOptions::new(&edge);
 
-    let pid = cutover_proxy::spawn(&exe, dir.path(), "staging", listen).expect("spawn");
+    let pid = cutover_proxy::spawn(&exe, &edge).expect("spawn");
     assert_eq!(cutover_proxy::running_pid(&options), Some(pid));
     let client = ProxyClient::new(&options.admin_socket);
     let status = runtime.block_on(client.status()).expect("status");
-    assert_eq!((status.pid, status.listen), (pid, listen));
+    assert_eq!(status.pid, pid);
+    assert!(status.listeners.is_empty(), "{status:?}");
+    // Its directory is its owner's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&edge).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
 
     let app = upstream("hello from the app");
-    let upstreams = vec![Upstream::new(app, DEFAULT_WEIGHT)];
-    runtime
-        .block_on(client.set(RouteKey::env("staging"), upstreams, Default::default()))
-        .expect("set");
+    let mut route = Route::new(RouteKey::new("/srv/a/.cutover", "staging"), listen);
+    route.upstreams = vec![Upstream::new(app, DEFAULT_WEIGHT)];
+    runtime.block_on(client.set(route)).expect("set");
     let response = http_get(listen);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with("hello from the app"), "{response}");
 
-    // A second proxy on the same address dies, and says why.
-    let error = cutover_proxy::spawn(&exe, dir.path(), "other", listen).unwrap_err();
-    assert!(matches!(error, ProxyError::StartFailed { .. }), "{error}");
+    // A second start finds the edge that runs: one edge per directory.
+    assert_eq!(cutover_proxy::spawn(&exe, &edge).expect("spawn again"), pid);
+
+    // An address another program holds is refused, and nothing changes.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut other = Route::new(
+        RouteKey::new("/srv/b/.cutover", "staging"),
+        taken.local_addr().unwrap(),
+    );
+    other.upstreams = vec![Upstream::new(app, DEFAULT_WEIGHT)];
+    let error = runtime.block_on(client.set(other)).unwrap_err();
     assert!(
-        error
-            .to_string()
-            .contains(&format!("listen address {listen} is already in use")),
+        matches!(&error, ProxyError::Refused { error } if error.code == ErrorCode::ListenFailed),
         "{error}"
     );
+    assert!(
+        error.to_string().contains("in use by another program"),
+        "{error}"
+    );
+    assert_eq!(runtime.block_on(client.status()).unwrap().routes.len(), 1);
 
     // SIGTERM stops it cleanly.
     assert!(cutover_daemon::signal(pid, libc::SIGTERM));
@@ -128,9 +139,7 @@ fn spawn_serve_and_stop_on_sigterm(runtime: &tokio::runtime::Runtime) {
     assert_eq!(cutover_proxy::running_pid(&options), None);
     let error = runtime.block_on(client.status()).unwrap_err();
     assert!(
-        error
-            .to_string()
-            .starts_with("edge proxy for staging is not running"),
+        error.to_string().starts_with("the edge is not running"),
         "{error}"
     );
     let log = std::fs::read_to_string(&options.log_file).unwrap_or_default();

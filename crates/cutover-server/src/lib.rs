@@ -107,10 +107,7 @@ async fn serve(state: StateDir, serving: Serving) -> i32 {
         options,
         ledger,
         runtimes::Runtimes::new(&state.path, &exe, docker_host(&state)),
-        ProxyEdge {
-            exe: exe.clone(),
-            state_dir: state.path.clone(),
-        },
+        ProxyEdge::new(exe.clone(), state.path.clone()),
         HttpProber,
     ) {
         Ok(e) => e,

@@ -27,19 +27,21 @@ fn supervise(args: SuperviseArgs) -> i32 {
     cutover_process::supervisor::run(&args.state_dir)
 }
 
-/// `cutover proxy`: an environment's edge proxy (started by the server).
+/// `cutover proxy`: the machine's edge (started by the first server that needs it).
 fn proxy(args: ProxyArgs) -> i32 {
-    let options = cutover_proxy::ProxyOptions::new(&args.state_dir, &args.env, args.listen);
+    let options = cutover_proxy::ProxyOptions::new(&args.edge_dir);
     if args.detach {
-        if let Err(e) = cutover_daemon::detach(Some(&options.log_file)) {
-            eprintln!("error: could not detach the edge proxy: {e}");
+        if let Err(e) = cutover_proxy::prepare_edge_dir(&options.dir)
+            .and_then(|()| cutover_daemon::detach(Some(&options.log_file)))
+        {
+            eprintln!("error: could not detach the edge: {e}");
             return 1;
         }
     }
     match cutover_proxy::run(options) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: edge proxy for {}: {e}", args.env);
+            eprintln!("error: edge in {}: {e}", args.edge_dir.display());
             1
         }
     }

@@ -59,6 +59,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<i32> {
         eprintln!("\nthe demo's repository is kept at {}", demo.repo.display());
     } else {
         let _ = std::fs::remove_dir_all(&demo.repo);
+        let _ = std::fs::remove_dir_all(demo.edge_dir());
     }
     result.map(|()| 0)
 }
@@ -130,11 +131,17 @@ impl Demo {
         Ok(())
     }
 
+    fn edge_dir(&self) -> std::path::PathBuf {
+        self.repo.with_extension("edge")
+    }
+
     fn cutover(&self, args: &[&str]) -> anyhow::Result<i32> {
         let status = Command::new(&self.exe)
             .args(args)
             .current_dir(&self.repo)
             .env_remove("CUTOVER_STATE_DIR")
+            // An edge of the demo's own, apart from the machine's (and gone with the demo).
+            .env("CUTOVER_EDGE_DIR", self.edge_dir())
             .stdin(Stdio::null())
             .status()
             .with_context(|| format!("running cutover {}", args.join(" ")))?;

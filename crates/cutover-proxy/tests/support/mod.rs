@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cutover_proxy::protocol::DEFAULT_WEIGHT;
-use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, RouteKey, Upstream};
+use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, Route, RouteKey, Upstream};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -25,39 +25,77 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Proxy {
     pub options: ProxyOptions,
     pub client: ProxyClient,
+    /// The address of the environment's route (a free port).
     pub addr: SocketAddr,
+    pub env: String,
+    pub owner: String,
     pub thread: JoinHandle<Result<(), ProxyError>>,
 }
 
+/// A port nothing listens on now.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+}
+
 impl Proxy {
-    /// Starts a proxy on a free port and waits until it answers.
-    pub async fn start(state_dir: &Path, env: &str) -> Proxy {
-        let options = ProxyOptions::new(state_dir, env, SocketAddr::from(([127, 0, 0, 1], 0)));
+    /// Starts an edge in `dir`/edge with one route, `env` of the owner `dir`, on a free port
+    /// with no upstream yet (503), and waits until it answers.
+    pub async fn start(dir: &Path, env: &str) -> Proxy {
+        let proxy = Proxy::resume(dir, env, free_addr()).await;
+        proxy
+            .client
+            .set(proxy.route_with(Vec::new(), Limits::default()))
+            .await
+            .unwrap();
+        proxy
+    }
+
+    /// Starts the edge in `dir`/edge again, serving what its routes file says; `addr` is the
+    /// address of the route of `env` the tests use.
+    pub async fn resume(dir: &Path, env: &str, addr: SocketAddr) -> Proxy {
+        let options = ProxyOptions::new(&dir.join("edge"));
         let for_thread = options.clone();
         let thread = std::thread::spawn(move || cutover_proxy::run(for_thread));
         let client = ProxyClient::for_options(&options);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match client.status().await {
-                Ok(status) => {
-                    return Proxy {
-                        options,
-                        client,
-                        addr: status.listen,
-                        thread,
-                    }
-                }
+                Ok(_) => break,
                 Err(e) if Instant::now() > deadline || thread.is_finished() => {
                     panic!("proxy did not start: {e}")
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }
+        Proxy {
+            options,
+            client,
+            addr,
+            env: env.to_string(),
+            owner: dir.to_string_lossy().into_owned(),
+            thread,
+        }
     }
 
-    /// The route this proxy serves: its environment.
+    /// The access log of the route (as an app's state dir keeps it).
+    pub fn access_log(&self) -> std::path::PathBuf {
+        Path::new(&self.owner).join(format!("access-{}.log", self.env))
+    }
+
+    /// The route this proxy's tests serve: its environment.
     pub fn route(&self) -> RouteKey {
-        RouteKey::env(&self.options.env)
+        RouteKey::new(&self.owner, &self.env)
+    }
+
+    /// The whole route of [`Proxy::route`] with `upstreams` and `limits`.
+    pub fn route_with(&self, upstreams: Vec<Upstream>, limits: Limits) -> Route {
+        let mut route = Route::new(self.route(), self.addr);
+        route.upstreams = upstreams;
+        route.limits = limits;
+        route.access_log = Some(self.access_log());
+        route
     }
 
     /// Routes the environment to `upstreams` by weight; returns the generation.
@@ -72,7 +110,7 @@ impl Proxy {
             .map(|&(addr, weight)| Upstream::new(addr, weight))
             .collect();
         self.client
-            .set(self.route(), upstreams, limits)
+            .set(self.route_with(upstreams, limits))
             .await
             .unwrap()
     }

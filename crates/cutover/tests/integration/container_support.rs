@@ -460,6 +460,7 @@ listen = "{production}"
             let child = Command::new(env!("CARGO_BIN_EXE_cutover"))
                 .arg("down")
                 .current_dir(&self.repo)
+                .env("CUTOVER_EDGE_DIR", self.edge_dir())
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -26,6 +26,7 @@ mod edge_holds;
 mod edge_limits;
 mod edge_tls;
 mod git;
+mod machine_edge;
 mod pipeline;
 mod real_apps;
 mod registries;

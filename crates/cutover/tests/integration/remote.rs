@@ -68,6 +68,8 @@ impl Remote {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
             .args(&args)
             .current_dir(self.dir.path())
+            // Its own machine edge, apart from other tests'.
+            .env("CUTOVER_EDGE_DIR", self.dir.path().join("edge"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -173,6 +175,7 @@ fn run_in(dir: &Path, args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(args)
         .current_dir(dir)
+        .env("CUTOVER_EDGE_DIR", dir.join("edge"))
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .output()

@@ -202,6 +202,11 @@ impl Lab {
         self.repo.join(".cutover")
     }
 
+    /// This lab's machine edge (`CUTOVER_EDGE_DIR` of its commands), apart from other tests'.
+    pub fn edge_dir(&self) -> PathBuf {
+        self.dir.path().join("edge")
+    }
+
     /// Runs git in the repository; panics if it fails. Returns stdout, trimmed.
     pub fn git(&self, args: &[&str]) -> String {
         git_as("Lab", "lab@example.com", &self.repo, args)
@@ -236,6 +241,7 @@ impl Lab {
         c.args(args)
             .current_dir(&self.repo)
             .env_remove("CUTOVER_STATE_DIR")
+            .env("CUTOVER_EDGE_DIR", self.edge_dir())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -362,7 +368,7 @@ impl Lab {
         Watcher::start(self.listen)
     }
 
-    /// Pids of every process of this lab named in its state dir (server, proxies,
+    /// Pids of every process of this lab named in its state dir and edge dir (server, edge,
     /// supervisors, instances).
     pub fn known_pids(&self) -> Vec<u32> {
         let state = self.state_dir();
@@ -373,6 +379,7 @@ impl Lab {
                 .and_then(|t| t.trim().parse::<u32>().ok())
         };
         pids.extend(read_pid(&state.join("server.pid")));
+        pids.extend(read_pid(&self.edge_dir().join("edge.pid")));
         for dir in ["proxy", "instances"] {
             let Ok(entries) = fs::read_dir(state.join(dir)) else {
                 continue;
@@ -546,12 +553,17 @@ fn finish(mut child: Child, args: &[&str], started: Instant) -> Run {
 
 /// One HTTP/1.1 GET over a fresh connection (`Connection: close`): (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_as(addr, &addr.to_string(), path)
+}
+
+/// [`http_get`] with `Host: host` (as `curl -H Host:` sends it).
+pub fn http_get_as(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

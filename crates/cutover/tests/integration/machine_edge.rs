@@ -1,0 +1,197 @@
+//! One edge per machine: apps in their own repositories and state dirs share a listen address
+//! by host; a claim on another app's host is refused, nothing changed; `down` of one app
+//! leaves the other serving; an unknown host gets a 404 that names nothing.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+/// A lab of app `app` whose staging listens on `listen` for `hosts` (none: every host), with
+/// its commands on the machine edge of `edge`.
+fn app(app: &str, edge: Option<&Lab>, listen: std::net::SocketAddr, hosts: &[&str]) -> Lab {
+    let mut lab = Lab::with(|s| s.app = app.to_string());
+    if let Some(first) = edge {
+        let dir = first.edge_dir().to_string_lossy().into_owned();
+        lab.env.push(("CUTOVER_EDGE_DIR".into(), dir));
+    }
+    lab.listen = listen;
+    lab.commit_config(&with_hosts(&lab.config(), "staging", hosts), "hosts");
+    lab
+}
+
+/// `config` with `hosts` added to environment `env` (none: left out).
+fn with_hosts(config: &str, env: &str, hosts: &[&str]) -> String {
+    if hosts.is_empty() {
+        return config.to_string();
+    }
+    let header = format!("[environments.{env}]\n");
+    let list = hosts
+        .iter()
+        .map(|h| format!("{h:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    config.replace(&header, &format!("{header}hosts = [{list}]\n"))
+}
+
+fn version(lab: &Lab, host: &str) -> Option<String> {
+    match http_get_as(lab.listen, host, "/health") {
+        Ok((200, body)) => json_field(&body, "version"),
+        _ => None,
+    }
+}
+
+#[test]
+fn two_apps_share_one_address_by_host_and_claims_are_refused() {
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let alpha = app("alpha", None, listen, &["alpha.example.test"]);
+    let beta = app("beta", Some(&alpha), listen, &["beta.example.test"]);
+    alpha.deploy().expect(0);
+    beta.deploy().expect(0);
+    let (a1, b1) = (alpha.head(), beta.head());
+    assert_eq!(
+        version(&alpha, "alpha.example.test").as_deref(),
+        Some(a1.as_str())
+    );
+    assert_eq!(
+        version(&beta, "Beta.Example.Test:80").as_deref(),
+        Some(b1.as_str())
+    );
+    // One edge for both: one pid file, in the shared edge dir.
+    assert!(alpha.edge_dir().join("edge.pid").exists());
+    assert!(!beta.edge_dir().join("edge.pid").exists());
+    assert!(!alpha.state_dir().join("proxy").exists());
+
+    // An unknown host: 404, naming neither app, environment nor path.
+    let (code, body) = http_get_as(listen, "nobody.example.test", "/health").unwrap();
+    assert_eq!(code, 404);
+    for internal in ["alpha", "beta", "staging", ".cutover", "/health"] {
+        assert!(!body.contains(internal), "the 404 names {internal}: {body}");
+    }
+
+    // A third app claiming alpha's host: exit 1, the claim named, nothing changed.
+    let thief = app(
+        "thief",
+        Some(&alpha),
+        listen,
+        &["new.example.test", "alpha.example.test"],
+    );
+    thief.deploy().expect(1).says(&[
+        "alpha.example.test",
+        "claimed by alpha",
+        &alpha.state_dir().canonicalize().unwrap().to_string_lossy(),
+    ]);
+    assert!(
+        thief.history().iter().all(|r| r["state"] != "live"),
+        "{:?}",
+        thief.history()
+    );
+    assert_eq!(
+        version(&alpha, "alpha.example.test").as_deref(),
+        Some(a1.as_str())
+    );
+    assert_eq!(
+        http_get_as(listen, "new.example.test", "/health")
+            .unwrap()
+            .0,
+        404
+    );
+
+    // Without hosts on the shared address: refused too.
+    let hostless = app("hostless", Some(&alpha), listen, &[]);
+    hostless.deploy().expect(1).says(&["hosts"]);
+    assert_eq!(
+        version(&beta, "beta.example.test").as_deref(),
+        Some(b1.as_str())
+    );
+
+    // The same app's staging and production on the address, by host.
+    let production = format!(
+        "{}\n[environments.production]\nlisten = \"{listen}\"\nhosts = [\"www.beta.example.test\"]\n",
+        with_hosts(&beta.config(), "staging", &["beta.example.test"])
+    );
+    let b2 = beta.commit_config(&production, "production beside staging");
+    beta.run(&["deploy", "production"]).expect(0);
+    assert_eq!(
+        version(&beta, "www.beta.example.test").as_deref(),
+        Some(b2.as_str())
+    );
+    assert_eq!(
+        version(&beta, "beta.example.test").as_deref(),
+        Some(b1.as_str())
+    );
+
+    // `down` of alpha removes alpha's route only; beta serves on; the edge still runs.
+    alpha.run(&["down"]).expect(0);
+    assert_eq!(
+        http_get_as(listen, "alpha.example.test", "/health")
+            .unwrap()
+            .0,
+        404
+    );
+    assert_eq!(
+        version(&beta, "beta.example.test").as_deref(),
+        Some(b1.as_str())
+    );
+    let edge = std::fs::read_to_string(alpha.edge_dir().join("edge.pid")).unwrap();
+    let edge: u32 = edge.trim().parse().unwrap();
+    assert!(alpha.owns(edge), "the edge stopped with routes left");
+
+    // `down` of the last app: the edge exits, nothing is left listening.
+    beta.run(&["down"]).expect(0);
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        !alpha.owns(edge)
+    });
+    assert!(gone, "the edge outlived its last route");
+    assert!(std::net::TcpStream::connect(listen).is_err());
+}
+
+/// An edge of the older kind (one per environment, under the state dir's `proxy/`) is stopped
+/// by the first server that meets it, and its route — upstreams and hold — is taken over by the
+/// machine edge before the deploy goes on.
+#[test]
+fn an_edge_of_the_older_kind_is_stopped_and_its_route_taken_over() {
+    let lab = Lab::new();
+    let proxy_dir = lab.state_dir().join("proxy");
+    std::fs::create_dir_all(&proxy_dir).unwrap();
+    // What the old edge routed to: an upstream that answers.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let old_upstream = upstream.local_addr().unwrap();
+    std::fs::write(
+        proxy_dir.join("staging.routes.json"),
+        format!(
+            "{{\"generation\":4,\"routes\":[{{\"route\":{{\"env\":\"staging\"}},\"upstreams\":[{{\"addr\":\"{old_upstream}\",\"weight\":100}}]}}]}}"
+        ),
+    )
+    .unwrap();
+    // The old edge itself: a process named like `cutover proxy … --env staging`, holding the
+    // listen address, that exits on SIGTERM.
+    let mut old = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import socket,sys,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', int(sys.argv[1]))); s.listen(); time.sleep(60)",
+            &lab.listen.port().to_string(),
+            "proxy",
+            "--env",
+            "staging",
+        ])
+        .spawn()
+        .unwrap();
+    std::fs::write(proxy_dir.join("staging.pid"), format!("{}\n", old.id())).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let v1 = lab.head();
+    lab.deploy().expect(0);
+    lab.assert_serving(&v1);
+    // The old edge was stopped, its files are gone, and the machine edge served its route first.
+    let stopped = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        old.try_wait().unwrap().is_some()
+    });
+    assert!(stopped, "the old edge still runs");
+    assert!(!proxy_dir.join("staging.pid").exists());
+    assert!(!proxy_dir.join("staging.routes.json").exists());
+    let log = std::fs::read_to_string(lab.edge_dir().join("edge.log")).unwrap();
+    assert!(log.contains(&format!("to {old_upstream} (100)")), "{log}");
+    drop(upstream);
+}
