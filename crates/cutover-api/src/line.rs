@@ -16,6 +16,12 @@ pub enum Line {
     Step { message: String },
     /// Supporting detail (a build's output, a probe failure).
     Detail { message: String },
+    /// The release the command created (`{"type":"release","id":7}`), sent once it exists, so
+    /// that a client whose connection breaks off knows what to follow.
+    Release { id: i64 },
+    /// Sent while nothing else is (`{"type":"heartbeat"}`), so that a client can tell a quiet
+    /// server from a dead connection.
+    Heartbeat,
     /// How the command ended; the last line.
     Outcome(Outcome),
 }
@@ -84,7 +90,7 @@ impl RunEvent {
         let (kind, message) = match line {
             Line::Step { message } => (RunEventKind::Step, message),
             Line::Detail { message } => (RunEventKind::Detail, message),
-            Line::Outcome(_) => return None,
+            Line::Outcome(_) | Line::Release { .. } | Line::Heartbeat => return None,
         };
         Some(RunEvent {
             at: Some(at),

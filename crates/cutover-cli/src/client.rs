@@ -70,6 +70,10 @@ impl Answer {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a long command's answer from a remote server may stay silent: the server sends a
+/// heartbeat every 5 s, so this much silence is a dead connection (a link that went down sends
+/// no reset).
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 
 impl Client {
     /// Connects to the state dir's server, starting one in the background if none answers.
@@ -287,7 +291,10 @@ impl Client {
         self.call("GET", path, None::<&()>).await
     }
 
-    /// A long command: feeds every progress line to `on_line` and returns the outcome.
+    /// A long command: feeds every progress line to `on_line` and returns the outcome. A
+    /// connection that breaks off (or, to a remote server, stays silent past
+    /// [`SILENCE_LIMIT`] although the server sends a heartbeat every few seconds) is a
+    /// [`Broken`] error naming the release the server had created, if it had.
     pub async fn stream(
         &self,
         path: &str,
@@ -299,7 +306,33 @@ impl Client {
             .await?;
         let mut buffer: Vec<u8> = Vec::new();
         let mut outcome = None;
-        while let Some(data) = answer.chunk().await? {
+        let mut release = None;
+        let remote = matches!(self.transport, Transport::Remote { .. });
+        loop {
+            let chunk = if remote {
+                match tokio::time::timeout(SILENCE_LIMIT, answer.chunk()).await {
+                    Ok(chunk) => chunk,
+                    Err(_) => Err(anyhow!(
+                        "nothing came from the server for {} s",
+                        SILENCE_LIMIT.as_secs()
+                    )),
+                }
+            } else {
+                answer.chunk().await
+            };
+            let data = match chunk {
+                Ok(Some(data)) => data,
+                Ok(None) => break,
+                Err(cause) if status.is_success() && outcome.is_none() => {
+                    return Err(Broken {
+                        server: self.server(),
+                        release,
+                        cause: cause.to_string(),
+                    }
+                    .into())
+                }
+                Err(cause) => return Err(cause),
+            };
             buffer.extend_from_slice(&data);
             while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=pos).collect();
@@ -308,6 +341,8 @@ impl Client {
                 }
                 match serde_json::from_slice::<Line>(&line) {
                     Ok(Line::Outcome(o)) => outcome = Some(o),
+                    Ok(Line::Release { id }) => release = Some(id),
+                    Ok(Line::Heartbeat) => {}
                     Ok(other) => on_line(&other),
                     Err(_) => {}
                 }
@@ -316,10 +351,28 @@ impl Client {
         if !status.is_success() {
             return Err(refusal(status, &buffer));
         }
-        outcome.ok_or_else(|| {
-            anyhow!("the cutover server ended the answer without an outcome; see `cutover history`")
-        })
+        match outcome {
+            Some(outcome) => Ok(outcome),
+            None => Err(Broken {
+                server: self.server(),
+                release,
+                cause: "the answer ended without an outcome".into(),
+            }
+            .into()),
+        }
     }
+}
+
+/// The connection of a long command broke off before its outcome: the server carries the
+/// command on (a deploy runs to its end without its client), so what happened is to be
+/// followed, not assumed.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection to the cutover server {server} broke off: {cause}")]
+pub struct Broken {
+    pub server: String,
+    /// The release the server had created, when it had said so.
+    pub release: Option<i64>,
+    pub cause: String,
 }
 
 /// A non-2xx answer as the error it carries.

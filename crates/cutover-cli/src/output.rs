@@ -60,7 +60,7 @@ impl Renderer {
         match line {
             Line::Step { message } => self.step(message),
             Line::Detail { message } => self.detail(message),
-            Line::Outcome(_) => {}
+            Line::Outcome(_) | Line::Release { .. } | Line::Heartbeat => {}
         }
     }
 
@@ -102,8 +102,14 @@ pub fn report(outcome: &Outcome) -> i32 {
     outcome.exit_code
 }
 
-/// Prints an error (with its hint, if it is a refusal or a config error) and returns 1.
+/// Prints an error (with its hint, if it is a refusal or a config error) and returns 1, or 5
+/// when the outcome of a command that changes an environment is unknown.
 pub fn report_error(error: &anyhow::Error) -> i32 {
+    if let Some(unknown) = error.downcast_ref::<crate::commands::follow::OutcomeUnknown>() {
+        eprintln!("error: {}", unknown.message);
+        eprintln!("hint: {}", unknown.hint);
+        return 5;
+    }
     if let Some(r) = error.downcast_ref::<Refusal>() {
         eprintln!("error: {}", r.message);
         if let Some(hint) = &r.hint {

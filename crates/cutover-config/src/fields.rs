@@ -676,6 +676,10 @@ pub enum SecretSource {
     File(PathBuf),
     /// A command run with `sh -c`; its stdout, less one trailing newline, is the value.
     Command(String),
+    /// `{ env = "…", on = "server" }`: resolved by the server that runs the release, never by
+    /// the CLI that asks for the deploy (production secrets never touch a laptop).
+    #[serde(rename = "on-server")]
+    OnServer(Box<SecretSource>),
 }
 
 impl SecretSource {
@@ -685,11 +689,20 @@ impl SecretSource {
             SecretSource::Env(var) => format!("{{ env = {var:?} }}"),
             SecretSource::File(path) => format!("{{ file = {:?} }}", path.display().to_string()),
             SecretSource::Command(cmd) => format!("{{ command = {cmd:?} }}"),
+            SecretSource::OnServer(inner) => {
+                let inner = inner.describe();
+                format!("{}, on = \"server\" }}", inner.trim_end_matches(" }"))
+            }
         }
+    }
+
+    /// Whether the server resolves it (`on = "server"`), not the CLI that asks for a deploy.
+    pub fn on_server(&self) -> bool {
+        matches!(self, SecretSource::OnServer(_))
     }
 }
 
-const SECRET_HINT: &str = r#"write exactly one source: { env = "VAR" }, { file = "path" } or { command = "shell command" }"#;
+const SECRET_HINT: &str = r#"write exactly one source: { env = "VAR" }, { file = "path" } or { command = "shell command" }, and optionally on = "server""#;
 
 impl<'de> Deserialize<'de> for SecretSource {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<SecretSource, D::Error> {
@@ -709,9 +722,20 @@ impl<'de> Deserialize<'de> for SecretSource {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretSource, A::Error> {
                 let mut found: Vec<SecretSource> = Vec::new();
                 let mut keys: Vec<String> = Vec::new();
+                let mut on_server = false;
                 while let Some(key) = map.next_key::<String>()? {
                     let value = map.next_value::<String>()?;
                     let source = match key.as_str() {
+                        "on" if value == "server" => {
+                            on_server = true;
+                            continue;
+                        }
+                        "on" => {
+                            return Err(invalid(
+                                &format!("on = {value:?} is not a place a secret resolves"),
+                                r#"write on = "server" to resolve it on the server that runs the release, or leave `on` out to resolve it where the deploy is asked for"#,
+                            ))
+                        }
                         "env" => SecretSource::Env(value),
                         "file" => SecretSource::File(PathBuf::from(value)),
                         "command" => SecretSource::Command(value),
@@ -726,6 +750,9 @@ impl<'de> Deserialize<'de> for SecretSource {
                     found.push(source);
                 }
                 match (found.pop(), found.is_empty()) {
+                    (Some(source), true) if on_server => {
+                        Ok(SecretSource::OnServer(Box::new(source)))
+                    }
                     (Some(source), true) => Ok(source),
                     (None, _) => Err(invalid("the secret has no source", SECRET_HINT)),
                     (Some(_), false) => Err(invalid(

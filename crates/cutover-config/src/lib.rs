@@ -743,13 +743,49 @@ impl Config {
         Ok(())
     }
 
-    /// Resolves every secret: env vars of this process, files relative to `base_dir`,
-    /// commands run with `sh -c` in `base_dir`.
+    /// Resolves the secrets that the caller of a deploy resolves — every one but those marked
+    /// `on = "server"`: env vars of this process, files relative to `base_dir`, commands run
+    /// with `sh -c` in `base_dir`.
     pub fn resolve_secrets(
         &self,
         base_dir: &Path,
     ) -> Result<BTreeMap<String, String>, SecretError> {
-        secrets::resolve_all(&self.secrets, base_dir)
+        let here: BTreeMap<String, SecretSource> = self
+            .secrets
+            .iter()
+            .filter(|(_, source)| !source.on_server())
+            .map(|(name, source)| (name.clone(), source.clone()))
+            .collect();
+        secrets::resolve_all(&here, base_dir)
+    }
+
+    /// What the server that runs a release resolves: every secret the caller did not `give`,
+    /// and every one marked `on = "server"` whatever the caller gave for it.
+    pub fn complete_secrets(
+        &self,
+        base_dir: &Path,
+        mut given: BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, SecretError> {
+        given.retain(|name, _| {
+            self.secrets
+                .get(name)
+                .is_some_and(|source| !source.on_server())
+        });
+        let missing: BTreeMap<String, SecretSource> = self
+            .secrets
+            .iter()
+            .filter(|(name, _)| !given.contains_key(*name))
+            .map(|(name, source)| (name.clone(), source.clone()))
+            .collect();
+        given.extend(secrets::resolve_all(&missing, base_dir)?);
+        Ok(given)
+    }
+
+    /// Whether the server has every secret value a release needs in `given`.
+    pub fn secrets_complete(&self, given: &BTreeMap<String, String>) -> bool {
+        self.secrets
+            .iter()
+            .all(|(name, source)| !source.on_server() && given.contains_key(name))
     }
 
     /// Resolves `[registry] username` and `password` (same sources as secrets); without them,

@@ -85,8 +85,10 @@ pub(crate) fn resolve_all(
 }
 
 fn resolve(name: &str, source: &SecretSource, base_dir: &Path) -> Result<String, SecretError> {
+    let name_str = name;
     let name = name.to_string();
     match source {
+        SecretSource::OnServer(inner) => resolve(name_str, inner, base_dir),
         SecretSource::Env(var) => match std::env::var(var) {
             Ok(value) => Ok(value),
             Err(std::env::VarError::NotPresent) => Err(SecretError::EnvMissing {

@@ -363,6 +363,48 @@ fn secret_needs_exactly_one_source() {
     assert_eq!(c.secrets["C"], SecretSource::Command("echo".into()));
 }
 
+/// `on = "server"`: resolved by the server that runs the release, never by the CLI.
+#[test]
+fn a_secret_may_resolve_on_the_server_and_only_there() {
+    let text = with(
+        "secrets",
+        "DB = { env = \"CUTOVER_T_DB\", on = \"server\" }\nAPI = { env = \"CUTOVER_T_API\" }",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.secrets["DB"],
+        SecretSource::OnServer(Box::new(SecretSource::Env("CUTOVER_T_DB".into())))
+    );
+    assert_eq!(
+        c.secrets["DB"].describe(),
+        r#"{ env = "CUTOVER_T_DB", on = "server" }"#
+    );
+    // The caller resolves only its own: the server's variable is not set here, and is not
+    // asked for.
+    std::env::set_var("CUTOVER_T_API", "from-the-laptop");
+    let dir = tempfile::tempdir().unwrap();
+    let here = c.resolve_secrets(dir.path()).unwrap();
+    assert_eq!(here.keys().collect::<Vec<_>>(), ["API"]);
+    assert!(!c.secrets_complete(&here));
+    // The server resolves what is missing, and its own even when a caller sent a value.
+    std::env::set_var("CUTOVER_T_DB", "from-the-server");
+    let mut given = here.clone();
+    given.insert("DB".into(), "smuggled".into());
+    let all = c.complete_secrets(dir.path(), given).unwrap();
+    assert_eq!(all["DB"], "from-the-server");
+    assert_eq!(all["API"], "from-the-laptop");
+
+    // Any other place is refused, naming the field and the fix.
+    let text = with("secrets", r#"DB = { env = "X", on = "laptop" }"#);
+    let e = err(&text);
+    assert_eq!(e.field(), Some("[secrets] DB"), "{e}");
+    assert!(e.message().contains(r#"on = "laptop""#), "{e}");
+    assert!(e.to_string().contains(r#"on = "server""#), "{e}");
+    // `on` alone is no source.
+    let e = err(&with("secrets", r#"DB = { on = "server" }"#));
+    assert!(e.message().contains("no source"), "{e}");
+}
+
 #[test]
 fn env_var_names_are_checked() {
     let text = with("env", "1BAD = \"x\"");

@@ -35,13 +35,14 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         config: &Config,
         given: BTreeMap<String, String>,
     ) -> Result<BTreeMap<String, String>, String> {
-        if config.secrets.keys().all(|k| given.contains_key(k)) {
+        if config.secrets_complete(&given) {
             return Ok(given);
         }
         let remembered = crate::locked(&self.inner.secrets);
         let from = release.restored_from.unwrap_or(release.id);
         for id in [release.id, from] {
             if let Some(s) = remembered.get(&id) {
+                // Remembered values were completed here, `on = "server"` ones included.
                 if config.secrets.keys().all(|k| s.contains_key(k)) {
                     return Ok(s.clone());
                 }
@@ -49,7 +50,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         }
         drop(remembered);
         config
-            .resolve_secrets(&self.inner.options.repo_root)
+            .complete_secrets(&self.inner.options.repo_root, given)
             .map_err(|e| e.to_string())
     }
 

@@ -8,6 +8,9 @@ pub enum Progress {
     Step { message: String },
     /// Supporting detail (a probe failure, a log line).
     Detail { message: String },
+    /// The release this command created, as soon as it exists: a caller whose connection
+    /// breaks off knows which release to follow.
+    Release { id: i64 },
 }
 
 impl Progress {

@@ -73,8 +73,9 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         // The CLI resolves secrets where the deploy is asked for; a pipeline run or a webhook
         // resolves them here, in the server's environment.
         let mut req = req;
-        if config.secrets.keys().any(|k| !req.secrets.contains_key(k)) {
-            match config.resolve_secrets(&self.inner.options.repo_root) {
+        if !config.secrets_complete(&req.secrets) {
+            let given = std::mem::take(&mut req.secrets);
+            match config.complete_secrets(&self.inner.options.repo_root, given) {
                 Ok(values) => req.secrets = values,
                 Err(e) => return Outcome::refused(e.to_string(), None),
             }
@@ -111,6 +112,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Ok(r) => r,
             Err(e) => return Outcome::refused(e.to_string(), None),
         };
+        send(progress, Progress::Release { id: release.id });
         if req.skip_checks {
             self.event(
                 release.id,
@@ -184,6 +186,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Ok(r) => r,
             Err(e) => return Outcome::refused(e.to_string(), None),
         };
+        send(progress, Progress::Release { id: release.id });
         send(
             progress,
             Progress::step(format!(

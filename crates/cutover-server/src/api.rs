@@ -615,6 +615,10 @@ async fn promote(State(app): State<Shared>, Json(body): Json<PromoteBody>) -> Re
     )
 }
 
+/// How often a long command's answer says the server is still there (the CLI gives up on a
+/// remote server after 15 s of silence).
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn stream_outcome<F, Fut>(work: F, engine: ServerEngine) -> Response
 where
     F: FnOnce(ServerEngine, mpsc::UnboundedSender<Progress>) -> Fut + Send + 'static,
@@ -629,7 +633,22 @@ where
                 let _ = forward_tx.send(to_line(&convert::line(p)));
             }
         });
+        // A heartbeat while the work runs, so that a client can tell a quiet deploy (a long
+        // health check) from a dead connection; it stops before the outcome, which ends the
+        // answer.
+        let beat_tx = line_tx.clone();
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if beat_tx.send(to_line(&Line::Heartbeat)).is_err() {
+                    break;
+                }
+            }
+        });
         let outcome = work(engine, tx).await;
+        heartbeat.abort();
         let _ = forward.await;
         let _ = line_tx.send(to_line(&Line::Outcome(convert::outcome(outcome))));
     });

@@ -20,6 +20,7 @@ pub fn line(p: Progress) -> api::Line {
     match p {
         Progress::Step { message } => api::Line::Step { message },
         Progress::Detail { message } => api::Line::Detail { message },
+        Progress::Release { id } => api::Line::Release { id },
     }
 }
 
@@ -28,7 +29,8 @@ pub fn progress(line: api::Line) -> Option<Progress> {
     match line {
         api::Line::Step { message } => Some(Progress::Step { message }),
         api::Line::Detail { message } => Some(Progress::Detail { message }),
-        api::Line::Outcome(_) => None,
+        api::Line::Release { id } => Some(Progress::Release { id }),
+        api::Line::Outcome(_) | api::Line::Heartbeat => None,
     }
 }
 

@@ -131,9 +131,11 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         author,
         skip_checks: args.skip_checks,
     };
-    let outcome = client
+    let streamed = client
         .stream("/v1/deploy", &body, |line| progress.line(line))
-        .await?;
+        .await;
+    progress.finish();
+    let outcome = crate::commands::follow::settle(&client, &args.env, streamed).await?;
     finish(&client, outcome, args.wait, &progress).await
 }
 
@@ -175,9 +177,11 @@ pub async fn rollback(
         queue: args.queue,
         registry_login: config.registry_credentials(&ctx.root)?,
     };
-    let outcome = client
+    let streamed = client
         .stream("/v1/rollback", &body, |line| progress.line(line))
-        .await?;
+        .await;
+    progress.finish();
+    let outcome = crate::commands::follow::settle(&client, &args.env, streamed).await?;
     finish(&client, outcome, args.wait, &progress).await
 }
 

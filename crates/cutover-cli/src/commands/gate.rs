@@ -97,6 +97,7 @@ pub async fn approve(
     let ctx = Context::discover(state_dir)?;
     let client = ctx.client_for(&args.env).await?;
     let progress = Renderer::new(args.verbose);
+    let env = args.env.clone();
     let body = GateBody {
         env: args.env,
         by: me(),
@@ -104,10 +105,11 @@ pub async fn approve(
         older: args.older,
         reason: None,
     };
-    let outcome = client
+    let streamed = client
         .stream("/v1/approve", &body, |line| progress.line(line))
-        .await?;
+        .await;
     progress.finish();
+    let outcome = crate::commands::follow::settle(&client, &env, streamed).await?;
     Ok(report(&outcome))
 }
 
@@ -255,14 +257,16 @@ pub async fn promote(
     let progress = Renderer::new(args.verbose);
     let body = PromoteBody {
         from: args.from,
-        to: args.to,
+        to: args.to.clone(),
         secrets,
         requested_by: me(),
         queue: args.queue,
         registry_login,
     };
-    let outcome = client
+    let streamed = client
         .stream("/v1/promote", &body, |line| progress.line(line))
-        .await?;
+        .await;
+    progress.finish();
+    let outcome = crate::commands::follow::settle(&client, &args.to, streamed).await?;
     crate::commands::deploy::finish(&client, outcome, args.wait, &progress).await
 }

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod demo;
 pub mod deploy;
+pub mod follow;
 pub mod gate;
 pub mod init;
 pub mod login;

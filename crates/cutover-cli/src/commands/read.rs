@@ -11,7 +11,7 @@ use cutover_api::{AccessLogView, HistoryView, InstanceLogs, ShowView, StatusView
 
 use crate::client::Client;
 use crate::context::Context;
-use crate::output::{ago, short};
+use crate::output::{ago, report, short};
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
@@ -43,6 +43,10 @@ pub struct ShowArgs {
     /// whose client went away (Ctrl-C, a dropped network): the server carries it on.
     #[arg(short, long)]
     pub follow: bool,
+    /// The release's environment: asks the server that environment lives on (its `server` in
+    /// cutover.toml). Default: this machine's server.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -259,9 +263,14 @@ pub async fn history(
 
 pub async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    let client = Client::connect_or_start(&ctx.state).await?;
+    let client = match &args.env {
+        Some(env) => ctx.client_for(env).await?,
+        None => Client::connect_or_start(&ctx.state).await?,
+    };
     if args.follow {
-        return follow(&client, args.release).await;
+        let env = args.env.as_deref();
+        let outcome = crate::commands::follow::follow(&client, env, args.release, true).await?;
+        return Ok(report(&outcome));
     }
     let view: ShowView = client
         .get(&format!("/v1/releases/{}", args.release))
@@ -307,54 +316,6 @@ pub async fn show(args: ShowArgs, state_dir: Option<&std::path::Path>) -> anyhow
         println!("instance {}  {}  {}  {}", i.id, i.address, i.state, i.role);
     }
     Ok(0)
-}
-
-/// `show --follow`: the timeline as it happens, then the exit code `deploy` would have had.
-async fn follow(client: &Client, id: i64) -> anyhow::Result<i32> {
-    let mut printed = 0;
-    loop {
-        let view: ShowView = client.get(&format!("/v1/releases/{id}")).await?;
-        for e in view.events.iter().skip(printed) {
-            eprintln!(
-                "  {}  {:<12}  {}",
-                e.at.format("%H:%M:%S%.3f"),
-                e.kind,
-                e.message
-            );
-        }
-        printed = view.events.len();
-        let r = &view.release;
-        match r.state.as_str() {
-            "pending" | "starting" | "verifying" => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            "awaiting-approval" => {
-                eprintln!(
-                    "release {id} waits at {}'s manual gate: `cutover approve {}`",
-                    r.environment, r.environment
-                );
-                return Ok(0);
-            }
-            _ if r.live_at.is_some() => {
-                eprintln!("release {id} went live in {} ({})", r.environment, r.state);
-                return Ok(0);
-            }
-            "failed" => {
-                eprintln!(
-                    "release {id} was refused: {}",
-                    r.reason.as_deref().unwrap_or("see its timeline")
-                );
-                return Ok(1);
-            }
-            state => {
-                eprintln!(
-                    "release {id} is {state}: {}",
-                    r.reason.as_deref().unwrap_or("see its timeline")
-                );
-                return Ok(3);
-            }
-        }
-    }
 }
 
 pub async fn logs(args: LogsArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
