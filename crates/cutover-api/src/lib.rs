@@ -15,11 +15,11 @@ mod views;
 pub use line::{Line, Outcome, RunEvent, RunEventKind};
 pub use requests::{
     BlobsQuery, ChecksBody, DeployBody, EnvBody, GateBody, HistoryQuery, LogsQuery,
-    MaintenanceBody, PauseBody, PromoteBody, PruneBody, Role, RollbackBody, RollbackTargetQuery,
-    RunRequest, RunsQuery, TokenBody, TokenGate, VerdictQuery,
+    MaintenanceBody, PassedElsewhere, PauseBody, PromoteBody, PruneBody, RemoteRelease, Role,
+    RollbackBody, RollbackTargetQuery, RunRequest, RunsQuery, TokenBody, TokenGate, VerdictQuery,
 };
 pub use responses::{
-    AccessLogView, BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, Ping,
+    AccessLogView, BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, PassedView, Ping,
     PipelineRunEvent, PruneReport, Refusal, RefusalsView, RefusedCall, ReleaseEvent, Removed,
     Revoked, ServerInfo, Stopped, TargetView, TokenCreated, TokenEntry, Verdict, WhoAmI,
 };

@@ -62,6 +62,33 @@ pub struct DeployBody {
     /// The commit's checks were skipped with --skip-checks (recorded in the release).
     #[serde(default)]
     pub skip_checks: bool,
+    /// Environments this one `requires` that live on other servers, with what the CLI read
+    /// there: the version passed their monitor window. The server takes these only for
+    /// required environments whose committed config names another server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed_elsewhere: Vec<PassedElsewhere>,
+    /// A promotion across servers: the release live in an environment of another server
+    /// whose artifact this deploy ships, digest for digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<RemoteRelease>,
+}
+
+/// `requires` relayed from another server: `version` passed `environment`'s monitor window
+/// there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassedElsewhere {
+    pub environment: String,
+    pub server: String,
+    pub version: String,
+}
+
+/// A release of another server (a promotion's source).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteRelease {
+    pub server: String,
+    pub environment: String,
+    pub release: i64,
+    pub digest: String,
 }
 
 fn cli() -> String {

@@ -249,6 +249,15 @@ pub struct BlobsMissing {
     pub missing: Vec<String>,
 }
 
+/// `GET /v1/passed/{env}/{version}`: whether the version passed the environment's monitor
+/// window on this server (what `requires` asks of another server).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PassedView {
+    pub environment: String,
+    pub version: String,
+    pub passed: bool,
+}
+
 /// `GET /v1/whoami`: whose token the call carried, and its role (the local socket's caller is
 /// the machine's user, with every right).
 #[derive(Debug, Clone, Serialize, Deserialize)]

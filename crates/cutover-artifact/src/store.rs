@@ -268,6 +268,15 @@ impl ArtifactStore {
     }
 
     /// Which of `digests` this store does not have (or cannot name).
+    /// A stored blob, to read (what a promotion across servers fetches); `None` if the digest
+    /// is not a sha256 digest or the blob is not here.
+    pub fn open_blob(&self, digest: &str) -> Option<(File, u64)> {
+        let path = self.blob_path(digest)?;
+        let file = File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        Some((file, len))
+    }
+
     pub fn missing_blobs<'a>(&self, digests: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         digests
             .into_iter()

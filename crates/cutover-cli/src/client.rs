@@ -237,16 +237,55 @@ impl Client {
         Ok((response.status(), Answer::Local(response.into_body())))
     }
 
-    /// Uploads raw bytes (a blob) with `PUT`; a non-2xx answer becomes a [`Refusal`].
-    pub async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<()> {
-        let (status, answer) = self
-            .send_typed("PUT", path, Some(bytes), "application/octet-stream")
-            .await?;
-        let body = answer.all().await?;
+    /// Uploads a blob to a remote server with `PUT`, streamed (never whole in memory); a
+    /// non-2xx answer becomes a [`Refusal`].
+    pub async fn put_blob(
+        &self,
+        path: &str,
+        body: cutover_http::reqwest::Body,
+        len: u64,
+    ) -> anyhow::Result<()> {
+        let Transport::Remote { url, http, token } = &self.transport else {
+            bail!("blobs are uploaded to remote servers only");
+        };
+        let response = http
+            .put(format!("{url}{path}"))
+            .bearer_auth(token)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", len)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(url, &e))?;
+        let status = StatusCode::from_u16(response.status().as_u16())?;
+        let body = Answer::Remote(response).all().await?;
         if !status.is_success() {
             return Err(refusal(status, &body));
         }
         Ok(())
+    }
+
+    /// A blob of a remote server, as a body to stream on (to another server), and its length.
+    pub async fn get_blob(&self, path: &str) -> anyhow::Result<(cutover_http::reqwest::Body, u64)> {
+        let Transport::Remote { url, http, token } = &self.transport else {
+            bail!("blobs are fetched from remote servers only");
+        };
+        let response = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| unreachable(url, &e))?;
+        let status = StatusCode::from_u16(response.status().as_u16())?;
+        if !status.is_success() {
+            let body = Answer::Remote(response).all().await?;
+            return Err(refusal(status, &body));
+        }
+        let len = response.content_length().unwrap_or(0);
+        Ok((
+            cutover_http::reqwest::Body::wrap_stream(response.bytes_stream()),
+            len,
+        ))
     }
 
     /// A JSON request and its JSON answer; a non-2xx answer becomes a [`Refusal`].

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use cutover_config::{Approval, Environment};
+use cutover_config::{Approval, Config, Environment};
 use cutover_ledger::{EdgeHold, EdgeHoldKind, Release, ReleaseState};
 use cutover_proxy::protocol::Hold;
 use cutover_runtime::Runtime;
@@ -27,6 +27,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     pub(crate) fn check_gates(
         &self,
         req: &DeployRequest,
+        config: &Config,
         env_cfg: &Environment,
     ) -> Result<(), Outcome> {
         let env = &req.env;
@@ -46,7 +47,8 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         for required in &env_cfg.requires {
             let passed = self
                 .with_ledger(|l| l.passed_in(required, &req.version))
-                .unwrap_or(false);
+                .unwrap_or(false)
+                || self.passed_elsewhere(req, config, env_cfg, required);
             if !passed {
                 return Err(Outcome::refused(
                     format!(
@@ -63,6 +65,27 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             self.may_approve(&req.requested_by, req.author.as_deref(), env, env_cfg)?;
         }
         Ok(())
+    }
+
+    /// Whether the caller relayed that `req.version` passed `required` on the server that
+    /// environment lives on. Taken only when the committed config puts `required` on another
+    /// server than the environment deployed to: an environment of this server is judged by this
+    /// ledger alone.
+    fn passed_elsewhere(
+        &self,
+        req: &DeployRequest,
+        config: &Config,
+        env_cfg: &Environment,
+        required: &str,
+    ) -> bool {
+        let Ok(required_cfg) = config.environment(required) else {
+            return false;
+        };
+        let elsewhere = required_cfg.server.is_some() && required_cfg.server != env_cfg.server;
+        elsewhere
+            && req.passed_elsewhere.iter().any(|(env, server)| {
+                env == required && required_cfg.server.as_deref() == Some(server.as_str())
+            })
     }
 
     /// Whether `who` may be the human click for a release of `author`'s commit.

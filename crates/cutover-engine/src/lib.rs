@@ -74,6 +74,12 @@ pub struct DeployRequest {
     pub author: Option<String>,
     /// Its checks were skipped on purpose (`--skip-checks`): said in the release's timeline.
     pub skip_checks: bool,
+    /// Required environments that live on other servers, by name, with the server the caller
+    /// read there that the version passed their monitor window (taken only for environments
+    /// whose committed config names another server than this environment's).
+    pub passed_elsewhere: Vec<(String, String)>,
+    /// A promotion from another server: the release whose digest this deploy must run.
+    pub promoted_from: Option<cutover_ledger::PromotedFrom>,
 }
 
 impl DeployRequest {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use cutover_ledger::{NewRelease, ReleaseKind, Snapshot};
+use cutover_ledger::{NewRelease, PromotedFrom, ReleaseKind, Snapshot};
 use cutover_runtime::{PlaceRequest, Runtime};
 
 use crate::converge::{Leaving, Source};
@@ -134,8 +134,10 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             trigger: "cli".into(),
             author: source.author.clone(),
             skip_checks: false,
+            passed_elsewhere: Vec::new(),
+            promoted_from: None,
         };
-        if let Err(outcome) = self.check_gates(&as_deploy, &env_cfg) {
+        if let Err(outcome) = self.check_gates(&as_deploy, &config, &env_cfg) {
             return outcome;
         }
         let secrets_hashed = match self.with_ledger(|l| l.hash_secrets(&secrets)) {
@@ -159,10 +161,11 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             trigger: "cli".into(),
             author: source.author.clone(),
         };
-        let release = match self.with_ledger(|l| l.create_promotion(&new, &source)) {
-            Ok(r) => r,
-            Err(e) => return Outcome::refused(e.to_string(), None),
-        };
+        let release =
+            match self.with_ledger(|l| l.create_promotion(&new, &PromotedFrom::from(&source))) {
+                Ok(r) => r,
+                Err(e) => return Outcome::refused(e.to_string(), None),
+            };
         if env_cfg.approval == cutover_config::Approval::Manual {
             // A person who promotes is the human click (check_gates checked they may be).
             let _ = self.with_ledger(|l| l.approve(release.id, &req.requested_by));

@@ -63,6 +63,21 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 return Outcome::refused(message, hint);
             }
         };
+        if let Some(from) = &req.promoted_from {
+            if from.digest != digest {
+                return Outcome::refused(
+                    format!(
+                        "{} would run {digest}, not {} as release {} of {} does: a promotion ships one digest",
+                        req.env, from.digest, from.release, from.env
+                    ),
+                    Some(format!(
+                        "deploy the version itself: cutover deploy {} --version {}",
+                        req.env,
+                        short(&req.version)
+                    )),
+                );
+            }
+        }
         let overrides: Vec<(String, String)> = req.overrides.clone().into_iter().collect();
         if let Err(e) = config.check_overrides(&overrides) {
             return Outcome::refused(e.to_string(), None);
@@ -80,7 +95,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 Err(e) => return Outcome::refused(e.to_string(), None),
             }
         }
-        if let Err(outcome) = self.check_gates(&req, &env_cfg) {
+        if let Err(outcome) = self.check_gates(&req, &config, &env_cfg) {
             return outcome;
         }
         let _guard = match self.lock_env(&req.env, req.queue, progress).await {
@@ -102,17 +117,37 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 overrides: req.overrides.clone(),
                 secrets: secrets_hashed,
             },
-            kind: ReleaseKind::Deploy,
+            kind: match req.promoted_from {
+                Some(_) => ReleaseKind::Promote,
+                None => ReleaseKind::Deploy,
+            },
             restored_from: None,
             requested_by: req.requested_by.clone(),
             trigger: req.trigger.clone(),
             author: req.author.clone(),
         };
-        let release = match self.with_ledger(|l| l.create_release(&new)) {
+        let created = match &req.promoted_from {
+            Some(from) => self.with_ledger(|l| l.create_promotion(&new, from)),
+            None => self.with_ledger(|l| l.create_release(&new)),
+        };
+        let release = match created {
             Ok(r) => r,
             Err(e) => return Outcome::refused(e.to_string(), None),
         };
         send(progress, Progress::Release { id: release.id });
+        for (env, server) in &req.passed_elsewhere {
+            if env_cfg.requires.contains(env) {
+                self.event(
+                    release.id,
+                    "requires",
+                    &format!(
+                        "{} passed {env}'s monitor window on {server}, as {} read there",
+                        short(&req.version),
+                        req.requested_by
+                    ),
+                );
+            }
+        }
         if req.skip_checks {
             self.event(
                 release.id,

@@ -343,6 +343,8 @@ async fn apply(engine: &TestEngine, versions: &[String], op: &Op) -> Outcome {
                 trigger: "cli".into(),
                 author: None,
                 skip_checks: false,
+                passed_elsewhere: Vec::new(),
+                promoted_from: None,
             };
             engine.deploy(req, &tx).await
         }

@@ -17,8 +17,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use sha2::{Digest, Sha256};
 
 pub use model::{
-    CheckRecord, EdgeHold, EdgeHoldKind, Event, Freeze, NewRelease, PipelineRun, Promotion,
-    Refusal, Release, ReleaseKind, ReleaseState, Snapshot,
+    CheckRecord, EdgeHold, EdgeHoldKind, Event, Freeze, NewRelease, PipelineRun, PromotedFrom,
+    Promotion, Refusal, Release, ReleaseKind, ReleaseState, Snapshot,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -215,15 +215,16 @@ impl Ledger {
     }
 
     /// Records a promotion in state `pending`: `new` (of kind promote) ships exactly `from`,
-    /// the release live in another environment, and says so in its first event.
-    pub fn create_promotion(&mut self, new: &NewRelease, from: &Release) -> Result<Release> {
+    /// the release live in another environment (of this ledger or of another server's), and
+    /// says so in its first event.
+    pub fn create_promotion(&mut self, new: &NewRelease, from: &PromotedFrom) -> Result<Release> {
         self.insert_release(new, Some(from))
     }
 
     fn insert_release(
         &mut self,
         new: &NewRelease,
-        promoted_from: Option<&Release>,
+        promoted_from: Option<&PromotedFrom>,
     ) -> Result<Release> {
         let now = now();
         let snapshot = serde_json::to_string(&new.snapshot)
@@ -252,13 +253,13 @@ impl Ledger {
         if let Some(from) = promoted_from {
             tx.execute(
                 "UPDATE releases SET promoted_from = ?1, promoted_from_env = ?2 WHERE id = ?3",
-                params![from.id, from.env, id],
+                params![from.release, from.env, id],
             )?;
         }
         let message = match (new.kind, new.restored_from, promoted_from) {
             (_, _, Some(from)) => format!(
                 "promotion of {} requested by {}: release {} of {} ({})",
-                new.artifact, new.requested_by, from.id, from.env, from.digest
+                new.artifact, new.requested_by, from.release, from.env, from.digest
             ),
             (ReleaseKind::Rollback, Some(from), _) => {
                 format!(

@@ -109,6 +109,25 @@ pub struct Snapshot {
     pub secrets: BTreeMap<String, String>,
 }
 
+/// The release a promotion ships: one of this ledger (`env` is its environment) or of another
+/// server's (`env` says which: "staging on https://staging.example.com:9871").
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromotedFrom {
+    pub release: i64,
+    pub env: String,
+    pub digest: String,
+}
+
+impl From<&Release> for PromotedFrom {
+    fn from(r: &Release) -> PromotedFrom {
+        PromotedFrom {
+            release: r.id,
+            env: r.env.clone(),
+            digest: r.digest.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewRelease {
     pub app: String,

@@ -21,6 +21,7 @@ use cutover_api::{
 use cutover_config::Config;
 use cutover_daemon::StateDir;
 use cutover_engine::{DeployRequest, Outcome, Progress, PromoteRequest, RollbackRequest};
+use cutover_ledger::PromotedFrom;
 use cutover_ledger::ReleaseState;
 use cutover_runtime::Runtime;
 use tokio::sync::mpsc;
@@ -70,12 +71,17 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/blobs/missing", post(crate::ship::missing))
         .route(
             "/v1/blobs/{digest}",
-            axum::routing::put(crate::ship::put_blob),
+            get(crate::ship::get_blob).put(crate::ship::put_blob),
         )
         .route(
             "/v1/artifacts",
             axum::routing::put(crate::ship::put_artifact),
         )
+        .route(
+            "/v1/artifacts/{app}/{version}",
+            get(crate::ship::get_artifact),
+        )
+        .route("/v1/passed/{env}/{version}", get(crate::ship::passed))
         .route("/v1/checks/{sha}", get(checks_of))
         .route("/v1/pipeline/runs", get(pipeline_list))
         .route("/v1/pipeline/runs/{id}", get(pipeline_show))
@@ -551,6 +557,13 @@ async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Resp
     let author = body
         .author
         .or_else(|| crate::policy::author(&state, &body.app, &body.version));
+    // What the caller read on other servers counts only for the version it deploys.
+    let passed_elsewhere = body
+        .passed_elsewhere
+        .iter()
+        .filter(|p| p.version == body.version)
+        .map(|p| (p.environment.clone(), p.server.clone()))
+        .collect();
     let request = DeployRequest {
         env: body.env,
         app: body.app,
@@ -563,6 +576,12 @@ async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Resp
         trigger: body.trigger,
         author,
         skip_checks: body.skip_checks,
+        passed_elsewhere,
+        promoted_from: body.promoted_from.map(|from| PromotedFrom {
+            release: from.release,
+            env: format!("{} on {}", from.environment, from.server),
+            digest: from.digest,
+        }),
     };
     stream_outcome(
         move |engine, tx| async move {

@@ -236,6 +236,8 @@ async fn stages(
             },
             author: crate::policy::commit_author(&root, sha),
             skip_checks: req.skip_checks,
+            passed_elsewhere: Vec::new(),
+            promoted_from: None,
         };
         let (deploy_tx, mut deploy_rx) = tokio::sync::mpsc::unbounded_channel();
         let forward_log = log.clone();

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use cutover_api::{BlobsMissing, BlobsQuery, Refusal};
+use cutover_api::{BlobsMissing, BlobsQuery, PassedView, Refusal};
 use cutover_artifact::{Artifact, ArtifactStore};
 use futures_util::StreamExt as _;
 
@@ -122,6 +122,65 @@ pub async fn put_artifact(State(app): State<Shared>, Json(artifact): Json<Artifa
         )
             .into_response(),
         Ok(Err(e)) => refuse(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+/// `GET /v1/blobs/{digest}`: a blob, streamed from the store (what a CLI relaying a promotion
+/// to another server fetches).
+pub async fn get_blob(State(app): State<Shared>, Path(digest): Path<String>) -> Response {
+    let store = match store(&app) {
+        Ok(s) => s,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e, None),
+    };
+    let Some((file, len)) = store.open_blob(&digest) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("blob {digest} is not on this server"),
+            None,
+        );
+    };
+    let chunks = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+    Response::builder()
+        .header("content-type", "application/octet-stream")
+        .header("content-length", len)
+        .body(Body::from_stream(chunks))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// `GET /v1/artifacts/{app}/{version}`: a bundle's manifest.
+pub async fn get_artifact(
+    State(app): State<Shared>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    let store = match store(&app) {
+        Ok(s) => s,
+        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, e, None),
+    };
+    match store.get(&name, &version) {
+        Ok(Some(artifact)) => Json(artifact).into_response(),
+        Ok(None) => refuse(
+            StatusCode::NOT_FOUND,
+            format!("artifact {name}:{version} is not on this server"),
+            None,
+        ),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    }
+}
+
+/// `GET /v1/passed/{env}/{version}`: whether the version passed the environment's monitor
+/// window here (what an environment on another server that `requires` this one asks).
+pub async fn passed(
+    State(app): State<Shared>,
+    Path((env, version)): Path<(String, String)>,
+) -> Response {
+    match app.engine.with_ledger(|l| l.passed_in(&env, &version)) {
+        Ok(passed) => Json(PassedView {
+            environment: env,
+            version,
+            passed,
+        })
+        .into_response(),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
     }
 }

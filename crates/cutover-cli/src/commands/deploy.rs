@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use clap::Args;
-use cutover_api::{DeployBody, Outcome, Refusal, RollbackBody, TargetView};
+use cutover_api::{
+    DeployBody, Outcome, PassedElsewhere, PassedView, Refusal, RollbackBody, TargetView,
+};
 use cutover_config::Config;
 
 use crate::client::Client;
@@ -130,6 +132,8 @@ pub async fn deploy(args: DeployArgs, state_dir: Option<&std::path::Path>) -> an
         // if the environment needs it).
         author,
         skip_checks: args.skip_checks,
+        passed_elsewhere: passed_elsewhere(&ctx, &config, &args.env, &artifact.version).await?,
+        promoted_from: None,
     };
     let streamed = client
         .stream("/v1/deploy", &body, |line| progress.line(line))
@@ -183,6 +187,47 @@ pub async fn rollback(
     progress.finish();
     let outcome = crate::commands::follow::settle(&client, &args.env, streamed).await?;
     finish(&client, outcome, args.wait, &progress).await
+}
+
+/// What the environments `env` requires say on the other servers they live on: the CLI
+/// relays, with the caller's login there, whether `version` passed each one's monitor window
+/// (the server deploying decides what it takes). Nothing for those on `env`'s own server.
+pub(crate) async fn passed_elsewhere(
+    ctx: &Context,
+    config: &Config,
+    env: &str,
+    version: &str,
+) -> anyhow::Result<Vec<PassedElsewhere>> {
+    let env_cfg = config.environment(env)?;
+    let mut relayed = Vec::new();
+    for required in &env_cfg.requires {
+        let Some(server) = config
+            .environment(required)
+            .ok()
+            .and_then(|r| r.server.clone())
+            .filter(|server| Some(server) != env_cfg.server.as_ref())
+        else {
+            continue;
+        };
+        let client = ctx.client_for(required).await?;
+        let view: PassedView = client
+            .get(&format!("/v1/passed/{required}/{version}"))
+            .await
+            .with_context(|| {
+                format!(
+                    "asking {server} whether {required} passed {}",
+                    short(version)
+                )
+            })?;
+        if view.passed {
+            relayed.push(PassedElsewhere {
+                environment: required.clone(),
+                server,
+                version: version.to_string(),
+            });
+        }
+    }
+    Ok(relayed)
 }
 
 /// Prints the outcome; with `--wait`, stays for the monitor window.

@@ -9,8 +9,22 @@ use cutover_api::{Outcome, ShowView};
 
 use crate::client::{Broken, Client};
 
-/// How long the CLI keeps trying to reach a server it lost mid-command.
+/// How long the CLI keeps trying to reach a server it lost mid-command, unless
+/// `CUTOVER_RECONNECT` (a duration, e.g. "5m") says otherwise.
 pub const RECONNECT: Duration = Duration::from_secs(60);
+
+fn reconnect() -> anyhow::Result<Duration> {
+    match std::env::var("CUTOVER_RECONNECT") {
+        Ok(raw) => cutover_config::parse_duration(&raw).map_err(|e| {
+            cutover_api::Refusal::new(
+                format!("CUTOVER_RECONNECT={raw:?}: {e}"),
+                Some("write a duration such as \"60s\" or \"5m\", or unset it".into()),
+            )
+            .into()
+        }),
+        Err(_) => Ok(RECONNECT),
+    }
+}
 /// Each attempt's own limit, so that a dead link costs seconds, not the whole budget.
 const ATTEMPT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(250);
@@ -49,7 +63,7 @@ pub async fn settle(
     };
     eprintln!(
         "{broken}; release {id} carries on there: reconnecting for up to {} s",
-        RECONNECT.as_secs()
+        reconnect()?.as_secs()
     );
     follow(client, Some(env), id, false).await
 }
@@ -63,6 +77,7 @@ pub async fn follow(
     id: i64,
     from_start: bool,
 ) -> anyhow::Result<Outcome> {
+    let patience = reconnect()?;
     let mut printed: Option<usize> = if from_start { Some(0) } else { None };
     let mut reached = Instant::now();
     let mut lost = false;
@@ -74,12 +89,12 @@ pub async fn follow(
             Ok(view) => view,
             Err(e) if e.downcast_ref::<cutover_api::Refusal>().is_some() && !lost => return Err(e),
             Err(e) => {
-                if reached.elapsed() >= RECONNECT {
+                if reached.elapsed() >= patience {
                     return Err(OutcomeUnknown {
                         message: format!(
                             "the cutover server {} did not answer for {} s ({e}); the outcome of release {id} is unknown",
                             client.server(),
-                            RECONNECT.as_secs()
+                            patience.as_secs()
                         ),
                         hint: format!(
                             "the server carries the release on: `cutover show {id}{} --follow` follows it to its end",

@@ -2,7 +2,7 @@
 //! running them is the human click, recorded in the ledger.
 
 use clap::Args;
-use cutover_api::{EnvBody, GateBody, Outcome, PromoteBody, TargetView};
+use cutover_api::{DeployBody, EnvBody, GateBody, Outcome, PromoteBody, RemoteRelease, TargetView};
 use cutover_config::Config;
 
 use crate::context::Context;
@@ -225,17 +225,7 @@ pub async fn promote(
 ) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
     if ctx.server_of(&args.from) != ctx.server_of(&args.to) {
-        return Err(cutover_api::Refusal::new(
-            format!(
-                "{} and {} live on different servers; promoting across servers is not built yet",
-                args.from, args.to
-            ),
-            Some(format!(
-                "deploy the same version there instead: `cutover deploy {} --version <sha>` ships the artifact by digest",
-                args.to
-            )),
-        )
-        .into());
+        return promote_across(args, &ctx).await;
     }
     let client = ctx.client_for(&args.to).await?;
     // Secrets and the registry login are resolved here, in the caller's environment, from the
@@ -269,4 +259,73 @@ pub async fn promote(
     progress.finish();
     let outcome = crate::commands::follow::settle(&client, &args.to, streamed).await?;
     crate::commands::deploy::finish(&client, outcome, args.wait, &progress).await
+}
+
+/// A promotion between environments on two servers, relayed by the CLI with the caller's
+/// logins on both: it reads the release live in `from` on its server, streams the blobs the
+/// target lacks from one server to the other (images go through the registry), and asks the
+/// target's server to deploy exactly that digest as a promotion of it. The target's server
+/// decides the rest (gates, approval, digest check), as for every deploy.
+async fn promote_across(args: PromoteArgs, ctx: &Context) -> anyhow::Result<i32> {
+    let source = ctx.client_for(&args.from).await?;
+    let target = ctx.client_for(&args.to).await?;
+    let progress = Renderer::new(args.verbose);
+    let live: Option<TargetView> = source.get(&format!("/v1/live/{}", args.from)).await?;
+    let Some(live) = live else {
+        return Err(cutover_api::Refusal::new(
+            format!("nothing is live in {} to promote", args.from),
+            Some(format!(
+                "deploy to {} first: cutover deploy {}",
+                args.from, args.from
+            )),
+        )
+        .into());
+    };
+    let r = &live.release;
+    let config = Config::parse(
+        &live.config_text,
+        &cutover_config::committed_origin(&r.version),
+    )?;
+    config.environment(&args.to)?;
+    progress.step(&format!(
+        "promoting release {} of {} on {} ({}, {}) to {} on {}",
+        r.id,
+        args.from,
+        source.server(),
+        crate::output::short(&r.version),
+        r.digest,
+        args.to,
+        target.server()
+    ));
+    let app = config.app.name.to_string();
+    crate::commands::ship::relay(&source, &target, &app, &r.version, &progress).await?;
+    let body = DeployBody {
+        env: args.to.clone(),
+        app,
+        version: r.version.clone(),
+        overrides: Default::default(),
+        secrets: config.resolve_secrets(&ctx.root)?,
+        requested_by: me(),
+        queue: args.queue,
+        registry_login: config.registry_credentials(&ctx.root)?,
+        trigger: "cli".into(),
+        author: None,
+        skip_checks: false,
+        passed_elsewhere: crate::commands::deploy::passed_elsewhere(
+            ctx, &config, &args.to, &r.version,
+        )
+        .await?,
+        promoted_from: Some(RemoteRelease {
+            server: source.server(),
+            environment: args.from.clone(),
+            release: r.id,
+            digest: r.digest.clone(),
+        }),
+    };
+    let streamed = target
+        .stream("/v1/deploy", &body, |line| progress.line(line))
+        .await;
+    progress.finish();
+    let outcome = crate::commands::follow::settle(&target, &args.to, streamed).await?;
+    crate::commands::deploy::finish(&target, outcome, args.wait, &progress).await
 }
