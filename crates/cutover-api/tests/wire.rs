@@ -9,6 +9,15 @@ fn progress_and_outcome_lines_keep_their_shape() {
     assert_eq!(step, r#"{"type":"step","message":"cutting over"}"#);
     let detail = serde_json::to_string(&Line::detail("probe 1: 500")).unwrap();
     assert_eq!(detail, r#"{"type":"detail","message":"probe 1: 500"}"#);
+    // The release a command created, and the heartbeat of a quiet answer.
+    let named = serde_json::to_string(&Line::Release { id: 7 }).unwrap();
+    assert_eq!(named, r#"{"type":"release","id":7}"#);
+    let beat = serde_json::to_string(&Line::Heartbeat).unwrap();
+    assert_eq!(beat, r#"{"type":"heartbeat"}"#);
+    assert_eq!(
+        serde_json::from_str::<Line>(&beat).unwrap(),
+        Line::Heartbeat
+    );
     let done = Line::Outcome(Outcome {
         exit_code: 0,
         release: Some(7),

@@ -425,6 +425,12 @@ fn refusal(status: StatusCode, body: &[u8]) -> anyhow::Error {
     }
 }
 
+/// A remote server that could not be reached (as opposed to one that answered no): said as a
+/// refusal, with what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct Unreachable(pub Refusal);
+
 /// A remote server that could not be reached, and what to do.
 fn unreachable(url: &str, e: &cutover_http::reqwest::Error) -> anyhow::Error {
     let failure = cutover_http::classify(e);
@@ -435,9 +441,9 @@ fn unreachable(url: &str, e: &cutover_http::reqwest::Error) -> anyhow::Error {
         cutover_http::Failure::NoTls => "the address answers plain HTTP: is it the webhook listener? use the one `cutover server --listen` serves",
         _ => "is `cutover server --listen` running there, and the address right?",
     };
-    Refusal::new(
+    Unreachable(Refusal::new(
         format!("cannot reach the cutover server at {url}: {failure}"),
         Some(hint.to_string()),
-    )
+    ))
     .into()
 }

@@ -110,7 +110,10 @@ pub fn report_error(error: &anyhow::Error) -> i32 {
         eprintln!("hint: {}", unknown.hint);
         return 5;
     }
-    if let Some(r) = error.downcast_ref::<Refusal>() {
+    let unreachable = error
+        .downcast_ref::<crate::client::Unreachable>()
+        .map(|u| &u.0);
+    if let Some(r) = unreachable.or_else(|| error.downcast_ref::<Refusal>()) {
         eprintln!("error: {}", r.message);
         if let Some(hint) = &r.hint {
             eprintln!("hint: {hint}");

@@ -179,7 +179,9 @@ fn a_promotion_records_the_release_it_ships_and_is_a_way_back_like_a_deploy() {
     let mut new = new_from(&staged);
     new.env = "production".into();
     new.kind = ReleaseKind::Promote;
-    let promoted = l.create_promotion(&new, &staged).unwrap();
+    let promoted = l
+        .create_promotion(&new, &crate::PromotedFrom::from(&staged))
+        .unwrap();
     assert_eq!(promoted.kind, ReleaseKind::Promote);
     assert_eq!(
         promoted.promoted_from,

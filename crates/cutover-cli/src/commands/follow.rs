@@ -87,7 +87,8 @@ pub async fn follow(
             .await
         {
             Ok(view) => view,
-            Err(e) if e.downcast_ref::<cutover_api::Refusal>().is_some() && !lost => return Err(e),
+            // The server answered no (a release it does not have, a token it refuses).
+            Err(e) if e.downcast_ref::<cutover_api::Refusal>().is_some() => return Err(e),
             Err(e) => {
                 if reached.elapsed() >= patience {
                     return Err(OutcomeUnknown {

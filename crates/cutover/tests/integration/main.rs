@@ -27,6 +27,7 @@ mod edge_limits;
 mod edge_tls;
 mod git;
 mod machine_edge;
+mod netns;
 mod pipeline;
 mod real_apps;
 mod registries;

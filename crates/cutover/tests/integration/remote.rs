@@ -15,13 +15,18 @@ use serde_json::Value;
 
 use crate::support::{free_port, Run};
 
-/// A state dir with no repository around it, and a `cutover server --listen` on it.
-struct Remote {
+/// A state dir with no repository around it, and a `cutover server --listen` on it — on this
+/// machine, or in a network namespace (another "machine", see `netns.rs`).
+pub(crate) struct Remote {
     dir: tempfile::TempDir,
     server: Option<Child>,
-    addr: String,
+    pub(crate) addr: String,
     /// What the server printed first (its HTTPS line).
     said: String,
+    /// The network namespace the server runs in, if any.
+    namespace: Option<String>,
+    /// Extra environment of the server.
+    env: Vec<(String, String)>,
 }
 
 impl Remote {
@@ -32,6 +37,10 @@ impl Remote {
     /// A state dir, and a `cutover.toml` beside it that only names environments (the CLI
     /// lists what its config names); no repository.
     fn new() -> Remote {
+        Remote::on(None, "127.0.0.1")
+    }
+
+    fn on(namespace: Option<&str>, host: &str) -> Remote {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join("cutover.toml"),
@@ -42,9 +51,23 @@ impl Remote {
         Remote {
             dir,
             server: None,
-            addr: format!("127.0.0.1:{}", free_port()),
+            addr: format!("{host}:{}", free_port()),
             said: String::new(),
+            namespace: namespace.map(str::to_string),
+            env: Vec::new(),
         }
+    }
+
+    /// A server in network namespace `namespace`, listening on `host` (its address there),
+    /// with `env` in its environment.
+    pub(crate) fn start_in(namespace: &str, host: &str, env: &[(&str, &str)]) -> Remote {
+        let mut remote = Remote::on(Some(namespace), host);
+        remote.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        remote.launch(&[]);
+        remote
     }
 
     /// Starts the server with `extra` flags; waits for its HTTPS line (or its exit).
@@ -65,8 +88,18 @@ impl Remote {
             &self.addr,
         ];
         args.extend_from_slice(extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        let mut command = match &self.namespace {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_cutover")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_cutover")),
+        };
+        let mut child = command
             .args(&args)
+            .env("CUTOVER_EDGE_DIR", self.dir.path().join("edge"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             // Its own machine edge, apart from other tests'.
             .env("CUTOVER_EDGE_DIR", self.dir.path().join("edge"))
@@ -104,7 +137,7 @@ impl Remote {
     }
 
     /// Runs `cutover --state-dir STATE ARGS` where there is no cutover.toml.
-    fn cli(&self, args: &[&str]) -> Run {
+    pub(crate) fn cli(&self, args: &[&str]) -> Run {
         let state = self.state();
         let mut all = vec!["--state-dir", state.to_str().unwrap()];
         all.extend_from_slice(args);
@@ -189,7 +222,7 @@ fn run_in(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-fn token(remote: &Remote, name: &str, role: &str) -> String {
+pub(crate) fn token(remote: &Remote, name: &str, role: &str) -> String {
     remote
         .cli(&["token", "create", name, "--role", role])
         .expect(0)
@@ -491,7 +524,7 @@ fn a_bundle_uploads_blob_by_blob_and_a_truncated_blob_is_refused() {
 }
 
 /// The version an edge at `addr` serves (`/health` 200 only).
-fn serving(addr: &str) -> Option<String> {
+pub(crate) fn serving(addr: &str) -> Option<String> {
     let addr: std::net::SocketAddr = addr.parse().unwrap();
     match crate::support::http_get(addr, "/health") {
         Ok((200, body)) => crate::support::json_field(&body, "version"),
@@ -499,7 +532,7 @@ fn serving(addr: &str) -> Option<String> {
     }
 }
 
-fn wait_for_version(addr: &str, version: &str) {
+pub(crate) fn wait_for_version(addr: &str, version: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = None;
     while Instant::now() < deadline {

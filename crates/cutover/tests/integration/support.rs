@@ -270,7 +270,16 @@ impl Lab {
 
     /// Starts `cutover ARGS` without waiting; [`wait_run`] collects it.
     pub fn spawn(&self, args: &[&str]) -> (Child, Vec<String>, Instant) {
-        let child = self.command(args).spawn().expect("starting cutover");
+        self.spawn_env(args, &[])
+    }
+
+    /// [`Lab::spawn`] with extra environment variables.
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> (Child, Vec<String>, Instant) {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let child = c.spawn().expect("starting cutover");
         (
             child,
             args.iter().map(|s| s.to_string()).collect(),
