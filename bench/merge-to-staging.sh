@@ -5,6 +5,10 @@
 #
 #   bench/merge-to-staging.sh     # RUNS=10 PORT=18261 (staging PORT, production PORT+1,
 #                                 # webhook PORT+2)
+#   FETCH=1 bench/merge-to-staging.sh   # the server's repository is a clone of a "forge" (a
+#                                 # bare repository); each merge is pushed to the forge from
+#                                 # another clone, so the server must fetch the commit
+#                                 # (`[pipeline] remote = "forge"`) before its run
 #
 # Lab repo: the course's tasks-app with examples/tasks-app/cutover.toml as it is (health probes
 # every 200 ms, 2 passes in a row), plus two trivial checks (`run = "true"`, `test` needs
@@ -60,6 +64,7 @@ requires = ["staging"]
 
 [pipeline]
 branch = "main"
+$([ "${FETCH:-}" = 1 ] && echo 'remote = "forge"')
 [[pipeline.check]]
 name = "lint"
 run = "true"
@@ -76,17 +81,26 @@ EOF
 python3 -c 'import tomllib; c = tomllib.load(open("cutover.toml","rb")); p = c["environments"]["production"]; assert p["approval"] == "manual" and p["requires"] == ["staging"], p'
 git add -A
 git -c user.email=bench@localhost -c user.name=bench commit -qm "pipeline, checks, webhook"
+DEV=""
+if [ "${FETCH:-}" = 1 ]; then
+    git clone -q --bare . "$WORK/forge.git"
+    git remote add forge "$WORK/forge.git"
+    git fetch -q forge
+    git clone -q "$WORK/forge.git" "$WORK/dev"
+    DEV="$WORK/dev"
+    log "FETCH=1: merges are pushed to $WORK/forge.git from $DEV; the server's clone fetches them"
+fi
 
 SECRET="bench-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 # The first command starts the server, which resolves the webhook secret in its environment.
 CUTOVER_WEBHOOK_SECRET="$SECRET" "$CUTOVER" status >/dev/null 2>"$WORK/first.log" || die "$(cat "$WORK/first.log")"
 
 log "merge-to-staging: 1 warm-up + $RUNS webhook deliveries"
-python3 - "$CUTOVER" "$PORT" "$((PORT + 2))" "$SECRET" "$RUNS" "$BUILD_CMD" "$WORK" >"$WORK/result.txt" <<'EOF'
+python3 - "$CUTOVER" "$PORT" "$((PORT + 2))" "$SECRET" "$RUNS" "$BUILD_CMD" "$WORK" "$DEV" >"$WORK/result.txt" <<'EOF'
 import hashlib, hmac, http.client, json, os, statistics, subprocess, sys, time
 from datetime import datetime
 
-cutover, port, hook, secret, runs, build_cmd, work = sys.argv[1:]
+cutover, port, hook, secret, runs, build_cmd, work, dev = sys.argv[1:]
 port, hook, runs = int(port), int(hook), int(runs)
 
 def sh(*args, **kw):
@@ -96,11 +110,15 @@ def cut(*args):
     return json.loads(sh(cutover, *args))
 
 def commit(i):
-    with open("notes.txt", "a") as f:
+    # In the server's repository, or (FETCH=1) in another clone, pushed to the forge.
+    where = dev or "."
+    with open(os.path.join(where, "notes.txt"), "a") as f:
         f.write(f"merge {i}\n")
-    sh("git", "add", "-A")
-    sh("git", "-c", "user.email=bench@localhost", "-c", "user.name=bench", "commit", "-qm", f"merge {i}")
-    return sh("git", "rev-parse", "HEAD").strip()
+    sh("git", "add", "-A", cwd=where)
+    sh("git", "-c", "user.email=bench@localhost", "-c", "user.name=bench", "commit", "-qm", f"merge {i}", cwd=where)
+    if dev:
+        sh("git", "push", "-q", "origin", "HEAD:main", cwd=where)
+    return sh("git", "rev-parse", "HEAD", cwd=where).strip()
 
 def health_version():
     try:

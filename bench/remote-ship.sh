@@ -50,11 +50,14 @@ stop_server() {
 }
 cleanup() {
     stop_server
-    [ -n "$RSYNC_PID" ] && kill "$RSYNC_PID" 2>/dev/null || true
+    if [ -n "$RSYNC_PID" ]; then
+        kill "$RSYNC_PID" 2>/dev/null || true
+        wait "$RSYNC_PID" 2>/dev/null || true
+    fi
     [ -d "$WORK/repo" ] && (cd "$WORK/repo" && "$CUTOVER" down >/dev/null 2>&1 || true)
     ip netns del "$NS" 2>/dev/null || true
     ip link del "$HOST_IF" 2>/dev/null || true
-    [ "${KEEP:-}" = 1 ] || rm -rf "$WORK"
+    [ "${KEEP:-}" = 1 ] || rm -rf "$WORK" 2>/dev/null || true
     rm -rf "${BIN_SNAP:-/nonexistent}"
 }
 trap cleanup EXIT

@@ -220,6 +220,15 @@ healthy_threshold = 1
 unhealthy_threshold = 1
 [environments.staging]
 listen = "127.0.0.1:1"
+[environments.after-staging]
+listen = "127.0.0.1:2"
+requires = ["staging"]
+[environments.far]
+listen = "127.0.0.1:3"
+server = "https://far.example:9871"
+[environments.after-far]
+listen = "127.0.0.1:4"
+requires = ["far"]
 "#;
 
 /// Two built versions in an artifact store, made once from a real git repository.
@@ -579,4 +588,107 @@ async fn a_refused_switch_of_a_deploy_leaves_one_release_live() {
         events.iter().any(|e| e.message.contains("not cut over")),
         "{events:#?}"
     );
+}
+
+fn request(env: &str, version: &str) -> DeployRequest {
+    DeployRequest {
+        env: env.into(),
+        app: "app".into(),
+        version: version.into(),
+        overrides: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        requested_by: "ana".into(),
+        queue: false,
+        registry_login: None,
+        trigger: "cli".into(),
+        author: None,
+        skip_checks: false,
+        passed_elsewhere: Vec::new(),
+        promoted_from: None,
+    }
+}
+
+/// `requires` relayed by a caller from another server counts only for an environment that the
+/// committed config puts on that server: one of this server's is judged by this ledger alone,
+/// whatever a caller claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_requires_counts_only_for_an_environment_on_another_server() {
+    let (_state, engine, _world, versions) = engine();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let far = "https://far.example:9871".to_string();
+    let claim = |env: &str, server: &str| vec![(env.to_string(), server.to_string())];
+
+    let mut req = request("after-staging", &versions[0]);
+    req.passed_elsewhere = claim("staging", &far);
+    let outcome = engine.deploy(req, &tx).await;
+    assert_eq!(outcome.exit_code, 1, "{outcome:?}");
+    assert!(
+        outcome.message.contains("has not passed staging"),
+        "{outcome:?}"
+    );
+
+    let mut req = request("after-far", &versions[0]);
+    req.passed_elsewhere = claim("far", "https://elsewhere.example:9871");
+    let outcome = engine.deploy(req, &tx).await;
+    assert_eq!(
+        outcome.exit_code, 1,
+        "another server than far's: {outcome:?}"
+    );
+    assert!(engine
+        .with_ledger(|l| l.live("after-far"))
+        .unwrap()
+        .is_none());
+
+    let mut req = request("after-far", &versions[0]);
+    req.passed_elsewhere = claim("far", &far);
+    let outcome = engine.deploy(req, &tx).await;
+    assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+    let id = outcome.release.unwrap();
+    let events = engine.with_ledger(|l| l.events(id)).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "requires" && e.message.contains(&far)),
+        "{events:?}"
+    );
+}
+
+/// A promotion from another server runs exactly the digest live there, or nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_from_another_server_runs_its_digest_or_nothing() {
+    let (_state, engine, _world, versions) = engine();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let from = |digest: &str| cutover_ledger::PromotedFrom {
+        release: 7,
+        env: "staging on https://a.example:9871".into(),
+        digest: digest.into(),
+    };
+    let mut req = request("staging", &versions[0]);
+    req.promoted_from = Some(from(&format!("sha256:{}", "0".repeat(64))));
+    let outcome = engine.deploy(req, &tx).await;
+    assert_eq!(outcome.exit_code, 1, "{outcome:?}");
+    assert!(outcome.message.contains("one digest"), "{outcome:?}");
+    assert!(engine
+        .with_ledger(|l| l.history("staging", 10))
+        .unwrap()
+        .is_empty());
+
+    let digest = engine
+        .inner
+        .store
+        .get("app", &versions[0])
+        .unwrap()
+        .unwrap()
+        .digest;
+    let mut req = request("staging", &versions[0]);
+    req.promoted_from = Some(from(&digest));
+    let outcome = engine.deploy(req, &tx).await;
+    assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+    let release = engine
+        .with_ledger(|l| l.get(outcome.release.unwrap()))
+        .unwrap();
+    assert_eq!(release.kind, cutover_ledger::ReleaseKind::Promote);
+    let promoted = release.promoted_from.expect("promoted_from");
+    assert_eq!(promoted.release, 7);
+    assert_eq!(promoted.env, "staging on https://a.example:9871");
 }

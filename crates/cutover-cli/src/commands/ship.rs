@@ -110,7 +110,7 @@ where
         .call::<serde_json::Value>("PUT", "/v1/artifacts", Some(artifact))
         .await?;
     progress.step(&format!(
-        "shipped {} to {}: {} of {} blobs ({} bytes) sent, the rest were there, in {:.1} s",
+        "shipped {} to {}: {} of {} blobs ({} bytes) sent, the rest were there, in {:.2} s",
         artifact.short_name(),
         client.server(),
         answer.missing.len(),

@@ -301,6 +301,22 @@ fn staging_and_production_on_two_machines_with_their_own_secrets_promote_across_
         id_b
     );
 
+    // A token whose role is read may look there, not deploy; nothing changes.
+    let viewer = token(&production_server, "viewer", "read");
+    let read_only = [
+        ("CUTOVER_TOKEN", viewer.as_str()),
+        ("CUTOVER_SERVER_FINGERPRINT", pin_b.as_str()),
+    ];
+    lab.run_env(&["history", "production"], &read_only)
+        .expect(0);
+    lab.run_env(&["deploy", "production", "--version", &v1], &read_only)
+        .expect(1)
+        .says(&["role read", "needs deploy"]);
+    assert_eq!(
+        newest(&production_server, "production").unwrap()["id"],
+        id_b
+    );
+
     // A wrong pin for a machine is refused naming both fingerprints; nothing changes there.
     let wrong = format!("sha256:{}", "1".repeat(64));
     lab.run_env(
