@@ -98,7 +98,6 @@ impl Remote {
         };
         let mut child = command
             .args(&args)
-            .env("CUTOVER_EDGE_DIR", self.dir.path().join("edge"))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             // Its own machine edge, apart from other tests'.
