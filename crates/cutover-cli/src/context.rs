@@ -12,6 +12,9 @@ pub struct Context {
     /// The folder holding `cutover.toml` (the repository root, normally).
     pub root: PathBuf,
     pub state: StateDir,
+    /// The working tree's config, read once per command (`server_of` asks for it per
+    /// environment).
+    config: std::sync::OnceLock<Config>,
 }
 
 impl Context {
@@ -46,16 +49,25 @@ impl Context {
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| root.join(".cutover")),
         );
-        Context { root, state }
+        Context {
+            root,
+            state,
+            config: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
         self.root.join(CONFIG_FILE)
     }
 
-    /// The working tree's config (commands that do not deploy read this one).
-    pub fn working_config(&self) -> anyhow::Result<Config> {
-        Ok(Config::load(&self.config_path())?)
+    /// The working tree's config (commands that do not deploy read this one), read and
+    /// checked once; an error is read again (and said) each time it is asked for.
+    pub fn working_config(&self) -> anyhow::Result<&Config> {
+        if let Some(config) = self.config.get() {
+            return Ok(config);
+        }
+        let config = Config::load(&self.config_path())?;
+        Ok(self.config.get_or_init(|| config))
     }
 
     /// The server `env` lives on, as the working tree's config says (`server = "https://…"`);

@@ -27,7 +27,7 @@ pub struct WatchArgs {
 
 pub async fn run(args: WatchArgs, state_dir: Option<&std::path::Path>) -> anyhow::Result<i32> {
     let ctx = Context::discover(state_dir)?;
-    let branch = ctx.working_config()?.pipeline.branch;
+    let branch = ctx.working_config()?.pipeline.branch.clone();
     let repo = Repo::discover(&ctx.root)?;
     let mut last: Option<Sha> = None;
     eprintln!(
