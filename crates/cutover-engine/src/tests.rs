@@ -341,19 +341,9 @@ async fn apply(engine: &TestEngine, versions: &[String], op: &Op) -> Outcome {
                 overrides.insert("BREAK".to_string(), "1".to_string());
             }
             let req = DeployRequest {
-                env: "staging".into(),
-                app: "app".into(),
-                version: versions[*version].clone(),
                 overrides,
-                secrets: BTreeMap::new(),
                 requested_by: "prop".into(),
-                queue: false,
-                registry_login: None,
-                trigger: "cli".into(),
-                author: None,
-                skip_checks: false,
-                passed_elsewhere: Vec::new(),
-                promoted_from: None,
+                ..request("staging", &versions[*version])
             };
             engine.deploy(req, &tx).await
         }
