@@ -7,14 +7,13 @@
 //! Dropping a lab runs `cutover down` and then kills (by pid, only processes that belong to the
 //! lab's directory) anything left over, also when the test failed.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -50,20 +49,26 @@ pub fn tasks_app() -> &'static Path {
     })
 }
 
-/// A port nobody listens on now, and that this process never handed out before.
+/// A port nobody listens on now, and that this process never handed out before. Taken below
+/// the kernel's ephemeral range (32768–60999 by default), from where this process's id says,
+/// so that no outgoing connection (a probe's, curl's, another test's) is given it as its local
+/// port between now and the moment the test's server binds it — picking with a bind to port 0
+/// made that collision possible, and a test failed with "address in use" once under load.
 pub fn free_port() -> u16 {
-    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let given = GIVEN.get_or_init(Default::default);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if given.lock().unwrap().insert(port) {
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: OnceLock<std::sync::atomic::AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        std::sync::atomic::AtomicU32::new(std::process::id().wrapping_mul(7919) % SPAN)
+    });
+    for _ in 0..SPAN {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (FIRST + n % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// What a `cutover` command did.
