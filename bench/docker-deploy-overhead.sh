@@ -63,23 +63,11 @@ for p in $PORT $COURSE_PORT $ALONE_PORT; do
 done
 
 # ---- the registry
-REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REGISTRY="127.0.0.1:$REG_PORT"
-mkdir -p "$WORK/registry"
-printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n' \
-    "$WORK/registry" "$REGISTRY" >"$WORK/registry.yml"
-/usr/bin/docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" &
-REG_PID=$!
-for _ in $(seq 300); do curl -fs -o /dev/null "http://$REGISTRY/v2/" && break; sleep 0.05; done
-curl -fs -o /dev/null "http://$REGISTRY/v2/" || die "docker-registry did not come up: $(cat "$WORK/registry.log")"
+REGISTRY="127.0.0.1:$(free_local_port)"
+start_registry "$REGISTRY" "$WORK/registry"
 
 # ---- the lab repo: static tasks-app + Dockerfile FROM scratch
-mkdir -p "$REPO"
-log "compiling the static tasks-app"
-rustc -O -C target-feature=+crt-static --target x86_64-unknown-linux-gnu --edition 2021 \
-    "$ROOT/examples/tasks-app/src/main.rs" -o "$REPO/app"
-printf 'FROM scratch\nCOPY app /tasks-app\nENV HOST=0.0.0.0 PORT=8000\nEXPOSE 8000\nENTRYPOINT ["/tasks-app"]\n' >"$REPO/Dockerfile"
-printf '*\n!app\n' >"$REPO/.dockerignore"
+static_app_repo "$REPO"
 cat >"$REPO/cutover.toml" <<TOML
 [app]
 name = "$APP"

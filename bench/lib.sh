@@ -115,3 +115,46 @@ machine_summary() {
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\
         "$(free -h | awk '/^Mem:/ {print $2}') RAM, kernel $(uname -r), $(rustc --version 2>/dev/null || echo 'rustc ?')"
 }
+
+# cutover_binary: with CUTOVER given by the caller (PREBUILT, saved before sourcing this file)
+# that binary, else a release build; either way copied aside to $BIN_SNAP (removed on exit by
+# the script), so that a concurrent build cannot swap it mid-run.
+cutover_binary() {
+    if [ -n "${PREBUILT:-}" ]; then
+        [ -x "$CUTOVER" ] || die "no $CUTOVER"
+    else
+        log "cargo build --release -p cutover"
+        (cd "$ROOT" && cargo build --release -q -p cutover)
+    fi
+    BIN_SNAP="$(mktemp -d /tmp/cutover-bench-bin.XXXXXX)"
+    cp "$CUTOVER" "$BIN_SNAP/cutover"
+    CUTOVER="$BIN_SNAP/cutover"
+}
+
+# start_registry ADDR DIR: Debian's docker-registry listening on ADDR, its storage, config and
+# log under DIR; sets REG_PID (the script kills it on exit).
+start_registry() {
+    local addr="$1" dir="$2"
+    mkdir -p "$dir/storage"
+    printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n' \
+        "$dir/storage" "$addr" >"$dir/registry.yml"
+    /usr/bin/docker-registry serve "$dir/registry.yml" 2>"$dir/registry.log" &
+    REG_PID=$!
+    for _ in $(seq 300); do curl -fs -o /dev/null "http://$addr/v2/" && break; sleep 0.05; done
+    curl -fs -o /dev/null "http://$addr/v2/" || die "docker-registry did not come up: $(cat "$dir/registry.log")"
+}
+
+# static_app_repo DIR: the course's tasks-app compiled static (it runs FROM scratch) as DIR/app,
+# with a Dockerfile that copies it and a .dockerignore that sends nothing else.
+static_app_repo() {
+    local dir="$1"
+    mkdir -p "$dir"
+    log "compiling the static tasks-app"
+    rustc -O -C target-feature=+crt-static --target x86_64-unknown-linux-gnu --edition 2021 \
+        "$ROOT/examples/tasks-app/src/main.rs" -o "$dir/app"
+    printf 'FROM scratch\nCOPY app /tasks-app\nENV HOST=0.0.0.0 PORT=8000\nEXPOSE 8000\nENTRYPOINT ["/tasks-app"]\n' >"$dir/Dockerfile"
+    printf '*\n!app\n' >"$dir/.dockerignore"
+}
+
+# free_local_port: a TCP port free on 127.0.0.1 now.
+free_local_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

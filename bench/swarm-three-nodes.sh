@@ -31,15 +31,7 @@ need python3
 need ip iproute2
 need iptables
 [ -x /usr/bin/docker-registry ] || need docker-registry
-if [ -n "$PREBUILT" ]; then
-    [ -x "$CUTOVER" ] || die "no $CUTOVER"
-else
-    log "cargo build --release -p cutover"
-    (cd "$ROOT" && cargo build --release -q -p cutover)
-fi
-BIN_SNAP="$(mktemp -d /tmp/cutover-bench-bin.XXXXXX)"
-cp "$CUTOVER" "$BIN_SNAP/cutover"
-CUTOVER="$BIN_SNAP/cutover"
+cutover_binary
 
 WORK="$(mktemp -d /tmp/cutover-bench-sw3.XXXXXX)"
 chmod 755 "$WORK"
@@ -69,23 +61,12 @@ REGISTRY="$SW_GW:5$(printf '%03d' $((SW_ID % 1000)))"
 log "three engines in network namespaces $SW_PREFIX-n1..n3, registry $REGISTRY"
 mkdir -p "$WORK/nodes"
 swarm_nodes_up "$WORK/nodes" "$REGISTRY"
-mkdir -p "$WORK/registry"
-printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
-    "$WORK/registry" "$REGISTRY" >"$WORK/registry.yml"
-/usr/bin/docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" &
-REG_PID=$!
-for _ in $(seq 300); do curl -fs -o /dev/null "http://$REGISTRY/v2/" && break; sleep 0.05; done
-curl -fs -o /dev/null "http://$REGISTRY/v2/" || die "docker-registry did not come up: $(cat "$WORK/registry.log")"
+start_registry "$REGISTRY" "$WORK/registry"
 sw_docker n1 node ls
 
 # ---- the lab repo: static tasks-app, Dockerfile FROM scratch, runtime = "swarm" on the manager
 APP="bench-sw3-$$"
-mkdir -p "$REPO"
-log "compiling the static tasks-app"
-rustc -O -C target-feature=+crt-static --target x86_64-unknown-linux-gnu --edition 2021 \
-    "$ROOT/examples/tasks-app/src/main.rs" -o "$REPO/app"
-printf 'FROM scratch\nCOPY app /tasks-app\nENV HOST=0.0.0.0 PORT=8000\nEXPOSE 8000\nENTRYPOINT ["/tasks-app"]\n' >"$REPO/Dockerfile"
-printf '*\n!app\n' >"$REPO/.dockerignore"
+static_app_repo "$REPO"
 write_config() { # write_config MONITOR
     cat >"$REPO/cutover.toml" <<TOML
 [app]

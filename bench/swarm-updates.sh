@@ -37,15 +37,7 @@ need curl
 need python3
 [ -x /usr/bin/docker-registry ] || need docker-registry
 [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ] || die "the engine is no Swarm manager: docker swarm init --advertise-addr 127.0.0.1"
-if [ -n "$PREBUILT" ]; then
-    [ -x "$CUTOVER" ] || die "no $CUTOVER"
-else
-    log "cargo build --release -p cutover"
-    (cd "$ROOT" && cargo build --release -q -p cutover)
-fi
-BIN_SNAP="$(mktemp -d /tmp/cutover-bench-bin.XXXXXX)"
-cp "$CUTOVER" "$BIN_SNAP/cutover"
-CUTOVER="$BIN_SNAP/cutover"
+cutover_binary
 
 WORK="$(mktemp -d /tmp/cutover-bench-swu.XXXXXX)"
 REPO="$WORK/repo"
@@ -78,23 +70,11 @@ for p in $PORT $((PORT + 1)) $UPD_PORT $STACK_PORT; do
 done
 
 # ---- the registry
-REG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REGISTRY="127.0.0.1:$REG_PORT"
-mkdir -p "$WORK/registry"
-printf 'version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n' \
-    "$WORK/registry" "$REGISTRY" >"$WORK/registry.yml"
-/usr/bin/docker-registry serve "$WORK/registry.yml" 2>"$WORK/registry.log" &
-REG_PID=$!
-for _ in $(seq 300); do curl -fs -o /dev/null "http://$REGISTRY/v2/" && break; sleep 0.05; done
-curl -fs -o /dev/null "http://$REGISTRY/v2/" || die "docker-registry did not come up: $(cat "$WORK/registry.log")"
+REGISTRY="127.0.0.1:$(free_local_port)"
+start_registry "$REGISTRY" "$WORK/registry"
 
 # ---- the lab repo: static tasks-app + Dockerfile FROM scratch, two environments on swarm
-mkdir -p "$REPO"
-log "compiling the static tasks-app"
-rustc -O -C target-feature=+crt-static --target x86_64-unknown-linux-gnu --edition 2021 \
-    "$ROOT/examples/tasks-app/src/main.rs" -o "$REPO/app"
-printf 'FROM scratch\nCOPY app /tasks-app\nENV HOST=0.0.0.0 PORT=8000\nEXPOSE 8000\nENTRYPOINT ["/tasks-app"]\n' >"$REPO/Dockerfile"
-printf '*\n!app\n' >"$REPO/.dockerignore"
+static_app_repo "$REPO"
 cat >"$REPO/cutover.toml" <<TOML
 [app]
 name = "$APP"
