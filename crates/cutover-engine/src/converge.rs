@@ -141,7 +141,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                     "the server is shutting down (`cutover down`): nothing new starts",
                 )));
             }
-            // Getting the artifact in place (unpack, or the registry check and pull) is part of
+            // Getting the artifact in place (unpack, or fetch) is part of
             // refusing: no instance started, so a failure here is exit 1 and `failed`.
             let placement = self
                 .place(release, &goal.config, &env_cfg, progress)

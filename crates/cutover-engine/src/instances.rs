@@ -164,7 +164,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             }
             Err(e) => return Err(failure(e.to_string())),
         };
-        let credentials = self.registry_credentials_for(release, config);
+        let credentials = self.artifact_login_for(release, config);
         let req = PlaceRequest {
             kind: env_cfg.runtime,
             app: &release.app,

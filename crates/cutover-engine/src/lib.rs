@@ -66,8 +66,9 @@ pub struct DeployRequest {
     pub requested_by: String,
     /// Wait for a busy environment instead of refusing at once.
     pub queue: bool,
-    /// Registry login (user, password) for placing the artifact, resolved by the caller.
-    pub registry_login: Option<(String, String)>,
+    /// The login (user, password) the runtime needs to get the artifact in place, resolved by
+    /// the caller.
+    pub artifact_login: Option<(String, String)>,
     /// What asked: "cli" (a person: the human click), "pipeline", "webhook" or "watch".
     pub trigger: String,
     /// The commit's author, who may not approve it.
@@ -98,8 +99,9 @@ pub struct RollbackRequest {
     pub secrets: BTreeMap<String, String>,
     pub requested_by: String,
     pub queue: bool,
-    /// Registry login (user, password) for placing the artifact, resolved by the caller.
-    pub registry_login: Option<(String, String)>,
+    /// The login (user, password) the runtime needs to get the artifact in place, resolved by
+    /// the caller.
+    pub artifact_login: Option<(String, String)>,
 }
 
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;
@@ -135,8 +137,8 @@ struct Inner<R, E, P> {
     monitors: Mutex<HashMap<String, MonitorSlot>>,
     /// Secret values of releases this server started, for restarts and restores.
     secrets: Mutex<HashMap<i64, BTreeMap<String, String>>>,
-    /// Registry logins given with deploys, by release.
-    registry_logins: Mutex<HashMap<i64, (String, String)>>,
+    /// Artifact logins given with deploys, by release.
+    artifact_logins: Mutex<HashMap<i64, (String, String)>>,
     /// Set by `shut_down_everything`: the watcher heals nothing from then on (it would bring
     /// back what `cutover down` just stopped).
     shutting_down: std::sync::atomic::AtomicBool,
@@ -185,7 +187,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 holders: Mutex::default(),
                 monitors: Mutex::default(),
                 secrets: Mutex::default(),
-                registry_logins: Mutex::default(),
+                artifact_logins: Mutex::default(),
                 shutting_down: std::sync::atomic::AtomicBool::new(false),
                 healing: Mutex::default(),
                 aborts: Mutex::default(),

@@ -1,4 +1,4 @@
-//! What the engine keeps in memory only: the secret values and registry logins of the releases
+//! What the engine keeps in memory only: the secret values and artifact logins of the releases
 //! this server started, for restarts, restores and healing. Never written anywhere.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use cutover_runtime::Runtime;
 use crate::{Edge, Engine, Prober};
 
 impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
-    /// Keeps a release's secret values and registry login in memory, for restarts and restores.
+    /// Keeps a release's secret values and artifact login in memory, for restarts and restores.
     pub(crate) fn remember(
         &self,
         release: i64,
@@ -19,7 +19,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     ) {
         self.remember_secrets(release, secrets);
         if let Some(login) = login {
-            crate::locked(&self.inner.registry_logins).insert(release, login);
+            crate::locked(&self.inner.artifact_logins).insert(release, login);
         }
     }
 
@@ -54,13 +54,14 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             .map_err(|e| e.to_string())
     }
 
-    /// Registry login for pulls of a release's artifact: given with the deploy, or resolved here.
-    pub(crate) fn registry_credentials_for(
+    /// The login the runtime needs to get a release's artifact in place: given with the deploy,
+    /// or the committed config's (`[registry]`, read by the config crate), resolved here.
+    pub(crate) fn artifact_login_for(
         &self,
         release: &Release,
         config: &Config,
     ) -> Option<(String, String)> {
-        let given = crate::locked(&self.inner.registry_logins);
+        let given = crate::locked(&self.inner.artifact_logins);
         let from = release.restored_from.unwrap_or(release.id);
         if let Some(login) = given.get(&release.id).or_else(|| given.get(&from)) {
             return Some(login.clone());

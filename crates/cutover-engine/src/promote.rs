@@ -24,8 +24,9 @@ pub struct PromoteRequest {
     pub requested_by: String,
     /// Wait for a busy target environment instead of refusing at once.
     pub queue: bool,
-    /// Registry login (user, password) for pulling the image, resolved by the caller.
-    pub registry_login: Option<(String, String)>,
+    /// The login (user, password) the runtime needs to get the artifact in place, resolved by
+    /// the caller.
+    pub artifact_login: Option<(String, String)>,
 }
 
 impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
@@ -130,7 +131,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             secrets: BTreeMap::new(),
             requested_by: req.requested_by.clone(),
             queue: req.queue,
-            registry_login: None,
+            artifact_login: None,
             trigger: "cli".into(),
             author: source.author.clone(),
             skip_checks: false,
@@ -178,8 +179,8 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             )),
         );
         let login = req
-            .registry_login
-            .or_else(|| self.registry_credentials_for(&source, &config));
+            .artifact_login
+            .or_else(|| self.artifact_login_for(&source, &config));
         self.remember(release.id, secrets, login);
         let _holding = self.hold(to, release.id, "being promoted");
         self.roll_out(release, config, Leaving::Supersede, Source::Fresh, progress)

@@ -169,7 +169,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 release.id, release.artifact, release.env
             )),
         );
-        self.remember(release.id, req.secrets, req.registry_login);
+        self.remember(release.id, req.secrets, req.artifact_login);
         let _holding = self.hold(&release.env, release.id, "being deployed");
         self.roll_out(release, config, Leaving::Supersede, Source::Fresh, progress)
             .await
@@ -232,7 +232,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 target.short_version()
             )),
         );
-        self.remember(release.id, secrets, req.registry_login);
+        self.remember(release.id, secrets, req.artifact_login);
         let _holding = self.hold(&release.env, release.id, "rolling back");
         let source = match self.take_warm_standby(&req.env, target.id).await {
             Some(standby) => {

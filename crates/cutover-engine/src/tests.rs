@@ -354,7 +354,7 @@ async fn apply(engine: &TestEngine, versions: &[String], op: &Op) -> Outcome {
                 secrets: BTreeMap::new(),
                 requested_by: "prop".into(),
                 queue: false,
-                registry_login: None,
+                artifact_login: None,
             };
             engine.rollback(req, &tx).await
         }
@@ -589,7 +589,7 @@ fn request(env: &str, version: &str) -> DeployRequest {
         secrets: BTreeMap::new(),
         requested_by: "ana".into(),
         queue: false,
-        registry_login: None,
+        artifact_login: None,
         trigger: "cli".into(),
         author: None,
         skip_checks: false,

@@ -572,7 +572,7 @@ async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Resp
         secrets: body.secrets,
         requested_by: body.requested_by,
         queue: body.queue,
-        registry_login: body.registry_login,
+        artifact_login: body.registry_login,
         trigger: body.trigger,
         author,
         skip_checks: body.skip_checks,
@@ -590,7 +590,7 @@ async fn deploy(State(app): State<Shared>, Json(body): Json<DeployBody>) -> Resp
                 &request.app,
                 &request.version,
                 &request.env,
-                request.registry_login.clone(),
+                request.artifact_login.clone(),
                 &tx,
             )
             .await;
@@ -610,7 +610,7 @@ async fn rollback(State(app): State<Shared>, Json(body): Json<RollbackBody>) -> 
         secrets: body.secrets,
         requested_by: body.requested_by,
         queue: body.queue,
-        registry_login: body.registry_login,
+        artifact_login: body.registry_login,
     };
     stream_outcome(
         move |engine, tx| async move { engine.rollback(request, &tx).await },
@@ -626,7 +626,7 @@ async fn promote(State(app): State<Shared>, Json(body): Json<PromoteBody>) -> Re
         secrets: body.secrets,
         requested_by: body.requested_by,
         queue: body.queue,
-        registry_login: body.registry_login,
+        artifact_login: body.registry_login,
     };
     stream_outcome(
         move |engine, tx| async move { engine.promote(request, &tx).await },

@@ -228,7 +228,7 @@ async fn stages(
             secrets: BTreeMap::new(),
             requested_by: req.requested_by.clone(),
             queue: true,
-            registry_login: None,
+            artifact_login: None,
             trigger: if req.trigger == "cli" {
                 "pipeline".into()
             } else {
