@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use output::report_error;
-pub use roles::{ProxyArgs, Role, Serving, SuperviseArgs};
+pub use roles::{EdgeCommand, ProxyArgs, Role, Serving, SuperviseArgs};
 
 /// The parsed command line.
 #[derive(Parser, Debug)]
@@ -116,6 +116,9 @@ Examples:\n  cutover rollback staging\n  cutover rollback production --to 7     
     Server(roles::ServerArgs),
     /// Stop the server, the edge proxies and every instance of this state dir.
     Down,
+    /// The machine's edge: `renew HOST` (a certificate by ACME, now), `status`.
+    #[command(subcommand)]
+    Edge(roles::EdgeCommand),
     /// Internal: run one instance under a supervisor (started by the server).
     #[command(hide = true)]
     Supervise(roles::SuperviseArgs),
@@ -146,6 +149,7 @@ pub fn parse() -> Invocation {
     match cli.command {
         Command::Supervise(args) => Invocation::Role(Role::Supervise(args)),
         Command::Proxy(args) => Invocation::Role(Role::Proxy(args)),
+        Command::Edge(command) => Invocation::Role(Role::Edge(command)),
         Command::Server(ref args) if args.command.is_some() => Invocation::Command(cli),
         Command::Server(args) => match roles::server_state(cli.state_dir.as_deref()) {
             Ok(state) => Invocation::Role(Role::Server {
@@ -215,6 +219,7 @@ pub fn run(cli: Cli) -> i32 {
                 Command::Init(_)
                 | Command::Server(_)
                 | Command::Supervise(_)
+                | Command::Edge(_)
                 // parse() hands roles to the binary; init runs above.
                 | Command::Proxy(_) => Ok(2),
             }

@@ -59,6 +59,22 @@ pub enum ServerCommand {
     },
 }
 
+/// `cutover edge …`: the machine's edge, asked directly over its admin socket.
+#[derive(clap::Subcommand, Debug)]
+pub enum EdgeCommand {
+    /// Obtain a new certificate by ACME for HOST now (a host of an environment with
+    /// tls = "acme"); the old one serves until the new one is there, and on if it fails.
+    Renew {
+        /// The host, e.g. tasks.example.com.
+        host: String,
+    },
+    /// What the edge serves: its listeners, routes, and the certificates ACME keeps.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// How `cutover server` serves, besides its unix socket.
 #[derive(Debug, Clone, Default)]
 pub struct Serving {
@@ -82,6 +98,8 @@ pub enum Role {
     Proxy(ProxyArgs),
     /// `cutover supervise`: one instance under its supervisor.
     Supervise(SuperviseArgs),
+    /// `cutover edge …`: a question or an order for the machine's edge.
+    Edge(EdgeCommand),
 }
 
 /// The state dir a `cutover server` serves: the one given, or the one beside cutover.toml.

@@ -8,7 +8,7 @@ pub fn init_template(app_name: &str) -> String {
 
 const TEMPLATE: &str = r#"# cutover.toml: how cutover builds, runs, checks and releases this app.
 # A deploy uses this file as committed in the commit being deployed: commit your changes.
-# Durations are strings with a unit: "500ms", "30s", "5m", "1h", "1m30s".
+# Durations are strings with a unit: "500ms", "30s", "5m", "1h", "30d", "1m30s".
 
 [app]
 # Lowercase letters, digits and `-` (1 to 63 characters).
@@ -106,4 +106,18 @@ hsts = false
 listen = "127.0.0.1:8002"
 strategy = "blue-green"
 instances = 1
+# For the public: the names this environment answers to (SNI and Host), HTTPS with a
+# certificate by ACME (or tls = { cert = "certs/site.pem", key = "certs/site.key" }), and plain
+# HTTP that answers ACME's HTTP-01 and redirects the rest to https://.
+# listen = "0.0.0.0:443"
+# hosts = ["tasks.example.com"]
+# tls = "acme"
+# http_redirect = "0.0.0.0:80"
+
+# [acme]
+# Where tls = "acme" certificates come from (Let's Encrypt by default), and who the CA may
+# warn about them; renewed this long before they expire.
+# directory = "https://acme-v02.api.letsencrypt.org/directory"
+# email = "ops@example.com"
+# renew_before = "30d"
 "#;

@@ -88,7 +88,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 .environment(env)
                 .map_err(|e| Missed::Refused(failure(e.to_string())))?
                 .clone();
-            let site = Site::of(&goal.config, &env_cfg);
+            let site = Site::of(&goal.config, &env_cfg, &self.inner.options.repo_root);
             send(
                 progress,
                 Progress::step(format!("edge for {env} on {}", site.describe())),
@@ -239,7 +239,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         let site = goal
             .config
             .environment(env)
-            .map(|e| Site::of(&goal.config, e))
+            .map(|e| Site::of(&goal.config, e, &self.inner.options.repo_root))
             .map_err(|e| e.to_string());
         let mut switched = match &site {
             Ok(site) => {
@@ -600,7 +600,10 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             match self
                 .inner
                 .edge
-                .ensure(env, &Site::of(&config, &env_cfg))
+                .ensure(
+                    env,
+                    &Site::of(&config, &env_cfg, &self.inner.options.repo_root),
+                )
                 .await
             {
                 Ok(()) => {

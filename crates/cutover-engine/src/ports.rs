@@ -20,16 +20,44 @@ pub struct Site {
     /// Empty: every host on `listen`.
     pub hosts: Vec<String>,
     pub limits: EdgeLimits,
+    /// HTTPS: certificate files (absolute) or ACME.
+    pub tls: Option<cutover_proxy::tls::TlsSource>,
+    /// `[acme]`, for `tls = "acme"`.
+    pub acme: Option<cutover_proxy::acme::AcmeSettings>,
+    pub http_redirect: Option<SocketAddr>,
 }
 
 impl Site {
-    /// The site of environment `env` of `config`.
-    pub fn of(config: &cutover_config::Config, env: &cutover_config::Environment) -> Site {
+    /// The site of environment `env` of `config`; files are relative to `root` (the directory
+    /// of cutover.toml).
+    pub fn of(
+        config: &cutover_config::Config,
+        env: &cutover_config::Environment,
+        root: &std::path::Path,
+    ) -> Site {
+        use cutover_config::Tls;
+        use cutover_proxy::tls::TlsSource;
+        let tls = env.tls.as_ref().map(|tls| match tls {
+            Tls::Acme => TlsSource::Acme,
+            Tls::Files { cert, key } => TlsSource::Files {
+                cert: root.join(cert),
+                key: root.join(key),
+            },
+        });
+        let acme = (env.tls == Some(Tls::Acme)).then(|| cutover_proxy::acme::AcmeSettings {
+            directory: config.acme.directory.clone(),
+            email: config.acme.email.clone(),
+            ca_bundle: config.acme.ca_bundle.as_ref().map(|p| root.join(p)),
+            renew_before_secs: config.acme.renew_before.as_secs(),
+        });
         Site {
             app: config.app.name.to_string(),
             listen: env.listen,
             hosts: env.hosts.clone(),
             limits: env.edge,
+            tls,
+            acme,
+            http_redirect: env.http_redirect,
         }
     }
 
@@ -183,6 +211,9 @@ impl ProxyEdge {
         let mut route = Route::new(self.key(env), site.listen);
         route.app = site.app.clone();
         route.hosts = site.hosts.clone();
+        route.tls = site.tls.clone();
+        route.acme = site.acme.clone();
+        route.http_redirect = site.http_redirect;
         route.upstreams = upstreams;
         route.limits = edge_limits(&site.limits);
         route.access_log = Some(cutover_daemon::StateDir::new(&self.state_dir).access_log(env));

@@ -286,3 +286,119 @@ async fn answer(
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new()))))
 }
+
+/// Pebble, Let's Encrypt's test ACME server (Debian's `pebble`), with `pebble-challtestsrv`
+/// answering DNS with 127.0.0.1 for every name, both on loopback ports of their own; killed
+/// when dropped. Validation connects to the given ports on 127.0.0.1.
+pub struct Pebble {
+    children: Vec<std::process::Child>,
+    /// The ACME directory URL.
+    pub directory: String,
+    management: u16,
+    /// The CA of Pebble's own HTTPS certificate (what `[acme] ca_bundle` trusts).
+    pub ca_bundle: PathBuf,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn have(binary: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Pebble {
+    /// Starts Pebble (files in `dir`), validating HTTP-01 on `http_port` and TLS-ALPN-01 on
+    /// `tls_port`. `None` (and says why) without the binaries, unless `CUTOVER_REQUIRE_PEBBLE=1`
+    /// (CI), which makes that a failure.
+    pub fn start(dir: &Path, http_port: u16, tls_port: u16) -> Option<Pebble> {
+        use std::process::{Command, Stdio};
+        if !have("pebble") || !have("pebble-challtestsrv") {
+            assert!(
+                std::env::var("CUTOVER_REQUIRE_PEBBLE").as_deref() != Ok("1"),
+                "CUTOVER_REQUIRE_PEBBLE=1 but pebble or pebble-challtestsrv is missing (apt-get install pebble)"
+            );
+            eprintln!("skipped: pebble and pebble-challtestsrv are not installed (apt-get install pebble)");
+            return None;
+        }
+        std::fs::create_dir_all(dir).expect("pebble dir");
+        let ca = TestCa::new("pebble wfe CA");
+        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(dir);
+        let ca_bundle = ca.write(&dir.join("ca.pem"));
+        let (listen, management, dns) = (free_port(), free_port(), free_port());
+        let config = dir.join("pebble.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port}, "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+                cert.display(),
+                key.display()
+            ),
+        )
+        .expect("pebble config");
+        let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
+        let dns_server = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{}", free_port())])
+            .stdout(log("challtestsrv.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble-challtestsrv starts");
+        let pebble = Command::new("pebble")
+            .args(["-config", &config.display().to_string()])
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(log("pebble.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pebble starts");
+        let pebble = Pebble {
+            children: vec![dns_server, pebble],
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            management,
+            ca_bundle,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", management)).is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "pebble did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(pebble)
+    }
+
+    /// The root that signs what Pebble issues (made anew each time Pebble starts), PEM.
+    pub async fn issuing_root(&self) -> String {
+        let client =
+            crate::client(&crate::ClientOptions::verified(Some(&self.ca_bundle))).expect("client");
+        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
+        client
+            .get(url)
+            .send()
+            .await
+            .expect("pebble's management port answers")
+            .text()
+            .await
+            .expect("a PEM root")
+    }
+}

@@ -28,6 +28,8 @@ pub(crate) struct Admin {
     pub routes_file: PathBuf,
     pub routes: Arc<Routes>,
     pub listeners: Listeners,
+    /// Certificates, TLS and redirect listeners, ACME.
+    pub https: Arc<crate::https::Https>,
     /// The routes on disk and installed. Held through a whole change, so that generations
     /// and the file on disk stay in step.
     pub current: Mutex<RoutesFile>,
@@ -141,6 +143,22 @@ impl Admin {
                 eprintln!("edge: shutting down (asked)");
                 return (Reply::Shutdown, true);
             }
+            Request::Renew { host } => match self.https.acme.renew(&host).await {
+                Ok(not_after) => Reply::Renew { host, not_after },
+                Err(crate::acme::RenewError::NotAcme) => Reply::Error(
+                    AdminError::new(
+                        ErrorCode::UnknownRoute,
+                        format!("no route of this edge gets the certificate of {host} by ACME"),
+                    )
+                    .field("host")
+                    .hint("name a host of an environment with tls = \"acme\" (see `cutover edge status`)"),
+                ),
+                Err(crate::acme::RenewError::Acme(e)) => Reply::Error(
+                    AdminError::new(ErrorCode::Acme, format!("{e}; the old certificate, if any, keeps serving"))
+                        .field("host")
+                        .hint(e.hint()),
+                ),
+            },
         };
         (reply, false)
     }
@@ -158,6 +176,7 @@ impl Admin {
             routes,
             draining,
             held,
+            acme: self.https.acme.status(),
         }
     }
 
@@ -182,10 +201,20 @@ impl Admin {
     async fn set(&self, route: Route) -> Result<u64, AdminError> {
         let mut current = self.current.lock().await;
         Self::admissible(&current, &route)?;
-        let opened = !self.listeners.is_open(route.listen);
-        self.listen(route.listen)?;
-        let next = current.with(route);
-        let installed = self.install(&mut current, next).await;
+        let next = current.with(route.clone());
+        // Certificates and listener kinds are checked before any address is opened.
+        self.https.check(&next)?;
+        let opened = !self.listeners.is_open(route.listen)
+            || route
+                .http_redirect
+                .is_some_and(|r| !self.listeners.is_open(r));
+        let listened = std::iter::once(route.listen)
+            .chain(route.http_redirect)
+            .try_for_each(|listen| self.listen(listen));
+        let installed = match listened {
+            Ok(()) => self.install(&mut current, next).await,
+            Err(e) => Err(e),
+        };
         if installed.is_err() && opened {
             self.listeners.close_unused(&current.listens());
         }
@@ -196,6 +225,7 @@ impl Admin {
     async fn check(&self, route: &Route) -> Result<(), AdminError> {
         let current = self.current.lock().await;
         Self::admissible(&current, route)?;
+        self.https.verify(&current.with(route.clone()))?;
         if !self.listeners.is_open(route.listen) {
             crate::listeners::bind(route.listen).map_err(|e| listen_failed(route.listen, &e))?;
         }
@@ -266,6 +296,7 @@ impl Admin {
             )));
         }
         self.routes.install(&next);
+        self.https.install(&next);
         self.listeners.close_unused(&next.listens());
         eprintln!("edge: generation {} {}", next.generation, describe(&next));
         let generation = next.generation;

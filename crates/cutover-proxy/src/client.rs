@@ -63,6 +63,19 @@ impl ProxyClient {
         }
     }
 
+    /// Obtains a new certificate for `host` by ACME now; returns its notAfter (seconds since
+    /// the epoch).
+    pub async fn renew(&self, host: &str) -> Result<i64, ProxyError> {
+        let request = Request::Renew {
+            host: host.to_string(),
+        };
+        // An order takes a few seconds; validation and issuance at most two minutes.
+        match self.call(&request, Duration::from_secs(150)).await?.0 {
+            Reply::Renew { not_after, .. } => Ok(not_after),
+            other => Err(self.unexpected(&request, &other)),
+        }
+    }
+
     /// Whether a `set` of `route` would be taken; changes nothing.
     pub async fn check(&self, route: Route) -> Result<(), ProxyError> {
         let request = Request::Check(route);

@@ -49,6 +49,8 @@ const HOP_BY_HOP: [&str; 8] = [
 
 pub(crate) struct Forwarder {
     routes: Arc<Routes>,
+    /// Listener kinds and certificates (which listener is TLS, which redirects).
+    https: Arc<crate::https::Https>,
     /// Keeps connections to upstreams alive between requests.
     pooled: UpstreamClient,
     /// Always opens a fresh connection: used for the one retry, so that it cannot land on
@@ -66,7 +68,11 @@ fn connector() -> HttpConnector {
 }
 
 impl Forwarder {
-    pub fn new(routes: Arc<Routes>, shutdown: watch::Receiver<bool>) -> Forwarder {
+    pub fn new(
+        routes: Arc<Routes>,
+        https: Arc<crate::https::Https>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Forwarder {
         let pooled = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector());
@@ -75,10 +81,15 @@ impl Forwarder {
             .build(connector());
         Forwarder {
             routes,
+            https,
             pooled,
             fresh,
             shutdown,
         }
+    }
+
+    pub fn https(&self) -> &crate::https::Https {
+        &self.https
     }
 
     /// Where answers no route takes are recorded.
@@ -102,18 +113,40 @@ impl Forwarder {
         client_ip: &HeaderValue,
         alive: &mpsc::Sender<()>,
     ) -> Result<Response<ProxyBody>, Infallible> {
-        if let Some(refusal) = refuse(&request) {
+        let mut response = self.answer(request, info, client_ip, alive).await?;
+        if info.tls {
+            strict_transport_security(&mut response);
+        }
+        Ok(response)
+    }
+
+    async fn answer(
+        &self,
+        mut request: Request<Incoming>,
+        info: &ConnInfo,
+        client_ip: &HeaderValue,
+        alive: &mpsc::Sender<()>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        if let Some(refusal) = refuse(&request).or_else(|| misdirected(&request, info)) {
             return Ok(refusal);
+        }
+        // HTTP/2 names the host in `:authority`; the app (HTTP/1.1) is told it in `Host`.
+        if !request.headers().contains_key(header::HOST) {
+            if let Some(authority) = request.uri().authority() {
+                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+            }
         }
         if let Some(protocol) = upgrade_protocol(&request) {
             return Ok(self
-                .upgrade(request, info.listen, protocol, client_ip, alive)
+                .upgrade(request, info, protocol, client_ip, alive)
                 .await);
         }
         let (mut parts, body) = request.into_parts();
         // Without a body the request can be rebuilt, so it can be sent a second time.
         let retryable = is_idempotent(&parts.method) && body.is_end_stream();
-        prepare_request_headers(&mut parts.headers, client_ip);
+        prepare_request_headers(&mut parts.headers, client_ip, info.tls);
         let id = request_id(&mut parts.headers);
 
         let guard = match self.routes.pick(info.listen, &parts, None) {
@@ -230,14 +263,15 @@ impl Forwarder {
     async fn upgrade(
         &self,
         mut request: Request<Incoming>,
-        listen: SocketAddr,
+        info: &ConnInfo,
         protocol: HeaderValue,
         client_ip: &HeaderValue,
         alive: &mpsc::Sender<()>,
     ) -> Response<ProxyBody> {
+        let listen = info.listen;
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, body) = request.into_parts();
-        prepare_request_headers(&mut parts.headers, client_ip);
+        prepare_request_headers(&mut parts.headers, client_ip, info.tls);
         let parts_id = request_id(&mut parts.headers);
         parts
             .headers
@@ -567,6 +601,39 @@ fn refuse(request: &Request<Incoming>) -> Option<Response<ProxyBody>> {
     None
 }
 
+/// A request on a TLS connection whose `Host` is not the name the connection was made for
+/// (SNI) gets 421 (RFC 9110 §15.5.20) and never reaches an app: the certificate and the route
+/// the client was shown are the SNI's.
+fn misdirected(request: &Request<Incoming>, info: &ConnInfo) -> Option<Response<ProxyBody>> {
+    let sni = info.server_name.as_deref()?;
+    let host = match request.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok()?,
+        None => request.uri().authority()?.as_str(),
+    };
+    let host = crate::protocol::normal_host(host);
+    if host == sni {
+        return None;
+    }
+    Some(text(
+        StatusCode::MISDIRECTED_REQUEST,
+        format!("misdirected request: this connection is for {sni}, not {host}\n"),
+    ))
+}
+
+/// `Strict-Transport-Security` on the HTTPS answers of a route with `hsts = true`.
+fn strict_transport_security(response: &mut Response<ProxyBody>) {
+    let hsts = response
+        .extensions()
+        .get::<Arc<crate::routes::Served>>()
+        .is_some_and(|served| served.route.hsts);
+    if hsts {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+}
+
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` and `Upgrade`).
 fn upgrade_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
     if request.version() != Version::HTTP_11 {
@@ -731,7 +798,7 @@ pub(crate) fn client_ip_header(peer: SocketAddr) -> HeaderValue {
         .expect("an IP address is a valid header value")
 }
 
-fn prepare_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+fn prepare_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue, tls: bool) {
     strip_hop_by_hop(headers);
     let previous: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
@@ -748,7 +815,8 @@ fn prepare_request_headers(headers: &mut HeaderMap, client_ip: &HeaderValue) {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
     }
@@ -854,7 +922,10 @@ mod tests {
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         headers.insert("x-app", HeaderValue::from_static("kept"));
         let peer = SocketAddr::from(([127, 0, 0, 1], 5000));
-        prepare_request_headers(&mut headers, &client_ip_header(peer));
+        let mut over_tls = headers.clone();
+        prepare_request_headers(&mut headers, &client_ip_header(peer), false);
+        prepare_request_headers(&mut over_tls, &client_ip_header(peer), true);
+        assert_eq!(over_tls[X_FORWARDED_PROTO], "https");
         assert!(headers.get(header::CONNECTION).is_none());
         assert!(headers.get("x-secret").is_none());
         assert!(headers.get("keep-alive").is_none());

@@ -13,8 +13,10 @@ mod admin;
 mod client;
 mod conn;
 mod forward;
+mod https;
 mod listeners;
 pub mod protocol;
+mod redirect;
 mod routes;
 pub mod tls;
 mod tunnel;
@@ -116,6 +118,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The TLS server name (SNI) the client asked for, on a TLS connection.
     pub server_name: Option<Arc<str>>,
+    /// The connection is TLS (HTTPS).
+    pub tls: bool,
 }
 
 /// Errors of the edge process and of its clients.
@@ -203,6 +207,7 @@ pub(crate) enum Command {
 fn start_serving_threads(
     count: usize,
     routes: &Arc<Routes>,
+    https: &Arc<https::Https>,
     shutdown: &watch::Receiver<bool>,
     workers: &mut Vec<std::thread::JoinHandle<()>>,
 ) -> (
@@ -214,6 +219,7 @@ fn start_serving_threads(
     for i in 0..count.max(1) {
         let shutdown = shutdown.clone();
         let routes = routes.clone();
+        let https = https.clone();
         let (command_tx, command_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -226,7 +232,7 @@ fn start_serving_threads(
                         return;
                     }
                 };
-                let forwarder = Arc::new(Forwarder::new(routes, shutdown.clone()));
+                let forwarder = Arc::new(Forwarder::new(routes, https, shutdown.clone()));
                 runtime.block_on(serve_thread(command_rx, forwarder, shutdown));
                 let _ = done_tx.send(());
                 runtime.shutdown_timeout(Duration::from_secs(1));
@@ -300,10 +306,15 @@ async fn serve(
     };
     let routes = Arc::new(Routes::new(&initial, default_log));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (commands, done) = start_serving_threads(serving_threads(), &routes, &shutdown_rx, workers);
+    let https = Arc::new(https::Https::new(&options.dir));
+    https.start(&initial);
+    tokio::spawn(https.clone().maintain(shutdown_rx.clone()));
+    let (commands, done) =
+        start_serving_threads(serving_threads(), &routes, &https, &shutdown_rx, workers);
     let listeners = Listeners::new(commands);
     listeners.sync(&initial.listens());
     let admin = Arc::new(Admin {
+        https,
         routes_file: options.routes_file.clone(),
         routes: routes.clone(),
         listeners,
@@ -400,10 +411,9 @@ async fn accept(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let info = ConnInfo { listen, peer, server_name: None };
-                    tokio::spawn(connection(
+                    tokio::spawn(accepted_on(
                         stream,
-                        info,
+                        ConnInfo { listen, peer, server_name: None, tls: false },
                         forwarder.clone(),
                         shutdown.clone(),
                         alive.clone(),
@@ -419,13 +429,62 @@ async fn accept(
     }
 }
 
-/// Serves one client connection (HTTP/1.1) until it closes, times out, or the edge stops.
+/// Serves a connection as its listener's kind says: plain HTTP, TLS (HTTP/2 when ALPN says
+/// so, else HTTP/1.1; a TLS-ALPN-01 validation ends with its handshake), or an `http_redirect`.
+async fn accepted_on(
+    stream: tokio::net::TcpStream,
+    mut info: ConnInfo,
+    forwarder: Arc<Forwarder>,
+    shutdown: watch::Receiver<bool>,
+    alive: mpsc::Sender<()>,
+) {
+    match forwarder.https().kind(info.listen) {
+        https::Kind::Plain => connection(stream, info, forwarder, shutdown, alive, false).await,
+        https::Kind::Tls(acceptor) => {
+            let limit = forwarder.connection_limits(info.listen).header_timeout_ms;
+            let accepted = tls::accept(&acceptor, stream, Duration::from_millis(limit)).await;
+            if let Ok(tls::Accepted::Http {
+                stream,
+                server_name,
+                h2,
+            }) = accepted
+            {
+                info.server_name = server_name;
+                info.tls = true;
+                connection(stream, info, forwarder, shutdown, alive, h2).await;
+            }
+        }
+        https::Kind::Redirect(redirects) => {
+            let tokens = forwarder.https().acme.http01.clone();
+            let service = service_fn(move |request| {
+                let answer = redirect::answer(&request, &tokens, |host| redirects.port(host));
+                async move { Ok::<_, std::convert::Infallible>(answer) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let mut shutdown = shutdown;
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stopping(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one client connection (HTTP/1.1, or HTTP/2 when `h2`) until it closes, times out,
+/// or the edge stops.
 pub(crate) async fn connection<S>(
     stream: S,
     info: ConnInfo,
     forwarder: Arc<Forwarder>,
     mut shutdown: watch::Receiver<bool>,
     alive: mpsc::Sender<()>,
+    h2: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -447,6 +506,23 @@ pub(crate) async fn connection<S>(
         }
     });
     let io = TokioIo::new(conn::Counted::new(stream, activity.clone()));
+    if h2 {
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .http2_only();
+        builder.http2().timer(TokioTimer::new());
+        let conn = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = conn::expired(&activity, limits) => {}
+            () = stopping(&mut shutdown) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+        return;
+    }
     let conn = http1::Builder::new()
         .keep_alive(true)
         .timer(TokioTimer::new())

@@ -124,6 +124,16 @@ pub struct Route {
     /// Where the route's access log goes (left out: the edge's own, in its directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<PathBuf>,
+    /// HTTPS on `listen`, with the certificate of these files or by ACME (absent: plain HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::TlsSource>,
+    /// The `[acme]` settings of a route whose certificate comes by ACME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<crate::acme::AcmeSettings>,
+    /// A plain-HTTP address that answers ACME HTTP-01 and redirects the route's hosts to
+    /// `https://` (308).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_redirect: Option<SocketAddr>,
 }
 
 impl Route {
@@ -137,6 +147,9 @@ impl Route {
             upstreams: Vec::new(),
             limits: Limits::default(),
             access_log: None,
+            tls: None,
+            acme: None,
+            http_redirect: None,
         }
     }
 
@@ -494,12 +507,15 @@ pub enum Request {
     /// Stops taking connections, lets requests in flight finish, exits: [`Reply::Shutdown`],
     /// then the connection closes once the edge has stopped.
     Shutdown,
+    /// Obtains a new certificate for `host` by ACME now (`cutover edge renew HOST`):
+    /// [`Reply::Renew`]. The old one serves until the new one is there, and on if it fails.
+    Renew { host: String },
 }
 
 impl Request {
     /// Every `op`, as on the wire.
-    pub const OPS: [&'static str; 7] = [
-        "status", "set", "check", "remove", "drain", "hold", "shutdown",
+    pub const OPS: [&'static str; 8] = [
+        "status", "set", "check", "remove", "drain", "hold", "shutdown", "renew",
     ];
 
     /// This request's `op`.
@@ -512,6 +528,7 @@ impl Request {
             Request::Check(_) => "check",
             Request::Remove { .. } => "remove",
             Request::Shutdown => "shutdown",
+            Request::Renew { .. } => "renew",
         }
     }
 }
@@ -539,6 +556,11 @@ pub enum Reply {
         left: usize,
     },
     Shutdown,
+    Renew {
+        host: String,
+        /// The new certificate's notAfter, seconds since the epoch.
+        not_after: i64,
+    },
     Error(AdminError),
 }
 
@@ -566,6 +588,10 @@ pub struct ProxyStatus {
     /// Requests waiting at the edge for a pause to end.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub held: u64,
+    /// The hosts whose certificates come by ACME: until when each serves, and the last
+    /// attempt's error while it stands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acme: Vec<crate::acme::HostState>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -691,6 +717,8 @@ pub enum ErrorCode {
     ListenFailed,
     /// The edge is exiting and takes no change.
     Stopping,
+    /// ACME could not obtain the certificate (the message says why).
+    Acme,
     /// A code of a newer edge.
     #[serde(other)]
     Other,

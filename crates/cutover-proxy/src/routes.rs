@@ -108,9 +108,12 @@ impl RoutesFile {
         }
     }
 
-    /// The addresses the routes listen on.
+    /// The addresses the routes listen on (their `http_redirect`s too).
     pub fn listens(&self) -> BTreeSet<SocketAddr> {
-        self.routes.iter().map(|r| r.listen).collect()
+        self.routes
+            .iter()
+            .flat_map(|r| std::iter::once(r.listen).chain(r.http_redirect))
+            .collect()
     }
 
     /// Checks every route, and that no two claim the same address and host.
@@ -242,6 +245,8 @@ pub(crate) struct RouteInfo {
     pub env: String,
     pub app: String,
     pub log: Arc<AccessLog>,
+    /// `Strict-Transport-Security` on its HTTPS answers.
+    pub hsts: bool,
 }
 
 /// Why [`Routes::pick`] found no upstream.
@@ -564,6 +569,7 @@ impl Routes {
                 env: route.key.env.clone(),
                 app: route.app.clone(),
                 log,
+                hsts: route.limits.hsts,
             });
             let upstreams: Vec<UpstreamState> = route
                 .upstreams

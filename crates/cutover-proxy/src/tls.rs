@@ -328,21 +328,39 @@ impl CertStore {
 
     /// Checks and loads what `sites` ask for, and makes it what the store keeps fresh: files
     /// must load and cover every host of their site (the check of a route change, which a bad
-    /// file refuses whole); ACME pairs are loaded when they exist and awaited otherwise.
+    /// file refuses whole, changing nothing); ACME pairs are loaded when they exist and
+    /// awaited otherwise.
     pub fn prepare(&self, sites: &[Site]) -> Result<(), CertError> {
+        match self.load_sites(sites, true).into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// [`CertStore::prepare`] for an edge starting with the routes it kept: what loads serves,
+    /// and a file that does not is reported and watched until it does.
+    pub fn prepare_all(&self, sites: &[Site]) -> Vec<CertError> {
+        self.load_sites(sites, false)
+    }
+
+    fn load_sites(&self, sites: &[Site], strict: bool) -> Vec<CertError> {
         let mut fresh: Vec<(Pair, Arc<Loaded>)> = Vec::new();
         let mut wanted = BTreeMap::new();
+        let mut errors = Vec::new();
         for site in sites {
             match &site.source {
                 TlsSource::Files { .. } => {
                     let pair = self.pair(&site.source, "");
+                    wanted.insert(pair.clone(), None);
                     let loaded = match self.current(&pair) {
-                        Some(l) if contents(&pair).as_ref() == Some(&l.contents) => l,
-                        _ => Arc::new(load_pair(&pair)?),
+                        Some(l) if contents(&pair).as_ref() == Some(&l.contents) => Ok(l),
+                        _ => load_pair(&pair).map(Arc::new),
                     };
-                    check_hosts(&pair, &loaded, &site.hosts)?;
-                    fresh.push((pair.clone(), loaded));
-                    wanted.insert(pair, None);
+                    match loaded.and_then(|l| check_hosts(&pair, &l, &site.hosts).map(|()| l)) {
+                        Ok(l) => fresh.push((pair, l)),
+                        Err(e) if strict => return vec![e],
+                        Err(e) => errors.push(e),
+                    }
                 }
                 TlsSource::Acme => {
                     for host in &site.hosts {
@@ -365,7 +383,7 @@ impl CertStore {
         map.extend(fresh);
         self.loaded.store(Arc::new(map));
         *self.wanted.lock().unwrap_or_else(|e| e.into_inner()) = wanted;
-        Ok(())
+        errors
     }
 
     /// Reloads every wanted pair whose files changed. A pair that no longer loads keeps its
@@ -532,6 +550,50 @@ pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, rustl
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec(), ALPN_ACME.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A client connection after its TLS handshake.
+pub enum Accepted<IO> {
+    /// HTTP is served on it: HTTP/2 when ALPN chose `h2`, else HTTP/1.1.
+    Http {
+        stream: Box<tokio_rustls::server::TlsStream<IO>>,
+        /// The name the client asked for (SNI), lowercase.
+        server_name: Option<Arc<str>>,
+        h2: bool,
+    },
+    /// An ACME TLS-ALPN-01 validation: the handshake was all it wanted.
+    Challenge,
+}
+
+/// Runs the TLS handshake of a client connection, within `limit`. An error is the client's
+/// (no certificate for its name, no common protocol, too slow); the edge only closes.
+pub async fn accept<IO>(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: IO,
+    limit: std::time::Duration,
+) -> Result<Accepted<IO>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let stream = tokio::time::timeout(limit, acceptor.accept(io))
+        .await
+        .map_err(|_| "the TLS handshake took too long".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (_, conn) = stream.get_ref();
+    match conn.alpn_protocol() {
+        Some(ALPN_ACME) => Ok(Accepted::Challenge),
+        alpn => {
+            let h2 = alpn == Some(ALPN_H2);
+            let server_name = conn
+                .server_name()
+                .map(|n| Arc::from(n.to_ascii_lowercase()));
+            Ok(Accepted::Http {
+                stream: Box::new(stream),
+                server_name,
+                h2,
+            })
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,13 +7,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cutover_http::testing::TestCa;
+use cutover_http::testing::Pebble;
 use cutover_proxy::acme::{Acme, AcmeError, AcmeSettings, RenewError, Wanted};
 use cutover_proxy::tls::{self, AlpnChallenges, CertStore, Pair, Resolver, Site, TlsSource};
 use http_body_util::Full;
@@ -31,117 +30,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Pebble and its DNS, killed when dropped.
-struct Pebble {
-    children: Vec<Child>,
-    directory: String,
-    management: u16,
-    ca_bundle: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn have(binary: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {binary}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl Pebble {
-    /// Pebble validating challenges on 127.0.0.1:`http_port` (HTTP-01) and `tls_port`
-    /// (TLS-ALPN-01); `None` (and why) without the binaries, unless CI requires them.
-    fn start(http_port: u16, tls_port: u16) -> Option<Pebble> {
-        if !have("pebble") || !have("pebble-challtestsrv") {
-            assert!(
-                std::env::var("CUTOVER_REQUIRE_PEBBLE").as_deref() != Ok("1"),
-                "CUTOVER_REQUIRE_PEBBLE=1 but pebble or pebble-challtestsrv is missing (apt-get install pebble)"
-            );
-            eprintln!("skipped: pebble and pebble-challtestsrv are not installed (apt-get install pebble)");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        // Pebble's own HTTPS certificate, from a CA of this test: the edge trusts it through
-        // [acme] ca_bundle.
-        let ca = TestCa::new("pebble wfe CA");
-        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]).write(dir.path());
-        let ca_bundle = ca.write(&dir.path().join("ca.pem"));
-        let (listen, management, dns) = (free_port(), free_port(), free_port());
-        let config = dir.path().join("pebble.json");
-        std::fs::write(
-            &config,
-            serde_json::json!({"pebble": {
-                "listenAddress": format!("127.0.0.1:{listen}"),
-                "managementListenAddress": format!("127.0.0.1:{management}"),
-                "certificate": cert, "privateKey": key,
-                "httpPort": http_port, "tlsPort": tls_port,
-                "ocspResponderURL": "", "externalAccountBindingRequired": false,
-            }})
-            .to_string(),
-        )
-        .unwrap();
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let dns_server = Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-dns01", &format!("127.0.0.1:{dns}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{}", free_port())])
-            .stdout(log("challtestsrv.log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pebble = Command::new("pebble")
-            .args(["-config", config.to_str().unwrap()])
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(log("pebble.log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pebble = Pebble {
-            children: vec![dns_server, pebble],
-            directory: format!("https://127.0.0.1:{listen}/dir"),
-            management,
-            ca_bundle,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err()
-            || std::net::TcpStream::connect(("127.0.0.1", management)).is_err()
-        {
-            assert!(Instant::now() < deadline, "pebble did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(pebble)
-    }
-
-    fn settings(&self) -> AcmeSettings {
-        AcmeSettings {
-            directory: self.directory.clone(),
-            email: Some("ops@example.com".into()),
-            ca_bundle: Some(self.ca_bundle.clone()),
-            renew_before_secs: 30 * 86_400,
-        }
-    }
-
-    /// The root that signs what Pebble issues (made anew each time Pebble starts).
-    async fn issuing_root(&self) -> String {
-        let client = cutover_http::client(&cutover_http::ClientOptions::verified(Some(
-            &self.ca_bundle,
-        )))
-        .unwrap();
-        let url = format!("https://127.0.0.1:{}/roots/0", self.management);
-        client.get(url).send().await.unwrap().text().await.unwrap()
+fn settings(pebble: &Pebble) -> AcmeSettings {
+    AcmeSettings {
+        directory: pebble.directory.clone(),
+        email: Some("ops@example.com".into()),
+        ca_bundle: Some(pebble.ca_bundle.clone()),
+        renew_before_secs: 30 * 86_400,
     }
 }
 
@@ -223,10 +117,11 @@ async fn certificates_are_issued_served_and_renewed_by_acme_against_pebble() {
     let resolver = Arc::new(Resolver::new(store.clone(), alpn.clone()));
     let acme = Arc::new(Acme::new(edge_dir.path(), store.clone(), alpn));
     let (tls_addr, http_addr) = answerers(resolver.clone(), acme.clone()).await;
-    let Some(pebble) = Pebble::start(http_addr.port(), tls_addr.port()) else {
+    let pebble_dir = tempfile::tempdir().unwrap();
+    let Some(pebble) = Pebble::start(pebble_dir.path(), http_addr.port(), tls_addr.port()) else {
         return;
     };
-    let settings = pebble.settings();
+    let settings = settings(&pebble);
 
     let (by_alpn, by_http) = ("alpn.tasks.test", "http.tasks.test");
     let sites = vec![Site {

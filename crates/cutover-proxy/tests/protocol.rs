@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use cutover_proxy::acme::AcmeSettings;
+use cutover_proxy::tls::TlsSource;
+
 use cutover_proxy::protocol::{
     self, AdminError, DrainOutcome, ErrorCode, Hold, Limits, ListenerStatus, ProxyStatus, Reply,
     Request, Route, RouteKey, RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
@@ -57,6 +60,7 @@ fn status() -> ProxyStatus {
         }],
         draining: BTreeMap::from([(addr(4000), 1)]),
         held: 0,
+        acme: Vec::new(),
     }
 }
 
@@ -92,6 +96,32 @@ fn requests() -> Vec<(Request, &'static str)> {
                 },
             )),
             r#"{"op":"set","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"listen":"127.0.0.1:8001","upstreams":[{"addr":"127.0.0.1:4001","weight":100}],"limits":{"max_body":1000,"upstream_timeout_ms":5000,"idle_timeout_ms":75000,"header_timeout_ms":30000,"drain_timeout_ms":2000,"hsts":true}}"#,
+        ),
+        (
+            Request::Set(Route {
+                hosts: vec!["tasks.example.com".into()],
+                tls: Some(TlsSource::Files {
+                    cert: "/srv/tasks/certs/site.pem".into(),
+                    key: "/srv/tasks/certs/site.key".into(),
+                }),
+                http_redirect: Some("0.0.0.0:80".parse().unwrap()),
+                ..route(vec![], Limits::default())
+            }),
+            r#"{"op":"set","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"listen":"127.0.0.1:8001","hosts":["tasks.example.com"],"upstreams":[],"tls":{"kind":"files","cert":"/srv/tasks/certs/site.pem","key":"/srv/tasks/certs/site.key"},"http_redirect":"0.0.0.0:80"}"#,
+        ),
+        (
+            Request::Set(Route {
+                hosts: vec!["tasks.example.com".into()],
+                tls: Some(TlsSource::Acme),
+                acme: Some(AcmeSettings {
+                    directory: "https://acme.example/dir".into(),
+                    email: Some("ops@example.com".into()),
+                    ca_bundle: None,
+                    renew_before_secs: 2_592_000,
+                }),
+                ..route(vec![], Limits::default())
+            }),
+            r#"{"op":"set","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"listen":"127.0.0.1:8001","hosts":["tasks.example.com"],"upstreams":[],"tls":{"kind":"acme"},"acme":{"directory":"https://acme.example/dir","email":"ops@example.com","renew_before_secs":2592000}}"#,
         ),
         (
             Request::Check(route(vec![], Limits::default())),
@@ -145,6 +175,12 @@ fn requests() -> Vec<(Request, &'static str)> {
             r#"{"op":"hold","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"hold":null}"#,
         ),
         (Request::Shutdown, r#"{"op":"shutdown"}"#),
+        (
+            Request::Renew {
+                host: "tasks.example.com".into(),
+            },
+            r#"{"op":"renew","host":"tasks.example.com"}"#,
+        ),
     ]
 }
 
@@ -175,6 +211,13 @@ fn replies() -> Vec<(Reply, &'static str)> {
             r#"{"reply":"remove","generation":11,"left":0}"#,
         ),
         (Reply::Shutdown, r#"{"reply":"shutdown"}"#),
+        (
+            Reply::Renew {
+                host: "tasks.example.com".into(),
+                not_after: 1_767_225_600,
+            },
+            r#"{"reply":"renew","host":"tasks.example.com","not_after":1767225600}"#,
+        ),
         (
             Reply::Error(
                 AdminError::new(ErrorCode::UnknownOp, "unknown op `explode`")

@@ -1,7 +1,7 @@
 //! The background roles, each run by its crate. Each detaches first (before any thread
 //! exists) when asked to.
 
-use cutover_cli::{ProxyArgs, Role, SuperviseArgs};
+use cutover_cli::{EdgeCommand, ProxyArgs, Role, SuperviseArgs};
 use cutover_daemon::StateDir;
 
 pub fn run(role: Role) -> i32 {
@@ -13,7 +13,107 @@ pub fn run(role: Role) -> i32 {
         } => server(state, detach, serving),
         Role::Proxy(args) => proxy(args),
         Role::Supervise(args) => supervise(args),
+        Role::Edge(command) => edge(command),
     }
+}
+
+/// `cutover edge renew HOST` and `cutover edge status`: asked of the machine's edge (the one
+/// of `CUTOVER_EDGE_DIR`) over its admin socket.
+fn edge(command: EdgeCommand) -> i32 {
+    let dir = cutover_proxy::default_edge_dir();
+    let client = cutover_proxy::ProxyClient::for_options(&cutover_proxy::ProxyOptions::new(&dir));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return 1;
+        }
+    };
+    let refused = |e: cutover_proxy::ProxyError| {
+        match e {
+            cutover_proxy::ProxyError::Refused { error } => {
+                eprintln!("error: {}", error.message);
+                if let Some(hint) = error.hint {
+                    eprintln!("hint: {hint}");
+                }
+            }
+            cutover_proxy::ProxyError::NotRunning { .. } => {
+                eprintln!("error: no edge runs in {}", dir.display());
+                eprintln!(
+                    "hint: deploy an environment to start it (CUTOVER_EDGE_DIR names another edge)"
+                );
+            }
+            other => eprintln!("error: {other}"),
+        }
+        1
+    };
+    match command {
+        EdgeCommand::Renew { host } => match runtime.block_on(client.renew(&host)) {
+            Ok(not_after) => {
+                eprintln!(
+                    "the certificate of {host} was renewed by ACME: valid until {}",
+                    until(not_after)
+                );
+                0
+            }
+            Err(e) => refused(e),
+        },
+        EdgeCommand::Status { json } => {
+            match runtime.block_on(client.status()) {
+                Ok(status) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&status).unwrap_or_default()
+                    );
+                    0
+                }
+                Ok(status) => {
+                    println!(
+                        "edge {} (pid {}) in {}",
+                        status.version,
+                        status.pid,
+                        dir.display()
+                    );
+                    for l in &status.listeners {
+                        match &l.error {
+                            Some(e) => println!("  {}: cannot listen: {e}", l.listen),
+                            None => println!("  listening on {}", l.listen),
+                        }
+                    }
+                    for r in &status.routes {
+                        let hosts = if r.hosts.is_empty() {
+                            "every host".to_string()
+                        } else {
+                            r.hosts.join(", ")
+                        };
+                        println!("  {} of {} on {} for {hosts}", r.route.env, r.app, r.listen);
+                    }
+                    for c in &status.acme {
+                        let serving = c.not_after.map_or_else(
+                            || "no certificate yet".to_string(),
+                            |t| format!("valid until {}", until(t)),
+                        );
+                        match &c.error {
+                        Some(e) => println!("  certificate of {} by ACME: {serving}; the last attempt failed: {e}", c.host),
+                        None => println!("  certificate of {} by ACME: {serving}", c.host),
+                    }
+                    }
+                    0
+                }
+                Err(e) => refused(e),
+            }
+        }
+    }
+}
+
+fn until(not_after: i64) -> String {
+    chrono::DateTime::from_timestamp(not_after, 0).map_or_else(
+        || not_after.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
 }
 
 /// `cutover supervise`: one instance under its supervisor (started by the server).

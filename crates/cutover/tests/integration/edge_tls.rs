@@ -3,6 +3,7 @@
 use crate::support::*;
 use cutover_http::testing::TestCa;
 use std::fs;
+use std::time::Duration;
 
 /// `tls = { cert, key }` with `hosts`, appended to the staging environment.
 fn with_tls(lab: &Lab, hosts: &str, cert: &str, key: &str) -> String {
@@ -126,4 +127,290 @@ fn every_bad_certificate_file_refuses_the_deploy_naming_the_field_and_the_fix() 
         assert_eq!(lab.ledger_summary(), before, "the ledger changed: {run:?}");
         lab.assert_serving(&v1);
     }
+}
+
+/// `curl ARGS` with the lab's host resolved to the edge; returns (exit code, stdout, stderr).
+fn curl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const HOST: &str = "tasks.example.com";
+
+/// A WebSocket to `/ws` over TLS through the edge (rustls, trusting `ca`), with the version
+/// that answered.
+fn open_wss(
+    port: u16,
+    ca: &TestCa,
+) -> (
+    tungstenite::WebSocket<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>,
+    String,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(ca.cert_der()))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let stream = rustls::StreamOwned::new(conn, tcp);
+    let (socket, response) = tungstenite::client(format!("wss://{HOST}:{port}/ws"), stream)
+        .expect("the WebSocket handshake passes through the edge over TLS");
+    let version = response.headers()["x-app-version"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (socket, version)
+}
+
+#[track_caller]
+fn echo<S: std::io::Read + std::io::Write>(socket: &mut tungstenite::WebSocket<S>, text: &str) {
+    socket.send(tungstenite::Message::text(text)).unwrap();
+    let reply = socket.read().expect("an echo");
+    assert_eq!(reply.into_text().unwrap().as_str(), text);
+}
+
+#[test]
+fn https_with_http2_hsts_421_redirect_and_websockets_through_a_cut_over() {
+    let lab = Lab::new();
+    let ca = TestCa::new("lab CA");
+    let ca_file = ca.write(&lab.repo.join("ca.pem"));
+    let certs = lab.repo.join("certs");
+    fs::create_dir_all(&certs).unwrap();
+    let site = ca.issue(&[HOST]);
+    fs::write(certs.join("site.crt"), &site.cert_pem).unwrap();
+    fs::write(certs.join("site.key"), &site.key_pem).unwrap();
+    let redirect = free_port();
+    let config = format!(
+        "{}hosts = [\"{HOST}\"]\ntls = {{ cert = \"certs/site.crt\", key = \"certs/site.key\" }}\nhttp_redirect = \"127.0.0.1:{redirect}\"\n\n[environments.staging.edge]\nhsts = true\n",
+        lab.config()
+    );
+    let v1 = lab.commit_config(&config, "https");
+    lab.deploy().expect(0);
+    let port = lab.listen.port();
+    let resolve = format!("{HOST}:{port}:127.0.0.1");
+    let url = format!("https://{HOST}:{port}/");
+    let ca_path = ca_file.to_str().unwrap();
+    let https = |extra: &[&str]| {
+        let mut args = vec!["--cacert", ca_path, "--resolve", &resolve];
+        args.extend_from_slice(extra);
+        curl(&args)
+    };
+
+    // HTTP/2 by ALPN, verified against the lab's CA, with HSTS.
+    let (code, out, err) = https(&[
+        "--http2",
+        "-D",
+        "-",
+        "-w",
+        "\nversion=%{http_version}",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("tasks-app {v1}")), "{out}");
+    assert!(out.ends_with("version=2"), "HTTP/2 was used: {out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000"),
+        "{out}"
+    );
+    // HTTP/1.1 over TLS too.
+    let (code, out, err) = https(&["--http1.1", "-w", "\nversion=%{http_version}", &url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("version=1.1"), "{out}");
+    // A Host that disagrees with the SNI: 421, never passed on (over HTTP/1.1 and HTTP/2).
+    for version in ["--http1.1", "--http2"] {
+        let (code, out, err) = https(&[
+            version,
+            "-H",
+            "Host: other.example.com",
+            "-w",
+            "\nstatus=%{http_code}",
+            &url,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.ends_with("status=421"), "{version}: {out}");
+        assert!(!out.contains("tasks-app"), "{out}");
+    }
+    // A name the edge has no certificate for: the handshake fails.
+    let other = format!("other.example.com:{port}:127.0.0.1");
+    let (code, _, _) = curl(&[
+        "--cacert",
+        ca_path,
+        "--resolve",
+        &other,
+        &format!("https://other.example.com:{port}/"),
+    ]);
+    assert_ne!(code, 0);
+
+    // http_redirect: 308 to https://, path and query kept; unknown hosts get 404.
+    let plain = format!("http://127.0.0.1:{redirect}/tasks?page=2");
+    let (code, out, err) = curl(&[
+        "-H",
+        &format!("Host: {HOST}"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &plain,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("308 https://{HOST}:{port}/tasks?page=2"));
+    let (_, out, _) = curl(&[
+        "-H",
+        "Host: nobody.example.com",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &plain,
+    ]);
+    assert_eq!(out, "404");
+    // curl follows it to the HTTPS edge.
+    let redirect_resolve = format!("{HOST}:{redirect}:127.0.0.1");
+    let (code, out, err) = https(&[
+        "-L",
+        "--resolve",
+        &redirect_resolve,
+        &format!("http://{HOST}:{redirect}/"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("tasks-app {v1}")), "{out}");
+
+    // A WebSocket over TLS stays on its version through a cut-over; a new one goes to the new.
+    let (mut on_v1, version) = open_wss(port, &ca);
+    assert_eq!(version, v1);
+    echo(&mut on_v1, "before");
+    let v2 = lab.commit("second");
+    lab.deploy().expect(0);
+    let (code, out, err) = https(&[&url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("tasks-app {v2}")), "{out}");
+    echo(&mut on_v1, "through the cut-over");
+    let (mut on_v2, version) = open_wss(port, &ca);
+    assert_eq!(version, v2);
+    echo(&mut on_v2, "on the new version");
+    lab.run(&["down"]).expect(0);
+}
+
+#[test]
+fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble() {
+    let lab = Lab::new();
+    let redirect = free_port();
+    let pebble_dir = lab.repo.with_extension("pebble");
+    let Some(pebble) =
+        cutover_http::testing::Pebble::start(&pebble_dir, redirect, lab.listen.port())
+    else {
+        return;
+    };
+    let (by_alpn, by_http) = ("alpn.tasks.test", "http.tasks.test");
+    let acme = |directory: &str| {
+        format!(
+            "{}hosts = [\"{by_alpn}\", \"{by_http}\"]\ntls = \"acme\"\nhttp_redirect = \"127.0.0.1:{redirect}\"\n\n[acme]\ndirectory = \"{directory}\"\nemail = \"ops@example.com\"\nca_bundle = \"{}\"\n",
+            lab.config(),
+            pebble.ca_bundle.display()
+        )
+    };
+    let v1 = lab.commit_config(&acme(&pebble.directory), "acme");
+    lab.deploy().expect(0);
+    let root = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(pebble.issuing_root());
+    let root_file = pebble_dir.join("root.pem");
+    fs::write(&root_file, &root).unwrap();
+    let port = lab.listen.port();
+    let get = |host: &str| {
+        curl(&[
+            "--cacert",
+            root_file.to_str().unwrap(),
+            "--resolve",
+            &format!("{host}:{port}:127.0.0.1"),
+            &format!("https://{host}:{port}/"),
+        ])
+    };
+    // The edge obtains both certificates by itself (HTTP-01 on http_redirect for both, as the
+    // route has one); until then their handshakes fail cleanly.
+    let served = eventually(
+        Duration::from_secs(40),
+        "certificates issued by ACME",
+        || {
+            let (a, b) = (get(by_alpn), get(by_http));
+            (a.0 == 0 && b.0 == 0).then_some((a.1, b.1))
+        },
+    );
+    assert!(served.0.contains(&format!("tasks-app {v1}")), "{served:?}");
+    assert!(served.1.contains(&format!("tasks-app {v1}")), "{served:?}");
+    let status = lab.run(&["edge", "status", "--json"]).expect(0).json();
+    let acme_hosts = status["acme"].as_array().unwrap();
+    assert_eq!(acme_hosts.len(), 2, "{status:#}");
+    assert!(
+        acme_hosts
+            .iter()
+            .all(|h| h["not_after"].is_i64() && h["error"].is_null()),
+        "{status:#}"
+    );
+
+    // Kept 0600 in the edge's dir, and renewed at once when asked.
+    let cert = lab.edge_dir().join("certs").join(format!("{by_alpn}.crt"));
+    let key = lab.edge_dir().join("certs").join(format!("{by_alpn}.key"));
+    use std::os::unix::fs::PermissionsExt;
+    for file in [&cert, &key] {
+        assert_eq!(
+            fs::metadata(file).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{file:?}"
+        );
+    }
+    let before = fs::read(&cert).unwrap();
+    lab.run(&["edge", "renew", by_alpn])
+        .expect(0)
+        .says(&[&format!(
+            "the certificate of {by_alpn} was renewed by ACME: valid until"
+        )]);
+    assert_ne!(fs::read(&cert).unwrap(), before, "a new certificate");
+    assert_eq!(get(by_alpn).0, 0);
+
+    // A host no ACME route has; then a directory nobody answers: clear errors, and the
+    // certificates that serve keep serving.
+    lab.run(&["edge", "renew", "nobody.test"]).expect(1).says(&[
+        "no route of this edge gets the certificate of nobody.test by ACME",
+        "hint: ",
+    ]);
+    let gone = format!("https://127.0.0.1:{}/dir", free_port());
+    lab.commit_config(&acme(&gone), "a directory that is gone");
+    lab.deploy().expect(0);
+    lab.run(&["edge", "renew", by_alpn]).expect(1).says(&[
+        &format!("the ACME directory {gone} cannot be reached"),
+        "the old certificate, if any, keeps serving",
+        "hint: check [acme] directory",
+    ]);
+    assert_eq!(get(by_alpn).0, 0, "the old certificate serves");
+    let status = lab.run(&["edge", "status"]).expect(0);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("certificate of {by_alpn} by ACME: valid until"))
+            && status
+                .stdout
+                .contains("the last attempt failed: the ACME directory"),
+        "{status:?}"
+    );
+    lab.run(&["down"]).expect(0);
 }
