@@ -158,3 +158,118 @@ static_app_repo() {
 
 # free_local_port: a TCP port free on 127.0.0.1 now.
 free_local_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The http{} settings every bench nginx shares (no access log, temp paths in DIR, long
+# keep-alive), for a config written with `cat <<EOF`: "$(nginx_common_http DIR)".
+nginx_common_http() {
+    local dir="$1"
+    printf '%s\n' "    access_log off;" \
+        "    client_body_temp_path $dir/body;" \
+        "    proxy_temp_path $dir/proxy;" \
+        "    fastcgi_temp_path $dir/fastcgi;" \
+        "    uwsgi_temp_path $dir/uwsgi;" \
+        "    scgi_temp_path $dir/scgi;" \
+        "    keepalive_requests 1000000;"
+}
+
+# start_upstream_nginx DIR PORT: nginx (1 worker) answering `return 200 "ok\n"` on
+# 127.0.0.1:PORT, the upstream the proxy benches share; appends its pid to PIDS and sets
+# UP_MASTER.
+start_upstream_nginx() {
+    local dir="$1" port="$2"
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<NGX
+user root;
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+$(nginx_common_http "$dir")
+    server {
+        listen 127.0.0.1:$port reuseport backlog=4096;
+        location / { default_type text/plain; return 200 "ok\n"; }
+    }
+}
+NGX
+    "${NGINX:-nginx}" -p "$dir" -c "$dir/nginx.conf" &
+    UP_MASTER=$!
+    PIDS+=("$UP_MASTER")
+}
+
+# wrk_one RESULTS RUN MODE TARGET URL PID...: one wrk run (THREADS, CONNS, DURATION;
+# `Connection: close` for MODE close) against URL, with the CPU time PID... used; appends
+# "RUN MODE TARGET rps p50ms p99ms requests sockerr non2xx cpu_s" to RESULTS.
+wrk_one() {
+    local results=$1 run=$2 mode=$3 target=$4 url=$5
+    shift 5
+    local hdr=()
+    [ "$mode" = close ] && hdr=(-H 'Connection: close')
+    local out
+    out="$(dirname "$results")/wrk-$run-$mode-$target.txt"
+    local before after stat cpu_s
+    before=$(cpu_ticks "$@")
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" "$url" >"$out" 2>&1
+    after=$(cpu_ticks "$@")
+    stat=$(python3 "$BENCH_DIR/wrkstat.py" "$out")
+    cpu_s=$(python3 -c "print('%.2f' % (($after - $before) / $(getconf CLK_TCK)))")
+    echo "$run $mode $target $stat $cpu_s" >>"$results"
+    log "run $run $mode $target: rps p50ms p99ms requests sockerr non2xx proxy_cpu_s = $stat $cpu_s"
+    sleep 1
+}
+
+# start_proxy_nginx DIR UP_PORT SERVER_LINES: nginx (worker_processes auto, upstream keepalive
+# 64) proxying to 127.0.0.1:UP_PORT with the headers cutover's edge adds too; SERVER_LINES are
+# the server's `listen` and any TLS lines. Appends its pid to PIDS and sets NGX_MASTER.
+start_proxy_nginx() {
+    local dir="$1" up_port="$2" server_lines="$3"
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<NGX
+user root;
+worker_processes auto;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+$(nginx_common_http "$dir")
+    upstream app {
+        server 127.0.0.1:$up_port;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+$server_lines
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+        }
+    }
+}
+NGX
+    "${NGINX:-nginx}" -p "$dir" -c "$dir/nginx.conf" &
+    NGX_MASTER=$!
+    PIDS+=("$NGX_MASTER")
+}
+
+# start_edge DIR LISTEN UP_PORT [EXTRA_JSON]: `cutover proxy` (the machine edge in DIR/edge)
+# with one route on LISTEN to 127.0.0.1:UP_PORT (EXTRA_JSON: more route fields, e.g. its tls).
+# Appends its pid to PIDS and sets CUT_PID.
+start_edge() {
+    local dir="$1" listen="$2" up_port="$3" extra="${4:-}"
+    mkdir -p "$dir/edge"
+    "$CUTOVER" proxy --edge-dir "$dir/edge" 2>"$dir/proxy.log" &
+    CUT_PID=$!
+    PIDS+=("$CUT_PID")
+    local reply
+    reply=$(python3 "$BENCH_DIR/proxy_admin.py" "$dir/edge" \
+        "{\"op\":\"set\",\"route\":{\"owner\":\"$dir\",\"env\":\"bench\"},\"listen\":\"$listen\",\"access_log\":\"$dir/access-bench.log\",\"upstreams\":[{\"addr\":\"127.0.0.1:$up_port\",\"weight\":100}]$extra}") \
+        || die "admin set failed: $reply"
+    log "cutover edge admin set: $reply"
+}
