@@ -82,7 +82,10 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         if let Err(e) = config.check_overrides(&overrides) {
             return Outcome::refused(e.to_string(), None);
         }
-        if let Err(outcome) = self.check_edge_certificate(&req.env, &env_cfg) {
+        if let Err(outcome) = self
+            .check_edge_certificate(&req.env, &config, &env_cfg)
+            .await
+        {
             return outcome;
         }
         // The CLI resolves secrets where the deploy is asked for; a pipeline run or a webhook
@@ -190,7 +193,10 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Err(e) => return Outcome::refused(e, None),
         };
         if let Ok(env_cfg) = config.environment(&req.env) {
-            if let Err(outcome) = self.check_edge_certificate(&req.env, env_cfg) {
+            if let Err(outcome) = self
+                .check_edge_certificate(&req.env, &config, env_cfg)
+                .await
+            {
                 return outcome;
             }
         }
@@ -251,18 +257,32 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             .await
     }
 
-    /// The certificate files of `tls = { cert, key }` (relative to cutover.toml), checked
-    /// before anything starts: one the edge could not serve refuses the release, naming the
-    /// field and the fix. (`tls = "acme"` needs nothing here: the edge obtains it.)
-    fn check_edge_certificate(
+    /// The certificate files of `tls = { cert, key }` (relative to cutover.toml), or the
+    /// `[acme] directory` of `tls = "acme"`, checked before anything starts: files the edge
+    /// could not serve, or a directory that does not answer, refuse the release, naming the
+    /// field and the fix. (The certificate itself the edge obtains by ACME, in the background.)
+    async fn check_edge_certificate(
         &self,
         env: &str,
+        config: &Config,
         env_cfg: &cutover_config::Environment,
     ) -> Result<(), Outcome> {
-        let Some(cutover_config::Tls::Files { cert, key }) = &env_cfg.tls else {
-            return Ok(());
-        };
         let root = &self.inner.options.repo_root;
+        let (cert, key) = match &env_cfg.tls {
+            None => return Ok(()),
+            Some(cutover_config::Tls::Files { cert, key }) => (cert, key),
+            Some(cutover_config::Tls::Acme) => {
+                let settings = crate::ports::Site::of(config, env_cfg, root).acme;
+                let Some(settings) = settings else {
+                    return Ok(());
+                };
+                return cutover_proxy::acme::check_directory(&settings)
+                    .await
+                    .map_err(|e| {
+                        Outcome::refused(format!("[acme] directory: {e}"), Some(e.hint()))
+                    });
+            }
+        };
         let pair = cutover_proxy::tls::Pair {
             cert: root.join(cert),
             key: root.join(key),

@@ -435,6 +435,41 @@ impl Acme {
     }
 }
 
+/// Whether `settings.directory` answers as an ACME directory (a deploy checks it before it
+/// starts anything, so that a wrong or unreachable directory is refused up front).
+pub async fn check_directory(settings: &AcmeSettings) -> Result<(), AcmeError> {
+    let unreachable = |detail: String| AcmeError::Unreachable {
+        directory: settings.directory.clone(),
+        detail,
+    };
+    let options = cutover_http::ClientOptions {
+        timeout: Some(Duration::from_secs(10)),
+        ..cutover_http::ClientOptions::verified(settings.ca_bundle.as_deref())
+    };
+    let client = cutover_http::client(&options).map_err(|e| unreachable(e.to_string()))?;
+    let response = client
+        .get(&settings.directory)
+        .send()
+        .await
+        .map_err(|e| unreachable(cutover_http::classify(&e).to_string()))?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| unreachable(cutover_http::classify(&e).to_string()))?;
+    let directory = serde_json::from_slice::<serde_json::Value>(&body).ok();
+    let is_acme = directory
+        .as_ref()
+        .is_some_and(|d| d.get("newOrder").is_some() && d.get("newAccount").is_some());
+    if status.is_success() && is_acme {
+        Ok(())
+    } else {
+        Err(unreachable(format!(
+            "it answered {status} with no ACME directory (newAccount, newOrder)"
+        )))
+    }
+}
+
 /// Why `cutover edge renew HOST` did not renew.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenewError {

@@ -387,17 +387,26 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
     assert_ne!(fs::read(&cert).unwrap(), before, "a new certificate");
     assert_eq!(get(by_alpn).0, 0);
 
-    // A host no ACME route has; then a directory nobody answers: clear errors, and the
-    // certificates that serve keep serving.
+    // A host no ACME route has: refused with a hint.
     lab.run(&["edge", "renew", "nobody.test"]).expect(1).says(&[
         "no route of this edge gets the certificate of nobody.test by ACME",
         "hint: ",
     ]);
+    // A deploy whose [acme] directory does not answer is refused before anything starts.
+    let before = lab.ledger_summary();
     let gone = format!("https://127.0.0.1:{}/dir", free_port());
     lab.commit_config(&acme(&gone), "a directory that is gone");
-    lab.deploy().expect(0);
+    lab.deploy().expect(1).says(&[
+        &format!("[acme] directory: the ACME directory {gone} cannot be reached"),
+        "hint: check [acme] directory",
+    ]);
+    assert_eq!(lab.ledger_summary(), before, "nothing changed");
+    // The directory goes away at runtime: a renewal fails clearly, the old certificate keeps
+    // serving, and `edge status` says so.
+    let directory = pebble.directory.clone();
+    drop(pebble);
     lab.run(&["edge", "renew", by_alpn]).expect(1).says(&[
-        &format!("the ACME directory {gone} cannot be reached"),
+        &format!("the ACME directory {directory} cannot be reached"),
         "the old certificate, if any, keeps serving",
         "hint: check [acme] directory",
     ]);
