@@ -114,15 +114,17 @@ Examples:\n  cutover rollback staging\n  cutover rollback production --to 7     
     Demo(commands::demo::DemoArgs),
     /// Run the control plane in the foreground (the CLI starts one in the background when needed).
     Server(roles::ServerArgs),
-    /// Stop the server, the edge proxies and every instance of this state dir.
+    /// Stop the server and every instance of this state dir, and remove its routes from the
+    /// machine's edge (which stops once no app has a route).
     Down,
-    /// The machine's edge: `renew HOST` (a certificate by ACME, now), `status`.
+    /// The machine's edge: `status`, `upgrade` (to this binary, dropping nothing), `renew HOST`
+    /// (a certificate by ACME, now).
     #[command(subcommand)]
     Edge(roles::EdgeCommand),
     /// Internal: run one instance under a supervisor (started by the server).
     #[command(hide = true)]
     Supervise(roles::SuperviseArgs),
-    /// Internal: run an environment's edge proxy (started by the server).
+    /// Internal: run the machine's edge (started by the first server that needs it).
     #[command(hide = true)]
     Proxy(roles::ProxyArgs),
 }

@@ -22,6 +22,10 @@ pub struct ProxyArgs {
     /// The machine edge's directory (routes, pid file, log).
     #[arg(long)]
     pub edge_dir: PathBuf,
+    /// Take the listening sockets over from the edge running in that directory (`cutover edge
+    /// upgrade`).
+    #[arg(long)]
+    pub takeover: bool,
     /// Detach from the caller (print the pid and return at once).
     #[arg(long)]
     pub detach: bool,
@@ -73,6 +77,9 @@ pub enum EdgeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the running edge by this cutover binary, dropping nothing: it hands its listening
+    /// sockets to the new edge, drains what it still serves, and exits.
+    Upgrade,
 }
 
 /// How `cutover server` serves, besides its unix socket.

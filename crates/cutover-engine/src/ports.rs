@@ -220,25 +220,39 @@ impl ProxyEdge {
         route
     }
 
-    /// Makes sure the machine's edge runs and speaks this protocol: starts it when none
-    /// answers; replaces one that speaks an older protocol (it reads the routes file it kept,
-    /// and serves on).
+    /// Makes sure the machine's edge runs and is not older than this cutover: starts it when
+    /// none answers; waits for one that is stopping (or handing over) to go; upgrades an older
+    /// one in place (`cutover_proxy::upgrade`: it hands its sockets to an edge of this binary,
+    /// dropping nothing), or, when that fails, replaces it (it reads the routes file it kept).
     async fn running(&self) -> Result<(), String> {
-        match self.client().status().await {
-            Ok(status) if status.stopping => {
-                // Its last route was just removed: wait for it to go, then start another.
-                for _ in 0..400 {
-                    if self.client().status().await.is_err() {
-                        break;
-                    }
+        for _ in 0..400 {
+            match self.client().status().await {
+                Ok(status) if status.stopping => {
                     tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                    continue;
                 }
+                Ok(status)
+                    if status.protocol >= PROTOCOL
+                        && !newer(cutover_proxy::VERSION, &status.version) =>
+                {
+                    return Ok(())
+                }
+                Ok(_) => {
+                    let (exe, dir) = (self.exe.clone(), self.edge_dir.clone());
+                    let upgraded =
+                        tokio::task::spawn_blocking(move || cutover_proxy::upgrade(&exe, &dir))
+                            .await;
+                    if matches!(upgraded, Ok(Ok(_))) {
+                        return Ok(());
+                    }
+                    let _ = self.client().shutdown().await;
+                }
+                Err(ProxyError::BadReply { .. }) => {
+                    let _ = self.client().shutdown().await;
+                }
+                Err(_) => {}
             }
-            Ok(status) if status.protocol >= PROTOCOL => return Ok(()),
-            Ok(_) | Err(ProxyError::BadReply { .. }) => {
-                let _ = self.client().shutdown().await;
-            }
-            Err(_) => {}
+            break;
         }
         let (exe, dir) = (self.exe.clone(), self.edge_dir.clone());
         tokio::task::spawn_blocking(move || cutover_proxy::spawn(&exe, &dir))
@@ -347,6 +361,22 @@ impl Edge for ProxyEdge {
     }
 }
 
+/// Whether version `a` is newer than `b` ("0.2.0" than "0.1.9"; a version that does not parse
+/// is never newer, so an edge is never replaced on a guess).
+fn newer(a: &str, b: &str) -> bool {
+    let parse = |v: &str| -> Option<Vec<u64>> {
+        v.split(['-', '+'])
+            .next()?
+            .split('.')
+            .map(|n| n.parse().ok())
+            .collect()
+    };
+    match (parse(a), parse(b)) {
+        (Some(a), Some(b)) => a > b,
+        _ => false,
+    }
+}
+
 /// The edge's limits of a route, from `[environments.X.edge]`.
 fn edge_limits(limits: &EdgeLimits) -> Limits {
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -357,5 +387,18 @@ fn edge_limits(limits: &EdgeLimits) -> Limits {
         header_timeout_ms: ms(limits.header_timeout),
         drain_timeout_ms: ms(limits.drain_timeout),
         hsts: limits.hsts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_edge_is_upgraded_only_by_a_newer_cutover() {
+        assert!(super::newer("0.2.0", "0.1.9"));
+        assert!(super::newer("1.0.0", "0.10.0"));
+        assert!(!super::newer("0.1.0", "0.1.0"));
+        assert!(!super::newer("0.1.0", "0.2.0"));
+        assert!(!super::newer("0.1.0", ""));
+        assert!(!super::newer("0.1.0", "garbage"));
     }
 }

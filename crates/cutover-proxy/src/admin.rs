@@ -34,9 +34,11 @@ pub(crate) struct Admin {
     /// and the file on disk stay in step.
     pub current: Mutex<RoutesFile>,
     pub shutdown: watch::Sender<bool>,
-    /// Set when the last route is removed: changes are refused from then on, so that none is
-    /// made to an edge about to exit.
+    /// Set when the last route is removed, or during a handover: changes are refused, so that
+    /// none is made to an edge about to exit.
     pub closing: std::sync::atomic::AtomicBool,
+    /// Set once a new edge serves the sockets this one handed over: stop accepting and drain.
+    pub draining: watch::Sender<bool>,
 }
 
 impl Admin {
@@ -75,6 +77,13 @@ impl Admin {
                 continue;
             }
             let too_long = line.len() >= MAX_LINE && line.last() != Some(&b'\n');
+            if !too_long && matches!(protocol::parse_request(&line), Ok(Request::Handover)) {
+                // Whatever a new edge sent after its request is its own: nothing is buffered.
+                if let Ok(stream) = reader.into_inner().reunite(write) {
+                    self.handover(stream).await;
+                }
+                return;
+            }
             let (reply, stop) = if too_long {
                 let error = AdminError::new(
                     ErrorCode::LineTooLong,
@@ -139,6 +148,10 @@ impl Admin {
                 Ok(generation) => Reply::Hold { generation },
                 Err(error) => Reply::Error(error),
             },
+            Request::Handover => Reply::Error(AdminError::new(
+                ErrorCode::BadRequest,
+                "a handover goes on a connection of its own",
+            )),
             Request::Shutdown => {
                 eprintln!("edge: shutting down (asked)");
                 return (Reply::Shutdown, true);
@@ -302,6 +315,64 @@ impl Admin {
         let generation = next.generation;
         *current = next;
         Ok(generation)
+    }
+
+    /// Hands the listening sockets to the new edge on `stream`; once it says `ready`, stops
+    /// accepting and drains (the serving threads and `serve` take it from there). Changes wait
+    /// (the routes lock is held) and are refused meanwhile; a handover that does not complete
+    /// leaves this edge serving as before.
+    async fn handover(&self, stream: UnixStream) {
+        let current = self.current.lock().await;
+        if self.is_closing() {
+            let error = AdminError::new(ErrorCode::Stopping, "the edge is already stopping")
+                .hint("send the handover to the edge that answers next");
+            let mut stream = stream;
+            let _ = stream
+                .write_all(&protocol::to_line(&Reply::Error(error)))
+                .await;
+            return;
+        }
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let sockets = self.listeners.duplicates();
+        let handed = async {
+            let conn = stream.into_std()?;
+            conn.set_nonblocking(false)?;
+            tokio::task::spawn_blocking(move || {
+                let borrowed: Vec<_> = sockets
+                    .iter()
+                    .map(|(addr, fd)| (*addr, std::os::fd::AsFd::as_fd(fd)))
+                    .collect();
+                crate::handover::give(&conn, &borrowed)?;
+                conn.set_read_timeout(Some(crate::handover::WAIT))?;
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut line)?;
+                Ok::<bool, std::io::Error>(line.trim() == "ready")
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        };
+        match handed.await {
+            Ok(true) => {
+                let count = self.listeners.status().len();
+                self.listeners.close_all();
+                eprintln!(
+                    "edge: handed {count} listening socket(s) to a new edge; draining (generation {})",
+                    current.generation
+                );
+                self.draining.send_replace(true);
+            }
+            Ok(false) => {
+                self.closing
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("edge: the new edge did not take over; serving on");
+            }
+            Err(e) => {
+                self.closing
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("edge: the handover failed ({e}); serving on");
+            }
+        }
     }
 
     /// Waits until nothing is in flight to `upstreams`, or `timeout_ms` (or their routes'

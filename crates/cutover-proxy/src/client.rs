@@ -278,12 +278,95 @@ pub fn spawn(exe: &Path, dir: &Path) -> Result<u32, ProxyError> {
     }
 }
 
-/// The pid a proxy reports on `socket`, if one answers.
-fn status_pid_blocking(socket: &Path) -> Option<u32> {
+/// What an upgrade did: the edge that ran, and the one that serves now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgraded {
+    pub old_pid: u32,
+    pub old_version: String,
+    pub new_pid: u32,
+    /// The running edge could not hand its sockets over (an older edge): it was stopped and the
+    /// new one opened them again, with a short gap.
+    pub restarted: bool,
+}
+
+/// Replaces the edge of `dir` by a new process of `exe` that takes its listening sockets over
+/// (`handover`): no connection is refused; the old edge drains and exits. An edge too old to
+/// hand over is stopped and started again instead. Blocking.
+pub fn upgrade(exe: &Path, dir: &Path) -> Result<Upgraded, ProxyError> {
+    let options = ProxyOptions::new(dir);
+    let start_failed = |detail: String| ProxyError::StartFailed { detail };
+    let _lock = cutover_daemon::FileLock::acquire(&options.start_lock)
+        .map_err(|e| start_failed(format!("cannot take {}: {e}", options.start_lock.display())))?;
+    let old = status_blocking(&options.admin_socket).ok_or_else(|| ProxyError::NotRunning {
+        socket: options.admin_socket.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no edge answers"),
+    })?;
+    if old.protocol < 5 {
+        // No `handover` before protocol 5: stop it, start the new one.
+        let _ = shutdown_blocking(&options.admin_socket);
+        drop(_lock);
+        let new_pid = spawn(exe, dir)?;
+        return Ok(Upgraded {
+            old_pid: old.pid,
+            old_version: old.version,
+            new_pid,
+            restarted: true,
+        });
+    }
+    let mut command = Command::new(exe);
+    command
+        .arg("proxy")
+        .arg("--edge-dir")
+        .arg(dir)
+        .arg("--takeover");
+    let new_pid =
+        cutover_daemon::spawn_detached(command, None).map_err(|e| start_failed(e.to_string()))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if status_pid_blocking(&options.admin_socket) == Some(new_pid) {
+            return Ok(Upgraded {
+                old_pid: old.pid,
+                old_version: old.version,
+                new_pid,
+                restarted: false,
+            });
+        }
+        if !cutover_daemon::pid_alive(new_pid) {
+            std::thread::sleep(Duration::from_millis(20));
+            return Err(start_failed(
+                log_tail(&options.log_file, 5)
+                    .unwrap_or_else(|| "it exited without a word".to_string()),
+            ));
+        }
+        if Instant::now() >= deadline {
+            return Err(start_failed(format!(
+                "process {new_pid} did not answer on {} within {} s",
+                options.admin_socket.display(),
+                START_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Asks the edge on `socket` to stop and waits until it has closed the connection.
+fn shutdown_blocking(socket: &Path) -> Option<()> {
     let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.set_read_timeout(Some(STOP_TIMEOUT)).ok()?;
     stream
-        .set_write_timeout(Some(Duration::from_secs(1)))
+        .write_all(&protocol::to_line(&Request::Shutdown))
+        .ok()?;
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut stream, &mut rest);
+    Some(())
+}
+
+/// What the edge on `socket` reports, if one answers.
+pub fn status_blocking(socket: &Path) -> Option<ProxyStatus> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
         .ok()?;
     stream
         .write_all(&protocol::to_line(&Request::Status))
@@ -291,9 +374,14 @@ fn status_pid_blocking(socket: &Path) -> Option<u32> {
     let mut line = String::new();
     std::io::BufReader::new(stream).read_line(&mut line).ok()?;
     match protocol::parse_reply(&line).ok()? {
-        Reply::Status(status) => Some(status.pid),
+        Reply::Status(status) => Some(status),
         _ => None,
     }
+}
+
+/// The pid the edge on `socket` reports, if one answers.
+fn status_pid_blocking(socket: &Path) -> Option<u32> {
+    status_blocking(socket).map(|s| s.pid)
 }
 
 fn log_tail(path: &Path, lines: usize) -> Option<String> {

@@ -28,9 +28,16 @@ pub(crate) struct Activity {
     requests: AtomicU64,
     /// Requests whose answer is not yet sent in full.
     answering: AtomicU64,
+    /// The edge handed its sockets over: answers say `Connection: close`.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
+    /// From now on every answer closes the connection after it.
+    pub fn close_after_answer(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
     /// A request has arrived; its answer counts until sent or dropped, and is then written
     /// to the access log.
     pub fn answer(
@@ -42,6 +49,12 @@ impl Activity {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.answering.fetch_add(1, Ordering::Relaxed);
         let (mut parts, body) = response.into_parts();
+        if self.closing.load(Ordering::Relaxed) {
+            parts.headers.insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
         let served = parts.extensions.remove::<Arc<Served>>();
         // The log of the route that answered; the edge's own when none did.
         let log = match &served {

@@ -13,6 +13,7 @@ mod admin;
 mod client;
 mod conn;
 mod forward;
+mod handover;
 mod https;
 mod listeners;
 pub mod protocol;
@@ -33,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
-pub use client::{running_pid, spawn, ProxyClient};
+pub use client::{running_pid, spawn, status_blocking, upgrade, ProxyClient, Upgraded};
 pub use protocol::{DrainOutcome, Limits, ProxyStatus, Route, RouteKey, Upstream};
 pub use routes::{legacy_routes, LegacyRoute, RoutesFile};
 
@@ -91,6 +92,9 @@ pub struct ProxyOptions {
     pub start_lock: PathBuf,
     /// The access log of requests no route takes.
     pub access_log: PathBuf,
+    /// Take the listening sockets over from the edge running in this directory (an upgrade)
+    /// instead of opening them.
+    pub takeover: bool,
 }
 
 impl ProxyOptions {
@@ -104,6 +108,7 @@ impl ProxyOptions {
             log_file: dir.join("edge.log"),
             start_lock: dir.join("start.lock"),
             access_log: dir.join("access.log"),
+            takeover: false,
         }
     }
 }
@@ -208,20 +213,19 @@ fn start_serving_threads(
     count: usize,
     routes: &Arc<Routes>,
     https: &Arc<https::Https>,
-    shutdown: &watch::Receiver<bool>,
+    signals: &Signals,
     workers: &mut Vec<std::thread::JoinHandle<()>>,
-) -> (
-    Vec<mpsc::UnboundedSender<Command>>,
-    Vec<tokio::sync::oneshot::Receiver<()>>,
-) {
+) -> (Vec<mpsc::UnboundedSender<Command>>, mpsc::Receiver<()>) {
     let mut commands = Vec::new();
-    let mut done = Vec::new();
+    // Each thread holds a sender until its connections have finished: `recv` returns `None`
+    // once all of them are done.
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
     for i in 0..count.max(1) {
-        let shutdown = shutdown.clone();
+        let signals = signals.clone();
         let routes = routes.clone();
         let https = https.clone();
         let (command_tx, command_rx) = mpsc::unbounded_channel();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let done = done_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("edge-{i}"))
             .spawn(move || {
@@ -232,16 +236,15 @@ fn start_serving_threads(
                         return;
                     }
                 };
-                let forwarder = Arc::new(Forwarder::new(routes, https, shutdown.clone()));
-                runtime.block_on(serve_thread(command_rx, forwarder, shutdown));
-                let _ = done_tx.send(());
+                let forwarder = Arc::new(Forwarder::new(routes, https, signals.tunnels.clone()));
+                runtime.block_on(serve_thread(command_rx, forwarder, signals));
+                drop(done);
                 runtime.shutdown_timeout(Duration::from_secs(1));
             });
         match spawned {
             Ok(handle) => {
                 workers.push(handle);
                 commands.push(command_tx);
-                done.push(done_rx);
             }
             Err(e) => {
                 eprintln!("edge: serving with {i} threads: {e}");
@@ -249,7 +252,19 @@ fn start_serving_threads(
             }
         }
     }
-    (commands, done)
+    (commands, done_rx)
+}
+
+/// What tells serving threads, connections and tunnels to end.
+#[derive(Clone)]
+pub(crate) struct Signals {
+    /// Stop: close idle connections, finish requests in flight (for up to [`GRACE`]).
+    pub shutdown: watch::Receiver<bool>,
+    /// Handed over to a new edge: stop accepting; each connection closes after its next answer
+    /// (`Connection: close`) or once idle; tunnels stay until `tunnels`.
+    pub draining: watch::Receiver<bool>,
+    /// Close the tunnels (WebSockets with 1001).
+    pub tunnels: watch::Receiver<bool>,
 }
 
 async fn serve(
@@ -260,11 +275,23 @@ async fn serve(
         "could not create the edge directory {}",
         options.dir.display()
     )))?;
-    if std::os::unix::net::UnixStream::connect(&options.admin_socket).is_ok() {
-        return Err(ProxyError::AlreadyRunning {
-            socket: options.admin_socket.clone(),
-        });
-    }
+    // An upgrade takes the sockets from the edge that runs; otherwise none may run.
+    let taken = if options.takeover {
+        let socket = options.admin_socket.clone();
+        let taken = tokio::task::spawn_blocking(move || handover::take(&socket))
+            .await
+            .map_err(|e| ProxyError::StartFailed {
+                detail: e.to_string(),
+            })??;
+        Some(taken)
+    } else {
+        if std::os::unix::net::UnixStream::connect(&options.admin_socket).is_ok() {
+            return Err(ProxyError::AlreadyRunning {
+                socket: options.admin_socket.clone(),
+            });
+        }
+        None
+    };
     let initial = RoutesFile::load(&options.routes_file).map_err(io_error(format!(
         "could not read the routes {}",
         options.routes_file.display()
@@ -309,9 +336,29 @@ async fn serve(
     let https = Arc::new(https::Https::new(&options.dir));
     https.start(&initial);
     tokio::spawn(https.clone().maintain(shutdown_rx.clone()));
-    let (commands, done) =
-        start_serving_threads(serving_threads(), &routes, &https, &shutdown_rx, workers);
+    let (draining_tx, draining_rx) = watch::channel(false);
+    let (tunnels_tx, tunnels_rx) = watch::channel(false);
+    let signals = Signals {
+        shutdown: shutdown_rx.clone(),
+        draining: draining_rx.clone(),
+        tunnels: tunnels_rx,
+    };
+    let (commands, mut done) =
+        start_serving_threads(serving_threads(), &routes, &https, &signals, workers);
     let listeners = Listeners::new(commands);
+    let handed_over = taken.as_ref().map_or(0, |t| t.listeners.len());
+    if let Some(taken) = taken.as_ref() {
+        for (listen, socket) in &taken.listeners {
+            match socket.try_clone() {
+                Ok(socket) => {
+                    if let Err(e) = listeners.adopt(*listen, socket) {
+                        eprintln!("edge: cannot serve the socket of {listen} handed over: {e}");
+                    }
+                }
+                Err(e) => eprintln!("edge: cannot serve the socket of {listen} handed over: {e}"),
+            }
+        }
+    }
     listeners.sync(&initial.listens());
     let admin = Arc::new(Admin {
         https,
@@ -321,42 +368,68 @@ async fn serve(
         current: tokio::sync::Mutex::new(initial.clone()),
         shutdown: shutdown_tx.clone(),
         closing: std::sync::atomic::AtomicBool::new(false),
+        draining: draining_tx,
     });
     let admin_task = tokio::spawn(admin.clone().serve(admin_listener));
-    tokio::spawn(stop_on_signals(shutdown_tx));
+    tokio::spawn(stop_on_signals(shutdown_tx.clone()));
     eprintln!(
-        "edge {VERSION} (pid {pid}) in {}, generation {} {}",
+        "edge {VERSION} (pid {pid}) in {}{}, generation {} {}",
         options.dir.display(),
+        if options.takeover {
+            format!(", took over {handed_over} listening socket(s)")
+        } else {
+            String::new()
+        },
         initial.generation,
         describe(&initial)
     );
+    if let Some(taken) = taken {
+        // Serving them now: the old edge may stop accepting.
+        taken.ready();
+    }
 
-    let mut stop = shutdown_rx.clone();
-    stopping(&mut stop).await;
-    // Stop answering and listening at once, so that a new edge can start while this one lets
-    // its requests finish. Only the socket and pid file this edge made: a newer edge may have
-    // taken the paths over.
+    let (mut stop, mut drain) = (shutdown_rx.clone(), draining_rx);
+    let handed = tokio::select! {
+        () = stopping(&mut stop) => false,
+        () = stopping(&mut drain) => true,
+    };
+    // Stop answering and listening at once, so that a new edge can start (or has started)
+    // while this one lets its requests finish. Only the socket and pid file this edge made: a
+    // newer edge may have taken the paths over.
     admin_task.abort();
     admin.listeners.close_all();
     if cutover_daemon::read_pid(&options.pid_file) == Some(pid) {
         let _ = std::fs::remove_file(&options.admin_socket);
     }
     remove_pid_file(&options.pid_file, pid);
-    for finished in done {
-        let _ = finished.await;
+    if handed {
+        // Requests in flight finish, kept-alive connections close after their next answer,
+        // WebSockets stay until the longest drain timeout of the routes.
+        let limit = routes.longest_drain();
+        tokio::select! {
+            _ = done.recv() => {}
+            () = tokio::time::sleep(limit) => {
+                eprintln!("edge: drain timeout ({} s) passed; closing what is left", limit.as_secs_f64());
+            }
+            () = stopping(&mut stop) => {}
+        }
     }
+    shutdown_tx.send_replace(true);
+    tunnels_tx.send_replace(true);
+    while done.recv().await.is_some() {}
     routes.close_logs();
     eprintln!("edge (pid {pid}) stopped");
     Ok(())
 }
 
-/// One serving thread: accepts on the listeners it is given until shutdown, then lets its
-/// connections finish for up to [`GRACE`].
+/// One serving thread: accepts on the listeners it is given until shutdown or a handover,
+/// then lets its connections finish (for up to [`GRACE`] after shutdown).
 async fn serve_thread(
     mut commands: mpsc::UnboundedReceiver<Command>,
     forwarder: Arc<Forwarder>,
-    mut shutdown: watch::Receiver<bool>,
+    signals: Signals,
 ) {
+    let (mut shutdown, mut draining) = (signals.shutdown.clone(), signals.draining.clone());
     // Every connection task holds a sender; `recv` returns `None` once all of them are done.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     // Dropping a listener's sender stops its accept loop.
@@ -365,6 +438,7 @@ async fn serve_thread(
     loop {
         tokio::select! {
             () = stopping(&mut shutdown) => break,
+            () = stopping(&mut draining) => break,
             command = commands.recv() => match command {
                 Some(Command::Open(listen, listener)) => {
                     match tokio::net::TcpListener::from_std(listener) {
@@ -376,7 +450,7 @@ async fn serve_thread(
                                 listen,
                                 stop_rx,
                                 forwarder.clone(),
-                                shutdown.clone(),
+                                signals.clone(),
                                 alive_tx.clone(),
                             ));
                         }
@@ -392,21 +466,27 @@ async fn serve_thread(
     }
     drop(accepting);
     drop(alive_tx);
+    tokio::select! {
+        _ = alive_rx.recv() => return,
+        () = stopping(&mut shutdown) => {}
+    }
     let _ = tokio::time::timeout(GRACE, alive_rx.recv()).await;
 }
 
-/// Accepts connections on one listener until it is closed or the edge stops.
+/// Accepts connections on one listener until it is closed or the edge stops accepting.
 async fn accept(
     listener: tokio::net::TcpListener,
     listen: SocketAddr,
     mut stop: tokio::sync::oneshot::Receiver<()>,
     forwarder: Arc<Forwarder>,
-    mut shutdown: watch::Receiver<bool>,
+    signals: Signals,
     alive: mpsc::Sender<()>,
 ) {
+    let (mut shutdown, mut draining) = (signals.shutdown.clone(), signals.draining.clone());
     loop {
         tokio::select! {
             () = stopping(&mut shutdown) => break,
+            () = stopping(&mut draining) => break,
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -415,7 +495,7 @@ async fn accept(
                         stream,
                         ConnInfo { listen, peer, server_name: None, tls: false },
                         forwarder.clone(),
-                        shutdown.clone(),
+                        signals.clone(),
                         alive.clone(),
                     ));
                 }
@@ -435,11 +515,11 @@ async fn accepted_on(
     stream: tokio::net::TcpStream,
     mut info: ConnInfo,
     forwarder: Arc<Forwarder>,
-    shutdown: watch::Receiver<bool>,
+    signals: Signals,
     alive: mpsc::Sender<()>,
 ) {
     match forwarder.https().kind(info.listen) {
-        https::Kind::Plain => connection(stream, info, forwarder, shutdown, alive, false).await,
+        https::Kind::Plain => connection(stream, info, forwarder, signals, alive, false).await,
         https::Kind::Tls(acceptor) => {
             let limit = forwarder.connection_limits(info.listen).header_timeout_ms;
             let accepted = tls::accept(&acceptor, stream, Duration::from_millis(limit)).await;
@@ -451,7 +531,7 @@ async fn accepted_on(
             {
                 info.server_name = server_name;
                 info.tls = true;
-                connection(stream, info, forwarder, shutdown, alive, h2).await;
+                connection(stream, info, forwarder, signals, alive, h2).await;
             }
         }
         https::Kind::Redirect(redirects) => {
@@ -464,10 +544,14 @@ async fn accepted_on(
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            let mut shutdown = shutdown;
+            let (mut shutdown, mut draining) = (signals.shutdown, signals.draining);
             tokio::select! {
                 _ = conn.as_mut() => {}
                 () = stopping(&mut shutdown) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+                () = stopping(&mut draining) => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
@@ -476,18 +560,24 @@ async fn accepted_on(
     }
 }
 
+/// How long a connection may sit idle while the edge drains after a handover before it is
+/// closed (a client sending on it after that gets a fresh connection to the new edge).
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
 /// Serves one client connection (HTTP/1.1, or HTTP/2 when `h2`) until it closes, times out,
-/// or the edge stops.
+/// or the edge stops. After a handover an HTTP/1.1 connection closes after its next answer
+/// (`Connection: close`), an HTTP/2 one gets a GOAWAY and finishes its streams.
 pub(crate) async fn connection<S>(
     stream: S,
     info: ConnInfo,
     forwarder: Arc<Forwarder>,
-    mut shutdown: watch::Receiver<bool>,
+    signals: Signals,
     alive: mpsc::Sender<()>,
     h2: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (mut shutdown, mut draining) = (signals.shutdown, signals.draining);
     let client_ip = forward::client_ip_header(info.peer);
     let limits = forwarder.connection_limits(info.listen);
     let activity = Arc::new(conn::Activity::default());
@@ -520,6 +610,10 @@ pub(crate) async fn connection<S>(
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
+            () = stopping(&mut draining) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
         }
         return;
     }
@@ -532,11 +626,28 @@ pub(crate) async fn connection<S>(
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
+        _ = conn.as_mut() => return,
         // Nothing is being answered: closing drops no response.
-        _ = conn::expired(&activity, limits) => {}
+        _ = conn::expired(&activity, limits) => return,
         () = stopping(&mut shutdown) => {
             // Finishes the request in progress, then closes; idle connections close at once.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+            return;
+        }
+        () = stopping(&mut draining) => activity.close_after_answer(),
+    }
+    // Handed over: the next answer says `Connection: close`; an idle connection closes soon.
+    let drain_limits = Limits {
+        idle_timeout_ms: limits
+            .idle_timeout_ms
+            .min(u64::try_from(DRAIN_IDLE.as_millis()).unwrap_or(u64::MAX)),
+        ..limits
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = conn::expired(&activity, drain_limits) => {}
+        () = stopping(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

@@ -29,7 +29,7 @@ struct State {
 struct Open {
     /// The edge's own descriptor (the serving threads hold duplicates); closing the last one
     /// closes the socket.
-    _socket: std::net::TcpListener,
+    socket: std::net::TcpListener,
     bound: SocketAddr,
 }
 
@@ -82,13 +82,7 @@ impl Listeners {
         }
         let mut state = self.state();
         state.failed.remove(&listen);
-        state.open.insert(
-            listen,
-            Open {
-                _socket: socket,
-                bound,
-            },
-        );
+        state.open.insert(listen, Open { socket, bound });
         Ok(())
     }
 
@@ -127,6 +121,18 @@ impl Listeners {
             let _ = thread.send(Command::Close(listen));
         }
         self.state().open.remove(&listen);
+    }
+
+    /// A duplicate of every listening socket, with its address (for a handover).
+    pub fn duplicates(&self) -> Vec<(SocketAddr, std::os::fd::OwnedFd)> {
+        self.state()
+            .open
+            .iter()
+            .filter_map(|(listen, open)| {
+                let fd = open.socket.try_clone().ok()?;
+                Some((*listen, std::os::fd::OwnedFd::from(fd)))
+            })
+            .collect()
     }
 
     /// Closes every listener (the edge is stopping): a new edge may listen on them at once.

@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 /// weights, had no number.)
 /// 3 added route limits, drains without a timeout and closing tunnels at a drain's end.
 /// 4: one edge per machine; routes keyed by owner and environment, with `listen` and `hosts`;
-/// `check` and `remove`.
-pub const PROTOCOL: u32 = 4;
+/// `check` and `remove`. 5: `handover` (an upgrade of the edge that drops nothing).
+pub const PROTOCOL: u32 = 5;
 
 /// The weight of an upstream that takes its full share; what the engine gives every upstream
 /// of a blue-green switch.
@@ -504,6 +504,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         env: Option<String>,
     },
+    /// Sent by a new edge process (an upgrade): the reply [`Reply::Handover`] carries the
+    /// listening sockets (SCM_RIGHTS, in the same message); once the new edge serves them it
+    /// sends the line `ready`, and this edge stops accepting, drains and exits. Changes are
+    /// refused meanwhile.
+    Handover,
     /// Stops taking connections, lets requests in flight finish, exits: [`Reply::Shutdown`],
     /// then the connection closes once the edge has stopped.
     Shutdown,
@@ -514,8 +519,8 @@ pub enum Request {
 
 impl Request {
     /// Every `op`, as on the wire.
-    pub const OPS: [&'static str; 8] = [
-        "status", "set", "check", "remove", "drain", "hold", "shutdown", "renew",
+    pub const OPS: [&'static str; 9] = [
+        "status", "set", "check", "remove", "drain", "hold", "handover", "shutdown", "renew",
     ];
 
     /// This request's `op`.
@@ -527,6 +532,7 @@ impl Request {
             Request::Hold { .. } => "hold",
             Request::Check(_) => "check",
             Request::Remove { .. } => "remove",
+            Request::Handover => "handover",
             Request::Shutdown => "shutdown",
             Request::Renew { .. } => "renew",
         }
@@ -555,6 +561,10 @@ pub enum Reply {
         /// How many routes the edge still serves (it exits when none is left).
         left: usize,
     },
+    /// The listening sockets follow in the same message, in this order.
+    Handover {
+        listeners: Vec<SocketAddr>,
+    },
     Shutdown,
     Renew {
         host: String,
@@ -572,7 +582,8 @@ pub struct ProxyStatus {
     /// The cutover version of the edge's binary.
     #[serde(default)]
     pub version: String,
-    /// The edge is exiting (its last route was removed): start a new one for new routes.
+    /// The edge is exiting (its last route was removed) or handing over to a new edge: wait
+    /// for it to go, or for the new one to answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopping: bool,
     pub pid: u32,

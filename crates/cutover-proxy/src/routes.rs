@@ -731,6 +731,20 @@ impl Routes {
         std::time::Duration::from_millis(ms)
     }
 
+    /// The longest drain timeout of the routes: how long an edge that handed its sockets over
+    /// waits for what it still serves (WebSockets).
+    pub fn longest_drain(&self) -> std::time::Duration {
+        let ms = self
+            .table
+            .load()
+            .routes
+            .iter()
+            .map(|r| r.limits.drain_timeout_ms)
+            .max()
+            .unwrap_or(Limits::default().drain_timeout_ms);
+        std::time::Duration::from_millis(ms)
+    }
+
     /// The limits a client connection on `listen` starts with, before its first request picks
     /// a route: the longest idle and header timeouts of the address's routes, else the
     /// defaults.

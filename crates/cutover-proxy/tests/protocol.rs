@@ -174,6 +174,7 @@ fn requests() -> Vec<(Request, &'static str)> {
             },
             r#"{"op":"hold","route":{"owner":"/srv/tasks/.cutover","env":"staging"},"hold":null}"#,
         ),
+        (Request::Handover, r#"{"op":"handover"}"#),
         (Request::Shutdown, r#"{"op":"shutdown"}"#),
         (
             Request::Renew {
@@ -188,7 +189,7 @@ fn replies() -> Vec<(Reply, &'static str)> {
     vec![
         (
             Reply::Status(status()),
-            r#"{"reply":"status","protocol":4,"version":"0.1.0","pid":42,"listeners":[{"listen":"127.0.0.1:8001","bound":"127.0.0.1:8001"}],"generation":9,"routes":[{"route":{"owner":"/srv/tasks/.cutover","env":"staging"},"app":"tasks","listen":"127.0.0.1:8001","hosts":["tasks.example.com"],"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
+            r#"{"reply":"status","protocol":5,"version":"0.1.0","pid":42,"listeners":[{"listen":"127.0.0.1:8001","bound":"127.0.0.1:8001"}],"generation":9,"routes":[{"route":{"owner":"/srv/tasks/.cutover","env":"staging"},"app":"tasks","listen":"127.0.0.1:8001","hosts":["tasks.example.com"],"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
         ),
         (
             Reply::Set { generation: 10 },
@@ -209,6 +210,12 @@ fn replies() -> Vec<(Reply, &'static str)> {
                 left: 0,
             },
             r#"{"reply":"remove","generation":11,"left":0}"#,
+        ),
+        (
+            Reply::Handover {
+                listeners: vec![addr(80), addr(443)],
+            },
+            r#"{"reply":"handover","listeners":["127.0.0.1:80","127.0.0.1:443"]}"#,
         ),
         (Reply::Shutdown, r#"{"reply":"shutdown"}"#),
         (

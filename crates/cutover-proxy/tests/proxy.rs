@@ -496,7 +496,7 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
     assert_eq!(reply, "{\"reply\":\"set\",\"generation\":3}");
     let reply = ask(&mut stream, "{\"op\":\"status\"}").await;
     let expected = format!(
-        "{{\"reply\":\"status\",\"protocol\":4,\"version\":\"{}\",\"pid\":{},\
+        "{{\"reply\":\"status\",\"protocol\":5,\"version\":\"{}\",\"pid\":{},\
          \"listeners\":[{{\"listen\":\"{listen}\",\"bound\":\"{listen}\"}}],\
          \"generation\":3,\"routes\":[{{\"route\":{key},\"listen\":\"{listen}\",\"upstreams\":\
          [{{\"addr\":\"{a}\",\"weight\":100,\"inflight\":0}}]}}],\"draining\":{{}}}}",

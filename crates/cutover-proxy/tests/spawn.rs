@@ -3,9 +3,10 @@
 //! This test binary has no harness: started as `<self> proxy --edge-dir D --detach` it plays
 //! the `cutover proxy` role (as the CLI does), otherwise it runs the tests.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cutover_proxy::protocol::ErrorCode;
@@ -15,36 +16,11 @@ use cutover_proxy::{ProxyClient, ProxyError, ProxyOptions, Route, RouteKey, Upst
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("proxy") {
-        std::process::exit(proxy_role(&args[2..]));
+        std::process::exit(support::proxy_role(&args[2..]));
     }
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     spawn_serve_and_stop_on_sigterm(&runtime);
     println!("spawn: ok");
-}
-
-/// What `cutover proxy` does (crates/cutover/src/roles.rs).
-fn proxy_role(args: &[String]) -> i32 {
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let options = ProxyOptions::new(&PathBuf::from(value("--edge-dir")));
-    if args.iter().any(|a| a == "--detach") {
-        if let Err(e) = cutover_daemon::detach(Some(&options.log_file)) {
-            eprintln!("error: could not detach the edge: {e}");
-            return 1;
-        }
-    }
-    match cutover_proxy::run(options) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("error: edge: {e}");
-            1
-        }
-    }
 }
 
 fn free_port() -> SocketAddr {

@@ -17,8 +17,8 @@ pub fn run(role: Role) -> i32 {
     }
 }
 
-/// `cutover edge renew HOST` and `cutover edge status`: asked of the machine's edge (the one
-/// of `CUTOVER_EDGE_DIR`) over its admin socket.
+/// `cutover edge renew HOST`, `status` and `upgrade`: asked of the machine's edge (the one of
+/// `CUTOVER_EDGE_DIR`) over its admin socket.
 fn edge(command: EdgeCommand) -> i32 {
     let dir = cutover_proxy::default_edge_dir();
     let client = cutover_proxy::ProxyClient::for_options(&cutover_proxy::ProxyOptions::new(&dir));
@@ -40,17 +40,13 @@ fn edge(command: EdgeCommand) -> i32 {
                     eprintln!("hint: {hint}");
                 }
             }
-            cutover_proxy::ProxyError::NotRunning { .. } => {
-                eprintln!("error: no edge runs in {}", dir.display());
-                eprintln!(
-                    "hint: deploy an environment to start it (CUTOVER_EDGE_DIR names another edge)"
-                );
-            }
+            cutover_proxy::ProxyError::NotRunning { .. } => not_running(&dir),
             other => eprintln!("error: {other}"),
         }
         1
     };
     match command {
+        EdgeCommand::Upgrade => upgrade_edge(&dir),
         EdgeCommand::Renew { host } => match runtime.block_on(client.renew(&host)) {
             Ok(not_after) => {
                 eprintln!(
@@ -109,6 +105,50 @@ fn edge(command: EdgeCommand) -> i32 {
     }
 }
 
+fn not_running(dir: &std::path::Path) {
+    eprintln!("error: no edge runs in {}", dir.display());
+    eprintln!("hint: deploy an environment to start it (CUTOVER_EDGE_DIR names another edge)");
+}
+
+/// `cutover edge upgrade`: an edge of this binary takes the running one's sockets over.
+fn upgrade_edge(dir: &std::path::Path) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this cutover binary: {e}");
+            return 1;
+        }
+    };
+    match cutover_proxy::upgrade(&exe, dir) {
+        Ok(done) if done.restarted => {
+            eprintln!(
+                "edge restarted: pid {} (cutover {}) could not hand its sockets over, so it was stopped; pid {} (cutover {}) listens again (a short gap)",
+                done.old_pid, done.old_version, done.new_pid, cutover_proxy::VERSION
+            );
+            0
+        }
+        Ok(done) => {
+            eprintln!(
+                "edge upgraded: pid {} (cutover {}) handed its listening sockets to pid {} (cutover {}); it drains what it serves and exits",
+                done.old_pid, done.old_version, done.new_pid, cutover_proxy::VERSION
+            );
+            0
+        }
+        Err(cutover_proxy::ProxyError::NotRunning { .. }) => {
+            not_running(dir);
+            1
+        }
+        Err(e) => {
+            eprintln!("error: the edge was not upgraded: {e}; the running edge serves on");
+            eprintln!(
+                "hint: its log is {}",
+                cutover_proxy::ProxyOptions::new(dir).log_file.display()
+            );
+            1
+        }
+    }
+}
+
 fn until(not_after: i64) -> String {
     chrono::DateTime::from_timestamp(not_after, 0).map_or_else(
         || not_after.to_string(),
@@ -129,7 +169,8 @@ fn supervise(args: SuperviseArgs) -> i32 {
 
 /// `cutover proxy`: the machine's edge (started by the first server that needs it).
 fn proxy(args: ProxyArgs) -> i32 {
-    let options = cutover_proxy::ProxyOptions::new(&args.edge_dir);
+    let mut options = cutover_proxy::ProxyOptions::new(&args.edge_dir);
+    options.takeover = args.takeover;
     if args.detach {
         if let Err(e) = cutover_proxy::prepare_edge_dir(&options.dir)
             .and_then(|()| cutover_daemon::detach(Some(&options.log_file)))

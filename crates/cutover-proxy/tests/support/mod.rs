@@ -247,3 +247,30 @@ pub async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
     );
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// What `cutover proxy --edge-dir D [--takeover] [--detach]` does (crates/cutover/src/roles.rs),
+/// for the test binaries without a harness that start the edge as a real process.
+pub fn proxy_role(args: &[String]) -> i32 {
+    let value = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut options = ProxyOptions::new(&std::path::PathBuf::from(value("--edge-dir")));
+    options.takeover = args.iter().any(|a| a == "--takeover");
+    if args.iter().any(|a| a == "--detach") {
+        if let Err(e) = cutover_daemon::detach(Some(&options.log_file)) {
+            eprintln!("error: could not detach the edge: {e}");
+            return 1;
+        }
+    }
+    match cutover_proxy::run(options) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: edge: {e}");
+            1
+        }
+    }
+}

@@ -195,3 +195,50 @@ fn an_edge_of_the_older_kind_is_stopped_and_its_route_taken_over() {
     assert!(log.contains(&format!("to {old_upstream} (100)")), "{log}");
     drop(upstream);
 }
+
+/// `cutover edge upgrade` under a watcher: the new edge takes the sockets over, the old one
+/// exits, and not one request through it fails; `cutover edge status` names the new one.
+#[test]
+fn edge_upgrade_hands_the_sockets_over_and_drops_nothing() {
+    let lab = Lab::new();
+    // No edge yet: nothing to upgrade or show.
+    lab.run(&["edge", "upgrade"])
+        .expect(1)
+        .says(&["no edge runs in", "deploy an environment"]);
+    lab.run(&["edge", "status"])
+        .expect(1)
+        .says(&["no edge runs"]);
+
+    let v1 = lab.head();
+    lab.deploy().expect(0);
+    let status = lab.run(&["edge", "status", "--json"]).expect(0).json();
+    let old = status["pid"].as_u64().unwrap() as u32;
+    let shown = lab.run(&["edge", "status"]).expect(0);
+    assert!(shown.stdout.contains(&lab.listen.to_string()), "{shown:?}");
+    assert!(shown.stdout.contains("staging of lab"), "{shown:?}");
+
+    let watch = lab.watch();
+    watch.wait_for(5);
+    let run = lab.run(&["edge", "upgrade"]).expect(0).says(&[
+        "edge upgraded",
+        &format!("pid {old}"),
+        "handed its listening sockets",
+    ]);
+    let new = lab.run(&["edge", "status", "--json"]).expect(0).json()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    assert_ne!(new, old, "{run:?}");
+    assert!(run.stderr.contains(&format!("pid {new}")), "{run:?}");
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        !lab.owns(old)
+    });
+    assert!(gone, "the old edge did not exit");
+    watch.wait_for(20);
+    let seen = watch.stop();
+    assert!(
+        seen.iter().all(|s| s.as_deref() == Ok(v1.as_str())),
+        "every request was served through the upgrade: {seen:?}"
+    );
+    lab.assert_serving(&v1);
+}
