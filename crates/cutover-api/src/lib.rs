@@ -19,12 +19,13 @@ pub use requests::{
     RollbackBody, RollbackTargetQuery, RunRequest, RunsQuery, TokenBody, TokenGate, VerdictQuery,
 };
 pub use responses::{
-    AccessLogView, BlobsMissing, HookAnswer, InstanceLogs, Kept, Notification, PassedView, Ping,
-    PipelineRunEvent, PruneReport, Refusal, RefusalsView, RefusedCall, ReleaseEvent, Removed,
-    Revoked, ServerInfo, Stopped, TargetView, TokenCreated, TokenEntry, Verdict, WhoAmI,
+    AccessLogView, BlobsMissing, CertificateEvent, HookAnswer, InstanceLogs, Kept, Notification,
+    PassedView, Ping, PipelineRunEvent, PruneReport, Refusal, RefusalsView, RefusedCall,
+    ReleaseEvent, Removed, Revoked, ServerInfo, Stopped, TargetView, TokenCreated, TokenEntry,
+    Verdict, WhoAmI,
 };
 pub use views::{
-    CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView, LiveView,
-    MaintenanceView, PauseView, PipelineRunView, Promotion, ReleaseRef, ReleaseView, RestartView,
-    RunView, RunsView, ShowView, SnapshotView, StatusView,
+    CertificateView, CheckView, EnvironmentView, EventView, FreezeView, HistoryView, InstanceView,
+    LiveView, MaintenanceView, PauseView, PipelineRunView, Promotion, ReleaseRef, ReleaseView,
+    RestartView, RunView, RunsView, ShowView, SnapshotView, StatusView,
 };

@@ -169,6 +169,22 @@ pub enum Notification {
     /// back): `{"kind":"pipeline-run","run":…,"state":"failed",…}`. Above all for the runs a
     /// webhook or `watch` started, which nobody watches.
     PipelineRun(PipelineRunEvent),
+    /// The edge could not obtain or renew a host's certificate by ACME (the old one, if any,
+    /// keeps serving): `{"kind":"certificate","host":…,"error":…,…}`.
+    Certificate(CertificateEvent),
+}
+
+/// A failed ACME attempt for a host, as notifications carry it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertificateEvent {
+    pub app: String,
+    pub environment: String,
+    pub host: String,
+    /// Until when the certificate that still serves is valid; none: nothing serves the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<DateTime<Utc>>,
+    pub error: String,
+    pub at: DateTime<Utc>,
 }
 
 /// How a pipeline run ended, as notifications carry it.

@@ -41,6 +41,21 @@ pub struct EnvironmentView {
     /// Why that server could not be asked (then nothing else of it is known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreachable: Option<String>,
+    /// The certificates the edge obtains by ACME for the environment's hosts (`tls = "acme"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateView>,
+}
+
+/// A certificate the edge obtains and renews by ACME for one host: until when the one that
+/// serves is valid (none yet: handshakes for the host fail), and the last attempt's error,
+/// kept until an attempt succeeds (the old certificate serves meanwhile).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateView {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Maintenance: the edge answers 503 with the message.

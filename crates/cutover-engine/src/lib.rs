@@ -41,7 +41,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use gates::GateChoice;
 pub use outcome::{Outcome, Progress};
-pub use ports::{Edge, EdgeRefusal, HttpProber, Prober, ProxyEdge, Site};
+pub use ports::{CertificateState, Edge, EdgeRefusal, HttpProber, Prober, ProxyEdge, Site};
 pub use promote::PromoteRequest;
 
 /// Where the engine keeps its files.

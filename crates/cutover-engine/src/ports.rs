@@ -148,6 +148,21 @@ pub trait Edge: Send + Sync + 'static {
     fn upstreams(&self, env: &str) -> impl Future<Output = Option<Vec<SocketAddr>>> + Send;
     /// Removes the environment's route (the edge stops when it serves nothing else).
     fn stop(&self, env: &str) -> impl Future<Output = ()> + Send;
+    /// The certificates the edge obtains by ACME, by host (none when it runs none, or is not
+    /// running).
+    fn certificates(&self) -> impl Future<Output = Vec<CertificateState>> + Send {
+        async { Vec::new() }
+    }
+}
+
+/// A certificate the edge obtains by ACME for one host: notAfter of the one that serves
+/// (seconds since the epoch; none yet: the host has none), and the last attempt's error, kept
+/// until an attempt succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateState {
+    pub host: String,
+    pub not_after: Option<i64>,
+    pub error: Option<String>,
 }
 
 /// Asks an instance whether it is healthy.
@@ -358,6 +373,21 @@ impl Edge for ProxyEdge {
 
     async fn stop(&self, env: &str) {
         let _ = self.client().remove(&self.owner(), Some(env)).await;
+    }
+
+    async fn certificates(&self) -> Vec<CertificateState> {
+        let Ok(status) = self.client().status().await else {
+            return Vec::new();
+        };
+        status
+            .acme
+            .into_iter()
+            .map(|c| CertificateState {
+                host: c.host,
+                not_after: c.not_after,
+                error: c.error,
+            })
+            .collect()
     }
 }
 

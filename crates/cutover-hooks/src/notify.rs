@@ -445,6 +445,19 @@ pub fn summary(event: &Notification) -> String {
             e.state,
             e.message
         ),
+        Notification::Certificate(e) => {
+            let serving = match e.not_after {
+                Some(t) => format!(
+                    "the certificate valid until {} keeps serving",
+                    t.format("%Y-%m-%d %H:%M UTC")
+                ),
+                None => "no certificate serves it yet".to_string(),
+            };
+            format!(
+                "{}: the certificate of {} ({}) could not be obtained by ACME: {}; {serving}",
+                e.app, e.host, e.environment, e.error
+            )
+        }
     }
 }
 
@@ -473,6 +486,18 @@ fn facts(event: &Notification) -> Vec<(&'static str, String)> {
             ("Requested by", e.requested_by.clone()),
             ("State", e.state.clone()),
             ("Reason", e.message.clone()),
+            ("At", e.at.to_rfc3339()),
+        ],
+        Notification::Certificate(e) => vec![
+            ("App", e.app.clone()),
+            ("Environment", e.environment.clone()),
+            ("Host", e.host.clone()),
+            (
+                "Serving until",
+                e.not_after
+                    .map_or_else(|| "nothing serves it".into(), |t| t.to_rfc3339()),
+            ),
+            ("Error", e.error.clone()),
             ("At", e.at.to_rfc3339()),
         ],
     }

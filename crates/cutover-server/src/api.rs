@@ -119,6 +119,7 @@ async fn status(State(app): State<Shared>) -> Response {
     }
     names.sort();
     let all_instances = engine.runtime().list().await.unwrap_or_default();
+    let acme = cutover_engine::Edge::certificates(engine.edge()).await;
     let mut environments = Vec::new();
     for name in names {
         let live = engine.with_ledger(|l| l.live(&name)).ok().flatten();
@@ -126,11 +127,15 @@ async fn status(State(app): State<Shared>) -> Response {
             .with_ledger(|l| l.rollback_target(&name))
             .ok()
             .flatten();
-        let listen = live
+        let config = live
             .as_ref()
             .and_then(|r| Config::parse(&r.snapshot.config_text, "snapshot").ok())
-            .or_else(|| working.clone())
-            .and_then(|c| c.environments.get(&name).map(|e| e.listen.to_string()));
+            .or_else(|| working.clone());
+        let env_cfg = config.as_ref().and_then(|c| c.environments.get(&name));
+        let listen = env_cfg.map(|e| e.listen.to_string());
+        let certificates = env_cfg
+            .map(|e| crate::certificates::of_environment(e, &acme))
+            .unwrap_or_default();
         let serving: Vec<_> = engine
             .serving_instances(&name)
             .await
@@ -165,6 +170,7 @@ async fn status(State(app): State<Shared>) -> Response {
                 .map(convert::freeze),
             maintenance,
             paused,
+            certificates,
         });
     }
     Json(StatusView { environments }).into_response()

@@ -8,6 +8,7 @@
 
 mod api;
 mod auth;
+mod certificates;
 mod convert;
 pub mod https;
 mod pipeline;
@@ -207,6 +208,7 @@ async fn serve(state: StateDir, serving: Serving) -> i32 {
             eprintln!("{line}");
         }
     }
+    certificates::watch(engine.clone(), state.clone());
     let watcher = engine.clone();
     tokio::spawn(async move { watcher.watch(std::time::Duration::from_secs(1)).await });
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

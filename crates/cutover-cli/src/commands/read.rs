@@ -126,6 +126,19 @@ pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> an
             ),
             None => println!("  previous  none (no known-good to roll back to)"),
         }
+        for c in &env.certificates {
+            let serving = match c.not_after {
+                Some(t) => format!("valid until {}", t.format("%Y-%m-%d %H:%MZ")),
+                None => "none yet: handshakes for it fail".to_string(),
+            };
+            match &c.error {
+                Some(e) => println!(
+                    "  certificate {}  {serving}; the last ACME attempt failed: {e}",
+                    c.host
+                ),
+                None => println!("  certificate {}  {serving}", c.host),
+            }
+        }
         if let Some(m) = &env.maintenance {
             println!(
                 "  edge      in maintenance (503) since {} by {}: {}",
@@ -212,6 +225,7 @@ async fn merge_remote(ctx: &Context, view: &mut StatusView) {
                         paused: None,
                         server: Some(url.clone()),
                         unreachable: Some(format!("{e:#}")),
+                        certificates: Vec::new(),
                     });
                 }
             }

@@ -101,7 +101,7 @@ impl Receiver {
             .filter_map(
                 |h| match serde_json::from_slice::<Notification>(&h.body).unwrap() {
                     Notification::Release(e) => Some(e),
-                    Notification::PipelineRun(_) => None,
+                    Notification::PipelineRun(_) | Notification::Certificate(_) => None,
                 },
             )
             .collect()

@@ -321,11 +321,14 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
         return;
     };
     let (by_alpn, by_http) = ("alpn.tasks.test", "http.tasks.test");
+    // A receiver of notifications: a failed renewal is told there.
+    let receiver = crate::pipeline::Receiver::start();
     let acme = |directory: &str| {
         format!(
-            "{}hosts = [\"{by_alpn}\", \"{by_http}\"]\ntls = \"acme\"\nhttp_redirect = \"127.0.0.1:{redirect}\"\n\n[acme]\ndirectory = \"{directory}\"\nemail = \"ops@example.com\"\nca_bundle = \"{}\"\n",
+            "{}hosts = [\"{by_alpn}\", \"{by_http}\"]\ntls = \"acme\"\nhttp_redirect = \"127.0.0.1:{redirect}\"\n\n[acme]\ndirectory = \"{directory}\"\nemail = \"ops@example.com\"\nca_bundle = \"{}\"\n\n[[notify]]\nurl = \"http://{}/hook\"\n",
             lab.config(),
-            pebble.ca_bundle.display()
+            pebble.ca_bundle.display(),
+            receiver.addr
         )
     };
     let v1 = lab.commit_config(&acme(&pebble.directory), "acme");
@@ -421,5 +424,39 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
                 .contains("the last attempt failed: the ACME directory"),
         "{status:?}"
     );
+    // So do `cutover status` (the environment's certificates) and a notification.
+    let staging = lab.staging();
+    let certificates = staging["certificates"].as_array().expect("certificates[]");
+    let failed = certificates
+        .iter()
+        .find(|c| c["host"] == by_alpn)
+        .unwrap_or_else(|| panic!("{staging:#}"));
+    assert!(failed["not_after"].is_string(), "{staging:#}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot be reached")),
+        "{staging:#}"
+    );
+    let shown = lab.run(&["status"]).expect(0);
+    assert!(
+        shown
+            .stdout
+            .contains(&format!("certificate {by_alpn}  valid until"))
+            && shown.stdout.contains("the last ACME attempt failed"),
+        "{shown:?}"
+    );
+    let told = eventually(
+        Duration::from_secs(30),
+        "a certificate notification",
+        || {
+            receiver
+                .events()
+                .into_iter()
+                .find(|e| e["kind"] == "certificate" && e["host"] == by_alpn)
+        },
+    );
+    assert_eq!(told["environment"], "staging", "{told:#}");
+    assert!(told["not_after"].is_string(), "{told:#}");
     lab.run(&["down"]).expect(0);
 }

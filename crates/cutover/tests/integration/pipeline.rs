@@ -983,14 +983,14 @@ fn watch_runs_the_pipeline_for_a_new_commit_upstream() {
 // ---------------------------------------------------------------------------------------------
 
 /// An HTTP receiver on 127.0.0.1 that answers 200 to everything and keeps the bodies.
-struct Receiver {
-    addr: SocketAddr,
+pub(crate) struct Receiver {
+    pub(crate) addr: SocketAddr,
     bodies: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -1015,7 +1015,7 @@ impl Receiver {
         Receiver { addr, bodies, stop }
     }
 
-    fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         self.bodies
             .lock()
             .unwrap()

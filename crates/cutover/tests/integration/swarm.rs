@@ -25,12 +25,17 @@ fn services(lab: &DockerLab) -> Vec<serde_json::Value> {
         "--filter",
         &format!("label=cutover.app={}", lab.app),
     ]);
+    // A service listed may be gone by the time it is inspected (a prune or a retire running
+    // meanwhile): it is not one of the lab's services any more.
     ids.lines()
         .filter(|l| !l.is_empty())
-        .map(|id| {
-            let v: serde_json::Value =
-                serde_json::from_str(&docker_ok(&["service", "inspect", id])).unwrap();
-            v[0].clone()
+        .filter_map(|id| match docker(&["service", "inspect", id]) {
+            (0, out, _) => {
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                Some(v[0].clone())
+            }
+            (_, _, err) if err.contains("no such service") => None,
+            (code, out, err) => panic!("docker service inspect {id} failed ({code}): {err}\n{out}"),
         })
         .collect()
 }
