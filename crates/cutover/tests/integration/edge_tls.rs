@@ -307,6 +307,61 @@ fn https_with_http2_hsts_421_redirect_and_websockets_through_a_cut_over() {
     let (mut on_v2, version) = open_wss(port, &ca);
     assert_eq!(version, v2);
     echo(&mut on_v2, "on the new version");
+
+    // `cutover edge upgrade` hands the TLS listeners over too: fresh TLS connections (a curl
+    // each, HTTP/2 and HTTP/1.1 in turn) all answer through it, the WebSocket open over TLS
+    // on the old edge stays open (until its drain), and http_redirect still redirects.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, ca_path, resolve, url) = (
+            stop.clone(),
+            ca_path.to_string(),
+            resolve.clone(),
+            url.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            for n in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let version = if n % 2 == 0 { "--http2" } else { "--http1.1" };
+                let (code, out, err) =
+                    curl(&["--cacert", &ca_path, "--resolve", &resolve, version, &url]);
+                answers.push((code, out, err));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    lab.run(&["edge", "upgrade"])
+        .expect(0)
+        .says(&["edge upgraded", "handed its listening sockets"]);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = load.join().unwrap();
+    assert!(answers.len() >= 3, "{answers:?}");
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(code, out, _)| *code != 0 || !out.contains(&format!("tasks-app {v2}")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed through the upgrade: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    echo(&mut on_v2, "through the edge upgrade");
+    let (_, out, _) = curl(&[
+        "-H",
+        &format!("Host: {HOST}"),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &plain,
+    ]);
+    assert_eq!(out, "308", "http_redirect after the upgrade");
     lab.run(&["down"]).expect(0);
 }
 
