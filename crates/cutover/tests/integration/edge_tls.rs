@@ -378,14 +378,20 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
     let (by_alpn, by_http) = ("alpn.tasks.test", "http.tasks.test");
     // A receiver of notifications: a failed renewal is told there.
     let receiver = crate::pipeline::Receiver::start();
-    let acme = |directory: &str| {
+    let acme_with = |directory: &str, http_redirect: bool| {
+        let redirect = if http_redirect {
+            format!("http_redirect = \"127.0.0.1:{redirect}\"\n")
+        } else {
+            String::new()
+        };
         format!(
-            "{}hosts = [\"{by_alpn}\", \"{by_http}\"]\ntls = \"acme\"\nhttp_redirect = \"127.0.0.1:{redirect}\"\n\n[acme]\ndirectory = \"{directory}\"\nemail = \"ops@example.com\"\nca_bundle = \"{}\"\n\n[[notify]]\nurl = \"http://{}/hook\"\n",
+            "{}hosts = [\"{by_alpn}\", \"{by_http}\"]\ntls = \"acme\"\n{redirect}\n[acme]\ndirectory = \"{directory}\"\nemail = \"ops@example.com\"\nca_bundle = \"{}\"\n\n[[notify]]\nurl = \"http://{}/hook\"\n",
             lab.config(),
             pebble.ca_bundle.display(),
             receiver.addr
         )
     };
+    let acme = |directory: &str| acme_with(directory, true);
     let v1 = lab.commit_config(&acme(&pebble.directory), "acme");
     lab.deploy().expect(0);
     let root = tokio::runtime::Runtime::new()
@@ -443,6 +449,23 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
             "the certificate of {by_alpn} was renewed by ACME: valid until"
         )]);
     assert_ne!(fs::read(&cert).unwrap(), before, "a new certificate");
+    assert_eq!(get(by_alpn).0, 0);
+
+    // Without http_redirect nothing answers HTTP-01: the edge answers TLS-ALPN-01 on its TLS
+    // listener (Pebble validates on the edge's port), and the renewal still succeeds.
+    lab.commit_config(&acme_with(&pebble.directory, false), "acme by TLS-ALPN-01");
+    lab.deploy().expect(0);
+    let (code, _, _) = curl(&[&format!("http://127.0.0.1:{redirect}/")]);
+    assert_ne!(code, 0, "nothing listens on the old http_redirect address");
+    let before = fs::read(&cert).unwrap();
+    lab.run(&["edge", "renew", by_alpn])
+        .expect(0)
+        .says(&["was renewed by ACME"]);
+    assert_ne!(
+        fs::read(&cert).unwrap(),
+        before,
+        "a new certificate by TLS-ALPN-01"
+    );
     assert_eq!(get(by_alpn).0, 0);
 
     // A host no ACME route has: refused with a hint.
