@@ -210,3 +210,117 @@ async fn two_apps_share_an_address_by_host_and_an_unknown_host_gets_a_404_naming
         .unwrap();
     assert!(!proxy.options.pid_file.exists());
 }
+
+/// An upstream that answers every request with `name` and counts the requests it read.
+async fn counting_upstream(
+    name: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut pending = Vec::new();
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    // One answer per request head read (bodies here are empty or chunked
+                    // with no data).
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                            name.len()
+                        );
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// With host routing, the requests the edge must refuse decide which app a request reaches:
+/// two `Host` headers naming two apps, a `Content-Length` beside `Transfer-Encoding` whose
+/// body hides a request for the other app, and a malformed chunked body. None of them reaches
+/// the other app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_refused_at_the_edge_reach_neither_app_on_a_shared_address() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), "elsewhere").await;
+    let shared = free_addr();
+    let ((tasks, tasks_seen), (blog, blog_seen)) = (
+        counting_upstream("tasks").await,
+        counting_upstream("blog").await,
+    );
+    for (owner, host, to) in [
+        ("/srv/tasks/.cutover", "tasks.example.com", tasks),
+        ("/srv/blog/.cutover", "blog.example.com", blog),
+    ] {
+        proxy
+            .client
+            .set(route(owner, "production", shared, &[host], to))
+            .await
+            .unwrap();
+    }
+
+    // Two Host headers, one per app: 400, and neither app sees it.
+    let answer = exchange(
+        shared,
+        b"GET / HTTP/1.1\r\nHost: tasks.example.com\r\nHost: blog.example.com\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // Content-Length beside Transfer-Encoding, the length covering a request for the other
+    // app: the chunked body ends at `0`, what follows is never read as a request, and the
+    // connection closes after the one answer.
+    let smuggled = "GET / HTTP/1.1\r\nHost: blog.example.com\r\n\r\n";
+    let body = format!("0\r\n\r\n{smuggled}");
+    let raw = format!(
+        "POST / HTTP/1.1\r\nHost: tasks.example.com\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = exchange(shared, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(!answer.contains("blog"), "{answer}");
+
+    // A malformed chunked body for one app: 400 to the client (not 502), the other app
+    // untouched.
+    let answer = exchange(
+        shared,
+        b"POST / HTTP/1.1\r\nHost: tasks.example.com\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(blog_seen.load(SeqCst), 0, "the other app saw a request");
+    assert!(tasks_seen.load(SeqCst) <= 2, "{}", tasks_seen.load(SeqCst));
+    // And plain requests still reach each app.
+    assert_eq!(
+        get_host(shared, "blog.example.com").await,
+        (200, "blog".into())
+    );
+    assert_eq!(blog_seen.load(SeqCst), 1);
+    proxy.stop().await;
+}
