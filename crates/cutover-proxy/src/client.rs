@@ -247,8 +247,24 @@ pub fn spawn(exe: &Path, dir: &Path) -> Result<u32, ProxyError> {
     if let Some(pid) = status_pid_blocking(&options.admin_socket) {
         return Ok(pid);
     }
+    launch(exe, dir, &options, false)
+}
+
+/// Starts `cutover proxy --edge-dir DIR [--takeover]` detached and waits until it answers on
+/// the admin socket as itself; its pid. A process that exits first is reported with the end of
+/// its log; one that stays silent past [`START_TIMEOUT`], too.
+fn launch(
+    exe: &Path,
+    dir: &Path,
+    options: &ProxyOptions,
+    takeover: bool,
+) -> Result<u32, ProxyError> {
+    let start_failed = |detail: String| ProxyError::StartFailed { detail };
     let mut command = Command::new(exe);
     command.arg("proxy").arg("--edge-dir").arg(dir);
+    if takeover {
+        command.arg("--takeover");
+    }
     let pid =
         cutover_daemon::spawn_detached(command, None).map_err(|e| start_failed(e.to_string()))?;
     let deadline = Instant::now() + START_TIMEOUT;
@@ -313,40 +329,13 @@ pub fn upgrade(exe: &Path, dir: &Path) -> Result<Upgraded, ProxyError> {
             restarted: true,
         });
     }
-    let mut command = Command::new(exe);
-    command
-        .arg("proxy")
-        .arg("--edge-dir")
-        .arg(dir)
-        .arg("--takeover");
-    let new_pid =
-        cutover_daemon::spawn_detached(command, None).map_err(|e| start_failed(e.to_string()))?;
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if status_pid_blocking(&options.admin_socket) == Some(new_pid) {
-            return Ok(Upgraded {
-                old_pid: old.pid,
-                old_version: old.version,
-                new_pid,
-                restarted: false,
-            });
-        }
-        if !cutover_daemon::pid_alive(new_pid) {
-            std::thread::sleep(Duration::from_millis(20));
-            return Err(start_failed(
-                log_tail(&options.log_file, 5)
-                    .unwrap_or_else(|| "it exited without a word".to_string()),
-            ));
-        }
-        if Instant::now() >= deadline {
-            return Err(start_failed(format!(
-                "process {new_pid} did not answer on {} within {} s",
-                options.admin_socket.display(),
-                START_TIMEOUT.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let new_pid = launch(exe, dir, &options, true)?;
+    Ok(Upgraded {
+        old_pid: old.pid,
+        old_version: old.version,
+        new_pid,
+        restarted: false,
+    })
 }
 
 /// Asks the edge on `socket` to stop and waits until it has closed the connection.

@@ -547,11 +547,7 @@ async fn accepted_on(
             let (mut shutdown, mut draining) = (signals.shutdown, signals.draining);
             tokio::select! {
                 _ = conn.as_mut() => {}
-                () = stopping(&mut shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-                () = stopping(&mut draining) => {
+                () = stopping_or_draining(&mut shutdown, &mut draining) => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
@@ -606,11 +602,8 @@ pub(crate) async fn connection<S>(
         tokio::select! {
             _ = conn.as_mut() => {}
             _ = conn::expired(&activity, limits) => {}
-            () = stopping(&mut shutdown) => {
-                conn.as_mut().graceful_shutdown();
-                let _ = conn.await;
-            }
-            () = stopping(&mut draining) => {
+            // HTTP/2 answers a stop and a handover alike: GOAWAY, then its streams finish.
+            () = stopping_or_draining(&mut shutdown, &mut draining) => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
             }
@@ -676,6 +669,18 @@ async fn stop_on_signals(shutdown: watch::Sender<bool>) {
 /// Resolves once shutdown has been asked for.
 pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Resolves once the edge stops or has handed its sockets over, for connections that end the
+/// same way in both cases.
+async fn stopping_or_draining(
+    shutdown: &mut watch::Receiver<bool>,
+    draining: &mut watch::Receiver<bool>,
+) {
+    tokio::select! {
+        () = stopping(shutdown) => {}
+        () = stopping(draining) => {}
+    }
 }
 
 fn remove_pid_file(path: &Path, pid: u32) {
