@@ -138,9 +138,19 @@ impl Forwarder {
                 }
             }
         }
+        if request.method() == Method::CONNECT {
+            // Only an HTTP/2 extended CONNECT (RFC 8441) names a protocol to tunnel; the edge
+            // is no forward proxy.
+            let Some(protocol) = connect_protocol(&request) else {
+                return Ok(not_a_forward_proxy());
+            };
+            return Ok(self
+                .upgrade(request, info, Switch::Connect(protocol), client_ip, alive)
+                .await);
+        }
         if let Some(protocol) = upgrade_protocol(&request) {
             return Ok(self
-                .upgrade(request, info, protocol, client_ip, alive)
+                .upgrade(request, info, Switch::Upgrade(protocol), client_ip, alive)
                 .await);
         }
         let (mut parts, body) = request.into_parts();
@@ -257,14 +267,16 @@ impl Forwarder {
         }
     }
 
-    /// An HTTP/1.1 `Upgrade` (a WebSocket, usually): sent to the upstream on a connection of
-    /// its own; when the upstream switches protocols, the client's and the upstream's
-    /// connections are joined into a tunnel that counts in flight to the upstream until it ends.
+    /// An HTTP/1.1 `Upgrade` or an HTTP/2 extended CONNECT (a WebSocket, usually): sent to the
+    /// upstream as an HTTP/1.1 upgrade on a connection of its own; when the upstream switches
+    /// protocols, the client's stream and the upstream's connection are joined into a tunnel
+    /// that counts in flight to the upstream until it ends. An HTTP/2 client is told `200`
+    /// (RFC 8441 §5): the bytes that follow are the same WebSocket frames either way.
     async fn upgrade(
         &self,
         mut request: Request<Incoming>,
         info: &ConnInfo,
-        protocol: HeaderValue,
+        switch: Switch,
         client_ip: &HeaderValue,
         alive: &mpsc::Sender<()>,
     ) -> Response<ProxyBody> {
@@ -273,6 +285,21 @@ impl Forwarder {
         let (mut parts, body) = request.into_parts();
         prepare_request_headers(&mut parts.headers, client_ip, info.tls);
         let parts_id = request_id(&mut parts.headers);
+        let protocol = match &switch {
+            Switch::Upgrade(protocol) | Switch::Connect(protocol) => protocol.clone(),
+        };
+        let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+        if matches!(switch, Switch::Connect(_)) {
+            parts.method = Method::GET;
+            if websocket {
+                // HTTP/2 has no key: the HTTP/1.1 handshake to the app needs one (RFC 6455
+                // §4.1), and its answer (`Sec-WebSocket-Accept`) stays at the edge.
+                let key = tungstenite::handshake::client::generate_key();
+                if let Ok(key) = HeaderValue::from_str(&key) {
+                    parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+                }
+            }
+        }
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -296,6 +323,16 @@ impl Forwarder {
             }
         };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            if matches!(switch, Switch::Connect(_)) && response.status().is_success() {
+                // A success to a CONNECT opens the tunnel: an app that did not switch must not
+                // look as if it had.
+                let status = response.status();
+                let answer = text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("bad gateway: the app answered {status} to a WebSocket upgrade, not 101 Switching Protocols\n"),
+                );
+                return with_log(answer, &guard.served.route);
+            }
             return relay(response, guard);
         }
         let mut response = response;
@@ -303,14 +340,19 @@ impl Forwarder {
         let (mut parts, _) = response.into_parts();
         let accepted = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        let websocket = accepted
-            .as_ref()
-            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        if let Some(accepted) = accepted {
-            parts.headers.insert(header::UPGRADE, accepted);
+        match (&switch, accepted) {
+            (Switch::Upgrade(_), accepted) => {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                if let Some(accepted) = accepted {
+                    parts.headers.insert(header::UPGRADE, accepted);
+                }
+            }
+            (Switch::Connect(_), _) => {
+                parts.status = StatusCode::OK;
+                parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+            }
         }
         parts.extensions.insert(guard.served.clone());
         let (shutdown, alive) = (self.shutdown.clone(), alive.clone());
@@ -632,6 +674,34 @@ fn strict_transport_security(response: &mut Response<ProxyBody>) {
             HeaderValue::from_static("max-age=31536000"),
         );
     }
+}
+
+/// How a client asks for a tunnel.
+enum Switch {
+    /// HTTP/1.1 `Connection: upgrade` with this `Upgrade`.
+    Upgrade(HeaderValue),
+    /// HTTP/2 extended CONNECT (RFC 8441) with this `:protocol`.
+    Connect(HeaderValue),
+}
+
+/// The `:protocol` of an HTTP/2 extended CONNECT (RFC 8441 §4).
+fn connect_protocol(request: &Request<Incoming>) -> Option<HeaderValue> {
+    let protocol = request.extensions().get::<hyper::ext::Protocol>()?;
+    HeaderValue::from_str(protocol.as_str()).ok()
+}
+
+/// A CONNECT that names no protocol asks for a forward proxy, which the edge is not.
+fn not_a_forward_proxy() -> Response<ProxyBody> {
+    let mut response = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed: CONNECT opens no tunnel here (this is a reverse proxy); \
+         a WebSocket over HTTP/2 names its :protocol (RFC 8441)\n"
+            .to_string(),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade` and `Upgrade`).

@@ -596,7 +596,11 @@ pub(crate) async fn connection<S>(
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                 .http2_only();
-        builder.http2().timer(TokioTimer::new());
+        // RFC 8441: WebSockets over HTTP/2 by extended CONNECT.
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol();
         let conn = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
         tokio::select! {

@@ -76,3 +76,19 @@ async fn a_malformed_chunked_body_gets_400_not_502() {
     assert!(answer.ends_with("\nhello"), "{answer}");
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connect_naming_no_protocol_gets_405_the_edge_is_no_forward_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), "connect").await;
+    proxy.switch(&[upstream("app").await]).await;
+    let answer = exchange(
+        proxy.addr,
+        b"CONNECT internal.example:22 HTTP/1.1\r\nHost: internal.example:22\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405 "), "{answer}");
+    assert!(answer.contains("CONNECT opens no tunnel here"), "{answer}");
+    assert!(!answer.contains("x-upstream"), "the app answered: {answer}");
+    proxy.stop().await;
+}

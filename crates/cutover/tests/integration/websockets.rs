@@ -92,3 +92,223 @@ fn open_websockets_stay_on_their_version_through_a_cut_over_and_a_rollback() {
     lab.assert_serving(&v1);
     lab.run(&["down"]).expect(0);
 }
+
+/// WebSockets over HTTP/2 (RFC 8441): many on one TLS connection, each a stream opened by an
+/// extended CONNECT, with hyper's HTTP/2 client and tokio-tungstenite on top.
+mod over_http2 {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+    use http_body_util::{BodyExt, Empty};
+    use hyper::client::conn::http2::SendRequest;
+    use hyper::{Method, Request, StatusCode};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::WebSocketStream;
+
+    use crate::support::*;
+    use cutover_http::testing::TestCa;
+
+    const HOST: &str = "tasks.example.com";
+    type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+    /// One HTTP/2 connection over TLS to the edge (ALPN h2 only, trusting `ca`).
+    async fn connect(port: u16, ca: &TestCa) -> SendRequest<Empty<Bytes>> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(ca.cert_der()))
+            .unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("a TLS handshake with the edge");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, mut connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .expect("an HTTP/2 handshake with the edge");
+        // A first request while the connection runs here, so that its SETTINGS can be read.
+        let first = tokio::select! {
+            body = get(&mut sender, port) => body,
+            ended = &mut connection => panic!("the HTTP/2 connection ended: {ended:?}"),
+        };
+        assert!(first.contains("tasks-app"), "{first}");
+        assert!(
+            connection.is_extended_connect_protocol_enabled(),
+            "the edge's SETTINGS enable extended CONNECT (RFC 8441 §3)"
+        );
+        tokio::spawn(connection);
+        sender
+    }
+
+    /// A plain GET on the connection: the version that answered.
+    async fn get(sender: &mut SendRequest<Empty<Bytes>>, port: u16) -> String {
+        let request = Request::get(format!("https://{HOST}:{port}/"))
+            .body(Empty::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// An extended CONNECT to `/ws`: the WebSocket and the version that answered.
+    async fn open(sender: &mut SendRequest<Empty<Bytes>>, port: u16) -> (Ws, String) {
+        let mut request = Request::builder()
+            .method(Method::CONNECT)
+            .uri(format!("https://{HOST}:{port}/ws"))
+            .header("sec-websocket-version", "13")
+            .body(Empty::new())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let mut response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{response:?}");
+        assert!(
+            !response.headers().contains_key("sec-websocket-accept")
+                && !response.headers().contains_key("upgrade"),
+            "HTTP/1.1 handshake headers stay at the edge: {response:?}"
+        );
+        let version = response.headers()["x-app-version"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+        (ws, version)
+    }
+
+    /// An extended CONNECT for a WebSocket at `path` that the app is not expected to accept.
+    async fn connect_to(
+        sender: &mut SendRequest<Empty<Bytes>>,
+        port: u16,
+        path: &str,
+    ) -> (StatusCode, String) {
+        let mut request = Request::builder()
+            .method(Method::CONNECT)
+            .uri(format!("https://{HOST}:{port}{path}"))
+            .header("sec-websocket-version", "13")
+            .body(Empty::new())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn echo(ws: &mut Ws, text: &str) {
+        ws.send(Message::text(text)).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an echo within 5 s")
+            .expect("an open WebSocket")
+            .expect("a message");
+        assert_eq!(reply.into_text().unwrap().as_str(), text);
+    }
+
+    #[test]
+    fn websockets_over_http2_stay_on_their_version_through_a_cut_over_and_a_rollback() {
+        let lab = Lab::with(|s| s.monitor = "60s".into());
+        let ca = TestCa::new("lab CA");
+        let certs = lab.repo.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let site = ca.issue(&[HOST]);
+        std::fs::write(certs.join("site.crt"), &site.cert_pem).unwrap();
+        std::fs::write(certs.join("site.key"), &site.key_pem).unwrap();
+        let config = format!(
+            "{}hosts = [\"{HOST}\"]\ntls = {{ cert = \"certs/site.crt\", key = \"certs/site.key\" }}\n\n[environments.staging.edge]\ndrain_timeout = \"3s\"\n",
+            lab.config()
+        );
+        let v1 = lab.commit_config(&config, "https, WebSockets drained for 3 s");
+        lab.deploy().expect(0);
+        let port = lab.listen.port();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+
+        // The edge offers extended CONNECT in its SETTINGS; one connection carries them all.
+        let mut h2 = rt.block_on(connect(port, &ca));
+        assert!(rt
+            .block_on(get(&mut h2, port))
+            .contains(&format!("tasks-app {v1}")));
+        let (mut on_v1, version) = rt.block_on(open(&mut h2, port));
+        assert_eq!(version, v1);
+        rt.block_on(echo(&mut on_v1, "before"));
+        // An app that does not switch: its refusal is passed on; a success that is not
+        // `101 Switching Protocols` must not open a tunnel (502).
+        let (status, body) = rt.block_on(connect_to(&mut h2, port, "/tasks/nope/nope"));
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        let (status, body) = rt.block_on(connect_to(&mut h2, port, "/"));
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains("not 101 Switching Protocols"), "{body}");
+        rt.block_on(echo(&mut on_v1, "beside refused ones"));
+
+        // The cut-over: the open WebSocket stays on v1, a new one on the same connection goes
+        // to v2, and so does a plain request beside them.
+        let v2 = lab.commit("second");
+        lab.deploy().expect(0);
+        rt.block_on(echo(&mut on_v1, "during the cut-over"));
+        let (mut on_v2, version) = rt.block_on(open(&mut h2, port));
+        assert_eq!(version, v2);
+        rt.block_on(echo(&mut on_v2, "on the new version"));
+        assert!(rt
+            .block_on(get(&mut h2, port))
+            .contains(&format!("tasks-app {v2}")));
+
+        // The rollback: v1 serves new ones again; the one on v2 stays until v2 is drained.
+        lab.run(&["rollback", "staging"]).expect(0);
+        let (mut again_v1, version) = rt.block_on(open(&mut h2, port));
+        assert_eq!(version, v1);
+        rt.block_on(echo(&mut on_v2, "still on v2"));
+        rt.block_on(echo(&mut on_v1, "never interrupted"));
+
+        // Past the drain timeout (3 s) the edge closes it with a Close frame (1001).
+        let started = Instant::now();
+        let next = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), on_v2.next()).await });
+        let frame = match next.expect("the WebSocket on v2 was not closed after the drain timeout")
+        {
+            Some(Ok(Message::Close(frame))) => frame,
+            other => panic!("the WebSocket on v2 ended without a Close frame: {other:?}"),
+        };
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert_eq!(frame.expect("a status").code, CloseCode::Away);
+        rt.block_on(echo(&mut on_v1, "after the drain"));
+        rt.block_on(echo(&mut again_v1, "after the drain too"));
+        assert!(rt
+            .block_on(get(&mut h2, port))
+            .contains(&format!("tasks-app {v1}")));
+
+        // `cutover edge upgrade`: the old edge says GOAWAY on this connection, yet its open
+        // WebSockets go on; a new connection reaches the new edge with WebSockets too.
+        lab.run(&["edge", "upgrade"])
+            .expect(0)
+            .says(&["edge upgraded", "handed its listening sockets"]);
+        rt.block_on(echo(&mut on_v1, "through the edge upgrade"));
+        let mut fresh = rt.block_on(connect(port, &ca));
+        let (mut on_new_edge, version) = rt.block_on(open(&mut fresh, port));
+        assert_eq!(version, v1);
+        rt.block_on(echo(&mut on_new_edge, "on the new edge"));
+        rt.block_on(echo(&mut again_v1, "still open on the old edge"));
+        drop((on_v1, again_v1, h2, on_new_edge, fresh));
+        lab.run(&["down"]).expect(0);
+    }
+}
