@@ -18,8 +18,7 @@ use cutover_proxy::tls::{self, AlpnChallenges, CertStore, Pair, Resolver, Site, 
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 
 fn free_port() -> u16 {
@@ -86,16 +85,8 @@ async fn answerers(resolver: Arc<Resolver>, acme: Arc<Acme>) -> (SocketAddr, Soc
 
 /// The leaf served for `sni`, verified against `root`.
 async fn served(addr: SocketAddr, root: &str, sni: &str) -> Result<Vec<u8>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(root.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let config = cutover_http::testing::client_trusting(root, &[]);
+    let connector = tokio_rustls::TlsConnector::from(config);
     let stream = TcpStream::connect(addr).await.unwrap();
     let tls = connector
         .connect(ServerName::try_from(sni.to_string()).unwrap(), stream)

@@ -166,19 +166,8 @@ async fn handshake(
         let (stream, _) = listener.accept().await.unwrap();
         let _ = acceptor.accept(stream).await;
     });
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let config = cutover_http::testing::client_trusting(ca_pem, alpn);
+    let connector = tokio_rustls::TlsConnector::from(config);
     let stream = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from(sni.to_string()).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(5), connector.connect(name, stream))
@@ -195,8 +184,6 @@ async fn handshake(
     server.abort();
     result
 }
-
-use rustls::pki_types::pem::PemObject;
 
 #[tokio::test]
 async fn the_certificate_is_picked_by_sni_and_reloaded_when_its_files_change() {

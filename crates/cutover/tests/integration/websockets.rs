@@ -96,7 +96,6 @@ fn open_websockets_stay_on_their_version_through_a_cut_over_and_a_rollback() {
 /// WebSockets over HTTP/2 (RFC 8441): many on one TLS connection, each a stream opened by an
 /// extended CONNECT, with hyper's HTTP/2 client and tokio-tungstenite on top.
 mod over_http2 {
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
@@ -118,23 +117,12 @@ mod over_http2 {
 
     /// One HTTP/2 connection over TLS to the edge (ALPN h2 only, trusting `ca`).
     async fn connect(port: u16, ca: &TestCa) -> SendRequest<Empty<Bytes>> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls::pki_types::CertificateDer::from(ca.cert_der()))
-            .unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        let config = cutover_http::testing::client_trusting(&ca.pem(), &[b"h2"]);
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
         let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .expect("a TLS handshake with the edge");
@@ -168,17 +156,23 @@ mod over_http2 {
         String::from_utf8_lossy(&body).into_owned()
     }
 
-    /// An extended CONNECT to `/ws`: the WebSocket and the version that answered.
-    async fn open(sender: &mut SendRequest<Empty<Bytes>>, port: u16) -> (Ws, String) {
+    /// An extended CONNECT (RFC 8441 §4) for a WebSocket at `path`.
+    fn websocket_request(port: u16, path: &str) -> Request<Empty<Bytes>> {
         let mut request = Request::builder()
             .method(Method::CONNECT)
-            .uri(format!("https://{HOST}:{port}/ws"))
+            .uri(format!("https://{HOST}:{port}{path}"))
             .header("sec-websocket-version", "13")
             .body(Empty::new())
             .unwrap();
         request
             .extensions_mut()
             .insert(hyper::ext::Protocol::from_static("websocket"));
+        request
+    }
+
+    /// A WebSocket to `/ws`, and the version that answered.
+    async fn open(sender: &mut SendRequest<Empty<Bytes>>, port: u16) -> (Ws, String) {
+        let request = websocket_request(port, "/ws");
         let mut response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{response:?}");
         assert!(
@@ -201,15 +195,7 @@ mod over_http2 {
         port: u16,
         path: &str,
     ) -> (StatusCode, String) {
-        let mut request = Request::builder()
-            .method(Method::CONNECT)
-            .uri(format!("https://{HOST}:{port}{path}"))
-            .header("sec-websocket-version", "13")
-            .body(Empty::new())
-            .unwrap();
-        request
-            .extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let request = websocket_request(port, path);
         let response = sender.send_request(request).await.unwrap();
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
