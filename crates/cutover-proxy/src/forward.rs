@@ -280,96 +280,98 @@ impl Forwarder {
         client_ip: &HeaderValue,
         alive: &mpsc::Sender<()>,
     ) -> Response<ProxyBody> {
-        let listen = info.listen;
         let client_upgrade = hyper::upgrade::on(&mut request);
         let (mut parts, body) = request.into_parts();
         prepare_request_headers(&mut parts.headers, client_ip, info.tls);
-        let parts_id = request_id(&mut parts.headers);
-        let protocol = match &switch {
-            Switch::Upgrade(protocol) | Switch::Connect(protocol) => protocol.clone(),
-        };
-        let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
-        if matches!(switch, Switch::Connect(_)) {
-            parts.method = Method::GET;
-            if websocket {
-                // HTTP/2 has no key: the HTTP/1.1 handshake to the app needs one (RFC 6455
-                // §4.1), and its answer (`Sec-WebSocket-Accept`) stays at the edge.
-                let key = tungstenite::handshake::client::generate_key();
-                if let Ok(key) = HeaderValue::from_str(&key) {
-                    parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+        let id = request_id(&mut parts.headers);
+        let listen = info.listen;
+        // Every answer, the tunnel's or a refusal, carries the request's id.
+        let answer = async {
+            let protocol = match &switch {
+                Switch::Upgrade(protocol) | Switch::Connect(protocol) => protocol.clone(),
+            };
+            let websocket = protocol.as_bytes().eq_ignore_ascii_case(b"websocket");
+            if matches!(switch, Switch::Connect(_)) {
+                parts.method = Method::GET;
+                if websocket {
+                    // HTTP/2 has no key: the HTTP/1.1 handshake to the app needs one (RFC 6455
+                    // §4.1), and its answer (`Sec-WebSocket-Accept`) stays at the edge.
+                    let key = tungstenite::handshake::client::generate_key();
+                    if let Ok(key) = HeaderValue::from_str(&key) {
+                        parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+                    }
                 }
             }
-        }
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, protocol);
-        let guard = match self.routes.pick(listen, &parts, None) {
-            Ok(guard) => guard,
-            Err(miss) => match self.unpicked(listen, &parts, miss).await {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, protocol);
+            let guard = match self.routes.pick(listen, &parts, None) {
                 Ok(guard) => guard,
-                Err(answer) => return answer,
-            },
-        };
-        let path = parts.uri.path().to_string();
-        let method = parts.method.clone();
-        parts.uri = Uri::from(path_and_query(&parts.uri));
-        parts.version = Version::HTTP_11;
-        let response = match send_upgrade(guard.addr, Request::from_parts(parts, body)).await {
-            Ok(response) => response,
-            Err(error) => {
-                let id = parts_id.clone();
-                return failed(error, &method, &path, &guard, &id);
+                Err(miss) => match self.unpicked(listen, &parts, miss).await {
+                    Ok(guard) => guard,
+                    Err(answer) => return answer,
+                },
+            };
+            let path = parts.uri.path().to_string();
+            let method = parts.method.clone();
+            parts.uri = Uri::from(path_and_query(&parts.uri));
+            parts.version = Version::HTTP_11;
+            let response = match send_upgrade(guard.addr, Request::from_parts(parts, body)).await {
+                Ok(response) => response,
+                Err(error) => return failed(error, &method, &path, &guard, &id),
+            };
+            if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                if matches!(switch, Switch::Connect(_)) && response.status().is_success() {
+                    // A success to a CONNECT opens the tunnel: an app that did not switch must not
+                    // look as if it had.
+                    let status = response.status();
+                    let answer = text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("bad gateway: the app answered {status} to a WebSocket upgrade, not 101 Switching Protocols\n"),
+                    );
+                    return with_log(answer, &guard.served.route);
+                }
+                return relay(response, guard);
             }
-        };
-        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            if matches!(switch, Switch::Connect(_)) && response.status().is_success() {
-                // A success to a CONNECT opens the tunnel: an app that did not switch must not
-                // look as if it had.
-                let status = response.status();
-                let answer = text(
-                    StatusCode::BAD_GATEWAY,
-                    format!("bad gateway: the app answered {status} to a WebSocket upgrade, not 101 Switching Protocols\n"),
-                );
-                return with_log(answer, &guard.served.route);
-            }
-            return relay(response, guard);
-        }
-        let mut response = response;
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let (mut parts, _) = response.into_parts();
-        let accepted = parts.headers.get(header::UPGRADE).cloned();
-        strip_hop_by_hop(&mut parts.headers);
-        match (&switch, accepted) {
-            (Switch::Upgrade(_), accepted) => {
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                if let Some(accepted) = accepted {
-                    parts.headers.insert(header::UPGRADE, accepted);
+            let mut response = response;
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let (mut parts, _) = response.into_parts();
+            let accepted = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            match (&switch, accepted) {
+                (Switch::Upgrade(_), accepted) => {
+                    parts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    if let Some(accepted) = accepted {
+                        parts.headers.insert(header::UPGRADE, accepted);
+                    }
+                }
+                (Switch::Connect(_), _) => {
+                    parts.status = StatusCode::OK;
+                    parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
                 }
             }
-            (Switch::Connect(_), _) => {
-                parts.status = StatusCode::OK;
-                parts.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
-            }
+            parts.extensions.insert(guard.served.clone());
+            let (shutdown, alive) = (self.shutdown.clone(), alive.clone());
+            tokio::spawn(async move {
+                if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                    crate::tunnel::relay(
+                        TokioIo::new(client),
+                        TokioIo::new(upstream),
+                        websocket,
+                        guard,
+                        shutdown,
+                        alive,
+                    )
+                    .await;
+                }
+            });
+            Response::from_parts(parts, ProxyBody::Text(Full::new(Bytes::new())))
         }
-        parts.extensions.insert(guard.served.clone());
-        let (shutdown, alive) = (self.shutdown.clone(), alive.clone());
-        tokio::spawn(async move {
-            if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
-                crate::tunnel::relay(
-                    TokioIo::new(client),
-                    TokioIo::new(upstream),
-                    websocket,
-                    guard,
-                    shutdown,
-                    alive,
-                )
-                .await;
-            }
-        });
-        Response::from_parts(parts, ProxyBody::Text(Full::new(Bytes::new())))
+        .await;
+        with_id(answer, id)
     }
 
     async fn send(

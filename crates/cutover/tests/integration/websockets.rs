@@ -180,6 +180,10 @@ mod over_http2 {
                 && !response.headers().contains_key("upgrade"),
             "HTTP/1.1 handshake headers stay at the edge: {response:?}"
         );
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "{response:?}"
+        );
         let version = response.headers()["x-app-version"]
             .to_str()
             .unwrap()
@@ -212,8 +216,9 @@ mod over_http2 {
         assert_eq!(reply.into_text().unwrap().as_str(), text);
     }
 
-    #[test]
-    fn websockets_over_http2_stay_on_their_version_through_a_cut_over_and_a_rollback() {
+    /// A lab whose staging serves HTTPS for [`HOST`] with a certificate of its own CA, and
+    /// drains WebSockets for 3 s; deployed. Its first version, and the CA.
+    fn https_lab() -> (Lab, String, TestCa) {
         let lab = Lab::with(|s| s.monitor = "60s".into());
         let ca = TestCa::new("lab CA");
         let certs = lab.repo.join("certs");
@@ -227,6 +232,12 @@ mod over_http2 {
         );
         let v1 = lab.commit_config(&config, "https, WebSockets drained for 3 s");
         lab.deploy().expect(0);
+        (lab, v1, ca)
+    }
+
+    #[test]
+    fn websockets_over_http2_stay_on_their_version_through_a_cut_over_and_a_rollback() {
+        let (lab, v1, ca) = https_lab();
         let port = lab.listen.port();
         let rt = tokio::runtime::Runtime::new().unwrap();
 
@@ -296,5 +307,140 @@ mod over_http2 {
         rt.block_on(echo(&mut again_v1, "still open on the old edge"));
         drop((on_v1, again_v1, h2, on_new_edge, fresh));
         lab.run(&["down"]).expect(0);
+    }
+
+    /// The browser on this machine for the browser tests, if any: `CUTOVER_REQUIRE_BROWSER=1`
+    /// (CI) makes its absence a failure.
+    fn browser() -> Option<String> {
+        let found = ["chromium", "chromium-browser", "google-chrome"]
+            .into_iter()
+            .find(|b| {
+                std::process::Command::new("sh")
+                    .args(["-c", &format!("command -v {b}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            });
+        if found.is_none() {
+            assert!(
+                std::env::var_os("CUTOVER_REQUIRE_BROWSER").is_none(),
+                "CUTOVER_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
+            );
+            eprintln!("skipped: no chromium on this machine (apt-get install chromium)");
+        }
+        found.map(str::to_string)
+    }
+
+    /// A real browser (headless Chromium) opens a WebSocket through the edge: over the HTTP/2
+    /// connection it already has (RFC 8441), which the edge's access log shows as a CONNECT.
+    #[test]
+    fn a_browser_opens_its_websocket_over_http2_through_the_edge() {
+        let Some(browser) = browser() else {
+            return;
+        };
+        let (lab, v1, _ca) = https_lab();
+        let port = lab.listen.port();
+        let origin = format!("https://{HOST}:{port}");
+        let page = lab.repo.join("browser.html");
+        // The page first fetches from the edge (an HTTP/2 connection that Chromium then reuses
+        // for WebSockets, once the edge's SETTINGS allow it; with credentials, as a WebSocket
+        // has them: Chromium keeps connections with and without apart), echoes a message, and
+        // says how that went by one more request, which the edge's access log shows.
+        std::fs::write(
+            &page,
+            format!(
+                r#"<!doctype html><body><script>
+const say = (what) => fetch("{origin}/browser-says/" + what, {{mode: "no-cors", credentials: "include"}});
+fetch("{origin}/", {{mode: "no-cors", credentials: "include"}}).then(() => {{
+  const ws = new WebSocket("wss://{HOST}:{port}/ws");
+  ws.onopen = () => ws.send("hello from the browser");
+  ws.onmessage = (e) => {{ say(e.data === "hello from the browser" ? "echoed" : "wrong-echo"); ws.close(); }};
+  ws.onerror = () => say("websocket-error");
+}}).catch(() => say("fetch-failed"));
+</script></body>"#
+            ),
+        )
+        .unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let mut command = std::process::Command::new(&browser);
+        command.args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            // The lab's CA is not in the browser's store; the test trusts the edge itself.
+            "--ignore-certificate-errors",
+            &format!("--host-resolver-rules=MAP {HOST} 127.0.0.1"),
+            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("file://{}", page.display()),
+        ]);
+        let browsing = Browser::start(command, profile.path());
+        let access = || {
+            lab.run(&["logs", "staging", "--access", "-n", "100"])
+                .expect(0)
+                .stdout
+        };
+        let said = (0..150).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            let log = access();
+            log.lines()
+                .find(|l| l.contains("/browser-says/"))
+                .map(str::to_string)
+        });
+        let output = browsing.stop();
+        let said = said.unwrap_or_else(|| panic!("the page said nothing in 30 s: {output}"));
+        assert!(said.contains("/browser-says/echoed"), "{said}\n{output}");
+
+        // What the edge saw: the page's fetch and the WebSocket, both to v1, the WebSocket as
+        // an extended CONNECT on the HTTP/2 connection (an HTTP/1.1 one would be a GET).
+        let lines = access();
+        let ws = lines
+            .lines()
+            .find(|l| l.contains("\"path\":\"/ws\""))
+            .unwrap();
+        assert!(ws.contains("\"method\":\"CONNECT\""), "{ws}");
+        assert!(ws.contains("\"status\":200"), "{ws}");
+        assert!(
+            !ws.contains("\"request_id\":\"\""),
+            "logged with its id: {ws}"
+        );
+        let release = lab.staging()["live"]["release"].as_i64().unwrap();
+        assert!(ws.contains(&format!("\"release\":{release}")), "{ws}");
+        assert!(lines.contains(&format!("\"release\":{release}")), "{lines}");
+        let _ = v1;
+        lab.run(&["down"]).expect(0);
+    }
+
+    /// A browser running until the test has seen what it wanted; its output kept in a file
+    /// (a pipe nobody reads would stall it).
+    struct Browser {
+        child: std::process::Child,
+        out: std::path::PathBuf,
+    }
+
+    impl Browser {
+        fn start(mut command: std::process::Command, dir: &std::path::Path) -> Browser {
+            let out = dir.join("browser-output.txt");
+            let file = std::fs::File::create(&out).unwrap();
+            let child = command
+                .stdout(file.try_clone().unwrap())
+                .stderr(file)
+                .spawn()
+                .expect("starting the browser");
+            Browser { child, out }
+        }
+
+        /// Stops it; what it printed.
+        fn stop(mut self) -> String {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            std::fs::read_to_string(&self.out).unwrap_or_default()
+        }
+    }
+
+    impl Drop for Browser {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
