@@ -24,10 +24,12 @@ pub struct ApproveArgs {
 
 #[derive(Args, Debug)]
 pub struct RejectArgs {
+    /// The environment whose waiting release to turn down.
     pub env: String,
     /// Why it does not ship (recorded with the release).
     #[arg(long)]
     pub reason: String,
+    /// A release id (default: the newest one waiting).
     #[arg(long)]
     pub release: Option<i64>,
 }
@@ -38,8 +40,10 @@ pub struct PromoteArgs {
     pub from: String,
     /// …to this one: exactly that artifact and digest, nothing rebuilt.
     pub to: String,
+    /// If another deploy holds the target environment, wait for it instead of refusing.
     #[arg(long)]
     pub queue: bool,
+    /// Stay until the monitor window closes; exit 3 if it rolled back.
     #[arg(long)]
     pub wait: bool,
     #[arg(short, long)]
@@ -48,6 +52,7 @@ pub struct PromoteArgs {
 
 #[derive(Args, Debug)]
 pub struct FreezeArgs {
+    /// The environment to freeze, as named in [environments.NAME].
     pub env: String,
     /// Why (shown to everyone whose deploy is refused).
     #[arg(long)]
@@ -56,6 +61,7 @@ pub struct FreezeArgs {
 
 #[derive(Args, Debug)]
 pub struct EnvArgs {
+    /// The environment, as named in [environments.NAME].
     pub env: String,
 }
 
@@ -66,8 +72,13 @@ pub enum Switch {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  cutover maintenance production on --message \"Back at 14:00 UTC\"\n  cutover maintenance production off\n\nBrowsers get an HTML page, clients that accept JSON get {\"error\": \"maintenance\", \"message\": …}; both with Retry-After. Recorded in the ledger, shown by `cutover status`; it lasts until `off`."
+)]
 pub struct MaintenanceArgs {
+    /// The environment, as named in [environments.NAME].
     pub env: String,
+    /// `on` answers every request with 503 and the message; `off` lets requests through again.
     pub switch: Switch,
     /// What people see instead of the app (with `on`).
     #[arg(long)]
@@ -75,7 +86,11 @@ pub struct MaintenanceArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Example (a database migration that must not see requests):\n  cutover pause production --max 2m && ./migrate && cutover resume production\n\nHeld requests wait at the edge (up to 10000, beyond that 503) and go on at `cutover resume` or when --max runs out. Recorded in the ledger, shown by `cutover status`."
+)]
 pub struct PauseArgs {
+    /// The environment, as named in [environments.NAME].
     pub env: String,
     /// The longest the edge holds requests, e.g. 30s (1s to 10m).
     #[arg(long, default_value = "30s", value_parser = parse_max)]
