@@ -72,7 +72,8 @@ pub enum EdgeCommand {
         /// The host, e.g. tasks.example.com.
         host: String,
     },
-    /// What the edge serves: its listeners, routes, and the certificates ACME keeps.
+    /// What the edge serves: its listeners, routes, and the certificates ACME keeps; and
+    /// whether its binary was replaced on disk since it started.
     Status {
         #[arg(long)]
         json: bool,

@@ -1,15 +1,18 @@
 //! Process plumbing shared by every long-lived role of the `cutover` binary (server, edge proxy,
 //! instance supervisor): detaching from the caller, pid files, liveness checks, lock files,
-//! atomic writes, socket paths and the state dir's well-known files ([`StateDir`]).
+//! atomic writes, socket paths, whether the binary a process runs was replaced on disk
+//! ([`started_exe`]) and the state dir's well-known files ([`StateDir`]).
 //!
 //! Architecture invariant: a detached role is never the child of the process that asked for it.
 //! [`spawn_detached`] runs `<exe> <args> --detach`; the role calls [`detach`] before it starts any
 //! thread, forks, and the intermediate process exits at once, so the role is re-parented to init
 //! (or the nearest subreaper) and survives its caller being killed with `kill -9`.
 
+mod exe;
 pub mod log;
 mod state_dir;
 
+pub use exe::{runs, started_exe, Exe, FileId};
 pub use state_dir::StateDir;
 
 use std::fs::{self, File, OpenOptions};

@@ -179,9 +179,12 @@ impl Admin {
     fn status(&self) -> ProxyStatus {
         let (generation, routes, draining) = self.routes.status();
         let held = self.routes.held();
+        let exe = cutover_daemon::started_exe();
         ProxyStatus {
             protocol: PROTOCOL,
             version: crate::VERSION.to_string(),
+            exe: exe.map(|e| e.path.clone()),
+            binary_replaced: exe.is_some_and(|e| e.replaced()),
             stopping: self.is_closing(),
             pid: std::process::id(),
             listeners: self.listeners.status(),

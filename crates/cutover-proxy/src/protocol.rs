@@ -582,6 +582,13 @@ pub struct ProxyStatus {
     /// The cutover version of the edge's binary.
     #[serde(default)]
     pub version: String,
+    /// The path the edge's binary was started from (absolute, symlinks resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<PathBuf>,
+    /// That path now holds another file than the one the edge runs, or none: the binary was
+    /// replaced (an install) or removed since the edge started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary_replaced: bool,
     /// The edge is exiting (its last route was removed) or handing over to a new edge: wait
     /// for it to go, or for the new one to answer.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

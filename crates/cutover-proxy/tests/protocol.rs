@@ -31,6 +31,8 @@ fn status() -> ProxyStatus {
     ProxyStatus {
         protocol: PROTOCOL,
         version: "0.1.0".into(),
+        exe: None,
+        binary_replaced: false,
         stopping: false,
         pid: 42,
         listeners: vec![ListenerStatus {
@@ -190,6 +192,19 @@ fn replies() -> Vec<(Reply, &'static str)> {
         (
             Reply::Status(status()),
             r#"{"reply":"status","protocol":5,"version":"0.1.0","pid":42,"listeners":[{"listen":"127.0.0.1:8001","bound":"127.0.0.1:8001"}],"generation":9,"routes":[{"route":{"owner":"/srv/tasks/.cutover","env":"staging"},"app":"tasks","listen":"127.0.0.1:8001","hosts":["tasks.example.com"],"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
+        ),
+        (
+            // Its binary was replaced on disk since it started (left out when not, as an edge
+            // before this field says it: the line above).
+            Reply::Status(ProxyStatus {
+                exe: Some("/usr/local/bin/cutover".into()),
+                binary_replaced: true,
+                routes: Vec::new(),
+                listeners: Vec::new(),
+                draining: BTreeMap::new(),
+                ..status()
+            }),
+            r#"{"reply":"status","protocol":5,"version":"0.1.0","exe":"/usr/local/bin/cutover","binary_replaced":true,"pid":42,"listeners":[],"generation":9,"routes":[],"draining":{}}"#,
         ),
         (
             Reply::Set { generation: 10 },

@@ -495,12 +495,14 @@ async fn bad_admin_requests_get_a_typed_error_change_nothing_and_the_proxy_keeps
     let reply = ask(&mut stream, &set(&key, &one)).await;
     assert_eq!(reply, "{\"reply\":\"set\",\"generation\":3}");
     let reply = ask(&mut stream, "{\"op\":\"status\"}").await;
+    // The edge runs in this process: its binary is this test's.
     let expected = format!(
-        "{{\"reply\":\"status\",\"protocol\":5,\"version\":\"{}\",\"pid\":{},\
+        "{{\"reply\":\"status\",\"protocol\":5,\"version\":\"{}\",\"exe\":{},\"pid\":{},\
          \"listeners\":[{{\"listen\":\"{listen}\",\"bound\":\"{listen}\"}}],\
          \"generation\":3,\"routes\":[{{\"route\":{key},\"listen\":\"{listen}\",\"upstreams\":\
          [{{\"addr\":\"{a}\",\"weight\":100,\"inflight\":0}}]}}],\"draining\":{{}}}}",
         cutover_proxy::VERSION,
+        serde_json::to_string(&std::env::current_exe().unwrap()).unwrap(),
         std::process::id()
     );
     assert_eq!(reply, expected);

@@ -73,6 +73,9 @@ fn edge(command: EdgeCommand) -> i32 {
                         status.pid,
                         dir.display()
                     );
+                    if status.binary_replaced {
+                        println!("  {}", replaced(status.exe.as_deref()));
+                    }
                     for l in &status.listeners {
                         match &l.error {
                             Some(e) => println!("  {}: cannot listen: {e}", l.listen),
@@ -102,6 +105,26 @@ fn edge(command: EdgeCommand) -> i32 {
                 Err(e) => refused(e),
             }
         }
+    }
+}
+
+/// What `cutover edge status` says of an edge whose binary (at `exe`) was replaced on disk or
+/// removed since it started.
+fn replaced(exe: Option<&std::path::Path>) -> String {
+    match exe {
+        Some(exe) if exe.exists() => format!(
+            "its binary {} was replaced on disk since it started: the next server start or \
+             `cutover edge upgrade` moves it to the new binary",
+            exe.display()
+        ),
+        Some(exe) => format!(
+            "its binary {} was removed since it started: `cutover edge upgrade` moves it to the \
+             binary that runs the command",
+            exe.display()
+        ),
+        None => "its binary was replaced on disk since it started: `cutover edge upgrade` \
+                 moves it to the binary that runs the command"
+            .to_string(),
     }
 }
 
@@ -169,6 +192,9 @@ fn supervise(args: SuperviseArgs) -> i32 {
 
 /// `cutover proxy`: the machine's edge (started by the first server that needs it).
 fn proxy(args: ProxyArgs) -> i32 {
+    // Which binary this edge runs, recorded before anyone can replace it (`binary_replaced`
+    // in its status).
+    let _ = cutover_daemon::started_exe();
     let mut options = cutover_proxy::ProxyOptions::new(&args.edge_dir);
     options.takeover = args.takeover;
     if args.detach {
