@@ -79,7 +79,9 @@ pub enum EdgeCommand {
         json: bool,
     },
     /// Replace the running edge by this cutover binary, dropping nothing: it hands its listening
-    /// sockets to the new edge, drains what it still serves, and exits.
+    /// sockets to the new edge, drains what it still serves, and exits. A server does the same
+    /// by itself when it starts (or deploys) and finds the edge older than itself, or running a
+    /// binary that was replaced on disk by the one the server runs.
     Upgrade,
 }
 

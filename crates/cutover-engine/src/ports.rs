@@ -5,7 +5,9 @@
 use cutover_config::EdgeLimits;
 use cutover_health::{HttpCheck, ProbeFailure};
 use cutover_proxy::protocol::{Hold, DEFAULT_WEIGHT, PROTOCOL};
-use cutover_proxy::{Limits, ProxyClient, ProxyError, ProxyOptions, Route, RouteKey, Upstream};
+use cutover_proxy::{
+    Limits, ProxyClient, ProxyError, ProxyOptions, ProxyStatus, Route, RouteKey, Upstream,
+};
 use cutover_runtime::InstanceInfo;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -148,6 +150,12 @@ pub trait Edge: Send + Sync + 'static {
     fn upstreams(&self, env: &str) -> impl Future<Output = Option<Vec<SocketAddr>>> + Send;
     /// Removes the environment's route (the edge stops when it serves nothing else).
     fn stop(&self, env: &str) -> impl Future<Output = ()> + Send;
+    /// Upgrades the machine's edge, if one runs, when it is stale: older than this cutover, or
+    /// of this version but running a binary that was replaced on disk by the one this server
+    /// runs. Said in the server's log. What a server does first when it starts.
+    fn refresh(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// The certificates the edge obtains by ACME, by host (none when it runs none, or is not
     /// running).
     fn certificates(&self) -> impl Future<Output = Vec<CertificateState>> + Send {
@@ -235,10 +243,9 @@ impl ProxyEdge {
         route
     }
 
-    /// Makes sure the machine's edge runs and is not older than this cutover: starts it when
-    /// none answers; waits for one that is stopping (or handing over) to go; upgrades an older
-    /// one in place (`cutover_proxy::upgrade`: it hands its sockets to an edge of this binary,
-    /// dropping nothing), or, when that fails, replaces it (it reads the routes file it kept).
+    /// Makes sure the machine's edge runs and is current: starts it when none answers; waits
+    /// for one that is stopping (or handing over) to go; upgrades a stale one in place
+    /// ([`ProxyEdge::keep_current`]).
     async fn running(&self) -> Result<(), String> {
         for _ in 0..400 {
             match self.client().status().await {
@@ -246,21 +253,10 @@ impl ProxyEdge {
                     tokio::time::sleep(std::time::Duration::from_millis(25)).await;
                     continue;
                 }
-                Ok(status)
-                    if status.protocol >= PROTOCOL
-                        && !newer(cutover_proxy::VERSION, &status.version) =>
-                {
-                    return Ok(())
-                }
-                Ok(_) => {
-                    let (exe, dir) = (self.exe.clone(), self.edge_dir.clone());
-                    let upgraded =
-                        tokio::task::spawn_blocking(move || cutover_proxy::upgrade(&exe, &dir))
-                            .await;
-                    if matches!(upgraded, Ok(Ok(_))) {
+                Ok(status) => {
+                    if self.keep_current(&status).await {
                         return Ok(());
                     }
-                    let _ = self.client().shutdown().await;
                 }
                 Err(ProxyError::BadReply { .. }) => {
                     let _ = self.client().shutdown().await;
@@ -269,12 +265,98 @@ impl ProxyEdge {
             }
             break;
         }
+        self.spawn().await
+    }
+
+    /// Starts the machine's edge with this server's binary.
+    async fn spawn(&self) -> Result<(), String> {
         let (exe, dir) = (self.exe.clone(), self.edge_dir.clone());
         tokio::task::spawn_blocking(move || cutover_proxy::spawn(&exe, &dir))
             .await
             .map_err(|e| e.to_string())?
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Why the edge that answered `status` should make way for an edge of this server's
+    /// binary, if it should: it speaks an older protocol or runs an older cutover; or it runs
+    /// this same version from a binary that was replaced on disk by the very file this server
+    /// runs (so a server of a replaced binary, or of another install, never replaces it). Never
+    /// when the edge is newer than this server.
+    fn stale(&self, status: &ProxyStatus) -> Option<Stale> {
+        if status.protocol < PROTOCOL {
+            return Some(Stale::Older(format!(
+                "it spoke protocol {}, this server {PROTOCOL}",
+                status.protocol
+            )));
+        }
+        if status.protocol > PROTOCOL || newer(&status.version, cutover_proxy::VERSION) {
+            return None;
+        }
+        if newer(cutover_proxy::VERSION, &status.version) {
+            return Some(Stale::Older(format!(
+                "it ran cutover {}, this server {}",
+                status.version,
+                cutover_proxy::VERSION
+            )));
+        }
+        let exe = status.exe.as_deref()?;
+        let replaced_by_this = status.binary_replaced
+            && status.version == cutover_proxy::VERSION
+            && cutover_daemon::runs(&self.exe)
+            && cutover_daemon::runs(exe);
+        replaced_by_this.then(|| {
+            Stale::Replaced(format!(
+                "its binary {} was replaced on disk by the one this server runs",
+                exe.display()
+            ))
+        })
+    }
+
+    /// Brings the edge that answered `status` up to this server's binary when it is stale,
+    /// by an upgrade that drops nothing (`cutover_proxy::upgrade`), said in the server's log.
+    /// False when it must go but could not hand over: it was asked to stop, and the caller
+    /// starts another (it reads the routes file the old one kept). An edge whose only fault is
+    /// a replaced binary serves on when its upgrade fails.
+    async fn keep_current(&self, status: &ProxyStatus) -> bool {
+        let Some(stale) = self.stale(status) else {
+            return true;
+        };
+        let (exe, dir) = (self.exe.clone(), self.edge_dir.clone());
+        let upgraded = tokio::task::spawn_blocking(move || cutover_proxy::upgrade(&exe, &dir))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let old = format!("pid {} (cutover {})", status.pid, status.version);
+        match (upgraded, stale) {
+            (Ok(done), Stale::Older(why) | Stale::Replaced(why)) => {
+                let how = if done.restarted {
+                    "could not hand its sockets over, so it was stopped and"
+                } else {
+                    "handed its listening sockets to"
+                };
+                eprintln!(
+                    "cutover server: edge upgraded: {old} {how} pid {} (cutover {}, {}), because {why}",
+                    done.new_pid,
+                    cutover_proxy::VERSION,
+                    self.exe.display()
+                );
+                true
+            }
+            (Err(e), Stale::Replaced(why)) => {
+                eprintln!(
+                    "cutover server: the edge was not upgraded, although {why}: {e}; {old} serves on with the binary it runs"
+                );
+                true
+            }
+            (Err(e), Stale::Older(why)) => {
+                eprintln!(
+                    "cutover server: the edge was not upgraded, although {why}: {e}; {old} is stopped and an edge of this binary started"
+                );
+                let _ = self.client().shutdown().await;
+                false
+            }
+        }
     }
 
     /// An edge of the older kind (one per environment, files under the state dir's `proxy/`)
@@ -375,6 +457,17 @@ impl Edge for ProxyEdge {
         let _ = self.client().remove(&self.owner(), Some(env)).await;
     }
 
+    async fn refresh(&self) {
+        let Ok(status) = self.client().status().await else {
+            return;
+        };
+        if !status.stopping && !self.keep_current(&status).await {
+            if let Err(e) = self.spawn().await {
+                eprintln!("cutover server: the edge cannot start: {e}");
+            }
+        }
+    }
+
     async fn certificates(&self) -> Vec<CertificateState> {
         let Ok(status) = self.client().status().await else {
             return Vec::new();
@@ -389,6 +482,14 @@ impl Edge for ProxyEdge {
             })
             .collect()
     }
+}
+
+/// Why the running edge is to make way for an edge of this server's binary.
+enum Stale {
+    /// An older protocol or cutover: it goes, by a restart if it cannot hand over.
+    Older(String),
+    /// Its binary was replaced by this server's: upgraded when it can be, else it serves on.
+    Replaced(String),
 }
 
 /// Whether version `a` is newer than `b` ("0.2.0" than "0.1.9"; a version that does not parse
@@ -422,6 +523,71 @@ fn edge_limits(limits: &EdgeLimits) -> Limits {
 
 #[cfg(test)]
 mod tests {
+    use super::{ProxyEdge, Stale};
+    use cutover_proxy::protocol::PROTOCOL;
+    use cutover_proxy::ProxyStatus;
+    use std::path::PathBuf;
+
+    fn edge(exe: PathBuf) -> ProxyEdge {
+        ProxyEdge {
+            exe,
+            edge_dir: "/nonexistent/edge".into(),
+            state_dir: "/nonexistent/.cutover".into(),
+        }
+    }
+
+    fn status(protocol: u32, version: &str, exe: PathBuf, replaced: bool) -> ProxyStatus {
+        ProxyStatus {
+            protocol,
+            version: version.into(),
+            exe: Some(exe),
+            binary_replaced: replaced,
+            stopping: false,
+            pid: 1,
+            listeners: Vec::new(),
+            generation: 0,
+            routes: Vec::new(),
+            draining: Default::default(),
+            held: 0,
+            acme: Vec::new(),
+        }
+    }
+
+    /// Which edges a server replaces. Here "this server" is the test binary: it runs the file
+    /// at its own path; another file is another build.
+    #[test]
+    fn an_edge_makes_way_when_older_or_replaced_by_this_binary_never_when_newer() {
+        let me = std::env::current_exe().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("cutover");
+        std::fs::write(&other, "another build").unwrap();
+        let version = cutover_proxy::VERSION;
+        let stale = |server: &PathBuf, status: ProxyStatus| edge(server.clone()).stale(&status);
+
+        // The same version, and its binary not replaced: current.
+        assert!(stale(&me, status(PROTOCOL, version, me.clone(), false)).is_none());
+        // Its binary replaced by the one this server runs: upgraded.
+        assert!(matches!(
+            stale(&me, status(PROTOCOL, version, me.clone(), true)),
+            Some(Stale::Replaced(_))
+        ));
+        // Replaced by another file than this server's (another install, or this server's own
+        // binary was replaced too): left alone.
+        assert!(stale(&me, status(PROTOCOL, version, other.clone(), true)).is_none());
+        assert!(stale(&other, status(PROTOCOL, version, me.clone(), true)).is_none());
+        // Older: upgraded, replaced or not; newer: never.
+        assert!(matches!(
+            stale(&other, status(PROTOCOL - 1, version, me.clone(), false)),
+            Some(Stale::Older(_))
+        ));
+        assert!(matches!(
+            stale(&other, status(PROTOCOL, "0.0.1", me.clone(), false)),
+            Some(Stale::Older(_))
+        ));
+        assert!(stale(&me, status(PROTOCOL, "999.0.0", me.clone(), true)).is_none());
+        assert!(stale(&me, status(PROTOCOL + 1, version, me.clone(), true)).is_none());
+    }
+
     #[test]
     fn an_edge_is_upgraded_only_by_a_newer_cutover() {
         assert!(super::newer("0.2.0", "0.1.9"));

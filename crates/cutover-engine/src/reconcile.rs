@@ -1,5 +1,5 @@
-//! What a (re)started server does first — a reload from nothing: resolve the releases the
-//! previous server left in flight, bring every environment back to its live release through
+//! What a (re)started server does first — a reload from nothing: upgrade the machine's edge
+//! when it is stale (`Edge::refresh`), resolve the releases the previous server left in flight, bring every environment back to its live release through
 //! the converge path ([`Engine::heal`]), and reopen monitor windows.
 
 use chrono::Utc;
@@ -14,6 +14,9 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
     pub async fn reconcile(&self) -> Vec<String> {
         let mut said = Vec::new();
         let (progress, _rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
+        // An edge older than this server, or running a binary this one replaced, is upgraded
+        // before anything is healed through it.
+        self.inner.edge.refresh().await;
         let instances = self.inner.runtime.list().await.unwrap_or_default();
 
         // Releases the previous server left half-way never took traffic: fail them.

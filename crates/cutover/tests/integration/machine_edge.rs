@@ -1,6 +1,7 @@
 //! One edge per machine: apps in their own repositories and state dirs share a listen address
 //! by host; a claim on another app's host is refused, nothing changed; `down` of one app
-//! leaves the other serving; an unknown host gets a 404 that names nothing.
+//! leaves the other serving; an unknown host gets a 404 that names nothing. The edge is
+//! upgraded by `cutover edge upgrade`, and by the next server start of a replaced binary.
 
 use std::time::Duration;
 
@@ -241,4 +242,115 @@ fn edge_upgrade_hands_the_sockets_over_and_drops_nothing() {
         "every request was served through the upgrade: {seen:?}"
     );
     lab.assert_serving(&v1);
+}
+
+/// Stops the lab's server (SIGTERM; its instances and the edge run on), then starts a new one
+/// the way a user does: with a command that connects.
+fn restart_server(lab: &Lab) {
+    let pid_file = lab.state_dir().join("server.pid");
+    let server: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(lab.owns(server), "no server runs as pid {server}");
+    signal(server, "TERM");
+    eventually(Duration::from_secs(20), "the server to exit", || {
+        (!alive(server)).then_some(())
+    });
+    lab.run(&["status", "--json"])
+        .expect(0)
+        .says(&["started the server"]);
+}
+
+/// What `cutover edge status --json` says.
+fn edge_status(lab: &Lab) -> serde_json::Value {
+    lab.run(&["edge", "status", "--json"]).expect(0).json()
+}
+
+/// An install of a new cutover binary (written beside the old one and renamed over it, as
+/// installers do) is what the running edge notices (`binary_replaced`, and said by `cutover
+/// edge status`); the next server start — of the new binary — upgrades the edge to it by
+/// handover: a new edge pid, the old edge gone, not one request of the watcher failed. A server
+/// restart without a new binary, and a deploy by a server whose own binary was replaced, leave
+/// the edge as it is.
+#[test]
+fn a_server_started_from_a_replaced_binary_upgrades_the_edge_and_drops_nothing() {
+    let mut lab = Lab::new();
+    let bin = lab.root().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = bin.join("cutover");
+    std::fs::copy(env!("CARGO_BIN_EXE_cutover"), &exe).unwrap();
+    lab.exe = exe.clone();
+
+    lab.deploy().expect(0);
+    let first = edge_status(&lab);
+    let old = first["pid"].as_u64().unwrap() as u32;
+    assert_eq!(
+        first["exe"].as_str(),
+        exe.canonicalize().unwrap().to_str(),
+        "{first:#}"
+    );
+    assert!(first.get("binary_replaced").is_none(), "{first:#}");
+
+    // A server restart with the same binary: the same edge.
+    restart_server(&lab);
+    assert_eq!(edge_status(&lab)["pid"].as_u64(), Some(u64::from(old)));
+
+    let beside = bin.join(".cutover.new");
+    std::fs::copy(env!("CARGO_BIN_EXE_cutover"), &beside).unwrap();
+    std::fs::rename(&beside, &exe).unwrap();
+    let replaced = edge_status(&lab);
+    assert_eq!(
+        replaced["pid"].as_u64(),
+        Some(u64::from(old)),
+        "{replaced:#}"
+    );
+    assert_eq!(replaced["binary_replaced"], true, "{replaced:#}");
+    // The running server's binary was replaced too: its deploy leaves the edge alone.
+    let v2 = lab.commit("second");
+    lab.deploy().expect(0);
+    lab.assert_serving(&v2);
+    let still = edge_status(&lab);
+    assert_eq!(still["pid"].as_u64(), Some(u64::from(old)), "{still:#}");
+    assert_eq!(still["binary_replaced"], true, "{still:#}");
+    let shown = lab.run(&["edge", "status"]).expect(0);
+    for needle in [
+        "was replaced on disk",
+        "the next server start or `cutover edge upgrade` moves it to the new binary",
+    ] {
+        assert!(shown.stdout.contains(needle), "{shown:?}");
+    }
+
+    let watch = lab.watch();
+    watch.wait_for(5);
+    restart_server(&lab);
+    let upgraded = edge_status(&lab);
+    let new = upgraded["pid"].as_u64().unwrap() as u32;
+    assert_ne!(new, old, "the edge was not upgraded: {upgraded:#}");
+    assert!(upgraded.get("binary_replaced").is_none(), "{upgraded:#}");
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        !lab.owns(old)
+    });
+    assert!(gone, "the old edge did not exit");
+    let log = std::fs::read_to_string(lab.state_dir().join("logs/server.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "edge upgraded: pid {old} (cutover {}) handed its listening sockets to pid {new}",
+            env!("CARGO_PKG_VERSION")
+        )) && log.contains("was replaced on disk"),
+        "{log}"
+    );
+    watch.wait_for(20);
+    let seen = watch.stop();
+    assert!(
+        seen.iter().all(|s| s.as_deref() == Ok(v2.as_str())),
+        "every request was served through the upgrade: {seen:?}"
+    );
+    lab.assert_serving(&v2);
+
+    // The new edge runs the new binary: a further server start leaves it be.
+    restart_server(&lab);
+    assert_eq!(edge_status(&lab)["pid"].as_u64(), Some(u64::from(new)));
 }

@@ -158,6 +158,9 @@ pub struct Lab {
     pub settings: Settings,
     /// Extra environment variables for every `cutover` command.
     pub env: Vec<(String, String)>,
+    /// The `cutover` binary the lab's commands run: the one built, unless a test installs a
+    /// copy of its own (see [`Lab::root`]).
+    pub exe: PathBuf,
 }
 
 impl Lab {
@@ -185,6 +188,7 @@ impl Lab {
             listen,
             settings,
             env: Vec::new(),
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_cutover")),
         };
         fs::write(lab.repo.join("cutover.toml"), lab.config()).unwrap();
         fs::write(lab.repo.join("notes.txt"), "first\n").unwrap();
@@ -201,6 +205,11 @@ impl Lab {
             "[app]\nname = \"{}\"\n\n[build]\n{}\n\n[run]\n{}\n\n[health]\n{}\nmonitor = \"{}\"\n\n{}\n\n[environments.staging]\nlisten = \"{}\"\nstrategy = \"{}\"\n",
             s.app, s.build, s.run, s.health, s.monitor, s.extra, self.listen, s.strategy
         )
+    }
+
+    /// The lab's temporary directory (the repository, the edge dir), removed with the lab.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -242,7 +251,7 @@ impl Lab {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        let mut c = Command::new(&self.exe);
         c.args(args)
             .current_dir(&self.repo)
             .env_remove("CUTOVER_STATE_DIR")
