@@ -118,6 +118,10 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 )),
             );
         }
+        let certificates = match self.check_edge_certificate(to, &config, &env_cfg).await {
+            Ok(note) => note,
+            Err(outcome) => return outcome,
+        };
         // The caller's, or those the source release runs with.
         let secrets = match self.secrets_for(&source, &config, req.secrets) {
             Ok(s) => s,
@@ -167,6 +171,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
                 Ok(r) => r,
                 Err(e) => return Outcome::refused(e.to_string(), None),
             };
+        self.note_certificates(release.id, certificates, progress);
         if env_cfg.approval == cutover_config::Approval::Manual {
             // A person who promotes is the human click (check_gates checked they may be).
             let _ = self.with_ledger(|l| l.approve(release.id, &req.requested_by));

@@ -82,12 +82,13 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
         if let Err(e) = config.check_overrides(&overrides) {
             return Outcome::refused(e.to_string(), None);
         }
-        if let Err(outcome) = self
+        let certificates = match self
             .check_edge_certificate(&req.env, &config, &env_cfg)
             .await
         {
-            return outcome;
-        }
+            Ok(note) => note,
+            Err(outcome) => return outcome,
+        };
         // The CLI resolves secrets where the deploy is asked for; a pipeline run or a webhook
         // resolves them here, in the server's environment.
         let mut req = req;
@@ -138,6 +139,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Err(e) => return Outcome::refused(e.to_string(), None),
         };
         send(progress, Progress::Release { id: release.id });
+        self.note_certificates(release.id, certificates, progress);
         for (env, server) in &req.passed_elsewhere {
             if env_cfg.requires.contains(env) {
                 self.event(
@@ -192,12 +194,14 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Ok(c) => c,
             Err(e) => return Outcome::refused(e, None),
         };
+        let mut certificates = None;
         if let Ok(env_cfg) = config.environment(&req.env) {
-            if let Err(outcome) = self
+            match self
                 .check_edge_certificate(&req.env, &config, env_cfg)
                 .await
             {
-                return outcome;
+                Ok(note) => certificates = note,
+                Err(outcome) => return outcome,
             }
         }
         let secrets = match self.secrets_for(&target, &config, req.secrets) {
@@ -228,6 +232,7 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             Err(e) => return Outcome::refused(e.to_string(), None),
         };
         send(progress, Progress::Release { id: release.id });
+        self.note_certificates(release.id, certificates, progress);
         send(
             progress,
             Progress::step(format!(
@@ -259,28 +264,45 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
 
     /// The certificate files of `tls = { cert, key }` (relative to cutover.toml), or the
     /// `[acme] directory` of `tls = "acme"`, checked before anything starts: files the edge
-    /// could not serve, or a directory that does not answer, refuse the release, naming the
-    /// field and the fix. (The certificate itself the edge obtains by ACME, in the background.)
-    async fn check_edge_certificate(
+    /// could not serve refuse the release, naming the field and the fix. A directory that does
+    /// not answer refuses it only when the machine's edge does not already hold a certificate
+    /// valid now for every host of the environment (a first deploy, a new host): with them the
+    /// release goes on, and the returned note says so (the edge renews once the directory
+    /// answers again). (The certificates themselves the edge obtains by ACME, in the
+    /// background.)
+    pub(crate) async fn check_edge_certificate(
         &self,
         env: &str,
         config: &Config,
         env_cfg: &cutover_config::Environment,
-    ) -> Result<(), Outcome> {
+    ) -> Result<Option<String>, Outcome> {
         let root = &self.inner.options.repo_root;
         let (cert, key) = match &env_cfg.tls {
-            None => return Ok(()),
+            None => return Ok(None),
             Some(cutover_config::Tls::Files { cert, key }) => (cert, key),
             Some(cutover_config::Tls::Acme) => {
                 let settings = crate::ports::Site::of(config, env_cfg, root).acme;
                 let Some(settings) = settings else {
-                    return Ok(());
+                    return Ok(None);
                 };
-                return cutover_proxy::acme::check_directory(&settings)
-                    .await
-                    .map_err(|e| {
-                        Outcome::refused(format!("[acme] directory: {e}"), Some(e.hint()))
-                    });
+                let Err(e) = cutover_proxy::acme::check_directory(&settings).await else {
+                    return Ok(None);
+                };
+                let held = self.inner.edge.certificates().await;
+                return match held_until(&env_cfg.hosts, &held, cutover_proxy::tls::now()) {
+                    Ok(until) => Ok(Some(format!(
+                        "{e}; the certificates held for {} stay valid until {}: the edge serves {env} with them and renews them once the directory answers",
+                        env_cfg.hosts.join(", "),
+                        until_text(until)
+                    ))),
+                    Err(missing) => Err(Outcome::refused(
+                        format!(
+                            "[acme] directory: {e}; the edge holds no valid certificate for {}",
+                            missing.join(", ")
+                        ),
+                        Some(e.hint()),
+                    )),
+                };
             }
         };
         let pair = cutover_proxy::tls::Pair {
@@ -288,13 +310,27 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             key: root.join(key),
         };
         cutover_proxy::tls::check_pair(&pair, &env_cfg.hosts)
-            .map(|_| ())
+            .map(|_| None)
             .map_err(|e| {
                 Outcome::refused(
                     format!("[environments.{env}] {}: {e}", e.field()),
                     Some(e.hint()),
                 )
             })
+    }
+
+    /// Says once, in the release's progress and its events, that it goes on with the
+    /// certificates the edge holds while the ACME directory does not answer.
+    pub(crate) fn note_certificates(
+        &self,
+        release: i64,
+        note: Option<String>,
+        progress: &ProgressTx,
+    ) {
+        if let Some(note) = note {
+            self.event(release, "certificate", &note);
+            send(progress, Progress::step(note));
+        }
     }
 
     /// Resolves `--to` (a release id or a version prefix) among the known-good releases, or
@@ -359,5 +395,83 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             }
         }
         Some(standby)
+    }
+}
+
+/// The earliest notAfter among the certificates the edge holds for `hosts`, when each of them
+/// has one valid at `now` (seconds since the epoch); else the hosts without one.
+fn held_until(
+    hosts: &[String],
+    held: &[crate::CertificateState],
+    now: i64,
+) -> Result<i64, Vec<String>> {
+    let mut until = i64::MAX;
+    let mut missing = Vec::new();
+    for host in hosts {
+        let valid = held
+            .iter()
+            .filter(|c| c.host.eq_ignore_ascii_case(host))
+            .filter_map(|c| c.not_after)
+            .find(|t| *t > now);
+        match valid {
+            Some(t) => until = until.min(t),
+            None => missing.push(host.clone()),
+        }
+    }
+    if hosts.is_empty() || !missing.is_empty() {
+        return Err(missing);
+    }
+    Ok(until)
+}
+
+/// "2026-05-01 12:00Z", as `status` shows a certificate's end.
+fn until_text(epoch: i64) -> String {
+    chrono::DateTime::from_timestamp(epoch, 0).map_or_else(
+        || epoch.to_string(),
+        |t| t.format("%Y-%m-%d %H:%MZ").to_string(),
+    )
+}
+
+#[cfg(test)]
+mod certificate_tests {
+    use super::held_until;
+    use crate::CertificateState;
+
+    fn cert(host: &str, not_after: Option<i64>) -> CertificateState {
+        CertificateState {
+            host: host.into(),
+            not_after,
+            error: Some("the ACME directory cannot be reached".into()),
+        }
+    }
+
+    #[test]
+    fn an_acme_outage_is_waited_out_only_with_a_valid_certificate_for_every_host() {
+        let hosts = vec!["a.test".to_string(), "B.test".to_string()];
+        let now = 1_000;
+        let both = [cert("a.test", Some(5_000)), cert("b.test", Some(3_000))];
+        assert_eq!(
+            held_until(&hosts, &both, now),
+            Ok(3_000),
+            "the earliest end"
+        );
+        let one = [cert("a.test", Some(5_000))];
+        assert_eq!(held_until(&hosts, &one, now), Err(vec!["B.test".into()]));
+        let expired = [cert("a.test", Some(5_000)), cert("b.test", Some(1_000))];
+        assert_eq!(
+            held_until(&hosts, &expired, now),
+            Err(vec!["B.test".into()])
+        );
+        let none_yet = [cert("a.test", None), cert("b.test", Some(3_000))];
+        assert_eq!(
+            held_until(&hosts, &none_yet, now),
+            Err(vec!["a.test".into()])
+        );
+        assert_eq!(
+            held_until(&hosts, &[], now).unwrap_err().len(),
+            2,
+            "the edge is down"
+        );
+        assert!(held_until(&[], &both, now).is_err());
     }
 }

@@ -463,12 +463,18 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
         "no route of this edge gets the certificate of nobody.test by ACME",
         "hint: ",
     ]);
-    // A deploy whose [acme] directory does not answer is refused before anything starts.
+    // A deploy whose [acme] directory does not answer is refused before anything starts when
+    // the edge holds no certificate for one of its hosts (here a new one).
     let before = lab.ledger_summary();
     let gone = format!("https://127.0.0.1:{}/dir", free_port());
-    lab.commit_config(&acme(&gone), "a directory that is gone");
+    let new_host = acme(&gone).replace(
+        &format!("\"{by_http}\"]"),
+        &format!("\"{by_http}\", \"new.tasks.test\"]"),
+    );
+    lab.commit_config(&new_host, "a directory that is gone, and a new host");
     lab.deploy().expect(1).says(&[
         &format!("[acme] directory: the ACME directory {gone} cannot be reached"),
+        "the edge holds no valid certificate for new.tasks.test",
         "hint: check [acme] directory",
     ]);
     assert_eq!(lab.ledger_summary(), before, "nothing changed");
@@ -526,5 +532,105 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
     );
     assert_eq!(told["environment"], "staging", "{told:#}");
     assert!(told["not_after"].is_string(), "{told:#}");
+    lab.run(&["down"]).expect(0);
+}
+
+#[test]
+fn an_acme_outage_blocks_neither_deploys_nor_rollbacks_of_an_environment_holding_its_certificates()
+{
+    let lab = Lab::new();
+    let redirect = free_port();
+    let pebble_dir = lab.repo.with_extension("pebble");
+    let Some(pebble) =
+        cutover_http::testing::Pebble::start(&pebble_dir, redirect, lab.listen.port())
+    else {
+        return;
+    };
+    let acme = |directory: &str| {
+        format!(
+            "{}hosts = [\"{HOST}\"]\ntls = \"acme\"\nhttp_redirect = \"127.0.0.1:{redirect}\"\n\n[acme]\ndirectory = \"{directory}\"\nca_bundle = \"{}\"\n",
+            lab.config(),
+            pebble.ca_bundle.display(),
+        )
+    };
+    // A first deploy while the directory does not answer: the edge holds nothing, refused.
+    let gone = format!("https://127.0.0.1:{}/dir", free_port());
+    lab.commit_config(&acme(&gone), "acme, its directory gone");
+    lab.deploy().expect(1).says(&[
+        &format!("[acme] directory: the ACME directory {gone} cannot be reached"),
+        &format!("the edge holds no valid certificate for {HOST}"),
+        "hint: check [acme] directory",
+    ]);
+    assert!(lab.history().is_empty(), "nothing recorded");
+
+    let v1 = lab.commit_config(&acme(&pebble.directory), "acme");
+    let first = lab.deploy().expect(0);
+    assert!(!first.stderr.contains("cannot be reached"), "{first:?}");
+    let root = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(pebble.issuing_root());
+    let root_file = pebble_dir.join("root.pem");
+    fs::write(&root_file, &root).unwrap();
+    let port = lab.listen.port();
+    let get = || {
+        curl(&[
+            "--cacert",
+            root_file.to_str().unwrap(),
+            "--resolve",
+            &format!("{HOST}:{port}:127.0.0.1"),
+            &format!("https://{HOST}:{port}/"),
+        ])
+    };
+    let served = eventually(Duration::from_secs(40), "a certificate by ACME", || {
+        let (code, body, _) = get();
+        (code == 0).then_some(body)
+    });
+    assert!(served.contains(&format!("tasks-app {v1}")), "{served:?}");
+    let cert = lab.edge_dir().join("certs").join(format!("{HOST}.crt"));
+    let issued = fs::read(&cert).unwrap();
+
+    // Let's Encrypt is down: the environment still deploys on the certificate it has, and
+    // says so once.
+    let directory = pebble.directory.clone();
+    drop(pebble);
+    let v2 = lab.commit("v2");
+    let run = lab.deploy().expect(0).says(&[
+        &format!("the ACME directory {directory} cannot be reached"),
+        &format!("the certificates held for {HOST} stay valid until "),
+        "is live in staging",
+    ]);
+    assert_eq!(
+        run.stderr.matches("cannot be reached").count(),
+        1,
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains("error:"), "{run:?}");
+    let (code, body, err) = get();
+    assert_eq!(code, 0, "HTTPS with the held certificate: {err}");
+    assert!(body.contains(&format!("tasks-app {v2}")), "{body:?}");
+    assert_eq!(fs::read(&cert).unwrap(), issued, "the same certificate");
+    let id = lab.history()[0]["id"].to_string();
+    let show = lab.run(&["show", &id, "--json"]).expect(0).json();
+    let noted = show["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "certificate")
+        .count();
+    assert_eq!(noted, 1, "one event: {show:#}");
+
+    // And a rollback goes the same way.
+    let back = lab.run(&["rollback", "staging"]).expect(0).says(&[
+        &format!("the certificates held for {HOST} stay valid until "),
+        "is live in staging",
+    ]);
+    assert_eq!(
+        back.stderr.matches("cannot be reached").count(),
+        1,
+        "{back:?}"
+    );
+    let (code, body, err) = get();
+    assert_eq!(code, 0, "HTTPS after the rollback: {err}");
+    assert!(body.contains(&format!("tasks-app {v1}")), "{body:?}");
     lab.run(&["down"]).expect(0);
 }
