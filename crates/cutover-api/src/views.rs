@@ -18,6 +18,9 @@ pub struct EnvironmentView {
     pub name: String,
     /// The edge proxy's address, from the live release's config (or the working tree's).
     pub listen: Option<String>,
+    /// The names it answers for on `listen` (`hosts`, same source); empty: every name.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     pub live: Option<LiveView>,
     /// The rollback target.
     pub previous: Option<ReleaseRef>,

@@ -125,3 +125,33 @@ fn the_access_log_view_keeps_its_shape() {
         r#"{"env":"staging","log_file":"/s/logs/access-staging.log","lines":["{\"status\":200}"]}"#
     );
 }
+
+#[test]
+fn an_environment_names_its_hosts_after_its_address() {
+    let env = cutover_api::EnvironmentView {
+        name: "production".into(),
+        listen: Some("0.0.0.0:443".into()),
+        hosts: vec!["tasks.example.com".into(), "www.tasks.example.com".into()],
+        live: None,
+        previous: None,
+        instances: Vec::new(),
+        awaiting_approval: Vec::new(),
+        frozen: None,
+        maintenance: None,
+        paused: None,
+        server: None,
+        unreachable: None,
+        certificates: Vec::new(),
+    };
+    let text = serde_json::to_string(&env).unwrap();
+    assert_eq!(
+        text,
+        r#"{"name":"production","listen":"0.0.0.0:443","hosts":["tasks.example.com","www.tasks.example.com"],"live":null,"previous":null,"instances":[],"awaiting_approval":[],"frozen":null}"#
+    );
+    // An older server's answer has no hosts: every name.
+    let older: cutover_api::EnvironmentView = serde_json::from_str(
+        r#"{"name":"staging","listen":"127.0.0.1:8001","live":null,"previous":null,"instances":[]}"#,
+    )
+    .unwrap();
+    assert!(older.hosts.is_empty());
+}

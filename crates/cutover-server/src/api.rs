@@ -133,6 +133,7 @@ async fn status(State(app): State<Shared>) -> Response {
             .or_else(|| working.clone());
         let env_cfg = config.as_ref().and_then(|c| c.environments.get(&name));
         let listen = env_cfg.map(|e| e.listen.to_string());
+        let hosts = env_cfg.map(|e| e.hosts.clone()).unwrap_or_default();
         let certificates = env_cfg
             .map(|e| crate::certificates::of_environment(e, &acme))
             .unwrap_or_default();
@@ -154,6 +155,7 @@ async fn status(State(app): State<Shared>) -> Response {
             unreachable: None,
             name: name.clone(),
             listen,
+            hosts,
             live: live.as_ref().map(convert::live),
             previous: previous.as_ref().map(convert::release_ref),
             instances,

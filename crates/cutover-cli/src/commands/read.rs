@@ -92,7 +92,16 @@ pub async fn status(args: StatusArgs, state_dir: Option<&std::path::Path>) -> an
             .as_ref()
             .map(|s| format!("  on {s}"))
             .unwrap_or_default();
-        println!("{}  {}{on}", env.name, env.listen.as_deref().unwrap_or("-"));
+        let hosts = if env.hosts.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", env.hosts.join(", "))
+        };
+        println!(
+            "{}  {}{hosts}{on}",
+            env.name,
+            env.listen.as_deref().unwrap_or("-")
+        );
         if let Some(why) = &env.unreachable {
             println!("  unreachable: {why}");
             continue;
@@ -216,6 +225,7 @@ async fn merge_remote(ctx: &Context, view: &mut StatusView) {
                     view.environments.push(cutover_api::EnvironmentView {
                         name: name.clone(),
                         listen: None,
+                        hosts: Vec::new(),
                         live: None,
                         previous: None,
                         instances: Vec::new(),

@@ -107,7 +107,7 @@ fn two_apps_share_one_address_by_host_and_claims_are_refused() {
 
     // The same app's staging and production on the address, by host.
     let production = format!(
-        "{}\n[environments.production]\nlisten = \"{listen}\"\nhosts = [\"www.beta.example.test\"]\n",
+        "{}\n[environments.production]\nlisten = \"{listen}\"\nhosts = [\"www.beta.example.test\", \"shop.beta.example.test\"]\n",
         with_hosts(&beta.config(), "staging", &["beta.example.test"])
     );
     let b2 = beta.commit_config(&production, "production beside staging");
@@ -120,6 +120,29 @@ fn two_apps_share_one_address_by_host_and_claims_are_refused() {
         version(&beta, "beta.example.test").as_deref(),
         Some(b1.as_str())
     );
+    // `status` names each environment's hosts beside its address.
+    let shown = beta.run(&["status"]).expect(0);
+    for line in [
+        format!("production  {listen}  www.beta.example.test, shop.beta.example.test\n"),
+        format!("staging  {listen}  beta.example.test\n"),
+    ] {
+        assert!(shown.stdout.contains(&line), "{line:?} in {shown:?}");
+    }
+    let hosts = |env: &str| {
+        let status = beta.status();
+        status["environments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == env)
+            .map(|e| e["hosts"].clone())
+            .unwrap_or_else(|| panic!("{env} in {status:#}"))
+    };
+    assert_eq!(
+        hosts("production"),
+        serde_json::json!(["www.beta.example.test", "shop.beta.example.test"])
+    );
+    assert_eq!(hosts("staging"), serde_json::json!(["beta.example.test"]));
 
     // `down` of alpha removes alpha's route only; beta serves on; the edge still runs.
     alpha.run(&["down"]).expect(0);
