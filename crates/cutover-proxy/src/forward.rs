@@ -154,8 +154,11 @@ impl Forwarder {
                 .await);
         }
         let (mut parts, body) = request.into_parts();
-        // Without a body the request can be rebuilt, so it can be sent a second time.
-        let retryable = is_idempotent(&parts.method) && body.is_end_stream();
+        // Without a body the request can be rebuilt, so it can be sent a second time: after any
+        // failure before a response if it is idempotent, and after a failed connect (nothing
+        // of it reached the app) whatever its method.
+        let rebuildable = body.is_end_stream();
+        let idempotent = is_idempotent(&parts.method);
         prepare_request_headers(&mut parts.headers, client_ip, info.tls);
         let id = request_id(&mut parts.headers);
 
@@ -172,12 +175,13 @@ impl Forwarder {
         }
         let wait = Duration::from_millis(limits.upstream_timeout_ms);
         let path = path_and_query(&parts.uri);
-        let (error, guard) = if retryable {
+        let (error, guard) = if rebuildable {
             let headers = parts.headers.clone();
             let first = self.send(&self.pooled, &parts.method, &path, headers, &guard, empty());
-            match timed(wait, first).await {
+            match health(timed(wait, first).await, &guard) {
                 Ok(response) => return Ok(with_id(relay(response, guard), id)),
                 Err(error @ SendError::Timeout(_)) => (error, guard),
+                Err(error) if !idempotent && !error.is_connect() => (error, guard),
                 Err(_) => {
                     let failed = guard.addr;
                     let route = guard.served.route.clone();
@@ -188,7 +192,7 @@ impl Forwarder {
                     let headers = std::mem::take(&mut parts.headers);
                     let again =
                         self.send(&self.fresh, &parts.method, &path, headers, &guard, empty());
-                    match timed(wait, again).await {
+                    match health(timed(wait, again).await, &guard) {
                         Ok(response) => return Ok(with_id(relay(response, guard), id)),
                         Err(error) => (error, guard),
                     }
@@ -198,7 +202,7 @@ impl Forwarder {
             let headers = std::mem::take(&mut parts.headers);
             let body = Either::Right(ClientBody::new(body, limits.max_body));
             let sent = self.send(&self.pooled, &parts.method, &path, headers, &guard, body);
-            match timed(wait, sent).await {
+            match health(timed(wait, sent).await, &guard) {
                 Ok(response) => return Ok(with_id(relay(response, guard), id)),
                 Err(error) => (error, guard),
             }
@@ -317,7 +321,8 @@ impl Forwarder {
             let method = parts.method.clone();
             parts.uri = Uri::from(path_and_query(&parts.uri));
             parts.version = Version::HTTP_11;
-            let response = match send_upgrade(guard.addr, Request::from_parts(parts, body)).await {
+            let sent = send_upgrade(guard.addr, Request::from_parts(parts, body)).await;
+            let response = match health(sent, &guard) {
                 Ok(response) => response,
                 Err(error) => return failed(error, &method, &path, &guard, &id),
             };
@@ -534,6 +539,38 @@ fn maintenance(message: &str, retry_after_s: u64, json: bool) -> Response<ProxyB
     response
 }
 
+/// Tells the upstream's passive health how a send went: a failed connect ejects it for a while
+/// (new requests go to the other upstreams of the route), a response ends an ejection. Both
+/// are said in the edge's log.
+fn health(
+    result: Result<Response<Incoming>, SendError>,
+    guard: &InflightGuard,
+) -> Result<Response<Incoming>, SendError> {
+    let (addr, env) = (guard.addr, &guard.served.route.env);
+    match &result {
+        Ok(_) => {
+            if guard.connected() {
+                eprintln!("edge: {env}: {addr} answers again: it takes new requests");
+            }
+        }
+        Err(error) if error.is_connect() => {
+            let cause = match error {
+                SendError::Upstream(e) => root_cause(e),
+                SendError::Connect(e) => e.to_string(),
+                _ => String::new(),
+            };
+            if let Some(length) = guard.connect_failed(&cause) {
+                eprintln!(
+                    "edge: {env}: connecting to {addr} failed: {cause}; new requests skip it for {} while another upstream of the route answers, then one tries it again",
+                    seconds(length)
+                );
+            }
+        }
+        Err(_) => {}
+    }
+    result
+}
+
 /// Waits `limit` for the response head.
 async fn timed(
     limit: Duration,
@@ -737,6 +774,18 @@ enum SendError {
     Upstream(hyper_util::client::legacy::Error),
     Connect(std::io::Error),
     Http(hyper::Error),
+}
+
+impl SendError {
+    /// No connection to the upstream could be made (refused, unreachable, timed out): nothing
+    /// of the request reached it.
+    fn is_connect(&self) -> bool {
+        match self {
+            SendError::Upstream(e) => e.is_connect(),
+            SendError::Connect(_) => true,
+            _ => false,
+        }
+    }
 }
 
 fn is_idempotent(method: &Method) -> bool {

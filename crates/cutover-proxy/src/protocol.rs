@@ -682,11 +682,27 @@ pub struct RouteStatus {
     pub hold: Option<Hold>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamStatus {
     pub addr: SocketAddr,
     pub weight: u32,
     pub inflight: u64,
+    /// Set while new requests skip the upstream because connecting to it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ejected: Option<Ejection>,
+}
+
+/// An upstream the edge could not connect to: new requests of its route go to the others
+/// (while one of them is not ejected too) until `until_ms`; then one request tries it again,
+/// and a failure ejects it for twice as long (10 s, 20 s, … up to 160 s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ejection {
+    /// Unix milliseconds.
+    pub until_ms: u64,
+    /// Ejections in a row.
+    pub times: u32,
+    /// Why the last connect failed.
+    pub error: String,
 }
 
 /// The result of a drain.

@@ -1,10 +1,11 @@
 //! The route table: for each route, its upstreams and their weights, behind one `ArcSwap` so
-//! that a cutover is a single atomic swap, plus per-upstream in-flight counters for drains.
+//! that a cutover is a single atomic swap, plus per-upstream in-flight counters for drains and
+//! passive health (an upstream that cannot be connected to is skipped for a while).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -14,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::AccessLog;
 use crate::protocol::{
-    conflict, normal_host, AdminError, Hold, Limits, Route, RouteHold, RouteKey, RouteStatus,
-    Upstream, UpstreamStatus, DEFAULT_WEIGHT,
+    conflict, normal_host, AdminError, Ejection, Hold, Limits, Route, RouteHold, RouteKey,
+    RouteStatus, Upstream, UpstreamStatus, DEFAULT_WEIGHT,
 };
 
 /// What the edge keeps on disk: every route it serves, as installed by the last `set`.
@@ -278,6 +279,94 @@ pub(crate) struct Shared {
     close_tunnels: tokio::sync::Notify,
     /// The drain timeout of the route that last sent traffic here.
     drain_timeout_ms: AtomicU64,
+    /// Whether new connections to it succeed.
+    health: Health,
+}
+
+/// How long an upstream is skipped after its first connect failure; each further ejection in a
+/// row lasts twice as long, up to [`LONGEST_EJECTION_MS`].
+pub(crate) const FIRST_EJECTION_MS: u64 = 10_000;
+pub(crate) const LONGEST_EJECTION_MS: u64 = 160_000;
+/// When an ejection ends, one request tries the upstream again; the others keep skipping it
+/// for this long, or until that request connects.
+const TRIAL_MS: u64 = 5_000;
+
+/// Passive health of one upstream, as nginx's `max_fails=1 fail_timeout` or Envoy's outlier
+/// detection on connect failures: a connect that fails (refused, timed out) ejects the upstream
+/// for [`FIRST_EJECTION_MS`], doubling on each ejection in a row; [`RouteState::next`] skips it
+/// while another upstream of the route is not ejected (the last one is never skipped). When
+/// the time is up, one request tries it: a connection clears the ejection, a failure ejects it
+/// again for twice as long. A request costs one atomic load while nothing is ejected.
+#[derive(Default)]
+struct Health {
+    /// Unix ms until which the upstream is skipped; 0: not ejected.
+    until_ms: AtomicU64,
+    /// Ejections in a row.
+    times: AtomicU32,
+    /// One request is trying it again after its ejection.
+    trying: AtomicBool,
+    /// Why the last connect failed (written on failures only).
+    error: Mutex<String>,
+}
+
+impl Health {
+    /// Whether a new request may go to the upstream now (`now` is read only when it is
+    /// ejected). When its ejection is over, the first request to ask is let through and the
+    /// others keep skipping it while that one tries.
+    fn admits(&self, now: impl FnOnce() -> u64) -> bool {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        let now = now();
+        if now < until {
+            return false;
+        }
+        let won = self
+            .until_ms
+            .compare_exchange(until, now + TRIAL_MS, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if won {
+            self.trying.store(true, Ordering::Relaxed);
+        }
+        won
+    }
+
+    /// A connection to the upstream succeeded: true when that ends an ejection.
+    fn connected(&self) -> bool {
+        if self.until_ms.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.trying.store(false, Ordering::Relaxed);
+        self.times.store(0, Ordering::Relaxed);
+        self.until_ms.swap(0, Ordering::Relaxed) != 0
+    }
+
+    /// A connect to the upstream failed at `now`: it is ejected (returns for how long), unless
+    /// it already is and this request set out before that (then nothing changes).
+    fn connect_failed(&self, now: u64, error: &str) -> Option<u64> {
+        let trial = self.trying.swap(false, Ordering::Relaxed);
+        if !trial && self.until_ms.load(Ordering::Relaxed) > now {
+            return None;
+        }
+        let times = self.times.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        let length = FIRST_EJECTION_MS
+            .saturating_mul(1u64 << (times - 1).min(16))
+            .min(LONGEST_EJECTION_MS);
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
+        self.until_ms.store(now + length, Ordering::Relaxed);
+        Some(length)
+    }
+
+    /// The ejection in force at `now`, for `status`.
+    fn ejection(&self, now: u64) -> Option<Ejection> {
+        let until_ms = self.until_ms.load(Ordering::Relaxed);
+        (until_ms > now).then(|| Ejection {
+            until_ms,
+            times: self.times.load(Ordering::Relaxed),
+            error: self.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        })
+    }
 }
 
 struct RouteState {
@@ -296,24 +385,37 @@ struct RouteState {
 }
 
 impl RouteState {
-    /// The index of the upstream that takes the next request (not `avoid` when another one
-    /// has a weight). `None` when no upstream has a weight.
+    /// The index of the upstream that takes the next request: by weight, skipping `avoid` and
+    /// the ejected upstreams (see [`Health`]) while another one with a weight is neither; else
+    /// one that is not `avoid`; else the one whose turn it is. `None` when no upstream has a
+    /// weight.
     fn next(&self, avoid: Option<SocketAddr>) -> Option<usize> {
         let len = self.schedule.len();
         if len <= 1 {
             // One upstream with a weight (the usual case): no shared cursor to bounce between
-            // cores.
+            // cores, and nothing to skip it for.
             return self.schedule.first().map(|&i| usize::from(i));
         }
         let at = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let picked = usize::from(self.schedule[at % len]);
-        match avoid {
-            Some(avoid) if self.upstreams[picked].addr == avoid => (1..len)
-                .map(|k| usize::from(self.schedule[(at + k) % len]))
-                .find(|&i| self.upstreams[i].addr != avoid)
-                .or(Some(picked)),
-            _ => Some(picked),
+        let turn = |k: usize| usize::from(self.schedule[(at + k) % len]);
+        let not_avoided = |i: usize| Some(self.upstreams[i].addr) != avoid;
+        let mut now = None;
+        let mut usable = |i: usize| {
+            not_avoided(i)
+                && self.upstreams[i]
+                    .shared
+                    .health
+                    .admits(|| *now.get_or_insert_with(now_ms))
+        };
+        let picked = turn(0);
+        if usable(picked) {
+            return Some(picked);
         }
+        (1..len)
+            .map(turn)
+            .find(|&i| usable(i))
+            .or_else(|| (0..len).map(turn).find(|&i| not_avoided(i)))
+            .or(Some(picked))
     }
 }
 
@@ -453,6 +555,20 @@ pub(crate) struct InflightGuard {
 }
 
 impl InflightGuard {
+    /// A connection to this upstream succeeded: true when that ends its ejection.
+    pub fn connected(&self) -> bool {
+        self.shared.health.connected()
+    }
+
+    /// A connect to this upstream failed (`error` says why): how long new requests now skip
+    /// it, unless it was ejected already.
+    pub fn connect_failed(&self, error: &str) -> Option<std::time::Duration> {
+        self.shared
+            .health
+            .connect_failed(now_ms(), error)
+            .map(std::time::Duration::from_millis)
+    }
+
     /// Resolves when the tunnels to this upstream are to close (see [`Routes::close_tunnels`]).
     pub fn closing(&self) -> tokio::sync::futures::Notified<'_> {
         self.shared.close_tunnels.notified()
@@ -780,6 +896,7 @@ impl Routes {
     /// flight, and the upstreams no longer routed to that still have requests in flight.
     pub fn status(&self) -> (u64, Vec<RouteStatus>, BTreeMap<SocketAddr, u64>) {
         let table = self.table.load();
+        let now = now_ms();
         let routes: Vec<RouteStatus> = table
             .routes
             .iter()
@@ -796,6 +913,7 @@ impl Routes {
                         addr: u.addr,
                         weight: u.weight,
                         inflight: u.shared.inflight.load(Ordering::SeqCst),
+                        ejected: u.shared.health.ejection(now),
                     })
                     .collect(),
             })
@@ -930,6 +1048,94 @@ mod tests {
             routes.pick_any(&request(), Some(addr(1))).unwrap().addr,
             addr(1)
         );
+    }
+
+    #[test]
+    fn a_failed_connect_ejects_for_10_s_doubling_and_one_request_tries_again() {
+        let health = Health::default();
+        let at = |t: u64| move || t;
+        assert!(health.admits(|| unreachable!("no clock while nothing is ejected")));
+        assert_eq!(health.connect_failed(1_000, "refused"), Some(10_000));
+        assert!(!health.admits(at(5_000)));
+        // A request that set out before the ejection fails too: nothing doubles.
+        assert_eq!(health.connect_failed(5_000, "refused"), None);
+        assert_eq!(health.ejection(5_000).map(|e| e.until_ms), Some(11_000));
+        // Its time is up: one request tries it, the others keep skipping it meanwhile.
+        assert!(health.admits(at(11_000)));
+        assert!(!health.admits(at(11_001)));
+        // That one fails: twice as long, and so on up to the cap.
+        assert_eq!(health.connect_failed(12_000, "timed out"), Some(20_000));
+        assert!(!health.admits(at(31_999)));
+        let mut now = 32_000;
+        for expected in [40_000, 80_000, 160_000, 160_000] {
+            assert!(health.admits(at(now)));
+            assert_eq!(health.connect_failed(now, "timed out"), Some(expected));
+            now += expected;
+        }
+        let shown = health.ejection(now - 1).unwrap();
+        assert_eq!((shown.times, shown.error.as_str()), (6, "timed out"));
+        // The one that tries it connects: the ejection ends, the next failure starts over.
+        assert!(health.admits(at(now)));
+        assert!(health.connected());
+        assert!(!health.connected(), "said once");
+        assert!(health.admits(|| unreachable!()));
+        assert_eq!(health.ejection(now), None);
+        assert_eq!(health.connect_failed(now, "refused"), Some(10_000));
+    }
+
+    #[test]
+    fn an_ejected_upstream_is_skipped_while_another_is_not_and_the_last_is_tried_anyway() {
+        let routes = table(&file(1, &[(1, 100), (2, 100), (3, 100)]));
+        let failed = routes.pick_any(&request(), None).unwrap();
+        let dead = failed.addr;
+        assert!(failed.connect_failed("refused").is_some());
+        drop(failed);
+        for _ in 0..30 {
+            assert_ne!(routes.pick_any(&request(), None).unwrap().addr, dead);
+        }
+        let (_, status_routes, _) = routes.status();
+        let shown: Vec<_> = status_routes[0]
+            .upstreams
+            .iter()
+            .filter(|u| u.ejected.is_some())
+            .map(|u| u.addr)
+            .collect();
+        assert_eq!(shown, vec![dead]);
+        // Every other one ejected too: the route still answers, by turn.
+        for other in [1, 2, 3].map(addr).into_iter().filter(|a| *a != dead) {
+            let guard = loop {
+                let g = routes.pick_any(&request(), None).unwrap();
+                if g.addr == other {
+                    break g;
+                }
+            };
+            assert!(guard.connect_failed("refused").is_some());
+        }
+        let picked: BTreeSet<SocketAddr> = (0..30)
+            .map(|_| routes.pick_any(&request(), None).unwrap().addr)
+            .collect();
+        assert_eq!(picked.len(), 3, "{picked:?}");
+        // A retry avoids the one that failed even when the other is ejected.
+        let routes = table(&file(2, &[(1, 100), (2, 100)]));
+        let guard = loop {
+            let g = routes.pick_any(&request(), None).unwrap();
+            if g.addr == addr(2) {
+                break g;
+            }
+        };
+        guard.connect_failed("refused");
+        drop(guard);
+        assert_eq!(
+            routes.pick_any(&request(), Some(addr(1))).unwrap().addr,
+            addr(2)
+        );
+        // One upstream: never skipped.
+        let routes = table(&file(3, &[(1, 100)]));
+        routes
+            .pick_any(&request(), None)
+            .unwrap()
+            .connect_failed("refused");
+        assert_eq!(routes.pick_any(&request(), None).unwrap().addr, addr(1));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use cutover_proxy::acme::AcmeSettings;
 use cutover_proxy::tls::TlsSource;
 
 use cutover_proxy::protocol::{
-    self, AdminError, DrainOutcome, ErrorCode, Hold, Limits, ListenerStatus, ProxyStatus, Reply,
-    Request, Route, RouteKey, RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
+    self, AdminError, DrainOutcome, Ejection, ErrorCode, Hold, Limits, ListenerStatus, ProxyStatus,
+    Reply, Request, Route, RouteKey, RouteStatus, Upstream, UpstreamStatus, PROTOCOL,
 };
 
 fn addr(port: u16) -> SocketAddr {
@@ -52,11 +52,17 @@ fn status() -> ProxyStatus {
                     addr: addr(4001),
                     weight: 90,
                     inflight: 3,
+                    ejected: None,
                 },
                 UpstreamStatus {
                     addr: addr(4002),
                     weight: 10,
                     inflight: 0,
+                    ejected: Some(Ejection {
+                        until_ms: 1_700_000_010_000,
+                        times: 1,
+                        error: "Connection refused (os error 111)".into(),
+                    }),
                 },
             ],
         }],
@@ -191,7 +197,7 @@ fn replies() -> Vec<(Reply, &'static str)> {
     vec![
         (
             Reply::Status(status()),
-            r#"{"reply":"status","protocol":5,"version":"0.1.0","pid":42,"listeners":[{"listen":"127.0.0.1:8001","bound":"127.0.0.1:8001"}],"generation":9,"routes":[{"route":{"owner":"/srv/tasks/.cutover","env":"staging"},"app":"tasks","listen":"127.0.0.1:8001","hosts":["tasks.example.com"],"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0}]}],"draining":{"127.0.0.1:4000":1}}"#,
+            r#"{"reply":"status","protocol":5,"version":"0.1.0","pid":42,"listeners":[{"listen":"127.0.0.1:8001","bound":"127.0.0.1:8001"}],"generation":9,"routes":[{"route":{"owner":"/srv/tasks/.cutover","env":"staging"},"app":"tasks","listen":"127.0.0.1:8001","hosts":["tasks.example.com"],"upstreams":[{"addr":"127.0.0.1:4001","weight":90,"inflight":3},{"addr":"127.0.0.1:4002","weight":10,"inflight":0,"ejected":{"until_ms":1700000010000,"times":1,"error":"Connection refused (os error 111)"}}]}],"draining":{"127.0.0.1:4000":1}}"#,
         ),
         (
             // Its binary was replaced on disk since it started (left out when not, as an edge

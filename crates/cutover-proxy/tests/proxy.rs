@@ -74,9 +74,17 @@ async fn proxies_requests_with_forwarded_headers_503_and_502() {
         StatusCode::BAD_GATEWAY
     );
 
-    let status = proxy.client.status().await.unwrap();
+    let mut status = proxy.client.status().await.unwrap();
     assert_eq!(status.generation, 3);
     assert_eq!(status.bound(proxy.addr), Some(proxy.addr));
+    // Its failed connects are reported; being the route's only upstream, it is tried anyway.
+    let ejected = status.routes[0].upstreams[0].ejected.take();
+    assert!(
+        ejected
+            .as_ref()
+            .is_some_and(|e| e.times == 1 && e.error.contains("refused")),
+        "{ejected:?}"
+    );
     assert_eq!(
         status.routes,
         vec![RouteStatus {
@@ -88,7 +96,8 @@ async fn proxies_requests_with_forwarded_headers_503_and_502() {
             upstreams: vec![UpstreamStatus {
                 addr: dead,
                 weight: DEFAULT_WEIGHT,
-                inflight: 0
+                inflight: 0,
+                ejected: None,
             }],
         }]
     );
@@ -125,6 +134,110 @@ async fn round_robin_over_several_upstreams_and_retry_skips_a_dead_one() {
             (StatusCode::OK, "A".into())
         );
     }
+    proxy.stop().await;
+}
+
+/// A lost node (SYNs dropped) costs the connect timeout once, not on every request routed to it:
+/// the edge skips it while the other upstream answers, shows it in `status`, and tries it again
+/// when its ejection ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upstream_that_cannot_be_reached_is_skipped_until_it_answers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(dir.path(), "health").await;
+    let a = upstream("A").await;
+    let (lost, _queued) = blackhole().await;
+    let b = lost.local_addr().unwrap();
+    // B first in turn.
+    proxy.switch(&[b, a]).await;
+    let client = fresh_client();
+
+    // The first request goes to B, waits for the connect timeout, and is retried on A.
+    let started = Instant::now();
+    assert_eq!(
+        get(&client, &proxy.url("/")).await.unwrap(),
+        (StatusCode::OK, "A".into())
+    );
+    let first = started.elapsed();
+    assert!(
+        first >= Duration::from_millis(1500),
+        "B was tried: {first:?}"
+    );
+
+    // Then B is skipped: every request, whatever its method, is answered by A at once.
+    let started = Instant::now();
+    for i in 0..20 {
+        let answer = if i % 2 == 0 {
+            get(&client, &proxy.url("/")).await.unwrap()
+        } else {
+            let post = Request::post(proxy.url("/"))
+                .body(Full::new(Bytes::from("a body")))
+                .unwrap();
+            send(&client, post).await.unwrap()
+        };
+        assert_eq!(answer, (StatusCode::OK, "A".into()), "request {i}");
+    }
+    let rest = started.elapsed();
+    assert!(rest < Duration::from_secs(1), "20 requests took {rest:?}");
+
+    // `status` says so.
+    let status = proxy.client.status().await.unwrap();
+    let upstreams = &status.route(&proxy.route()).unwrap().upstreams;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ejected = upstreams
+        .iter()
+        .find(|u| u.addr == b)
+        .and_then(|u| u.ejected.clone())
+        .unwrap_or_else(|| panic!("B is not shown ejected: {status:?}"));
+    assert_eq!(ejected.times, 1, "{ejected:?}");
+    assert!(!ejected.error.is_empty(), "{ejected:?}");
+    assert!(
+        ejected.until_ms > now && ejected.until_ms <= now + 10_000,
+        "{ejected:?} (now {now})"
+    );
+    assert!(upstreams
+        .iter()
+        .find(|u| u.addr == a)
+        .unwrap()
+        .ejected
+        .is_none());
+
+    // B's node comes back. Nothing goes to it before its ejection ends; then one request tries
+    // it, and it takes its turn again.
+    serve(lost, "B");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, name) = get(&client, &proxy.url("/")).await.unwrap();
+        assert_eq!(code, StatusCode::OK);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        if name == "B" {
+            assert!(
+                now >= ejected.until_ms,
+                "B was tried before its ejection ended"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(get(&client, &proxy.url("/")).await.unwrap().1);
+    }
+    assert_eq!(seen.iter().filter(|n| *n == "B").count(), 2, "{seen:?}");
+    let status = proxy.client.status().await.unwrap();
+    assert!(
+        status.routes[0]
+            .upstreams
+            .iter()
+            .all(|u| u.ejected.is_none()),
+        "{status:?}"
+    );
     proxy.stop().await;
 }
 
@@ -718,12 +831,14 @@ async fn a_weight_0_upstream_gets_no_new_requests_and_is_drained() {
             UpstreamStatus {
                 addr: a,
                 weight: 100,
-                inflight: 0
+                inflight: 0,
+                ejected: None,
             },
             UpstreamStatus {
                 addr: b,
                 weight: 0,
-                inflight: 1
+                inflight: 1,
+                ejected: None,
             },
         ]
     );

@@ -89,6 +89,17 @@ fn edge(command: EdgeCommand) -> i32 {
                             r.hosts.join(", ")
                         };
                         println!("  {} of {} on {} for {hosts}", r.route.env, r.app, r.listen);
+                        for u in &r.upstreams {
+                            if let Some(e) = &u.ejected {
+                                println!(
+                                    "    upstream {}: connecting failed: {}; skipped while another answers until {} (ejection {} in a row), then one request tries it again",
+                                    u.addr,
+                                    e.error,
+                                    ejected_until(e.until_ms),
+                                    e.times
+                                );
+                            }
+                        }
                     }
                     for c in &status.acme {
                         let serving = c.not_after.map_or_else(
@@ -170,6 +181,17 @@ fn upgrade_edge(dir: &std::path::Path) -> i32 {
             1
         }
     }
+}
+
+/// "12:00:10 UTC", the end of an upstream's ejection (Unix ms).
+fn ejected_until(until_ms: u64) -> String {
+    i64::try_from(until_ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || until_ms.to_string(),
+            |t| t.format("%H:%M:%S UTC").to_string(),
+        )
 }
 
 fn until(not_after: i64) -> String {

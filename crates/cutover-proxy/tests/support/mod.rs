@@ -140,6 +140,12 @@ impl Proxy {
 pub async fn upstream(name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    serve(listener, name);
+    addr
+}
+
+/// Answers on `listener` as [`upstream`] does.
+pub fn serve(listener: TcpListener, name: &'static str) {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -175,7 +181,29 @@ pub async fn upstream(name: &'static str) -> SocketAddr {
             });
         }
     });
-    addr
+}
+
+/// A listening socket that drops every new connection's SYN, as a lost node does (its accept
+/// queue is full: a connect to it times out rather than being refused). The connection that
+/// fills the queue comes back with it; [`serve`] on the listener makes it answer again.
+pub async fn blackhole() -> (TcpListener, std::net::TcpStream) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = tokio::task::spawn_blocking(move || {
+        let filler = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .expect("the first connection is queued");
+        let dropped = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(
+            dropped.is_err(),
+            "a connect to a full accept queue should time out"
+        );
+        filler
+    })
+    .await
+    .unwrap();
+    (listener, filler)
 }
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
