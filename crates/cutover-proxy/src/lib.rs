@@ -675,15 +675,21 @@ pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Resolves once the edge stops or has handed its sockets over, for connections that end the
-/// same way in both cases.
+/// Resolves when a connection that ends by a graceful shutdown (HTTP/2, http_redirect) should
+/// begin it: at once when the edge stops; [`DRAIN_IDLE`] after a handover, so that a connection
+/// accepted just before it has sent its first request by then (hyper closes a connection that
+/// has not, unanswered: its client would see a reset).
 async fn stopping_or_draining(
     shutdown: &mut watch::Receiver<bool>,
     draining: &mut watch::Receiver<bool>,
 ) {
     tokio::select! {
-        () = stopping(shutdown) => {}
+        () = stopping(shutdown) => return,
         () = stopping(draining) => {}
+    }
+    tokio::select! {
+        () = stopping(shutdown) => {}
+        () = tokio::time::sleep(DRAIN_IDLE) => {}
     }
 }
 

@@ -117,16 +117,7 @@ mod over_http2 {
 
     /// One HTTP/2 connection over TLS to the edge (ALPN h2 only, trusting `ca`).
     async fn connect(port: u16, ca: &TestCa) -> SendRequest<Empty<Bytes>> {
-        let config = cutover_http::testing::client_trusting(&ca.pem(), &[b"h2"]);
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .expect("a TLS handshake with the edge");
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let tls = tls(port, ca, b"h2").await;
         let (mut sender, mut connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
                 .await
@@ -143,6 +134,25 @@ mod over_http2 {
         );
         tokio::spawn(connection);
         sender
+    }
+
+    /// A TLS connection to the edge that agreed on `alpn`, nothing sent on it yet.
+    async fn tls(
+        port: u16,
+        ca: &TestCa,
+        alpn: &[u8],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let config = cutover_http::testing::client_trusting(&ca.pem(), &[alpn]);
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from(HOST).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .expect("a TLS handshake with the edge");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        tls
     }
 
     /// A plain GET on the connection: the version that answered.
@@ -306,6 +316,56 @@ mod over_http2 {
         rt.block_on(echo(&mut on_new_edge, "on the new edge"));
         rt.block_on(echo(&mut again_v1, "still open on the old edge"));
         drop((on_v1, again_v1, h2, on_new_edge, fresh));
+        lab.run(&["down"]).expect(0);
+    }
+
+    /// Connections the old edge accepted just before `cutover edge upgrade` whose first request
+    /// comes after it (their TLS handshake done, nothing sent yet: a client between its connect
+    /// and its request) are served by the old edge, HTTP/2 and HTTP/1.1 alike, not closed.
+    #[test]
+    fn a_connection_accepted_just_before_an_edge_upgrade_gets_its_answer() {
+        let (lab, v1, ca) = https_lab();
+        let port = lab.listen.port();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (h2, h1) = rt.block_on(async {
+            (
+                tls(port, &ca, b"h2").await,
+                tls(port, &ca, b"http/1.1").await,
+            )
+        });
+        lab.run(&["edge", "upgrade"])
+            .expect(0)
+            .says(&["edge upgraded", "handed its listening sockets"]);
+        let body = rt.block_on(async {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(h2))
+                    .await
+                    .expect("the old edge still speaks HTTP/2 on it");
+            tokio::spawn(connection);
+            tokio::time::timeout(Duration::from_secs(5), get(&mut sender, port))
+                .await
+                .expect("an answer within 5 s")
+        });
+        assert!(body.contains(&format!("tasks-app {v1}")), "{body}");
+        let (status, body) = rt.block_on(async {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(h1))
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let request = Request::get("/")
+                .header("host", HOST)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let response = sender
+                .send_request(request)
+                .await
+                .expect("the old edge answers the request on it");
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        });
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(&format!("tasks-app {v1}")), "{body}");
         lab.run(&["down"]).expect(0);
     }
 
