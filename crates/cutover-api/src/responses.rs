@@ -239,6 +239,10 @@ pub struct ServerInfo {
     pub fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// The serving options it was started with (`--listen`, `--tls-cert`, `--tls-key` and
+    /// their values): `cutover server restart` starts the next server with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 /// `GET /v1/refusals`: the calls the server refused (no token, an invalid one, a role too

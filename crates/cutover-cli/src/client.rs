@@ -78,6 +78,14 @@ pub const SILENCE_LIMIT: Duration = Duration::from_secs(15);
 impl Client {
     /// Connects to the state dir's server, starting one in the background if none answers.
     pub async fn connect_or_start(state: &StateDir) -> anyhow::Result<Client> {
+        Client::connect_or_start_with(state, &[]).await
+    }
+
+    /// [`Client::connect_or_start`], a server started with `args` (its serving options).
+    pub async fn connect_or_start_with(
+        state: &StateDir,
+        args: &[String],
+    ) -> anyhow::Result<Client> {
         let client = Client::local(state);
         if client.ping().await {
             return Ok(client);
@@ -92,7 +100,11 @@ impl Client {
         }
         let exe = std::env::current_exe().context("finding the cutover binary")?;
         let mut command = std::process::Command::new(exe);
-        command.arg("server").arg("--state-dir").arg(&state.path);
+        command
+            .arg("server")
+            .arg("--state-dir")
+            .arg(&state.path)
+            .args(args);
         let pid =
             cutover_daemon::spawn_detached(command, None).context("starting the cutover server")?;
         let started = Instant::now();

@@ -217,6 +217,14 @@ pub fn run(cli: Cli) -> i32 {
                 Command::Show(args) => commands::read::show(args, state_dir).await,
                 Command::Logs(args) => commands::read::logs(args, state_dir).await,
                 Command::Down => commands::read::down(state_dir).await,
+                Command::Server(roles::ServerArgs {
+                    command: Some(roles::ServerCommand::Stop),
+                    ..
+                }) => commands::server::stop(state_dir).await,
+                Command::Server(roles::ServerArgs {
+                    command: Some(roles::ServerCommand::Restart),
+                    ..
+                }) => commands::server::restart(state_dir).await,
                 Command::Demo(args) => commands::demo::run(args).await,
                 Command::Init(_)
                 | Command::Server(_)

@@ -61,6 +61,18 @@ pub enum ServerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stop the server of this state dir, and nothing else: the instances and the edge serve
+    /// on, and the next cutover command starts a server that takes them over. Refused while a
+    /// deploy, rollback or pipeline run is under way.
+    Stop,
+    /// Stop the server of this state dir and start it again with the same options (--listen,
+    /// --tls-cert, --tls-key): after installing a new cutover, the new server takes the
+    /// instances over and upgrades the machine's edge, dropping nothing. Refused while a
+    /// deploy, rollback or pipeline run is under way.
+    #[command(
+        after_help = "A server run by a service manager (systemd) is restarted there instead: `systemctl restart cutover`."
+    )]
+    Restart,
 }
 
 /// `cutover edge …`: the machine's edge, asked directly over its admin socket.

@@ -42,6 +42,28 @@ impl<R: Runtime, E: Edge, P: Prober> Engine<R, E, P> {
             .clone()
     }
 
+    /// The environments whose deploy lock is held now (a deploy, rollback, promotion or heal
+    /// under way), each with what holds it: what a stop of the server would interrupt.
+    pub fn busy(&self) -> Vec<(String, String)> {
+        let locks: Vec<(String, Arc<tokio::sync::Mutex<()>>)> =
+            crate::locked(&self.inner.env_locks)
+                .iter()
+                .map(|(env, lock)| (env.clone(), lock.clone()))
+                .collect();
+        let mut busy: Vec<(String, String)> = locks
+            .into_iter()
+            .filter(|(_, lock)| lock.try_lock().is_err())
+            .map(|(env, _)| {
+                let who = self
+                    .holder(&env)
+                    .unwrap_or_else(|| "a change of the environment".to_string());
+                (env, who)
+            })
+            .collect();
+        busy.sort();
+        busy
+    }
+
     /// What holds an environment's deploy lock, in words, if anything does.
     pub(crate) fn holder(&self, env: &str) -> Option<String> {
         crate::locked(&self.inner.holders).get(env).cloned()

@@ -33,6 +33,8 @@ pub struct AppState {
     pub engine: ServerEngine,
     pub state: StateDir,
     pub stop: tokio::sync::watch::Sender<bool>,
+    /// When this server started (pipeline runs older than it are not its own).
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -52,6 +54,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/promote", post(promote))
         .route("/v1/live/{env}", get(live))
         .route("/v1/down", post(down))
+        .route("/v1/server/stop", post(server_stop))
         .route("/v1/prune", post(prune))
         .route("/v1/approve", post(approve))
         .route("/v1/reject", post(reject))
@@ -704,6 +707,43 @@ async fn prune(State(app): State<Shared>, Json(body): Json<PruneBody>) -> Respon
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
         },
     }
+}
+
+/// Stops this server and nothing else: the instances and the edge serve on, and the next
+/// command (or `cutover server restart`) starts a server that takes them over. Refused while a
+/// change of an environment or a pipeline run is under way: a stop would interrupt it.
+async fn server_stop(State(app): State<Shared>) -> Response {
+    let mut under_way: Vec<String> = app
+        .engine
+        .busy()
+        .into_iter()
+        .map(|(env, who)| format!("{env}: {who}"))
+        .collect();
+    let started = app.started_at;
+    let runs = app.engine.with_ledger(|l| l.runs(50)).unwrap_or_default();
+    under_way.extend(
+        runs.iter()
+            .filter(|r| r.state == "running" && r.started_at >= started)
+            .map(|r| format!("pipeline run {} of {}", r.id, short(&r.sha))),
+    );
+    if !under_way.is_empty() {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "the server is busy; a stop now would interrupt {}",
+                under_way.join("; ")
+            ),
+            Some(
+                "wait for it to finish (`cutover status`), then stop or restart the server".into(),
+            ),
+        );
+    }
+    let _ = app.stop.send(true);
+    Json(Stopped { stopped: true }).into_response()
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
 }
 
 async fn down(State(app): State<Shared>) -> Response {

@@ -27,7 +27,8 @@ pub fn needed(method: &Method, path: &str) -> Role {
     let admin = path.starts_with("/v1/tokens")
         || path == "/v1/refusals"
         || path == "/v1/prune"
-        || path == "/v1/down";
+        || path == "/v1/down"
+        || path == "/v1/server/stop";
     if admin {
         Role::Admin
     } else if method == Method::GET || method == Method::HEAD {
@@ -158,6 +159,7 @@ mod tests {
         assert_eq!(needed(&Method::POST, "/v1/tokens/revoke"), Role::Admin);
         assert_eq!(needed(&Method::POST, "/v1/prune"), Role::Admin);
         assert_eq!(needed(&Method::POST, "/v1/down"), Role::Admin);
+        assert_eq!(needed(&Method::POST, "/v1/server/stop"), Role::Admin);
         assert!(Role::Admin > Role::Deploy && Role::Deploy > Role::Read);
     }
 }

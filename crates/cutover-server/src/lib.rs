@@ -24,6 +24,9 @@ use cutover_daemon::{FileLock, StateDir};
 use cutover_engine::{Engine, EngineOptions, HttpProber, ProxyEdge};
 use cutover_ledger::Ledger;
 
+/// How long requests still open at a stop may go on before the server exits anyway.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The engine as the server runs it.
 pub type ServerEngine = Engine<runtimes::Runtimes, ProxyEdge, HttpProber>;
 
@@ -34,6 +37,27 @@ pub struct Serving {
     pub listen: Option<std::net::SocketAddr>,
     /// Certificate and key files for it; none: the server's own, made on first start.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Serving {
+    /// These options as command-line arguments (paths made absolute), for the next server.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(listen) = self.listen {
+            args.extend(["--listen".to_string(), listen.to_string()]);
+        }
+        if let Some((cert, key)) = &self.tls {
+            let absolute = |p: &std::path::Path| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.to_path_buf())
+                    .display()
+                    .to_string()
+            };
+            args.extend(["--tls-cert".to_string(), absolute(cert)]);
+            args.extend(["--tls-key".to_string(), absolute(key)]);
+        }
+        args
+    }
 }
 
 /// Runs the server in the foreground until `cutover down` or a signal. Returns the exit code.
@@ -177,6 +201,7 @@ async fn serve(state: StateDir, serving: Serving) -> i32 {
         certificate: https
             .as_ref()
             .map(|(_, id, _)| id.cert_file.display().to_string()),
+        args: serving.args(),
     };
     if let Ok(json) = serde_json::to_vec_pretty(&info) {
         let _ = cutover_daemon::write_atomic(&state.path.join("server.json"), &json);
@@ -216,6 +241,7 @@ async fn serve(state: StateDir, serving: Serving) -> i32 {
         engine: engine.clone(),
         state: state.clone(),
         stop: stop_tx,
+        started_at: info.started_at,
     }));
     if let Some((listener, identity, _)) = https {
         // The same API, every call authenticated by a token whose role allows it; the push
@@ -244,9 +270,29 @@ async fn serve(state: StateDir, serving: Serving) -> i32 {
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(());
+    };
+    let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    // Requests still open once the server stops (a `logs -f`, a `show --follow`) get a bounded
+    // moment to end, so that a stop (or `cutover server restart`) never waits on a follower.
+    let bounded = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(STOP_GRACE).await;
+            eprintln!(
+                "cutover server: requests still open {} s after the stop end with it",
+                STOP_GRACE.as_secs()
+            );
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        result = serving => result,
+        () = bounded => Ok(()),
+    };
     let _ = std::fs::remove_file(&socket);
     // The socket folder goes too once the proxies' sockets are gone (remove_dir keeps a
     // folder that is not empty).

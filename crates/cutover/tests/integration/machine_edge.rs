@@ -267,9 +267,9 @@ fn edge_upgrade_hands_the_sockets_over_and_drops_nothing() {
     lab.assert_serving(&v1);
 }
 
-/// Stops the lab's server (SIGTERM; its instances and the edge run on), then starts a new one
-/// the way a user does: with a command that connects.
-fn restart_server(lab: &Lab) {
+/// `cutover server restart`, as a user runs it after an install: the server goes (its
+/// instances and the edge run on) and a new one of the lab's binary starts. What it said.
+fn restart_server(lab: &Lab) -> Run {
     let pid_file = lab.state_dir().join("server.pid");
     let server: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
@@ -277,13 +277,12 @@ fn restart_server(lab: &Lab) {
         .parse()
         .unwrap();
     assert!(lab.owns(server), "no server runs as pid {server}");
-    signal(server, "TERM");
-    eventually(Duration::from_secs(20), "the server to exit", || {
-        (!alive(server)).then_some(())
-    });
-    lab.run(&["status", "--json"])
+    let run = lab
+        .run(&["server", "restart"])
         .expect(0)
-        .says(&["started the server"]);
+        .says(&["restarted the server", &format!("pid {server} (cutover")]);
+    assert!(!alive(server), "the old server still runs: {run:?}");
+    run
 }
 
 /// What `cutover edge status --json` says.
@@ -347,7 +346,7 @@ fn a_server_started_from_a_replaced_binary_upgrades_the_edge_and_drops_nothing()
 
     let watch = lab.watch();
     watch.wait_for(5);
-    restart_server(&lab);
+    let restarted = restart_server(&lab);
     let upgraded = edge_status(&lab);
     let new = upgraded["pid"].as_u64().unwrap() as u32;
     assert_ne!(new, old, "the edge was not upgraded: {upgraded:#}");
@@ -357,6 +356,14 @@ fn a_server_started_from_a_replaced_binary_upgrades_the_edge_and_drops_nothing()
         !lab.owns(old)
     });
     assert!(gone, "the old edge did not exit");
+    // The restart says what the new server did first.
+    assert!(
+        restarted.stderr.contains(&format!(
+            "edge upgraded: pid {old} (cutover {}) handed its listening sockets to pid {new}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{restarted:?}"
+    );
     let log = std::fs::read_to_string(lab.state_dir().join("logs/server.log")).unwrap();
     assert!(
         log.contains(&format!(

@@ -353,6 +353,22 @@ fn the_https_api_lets_each_token_do_what_its_role_allows_and_records_the_rest() 
         ],
         "{audit:#}"
     );
+
+    // `cutover server restart` keeps serving other machines as before: the same address,
+    // certificate and pin (the options the server was started with), the tokens still good;
+    // the stop needs an admin's token over HTTPS.
+    let (code, _) = remote.call("POST", "/v1/server/stop", Some(&reader), Some("{}"));
+    assert_eq!(code, 403);
+    remote
+        .cli(&["server", "restart"])
+        .expect(0)
+        .says(&["restarted the server", "HTTPS API on https://"]);
+    let info = remote.cli(&["server", "info", "--json"]).expect(0).json();
+    assert_eq!(info["running"], true, "{info:#}");
+    assert_eq!(info["https"], format!("https://{}", remote.addr).as_str());
+    assert_eq!(info["fingerprint"].as_str(), Some(pin.as_str()), "{info:#}");
+    let (code, body) = remote.call("GET", "/v1/status", Some(&reader), None);
+    assert_eq!(code, 200, "{body}");
 }
 
 #[test]

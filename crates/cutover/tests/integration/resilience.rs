@@ -233,6 +233,79 @@ fn wait_in_flight(lab: &Lab) -> i64 {
     })
 }
 
+/// The pid in the lab's `server.pid`.
+fn server_pid(lab: &Lab) -> u32 {
+    std::fs::read_to_string(lab.state_dir().join("server.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `cutover server stop` and `restart` touch the server alone (the instances and the edge
+/// serve on, the live release stays), and never in the middle of a deploy: refused, exit 1,
+/// the deploy goes on to its end.
+#[test]
+fn the_server_stops_and_restarts_alone_and_never_in_the_middle_of_a_deploy() {
+    let lab = slow_lab();
+    let v1 = lab.head();
+    lab.deploy().expect(0);
+    let server = server_pid(&lab);
+    let watch = lab.watch();
+    watch.wait_for(3);
+    lab.run(&["server", "stop"]).expect(0).says(&[
+        "stopped the server",
+        &format!("pid {server}"),
+        "serve on",
+    ]);
+    assert!(!alive(server));
+    lab.assert_serving(&v1);
+    lab.run(&["server", "stop"])
+        .expect(0)
+        .says(&["no cutover server runs", "nothing to stop"]);
+    let started = lab
+        .run(&["server", "restart"])
+        .expect(0)
+        .says(&["no server ran", "started one"]);
+    let server = server_pid(&lab);
+    assert!(
+        started.stderr.contains(&format!("pid {server}")),
+        "{started:?}"
+    );
+    let restarted = lab
+        .run(&["server", "restart"])
+        .expect(0)
+        .says(&["restarted the server", &format!("pid {server} (cutover")]);
+    assert!(!alive(server), "{restarted:?}");
+    watch.wait_for(10);
+    let seen = watch.stop();
+    assert!(
+        seen.iter().all(|s| s.as_deref() == Ok(v1.as_str())),
+        "every request was served while the server stopped and restarted: {seen:?}"
+    );
+    assert_eq!(lab.staging()["live"]["version"], v1.as_str());
+
+    // A deploy under way: neither stop nor restart, and the deploy ends as it would have.
+    let v2 = lab.commit("second");
+    let deploying = lab.spawn(&["deploy", "staging"]);
+    let holder = wait_in_flight(&lab);
+    let server = server_pid(&lab);
+    for command in ["stop", "restart"] {
+        lab.run(&["server", command]).expect(1).says(&[
+            "the server is busy",
+            "staging",
+            "wait for it to finish",
+        ]);
+    }
+    assert!(alive(server), "the server was stopped mid-deploy");
+    wait_run(deploying).expect(0);
+    lab.assert_serving(&v2);
+    let live = lab.staging()["live"].clone();
+    assert_eq!(live["release"].as_i64(), Some(holder), "{live:#}");
+    lab.run(&["server", "restart"]).expect(0);
+    lab.assert_serving(&v2);
+}
+
 #[test]
 fn a_second_deploy_is_refused_while_one_runs_and_names_it() {
     let lab = slow_lab();
