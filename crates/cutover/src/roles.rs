@@ -88,7 +88,13 @@ fn edge(command: EdgeCommand) -> i32 {
                         } else {
                             r.hosts.join(", ")
                         };
-                        println!("  {} of {} on {} for {hosts}", r.route.env, r.app, r.listen);
+                        // A route set without an app name (an older server) names its state dir.
+                        let app = if r.app.is_empty() {
+                            format!("the app of {}", r.route.owner)
+                        } else {
+                            r.app.clone()
+                        };
+                        println!("  {} of {app} on {} for {hosts}", r.route.env, r.listen);
                         for u in &r.upstreams {
                             if let Some(e) = &u.ejected {
                                 println!(
