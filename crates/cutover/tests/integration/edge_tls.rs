@@ -355,14 +355,19 @@ fn https_with_http2_hsts_421_redirect_and_websockets_through_a_cut_over() {
     lab.run(&["down"]).expect(0);
 }
 
-#[test]
-fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble() {
+/// A lab, the port its `http_redirect` will use, and Pebble validating HTTP-01 on that port and
+/// TLS-ALPN-01 on the lab's `listen`; none when Pebble is not installed (and not required).
+fn pebble_lab() -> Option<(Lab, u16, cutover_http::testing::Pebble)> {
     let lab = Lab::new();
     let redirect = free_port();
     let pebble_dir = lab.repo.with_extension("pebble");
-    let Some(pebble) =
-        cutover_http::testing::Pebble::start(&pebble_dir, redirect, lab.listen.port())
-    else {
+    let pebble = cutover_http::testing::Pebble::start(&pebble_dir, redirect, lab.listen.port())?;
+    Some((lab, redirect, pebble))
+}
+
+#[test]
+fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble() {
+    let Some((lab, redirect, pebble)) = pebble_lab() else {
         return;
     };
     let (by_alpn, by_http) = ("alpn.tasks.test", "http.tasks.test");
@@ -387,7 +392,7 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
     let root = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(pebble.issuing_root());
-    let root_file = pebble_dir.join("root.pem");
+    let root_file = lab.repo.with_extension("pebble").join("root.pem");
     fs::write(&root_file, &root).unwrap();
     let port = lab.listen.port();
     let get = |host: &str| {
@@ -538,12 +543,7 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
 #[test]
 fn an_acme_outage_blocks_neither_deploys_nor_rollbacks_of_an_environment_holding_its_certificates()
 {
-    let lab = Lab::new();
-    let redirect = free_port();
-    let pebble_dir = lab.repo.with_extension("pebble");
-    let Some(pebble) =
-        cutover_http::testing::Pebble::start(&pebble_dir, redirect, lab.listen.port())
-    else {
+    let Some((lab, redirect, pebble)) = pebble_lab() else {
         return;
     };
     let acme = |directory: &str| {
@@ -569,7 +569,7 @@ fn an_acme_outage_blocks_neither_deploys_nor_rollbacks_of_an_environment_holding
     let root = tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(pebble.issuing_root());
-    let root_file = pebble_dir.join("root.pem");
+    let root_file = lab.repo.with_extension("pebble").join("root.pem");
     fs::write(&root_file, &root).unwrap();
     let port = lab.listen.port();
     let get = || {
