@@ -365,6 +365,16 @@ fn pebble_lab() -> Option<(Lab, u16, cutover_http::testing::Pebble)> {
     Some((lab, redirect, pebble))
 }
 
+/// Pebble's issuing root (it changes with every Pebble) in a file, for `curl --cacert`.
+fn issuing_root(lab: &Lab, pebble: &cutover_http::testing::Pebble) -> std::path::PathBuf {
+    let root = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(pebble.issuing_root());
+    let root_file = lab.repo.with_extension("pebble").join("root.pem");
+    fs::write(&root_file, &root).unwrap();
+    root_file
+}
+
 #[test]
 fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble() {
     let Some((lab, redirect, pebble)) = pebble_lab() else {
@@ -389,11 +399,7 @@ fn acme_issues_serves_and_renews_a_certificate_through_the_edge_against_pebble()
     let acme = |directory: &str| acme_with(directory, true);
     let v1 = lab.commit_config(&acme(&pebble.directory), "acme");
     lab.deploy().expect(0);
-    let root = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(pebble.issuing_root());
-    let root_file = lab.repo.with_extension("pebble").join("root.pem");
-    fs::write(&root_file, &root).unwrap();
+    let root_file = issuing_root(&lab, &pebble);
     let port = lab.listen.port();
     let get = |host: &str| {
         curl(&[
@@ -566,11 +572,7 @@ fn an_acme_outage_blocks_neither_deploys_nor_rollbacks_of_an_environment_holding
     let v1 = lab.commit_config(&acme(&pebble.directory), "acme");
     let first = lab.deploy().expect(0);
     assert!(!first.stderr.contains("cannot be reached"), "{first:?}");
-    let root = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(pebble.issuing_root());
-    let root_file = lab.repo.with_extension("pebble").join("root.pem");
-    fs::write(&root_file, &root).unwrap();
+    let root_file = issuing_root(&lab, &pebble);
     let port = lab.listen.port();
     let get = || {
         curl(&[
