@@ -22,6 +22,7 @@ mod access_log;
 mod bad_input;
 mod container_support;
 mod containers;
+mod demo;
 mod edge_holds;
 mod edge_limits;
 mod edge_tls;
