@@ -21,9 +21,11 @@ it never was):
               flight when their connection ended (started - done)
   unsent      requests h2load queued on a connection that had received a GOAWAY: nghttp2 never
               sends them (time 0 in the log), and h2load counts them errored
-  unstarted   total - started: requests h2load never started because their connection had
-              ended (h2load does not reconnect after a GOAWAY, nor after a failed connect)
-errored = unanswered + unsent + unstarted. rps = answered / SECONDS. runs counts the reports;
+  unstarted   total - started: requests h2load never started because a GOAWAY had come (it
+              starts no request on that connection then, and opens no other: h2load 1.52
+              reconnects only after an HTTP/1.1 `Connection: close`) or their connection had
+              ended or failed to connect
+errored = unanswered + unsent + unstarted (said on stderr when not). rps = answered / SECONDS. runs counts the reports;
 broken the h2load runs that exited non-zero (a line `h2load exited N` the loop wrote).
 """
 import re
@@ -57,9 +59,14 @@ def main():
                     closed_unsent += 1
     except FileNotFoundError:
         pass
+    unanswered = closed_sent + in_flight
+    if unanswered + closed_unsent + unstarted != errored:
+        print("h2loadstat: %s: errored %d is not unanswered %d + unsent %d + unstarted %d: "
+              "h2load's output is not what this script reads" % (
+                  path, errored, unanswered, closed_unsent, unstarted), file=sys.stderr)
     print("%.1f %d %d %d %d %d %d %d %d %d" % (
         answered / seconds if seconds else float("nan"), answered, failed, errored,
-        failed - errored, closed_sent + in_flight, closed_unsent, unstarted, runs, broken))
+        failed - errored, unanswered, closed_unsent, unstarted, runs, broken))
 
 
 if __name__ == "__main__":
