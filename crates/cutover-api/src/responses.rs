@@ -40,6 +40,10 @@ pub struct Ping {
     pub pid: u32,
     pub version: String,
     pub state_dir: String,
+    /// The binary the server was started from was replaced on disk since (a new cutover was
+    /// installed): `cutover server restart` moves the server, and the edge, to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binary_replaced: bool,
 }
 
 /// A release with the config committed in its version, so that the caller can resolve that

@@ -87,7 +87,13 @@ impl Client {
         args: &[String],
     ) -> anyhow::Result<Client> {
         let client = Client::local(state);
-        if client.ping().await {
+        if let Some(ping) = client.pinged().await {
+            if ping.binary_replaced {
+                eprintln!(
+                    "cutover: the server (pid {}) runs a binary that was replaced on disk since it started; `cutover server restart` moves it, and the machine's edge, to the new one",
+                    ping.pid
+                );
+            }
             return Ok(client);
         }
         state
@@ -185,6 +191,16 @@ impl Client {
             Transport::Local { .. } => "this machine".into(),
             Transport::Remote { url, .. } => url.clone(),
         }
+    }
+
+    /// What the server says of itself, if it answers.
+    async fn pinged(&self) -> Option<cutover_api::Ping> {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(2), self.send("GET", "/v1/ping", None)).await;
+        let Ok(Ok((StatusCode::OK, body))) = answer else {
+            return None;
+        };
+        serde_json::from_slice(&body.all().await.ok()?).ok()
     }
 
     async fn ping(&self) -> bool {

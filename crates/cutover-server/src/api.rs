@@ -106,6 +106,7 @@ async fn ping(State(app): State<Shared>) -> Json<Ping> {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         state_dir: app.state.path.display().to_string(),
+        binary_replaced: cutover_daemon::started_exe().is_some_and(|exe| exe.replaced()),
     })
 }
 

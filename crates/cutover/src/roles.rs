@@ -130,8 +130,8 @@ fn edge(command: EdgeCommand) -> i32 {
 fn replaced(exe: Option<&std::path::Path>) -> String {
     match exe {
         Some(exe) if exe.exists() => format!(
-            "its binary {} was replaced on disk since it started: the next server start or \
-             `cutover edge upgrade` moves it to the new binary",
+            "its binary {} was replaced on disk since it started: the next server start \
+             (`cutover server restart`) or `cutover edge upgrade` moves it to the new binary",
             exe.display()
         ),
         Some(exe) => format!(
@@ -245,6 +245,8 @@ fn proxy(args: ProxyArgs) -> i32 {
 /// `cutover server`: the control plane, in the foreground unless `--detach` (the CLI starts
 /// it so when none runs).
 fn server(state: StateDir, detach: bool, serving: cutover_cli::Serving) -> i32 {
+    // Before anyone could replace the binary: `ping` tells when it was.
+    let _ = cutover_daemon::started_exe();
     if detach {
         if let Err(e) = state.create() {
             eprintln!("error: cannot create {}: {e}", state.path.display());

@@ -331,7 +331,10 @@ fn a_server_started_from_a_replaced_binary_upgrades_the_edge_and_drops_nothing()
     assert_eq!(replaced["binary_replaced"], true, "{replaced:#}");
     // The running server's binary was replaced too: its deploy leaves the edge alone.
     let v2 = lab.commit("second");
-    lab.deploy().expect(0);
+    lab.deploy().expect(0).says(&[
+        "the server (pid",
+        "runs a binary that was replaced on disk since it started; `cutover server restart` moves it",
+    ]);
     lab.assert_serving(&v2);
     let still = edge_status(&lab);
     assert_eq!(still["pid"].as_u64(), Some(u64::from(old)), "{still:#}");
@@ -339,7 +342,7 @@ fn a_server_started_from_a_replaced_binary_upgrades_the_edge_and_drops_nothing()
     let shown = lab.run(&["edge", "status"]).expect(0);
     for needle in [
         "was replaced on disk",
-        "the next server start or `cutover edge upgrade` moves it to the new binary",
+        "the next server start (`cutover server restart`) or `cutover edge upgrade` moves it to the new binary",
     ] {
         assert!(shown.stdout.contains(needle), "{shown:?}");
     }
@@ -379,6 +382,10 @@ fn a_server_started_from_a_replaced_binary_upgrades_the_edge_and_drops_nothing()
         "every request was served through the upgrade: {seen:?}"
     );
     lab.assert_serving(&v2);
+
+    // The new server runs the new binary: nothing more to say about it.
+    let after = lab.run(&["status"]).expect(0);
+    assert!(!after.stderr.contains("replaced on disk"), "{after:?}");
 
     // The new edge runs the new binary: a further server start leaves it be.
     restart_server(&lab);
