@@ -330,6 +330,9 @@ fn with_user(e: DockerError, creds: Option<&Credentials>) -> DockerError {
 fn classify_registry_error(registry: &str, reference: &str, message: String) -> DockerError {
     let m = message.to_lowercase();
     let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    // An HTTP status only as a number of its own: "401" is also in a port (127.0.0.1:40101)
+    // or a digest, which must not make a missing manifest look like refused credentials.
+    let status = |codes: &[&str]| codes.iter().any(|code| has_status(&m, code));
     if any(&["x509:", "certificate", "tls: "]) {
         DockerError::RegistryTls {
             registry: registry.to_string(),
@@ -344,8 +347,8 @@ fn classify_registry_error(registry: &str, reference: &str, message: String) -> 
         "no basic auth credentials",
         "denied",
         "forbidden",
-        "401",
-    ]) {
+    ]) || status(&["401", "403"])
+    {
         DockerError::AuthRefused {
             registry: registry.to_string(),
             detail: message,
@@ -375,7 +378,7 @@ fn classify_registry_error(registry: &str, reference: &str, message: String) -> 
             reference: reference.to_string(),
             detail: message,
         }
-    } else if any(&["405", "method not allowed", "read-only", "readonly"]) {
+    } else if any(&["method not allowed", "read-only", "readonly"]) || status(&["405"]) {
         DockerError::Registry {
             registry: registry.to_string(),
             detail: format!(
@@ -389,6 +392,17 @@ fn classify_registry_error(registry: &str, reference: &str, message: String) -> 
             detail: format!("{reference}: {message}"),
         }
     }
+}
+
+/// Whether `code` stands in `message` as a number of its own (`HTTP 401`, `status 401`), not
+/// inside a longer one, a port (`:401…`), an address or a hex digest.
+fn has_status(message: &str, code: &str) -> bool {
+    message.match_indices(code).any(|(at, _)| {
+        let before = message[..at].chars().next_back();
+        let after = message[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == ':' || c == '.')
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '.')
+    })
 }
 
 /// `latest: digest: sha256:… size: 528` → `sha256:…`.
@@ -489,5 +503,26 @@ mod tests {
         assert!(matches!(e, DockerError::NotFound { .. }), "{e}");
         let e = classify_registry_error("r", "x", "unauthorized: authentication required".into());
         assert!(matches!(e, DockerError::AuthRefused { .. }), "{e}");
+        // A missing manifest on a registry whose port, or a digest, has "401" in it (seen in
+        // CI with a registry on :40101): not found, not refused credentials.
+        for missing in [
+            "manifest for 127.0.0.1:40101/app@sha256:0000 not found: manifest unknown: manifest unknown (HTTP 404)",
+            "manifest for r/app@sha256:ab401cd not found: manifest unknown",
+            "manifest for 127.0.0.1:401/app@sha256:00 not found: manifest unknown",
+        ] {
+            let e = classify_registry_error("r", "x", missing.into());
+            assert!(matches!(e, DockerError::NotFound { .. }), "{missing}: {e}");
+        }
+        let e = classify_registry_error("r", "x", "failed to authorize (HTTP 401)".into());
+        assert!(matches!(e, DockerError::AuthRefused { .. }), "{e}");
+        let e = classify_registry_error("r:4050", "x", "unexpected status 405".into());
+        assert!(matches!(e, DockerError::Registry { .. }), "{e}");
+        assert!(e.to_string().contains("does not accept pushes"), "{e}");
+        let e = classify_registry_error(
+            "127.0.0.1:14050",
+            "x",
+            "blob upload unknown at 127.0.0.1:14050".into(),
+        );
+        assert!(!e.to_string().contains("does not accept pushes"), "{e}");
     }
 }
