@@ -78,12 +78,14 @@ swarm_nodes_up() {
     die "not every node is Ready: $(sw_docker n1 node ls)"
 }
 
-# swarm_node_kill NODE: the node dies as a machine would: every process in its namespace
-# (dockerd, containerd, shims, the app) gets SIGKILL and its link goes down.
+# swarm_node_kill NODE: the node dies as a machine would: its link goes down, then every
+# process in its namespace (dockerd, containerd, shims, the app) gets SIGKILL. Link first: a
+# machine that loses power sends nothing more, while a dockerd killed after its app could still
+# tell the manager that the task exited (a task that ended, not one lost with its node).
 swarm_node_kill() {
     local n="$1" p
-    for p in $(ip netns pids "$SW_PREFIX-$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
     ip link set "$SW_PREFIX$n" down
+    for p in $(ip netns pids "$SW_PREFIX-$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
 }
 
 # swarm_nodes_down: every node's processes, the namespaces, the bridge, the iptables rules.
