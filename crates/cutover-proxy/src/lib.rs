@@ -14,11 +14,13 @@ mod client;
 mod conn;
 mod forward;
 mod handover;
+mod health;
 mod https;
 mod listeners;
 pub mod protocol;
 mod redirect;
 mod routes;
+mod routes_file;
 pub mod tls;
 mod tunnel;
 
@@ -36,7 +38,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use client::{running_pid, spawn, status_blocking, upgrade, ProxyClient, Upgraded};
 pub use protocol::{DrainOutcome, Limits, ProxyStatus, Route, RouteKey, Upstream};
-pub use routes::{legacy_routes, LegacyRoute, RoutesFile};
+pub use routes_file::{legacy_routes, LegacyRoute, RoutesFile};
 
 use crate::access::AccessLog;
 use crate::admin::{describe, Admin};

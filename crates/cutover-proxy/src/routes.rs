@@ -1,227 +1,21 @@
 //! The route table: for each route, its upstreams and their weights, behind one `ArcSwap` so
 //! that a cutover is a single atomic swap, plus per-upstream in-flight counters for drains and
-//! passive health (an upstream that cannot be connected to is skipped for a while).
+//! each upstream's passive health (`health.rs`). What it keeps on disk is `routes_file.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
 use hyper::http::request;
 use hyper::http::uri::Authority;
-use serde::{Deserialize, Serialize};
 
 use crate::access::AccessLog;
-use crate::protocol::{
-    conflict, normal_host, AdminError, Ejection, Hold, Limits, Route, RouteHold, RouteKey,
-    RouteStatus, Upstream, UpstreamStatus, DEFAULT_WEIGHT,
-};
-
-/// What the edge keeps on disk: every route it serves, as installed by the last `set`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RoutesFile {
-    pub generation: u64,
-    pub routes: Vec<Route>,
-    /// Holds on routes (maintenance, pause), set with the `hold` op.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub holds: Vec<RouteHold>,
-}
-
-impl RoutesFile {
-    /// Reads and checks the routes file; a missing file means "no routes yet".
-    pub fn load(path: &Path) -> std::io::Result<RoutesFile> {
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RoutesFile::default()),
-            Err(e) => return Err(e),
-        };
-        let invalid = |detail: String| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("{} is not a valid routes file: {detail}", path.display()),
-            )
-        };
-        let file: RoutesFile =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-        file.validate().map_err(|e| invalid(e.to_string()))?;
-        Ok(file)
-    }
-
-    /// Writes the routes file atomically (readers see the old or the new routes, never a mix).
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        cutover_daemon::write_atomic(path, &bytes)
-    }
-
-    /// These routes with `route` installed in place of the route of the same key (or added),
-    /// as the next generation.
-    pub fn with(&self, route: Route) -> RoutesFile {
-        let mut routes = self.routes.clone();
-        match routes.iter_mut().find(|r| r.key == route.key) {
-            Some(slot) => *slot = route,
-            None => routes.push(route),
-        }
-        RoutesFile {
-            generation: self.generation + 1,
-            routes,
-            holds: self.holds.clone(),
-        }
-    }
-
-    /// These routes without those of `owner` (only `env`'s when given), as the next
-    /// generation. Their holds stay, as the app's ledger keeps them, for its next deploy.
-    pub fn without(&self, owner: &str, env: Option<&str>) -> RoutesFile {
-        let gone = |key: &RouteKey| key.owner == owner && env.is_none_or(|e| key.env == e);
-        RoutesFile {
-            generation: self.generation + 1,
-            routes: self
-                .routes
-                .iter()
-                .filter(|r| !gone(&r.key))
-                .cloned()
-                .collect(),
-            holds: self.holds.clone(),
-        }
-    }
-
-    /// These routes with the hold of `route` replaced (or lifted), as the next generation.
-    pub fn with_hold(&self, route: &RouteKey, hold: Option<Hold>) -> RoutesFile {
-        let mut holds: Vec<RouteHold> = self
-            .holds
-            .iter()
-            .filter(|h| &h.route != route)
-            .cloned()
-            .collect();
-        if let Some(hold) = hold {
-            holds.push(RouteHold {
-                route: route.clone(),
-                hold,
-            });
-        }
-        RoutesFile {
-            generation: self.generation + 1,
-            routes: self.routes.clone(),
-            holds,
-        }
-    }
-
-    /// The addresses the routes listen on (their `http_redirect`s too).
-    pub fn listens(&self) -> BTreeSet<SocketAddr> {
-        self.routes
-            .iter()
-            .flat_map(|r| std::iter::once(r.listen).chain(r.http_redirect))
-            .collect()
-    }
-
-    /// Checks every route, and that no two claim the same address and host.
-    pub fn validate(&self) -> Result<(), AdminError> {
-        for (i, route) in self.routes.iter().enumerate() {
-            let at = |e: AdminError| AdminError {
-                field: Some(format!(
-                    "routes[{i}].{}",
-                    e.field.as_deref().unwrap_or("route")
-                )),
-                ..e
-            };
-            route.validate().map_err(at)?;
-            if self.routes[..i].iter().any(|r| r.key == route.key) {
-                return Err(at(AdminError::bad_request(
-                    "route",
-                    format!("route {} is listed twice", route.key),
-                    "list each route once",
-                )));
-            }
-            if let Some(e) = conflict(route, &self.routes[..i]) {
-                return Err(at(e));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What the edge of one environment (before one edge served the machine) routed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LegacyRoute {
-    pub upstreams: Vec<Upstream>,
-    pub limits: Limits,
-    pub hold: Option<Hold>,
-}
-
-/// What a routes file of the edge of one environment routed for `env`. `None` when there is no
-/// such file. Reads both older shapes: `{generation, routes, holds}` keyed by `{env}`, and
-/// `{generation, upstreams}`.
-pub fn legacy_routes(path: &Path, env: &str) -> std::io::Result<Option<LegacyRoute>> {
-    #[derive(Deserialize)]
-    struct OldKey {
-        env: String,
-    }
-    #[derive(Deserialize)]
-    struct OldRoute {
-        route: OldKey,
-        upstreams: Vec<Upstream>,
-        #[serde(default)]
-        limits: Limits,
-    }
-    #[derive(Deserialize)]
-    struct OldHold {
-        route: OldKey,
-        hold: Hold,
-    }
-    #[derive(Deserialize)]
-    struct OldFile {
-        routes: Option<Vec<OldRoute>>,
-        upstreams: Option<Vec<SocketAddr>>,
-        #[serde(default)]
-        holds: Vec<OldHold>,
-    }
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let old: OldFile = serde_json::from_slice(&bytes).map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{} is not a routes file of an older edge: {e}",
-                path.display()
-            ),
-        )
-    })?;
-    let hold = old
-        .holds
-        .into_iter()
-        .find(|h| h.route.env == env)
-        .map(|h| h.hold);
-    if let Some(route) = old
-        .routes
-        .unwrap_or_default()
-        .into_iter()
-        .find(|r| r.route.env == env)
-    {
-        return Ok(Some(LegacyRoute {
-            upstreams: route.upstreams,
-            limits: route.limits,
-            hold,
-        }));
-    }
-    let mut upstreams: Vec<Upstream> = Vec::new();
-    for addr in old.upstreams.unwrap_or_default() {
-        // Older edges ignored an upstream listed twice.
-        if !upstreams.iter().any(|u| u.addr == addr) {
-            upstreams.push(Upstream::new(addr, DEFAULT_WEIGHT));
-        }
-    }
-    Ok(Some(LegacyRoute {
-        upstreams,
-        limits: Limits::default(),
-        hold,
-    }))
-}
+use crate::health::Health;
+use crate::protocol::{normal_host, Hold, Limits, RouteKey, RouteStatus, UpstreamStatus};
+pub use crate::routes_file::RoutesFile;
 
 /// The `Host` a request is for: its `Host` header, else its URI's authority (absolute-form,
 /// HTTP/2's `:authority`).
@@ -281,92 +75,6 @@ pub(crate) struct Shared {
     drain_timeout_ms: AtomicU64,
     /// Whether new connections to it succeed.
     health: Health,
-}
-
-/// How long an upstream is skipped after its first connect failure; each further ejection in a
-/// row lasts twice as long, up to [`LONGEST_EJECTION_MS`].
-pub(crate) const FIRST_EJECTION_MS: u64 = 10_000;
-pub(crate) const LONGEST_EJECTION_MS: u64 = 160_000;
-/// When an ejection ends, one request tries the upstream again; the others keep skipping it
-/// for this long, or until that request connects.
-const TRIAL_MS: u64 = 5_000;
-
-/// Passive health of one upstream, as nginx's `max_fails=1 fail_timeout` or Envoy's outlier
-/// detection on connect failures: a connect that fails (refused, timed out) ejects the upstream
-/// for [`FIRST_EJECTION_MS`], doubling on each ejection in a row; [`RouteState::next`] skips it
-/// while another upstream of the route is not ejected (the last one is never skipped). When
-/// the time is up, one request tries it: a connection clears the ejection, a failure ejects it
-/// again for twice as long. A request costs one atomic load while nothing is ejected.
-#[derive(Default)]
-struct Health {
-    /// Unix ms until which the upstream is skipped; 0: not ejected.
-    until_ms: AtomicU64,
-    /// Ejections in a row.
-    times: AtomicU32,
-    /// One request is trying it again after its ejection.
-    trying: AtomicBool,
-    /// Why the last connect failed (written on failures only).
-    error: Mutex<String>,
-}
-
-impl Health {
-    /// Whether a new request may go to the upstream now (`now` is read only when it is
-    /// ejected). When its ejection is over, the first request to ask is let through and the
-    /// others keep skipping it while that one tries.
-    fn admits(&self, now: impl FnOnce() -> u64) -> bool {
-        let until = self.until_ms.load(Ordering::Relaxed);
-        if until == 0 {
-            return true;
-        }
-        let now = now();
-        if now < until {
-            return false;
-        }
-        let won = self
-            .until_ms
-            .compare_exchange(until, now + TRIAL_MS, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-        if won {
-            self.trying.store(true, Ordering::Relaxed);
-        }
-        won
-    }
-
-    /// A connection to the upstream succeeded: true when that ends an ejection.
-    fn connected(&self) -> bool {
-        if self.until_ms.load(Ordering::Relaxed) == 0 {
-            return false;
-        }
-        self.trying.store(false, Ordering::Relaxed);
-        self.times.store(0, Ordering::Relaxed);
-        self.until_ms.swap(0, Ordering::Relaxed) != 0
-    }
-
-    /// A connect to the upstream failed at `now`: it is ejected (returns for how long), unless
-    /// it already is and this request set out before that (then nothing changes).
-    fn connect_failed(&self, now: u64, error: &str) -> Option<u64> {
-        let trial = self.trying.swap(false, Ordering::Relaxed);
-        if !trial && self.until_ms.load(Ordering::Relaxed) > now {
-            return None;
-        }
-        let times = self.times.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let length = FIRST_EJECTION_MS
-            .saturating_mul(1u64 << (times - 1).min(16))
-            .min(LONGEST_EJECTION_MS);
-        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = error.to_string();
-        self.until_ms.store(now + length, Ordering::Relaxed);
-        Some(length)
-    }
-
-    /// The ejection in force at `now`, for `status`.
-    fn ejection(&self, now: u64) -> Option<Ejection> {
-        let until_ms = self.until_ms.load(Ordering::Relaxed);
-        (until_ms > now).then(|| Ejection {
-            until_ms,
-            times: self.times.load(Ordering::Relaxed),
-            error: self.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        })
-    }
 }
 
 struct RouteState {
@@ -936,6 +644,7 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{conflict, Route, Upstream};
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -1048,39 +757,6 @@ mod tests {
             routes.pick_any(&request(), Some(addr(1))).unwrap().addr,
             addr(1)
         );
-    }
-
-    #[test]
-    fn a_failed_connect_ejects_for_10_s_doubling_and_one_request_tries_again() {
-        let health = Health::default();
-        let at = |t: u64| move || t;
-        assert!(health.admits(|| unreachable!("no clock while nothing is ejected")));
-        assert_eq!(health.connect_failed(1_000, "refused"), Some(10_000));
-        assert!(!health.admits(at(5_000)));
-        // A request that set out before the ejection fails too: nothing doubles.
-        assert_eq!(health.connect_failed(5_000, "refused"), None);
-        assert_eq!(health.ejection(5_000).map(|e| e.until_ms), Some(11_000));
-        // Its time is up: one request tries it, the others keep skipping it meanwhile.
-        assert!(health.admits(at(11_000)));
-        assert!(!health.admits(at(11_001)));
-        // That one fails: twice as long, and so on up to the cap.
-        assert_eq!(health.connect_failed(12_000, "timed out"), Some(20_000));
-        assert!(!health.admits(at(31_999)));
-        let mut now = 32_000;
-        for expected in [40_000, 80_000, 160_000, 160_000] {
-            assert!(health.admits(at(now)));
-            assert_eq!(health.connect_failed(now, "timed out"), Some(expected));
-            now += expected;
-        }
-        let shown = health.ejection(now - 1).unwrap();
-        assert_eq!((shown.times, shown.error.as_str()), (6, "timed out"));
-        // The one that tries it connects: the ejection ends, the next failure starts over.
-        assert!(health.admits(at(now)));
-        assert!(health.connected());
-        assert!(!health.connected(), "said once");
-        assert!(health.admits(|| unreachable!()));
-        assert_eq!(health.ejection(now), None);
-        assert_eq!(health.connect_failed(now, "refused"), Some(10_000));
     }
 
     #[test]
