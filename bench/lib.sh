@@ -159,6 +159,15 @@ static_app_repo() {
 # free_local_port: a TCP port free on 127.0.0.1 now.
 free_local_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# The top of every bench nginx's config (foreground, as root, its pid and error log in DIR),
+# with WORKERS worker processes: "$(nginx_head DIR WORKERS)".
+nginx_head() {
+    local dir="$1" workers="$2"
+    printf '%s\n' "user root;" "worker_processes $workers;" "daemon off;" \
+        "pid $dir/nginx.pid;" "error_log $dir/error.log warn;" \
+        "events { worker_connections 8192; }"
+}
+
 # The http{} settings every bench nginx shares (no access log, temp paths in DIR, long
 # keep-alive), for a config written with `cat <<EOF`: "$(nginx_common_http DIR)".
 nginx_common_http() {
@@ -179,12 +188,7 @@ start_upstream_nginx() {
     local dir="$1" port="$2"
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<NGX
-user root;
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 8192; }
+$(nginx_head "$dir" 1)
 http {
 $(nginx_common_http "$dir")
     server {
@@ -226,12 +230,7 @@ start_proxy_nginx() {
     local dir="$1" up_port="$2" server_lines="$3"
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<NGX
-user root;
-worker_processes auto;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 8192; }
+$(nginx_head "$dir" auto)
 http {
 $(nginx_common_http "$dir")
     upstream app {
